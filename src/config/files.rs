@@ -1,0 +1,234 @@
+//! The serde shapes of the config files, with their documented defaults. These are what users
+//! write; [`super::Snapshot`] is what they compile into.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+
+/// A duration written as text: `"250ms"`, `"5s"`, `"2m"`, `"1h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"500ms\", \"5s\", \"2m\" or \"1h\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                humantime::parse_duration(s).map(Dur).map_err(|e| {
+                    E::custom(format!("invalid duration {s:?}: {e} (write e.g. \"500ms\", \"5s\", \"2m\")"))
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+/// `hookrelay.toml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MainFile {
+    /// Bumped by whoever changes the config; shown everywhere. Default 0.
+    #[serde(default)]
+    pub version: u64,
+    /// The RabbitMQ connection and topology.
+    #[serde(default)]
+    pub broker: BrokerFile,
+    /// The SSRF policy for webhook targets.
+    #[serde(default)]
+    pub security: SecurityFile,
+    /// Size limits on what is accepted.
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// Process-wide delivery settings.
+    #[serde(default)]
+    pub delivery: DeliveryFile,
+}
+
+/// `[broker]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerFile {
+    /// AMQP URL; `%2f` is the vhost `/`. Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// The topic exchange producers publish to. Default `hookrelay.events`.
+    pub exchange: String,
+    /// Messages the broker may push ahead of acks, per route. Default 64.
+    pub prefetch: u16,
+    /// `x-delivery-limit` of route queues: deliveries (crashes and requeues included) after
+    /// which the broker itself dead-letters a message. Default 20.
+    pub delivery_limit: u32,
+    /// Longest wait between reconnection attempts. Default 30s.
+    pub reconnect_max: Dur,
+}
+
+impl Default for BrokerFile {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            exchange: "hookrelay.events".into(),
+            prefetch: 64,
+            delivery_limit: 20,
+            reconnect_max: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// `[security]`: both switches off by default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityFile {
+    /// Allow plain `http://` targets.
+    pub allow_http: bool,
+    /// Allow loopback, RFC 1918, link-local, CGNAT and ULA targets (cloud metadata addresses
+    /// stay blocked).
+    pub allow_private_networks: bool,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsFile {
+    /// Largest event accepted, in bytes. Default 262144 (256 KiB).
+    pub max_event_bytes: usize,
+    /// Response body bytes kept for logs and dead letters. Default 4096.
+    pub response_body_bytes: usize,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        Self { max_event_bytes: 256 * 1024, response_body_bytes: 4096 }
+    }
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryFile {
+    /// On SIGTERM, how long in-flight deliveries may take to finish. Default 25s.
+    pub shutdown_grace: Dur,
+}
+
+impl Default for DeliveryFile {
+    fn default() -> Self {
+        Self { shutdown_grace: Dur(Duration::from_secs(25)) }
+    }
+}
+
+/// `routes/<name>.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Defaults to the file stem.
+    pub name: Option<String>,
+    /// Exact event types or AMQP topic patterns (`order.*`: one word; `order.#`: any).
+    pub events: Spanned<Vec<Spanned<String>>>,
+    /// The webhook target.
+    pub url: Spanned<String>,
+    /// Strict FIFO: one delivery at a time, retries in place. Default false.
+    #[serde(default)]
+    pub ordered: bool,
+    /// Per-attempt timeout (connect, send, response). Default 10s.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Deliveries at once on an unordered route. Default 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// A plugin that defines `fn filter(event)`.
+    pub filter: Option<Spanned<PathBuf>>,
+    /// A plugin that defines `fn transform(event)`.
+    pub transform: Option<Spanned<PathBuf>>,
+    /// Paths removed from the event before sending, e.g. `data.customer.email`,
+    /// `data.items.*.email`.
+    #[serde(default)]
+    pub redact: Vec<Spanned<String>>,
+    /// Body shape. Default `standard`.
+    #[serde(default)]
+    pub format: BodyFormat,
+    /// Extra static headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// How the body is signed.
+    pub signing: Spanned<SigningFile>,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: RetryFile,
+}
+
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+fn default_concurrency() -> usize {
+    16
+}
+
+/// The body a route sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    /// `{"type", "timestamp", "data"}`: the Standard Webhooks payload shape.
+    #[default]
+    Standard,
+    /// The whole CloudEvent, structured JSON mode.
+    Cloudevents,
+    /// Only `data`.
+    Data,
+}
+
+/// `[signing]` of a route. Secrets never sit in files that are committed: a route names the
+/// environment variable or the file that holds one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningFile {
+    /// Environment variable holding the secret.
+    pub secret_env: Option<Spanned<String>>,
+    /// File holding the secret (relative to the config directory), e.g. a mounted Secret.
+    pub secret_file: Option<Spanned<PathBuf>>,
+    /// `standard-webhooks` (default) or `hmac-sha256-hex`.
+    #[serde(default)]
+    pub scheme: SigningScheme,
+    /// Header of the `hmac-sha256-hex` scheme. Default `X-Signature`.
+    pub header: Option<Spanned<String>>,
+}
+
+/// Signature schemes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigningScheme {
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`.
+    #[default]
+    StandardWebhooks,
+    /// `X-Signature: sha256=<hex HMAC of the body>` for legacy receivers, plus the
+    /// `webhook-id` and `webhook-timestamp` headers.
+    HmacSha256Hex,
+}
+
+/// `[retry]` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryFile {
+    /// Attempts in all, the first included. Default 8.
+    pub max_attempts: u32,
+    /// Wait before attempt 2, 3, …; the last value repeats. Jitter adds up to 20%.
+    pub backoff: Vec<Dur>,
+}
+
+impl Default for RetryFile {
+    fn default() -> Self {
+        let s = |n| Dur(Duration::from_secs(n));
+        Self { max_attempts: 8, backoff: vec![s(5), s(30), s(120), s(600), s(1800), s(3600), s(7200)] }
+    }
+}

@@ -1,0 +1,472 @@
+//! Loading a config directory into a [`Snapshot`]: everything the per-event path needs,
+//! compiled once (schemas, scripts, redaction paths, signing keys, URLs).
+//!
+//! Layout (contract): `hookrelay.toml`, `routes/<name>.toml`, `schemas/<type>/v<N>.json`,
+//! `plugins/<name>.rhai`. Layering: built-in defaults < `hookrelay.toml` < `HOOKRELAY_*`
+//! environment variables with `__` for nesting (`HOOKRELAY_BROKER__URL`). Every problem is
+//! collected and reported as `file:line:col: message`; a load never stops at the first.
+
+pub mod error;
+pub mod files;
+
+use crate::broker::topic;
+use crate::deliver::guard::Policy;
+use crate::deliver::retry::RetryPolicy;
+use crate::deliver::sign::{Signer, SigningKey};
+use crate::pipeline::redact::RedactPath;
+use crate::pipeline::schema::SchemaRegistry;
+use crate::pipeline::script::{EntryPoint, Script, sandboxed_engine};
+use error::{ConfigError, ConfigErrors, display_path};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use files::{BodyFormat, BrokerFile, DeliveryFile, LimitsFile, MainFile, RouteFile, SigningScheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The main config file's name.
+pub const MAIN_FILE: &str = "hookrelay.toml";
+
+/// A route, compiled.
+#[derive(Debug)]
+pub struct Route {
+    /// Unique name; the queue is `hookrelay.route.<name>`.
+    pub name: String,
+    /// Event types and topic patterns.
+    pub events: Vec<String>,
+    /// The target.
+    pub url: Uri,
+    /// Strict FIFO.
+    pub ordered: bool,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Concurrent deliveries (unordered routes).
+    pub concurrency: usize,
+    /// `fn filter(event)`.
+    pub filter: Option<Arc<Script>>,
+    /// `fn transform(event)`.
+    pub transform: Option<Arc<Script>>,
+    /// Fields removed before sending.
+    pub redact: Vec<RedactPath>,
+    /// Body shape.
+    pub format: BodyFormat,
+    /// Static extra headers.
+    pub headers: HeaderMap,
+    /// Signing keys and scheme.
+    pub signer: Signer,
+    /// Attempts and backoff.
+    pub retry: RetryPolicy,
+}
+
+impl Route {
+    /// The route's quorum queue.
+    pub fn queue(&self) -> String {
+        route_queue(&self.name)
+    }
+}
+
+/// `hookrelay.route.<name>`.
+pub fn route_queue(name: &str) -> String {
+    format!("hookrelay.route.{name}")
+}
+
+/// One loaded, compiled config set. Immutable; a reload builds a new one.
+pub struct Snapshot {
+    /// The config directory.
+    pub dir: PathBuf,
+    /// `version` from `hookrelay.toml`.
+    pub version: u64,
+    /// Hash over every file loaded (12 hex digits).
+    pub revision: String,
+    /// `[broker]`.
+    pub broker: BrokerFile,
+    /// `[security]`.
+    pub security: Policy,
+    /// `[limits]`.
+    pub limits: LimitsFile,
+    /// `[delivery]`.
+    pub delivery: DeliveryFile,
+    /// Routes, sorted by name.
+    pub routes: Vec<Arc<Route>>,
+    /// Compiled schemas.
+    pub schemas: SchemaRegistry,
+    /// The sandboxed Rhai engine.
+    pub engine: Arc<rhai::Engine>,
+    /// Problems that do not stop a load (patterns that match no known type).
+    pub warnings: Vec<ConfigError>,
+    /// Every file loaded, relative path → bytes hashed.
+    pub files: Vec<String>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("dir", &self.dir)
+            .field("version", &self.version)
+            .field("revision", &self.revision)
+            .field("routes", &self.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+}
+
+/// Options of a load.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Secrets absent from the environment are not errors (`validate --allow-missing-secrets`):
+    /// a random key stands in, so the snapshot must not be used to deliver.
+    pub allow_missing_secrets: bool,
+}
+
+/// Loads and compiles `dir`, reporting every problem.
+pub fn load(dir: &Path) -> Result<Snapshot, ConfigErrors> {
+    load_with(dir, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let main = load_main(dir, &mut files, &mut errors);
+    let security =
+        Policy { allow_http: main.security.allow_http, allow_private_networks: main.security.allow_private_networks };
+    let schemas = SchemaRegistry::load(dir, &dir.join("schemas"), &mut files, &mut errors);
+    let engine = Arc::new(sandboxed_engine());
+    let mut scripts: HashMap<PathBuf, Option<Arc<Script>>> = HashMap::new();
+    let mut routes: Vec<Arc<Route>> = Vec::new();
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut warnings = Vec::new();
+
+    let mut route_files: Vec<PathBuf> = std::fs::read_dir(dir.join("routes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    route_files.sort();
+    for path in route_files {
+        let shown = display_path(dir, &path);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(ConfigError::file(&shown, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        files.push((shown.display().to_string(), text.clone().into_bytes()));
+        let file: RouteFile = match toml::from_str(&text) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(toml_error(&shown, &text, &e));
+                continue;
+            }
+        };
+        let mut ctx = RouteCtx { dir, shown: &shown, text: &text, errors: &mut errors, opts };
+        let Some(route) = ctx.compile(file, &path, security, &engine, &mut scripts, &mut files) else { continue };
+        if let Some(first) = seen.get(&route.name) {
+            errors.push(ConfigError::file(
+                &shown,
+                format!("duplicate route name `{}` (also defined by {})", route.name, first.display()),
+            ));
+            continue;
+        }
+        for pattern in &route.events {
+            if !schemas.types().iter().any(|t| topic::matches(pattern, t)) {
+                warnings
+                    .push(ConfigError::file(&shown, format!("event pattern `{pattern}` matches no type in schemas/")));
+            }
+        }
+        seen.insert(route.name.clone(), shown.clone());
+        routes.push(Arc::new(route));
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    files.sort();
+    let mut hash = Sha256::new();
+    for (name, bytes) in &files {
+        hash.update(name.as_bytes());
+        hash.update([0]);
+        hash.update(bytes);
+        hash.update([0]);
+    }
+    let revision = hex::encode(hash.finalize())[..12].to_string();
+    routes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Snapshot {
+        dir: dir.to_path_buf(),
+        version: main.version,
+        revision,
+        broker: main.broker,
+        security,
+        limits: main.limits,
+        delivery: main.delivery,
+        routes,
+        schemas,
+        engine,
+        warnings,
+        files: files.into_iter().map(|(n, _)| n).collect(),
+    })
+}
+
+fn toml_error(shown: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => ConfigError::at_offset(shown, text, span.start, msg),
+        None => ConfigError::file(shown, msg),
+    }
+}
+
+/// `hookrelay.toml` layered with defaults and the environment.
+fn load_main(dir: &Path, files: &mut Vec<(String, Vec<u8>)>, errors: &mut Vec<ConfigError>) -> MainFile {
+    let path = dir.join(MAIN_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(ConfigError::file(
+                &path,
+                format!("cannot read the main config file: {e} (is --config pointing at the config directory?)"),
+            ));
+            return MainFile::default();
+        }
+    };
+    files.push((MAIN_FILE.to_string(), text.clone().into_bytes()));
+    if let Err(e) = toml::from_str::<MainFile>(&text) {
+        errors.push(toml_error(Path::new(MAIN_FILE), &text, &e));
+        return MainFile::default();
+    }
+    // Only variables that name a section (`HOOKRELAY_BROKER__URL`) or `HOOKRELAY_VERSION` are
+    // config; others with the prefix (a route's `secret_env`, say) are left alone.
+    let env = Env::prefixed("HOOKRELAY_")
+        .filter(|k| k.as_str().contains("__") || k.as_str().eq_ignore_ascii_case("version"))
+        .split("__");
+    match Figment::from(Serialized::defaults(MainFile::default()))
+        .merge(Toml::string(&text))
+        .merge(env)
+        .extract::<MainFile>()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            for e in e {
+                errors.push(ConfigError::file("environment", format!("HOOKRELAY_* variable: {e}")));
+            }
+            MainFile::default()
+        }
+    }
+}
+
+struct RouteCtx<'a> {
+    dir: &'a Path,
+    shown: &'a Path,
+    text: &'a str,
+    errors: &'a mut Vec<ConfigError>,
+    opts: LoadOptions,
+}
+
+impl RouteCtx<'_> {
+    fn err(&mut self, span: std::ops::Range<usize>, msg: impl Into<String>) {
+        self.errors.push(ConfigError::at_offset(self.shown, self.text, span.start, msg));
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site; the pieces are the load's shared state
+    fn compile(
+        &mut self,
+        file: RouteFile,
+        path: &Path,
+        security: Policy,
+        engine: &rhai::Engine,
+        scripts: &mut HashMap<PathBuf, Option<Arc<Script>>>,
+        files: &mut Vec<(String, Vec<u8>)>,
+    ) -> Option<Route> {
+        let before = self.errors.len();
+        let name = file
+            .name
+            .clone()
+            .unwrap_or_else(|| path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string());
+        if name.is_empty() || name.len() > 200 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.errors.push(ConfigError::file(
+                self.shown,
+                format!("route name {name:?} must be 1 to 200 characters of A-Z a-z 0-9 - _ ."),
+            ));
+        }
+        if file.events.get_ref().is_empty() {
+            self.err(file.events.span(), "`events` must name at least one event type or pattern");
+        }
+        for ev in file.events.get_ref() {
+            if let Err(m) = topic::valid_pattern(ev.get_ref()) {
+                self.err(ev.span(), m);
+            }
+        }
+        let url = match file.url.get_ref().parse::<Uri>() {
+            Ok(u) if u.host().is_some() => match security.check_url(&u) {
+                Ok(()) => Some(u),
+                Err(e) => {
+                    self.err(file.url.span(), e.to_string());
+                    None
+                }
+            },
+            _ => {
+                self.err(file.url.span(), format!("{:?} is not an absolute URL", file.url.get_ref()));
+                None
+            }
+        };
+        if file.concurrency == 0 {
+            self.errors.push(ConfigError::file(self.shown, "`concurrency` must be at least 1"));
+        }
+        if file.retry.max_attempts == 0 {
+            self.errors.push(ConfigError::file(self.shown, "`retry.max_attempts` must be at least 1"));
+        }
+        if file.retry.backoff.is_empty() || file.retry.backoff.iter().any(|d| d.0.is_zero()) {
+            self.errors.push(ConfigError::file(self.shown, "`retry.backoff` must list at least one non-zero duration"));
+        }
+        let filter = file.filter.as_ref().and_then(|p| self.script(p, EntryPoint::Filter, engine, scripts, files));
+        let transform =
+            file.transform.as_ref().and_then(|p| self.script(p, EntryPoint::Transform, engine, scripts, files));
+        let mut redact = Vec::new();
+        for p in &file.redact {
+            match RedactPath::parse(p.get_ref()) {
+                Ok(r) => redact.push(r),
+                Err(m) => self.err(p.span(), m),
+            }
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in &file.headers {
+            match (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+                (Ok(k), Ok(v)) => {
+                    headers.insert(k, v);
+                }
+                _ => self.errors.push(ConfigError::file(
+                    self.shown,
+                    format!("header {k:?} is not a valid HTTP header name and value"),
+                )),
+            }
+        }
+        let signer = self.signer(&file);
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Route {
+            name,
+            events: file.events.into_inner().into_iter().map(|e| e.into_inner()).collect(),
+            url: url?,
+            ordered: file.ordered,
+            timeout: file.timeout.0,
+            concurrency: file.concurrency,
+            filter,
+            transform,
+            redact,
+            format: file.format,
+            headers,
+            signer: signer?,
+            retry: RetryPolicy {
+                max_attempts: file.retry.max_attempts,
+                backoff: file.retry.backoff.iter().map(|d| d.0).collect(),
+            },
+        })
+    }
+
+    fn script(
+        &mut self,
+        rel: &toml::Spanned<PathBuf>,
+        entry: EntryPoint,
+        engine: &rhai::Engine,
+        scripts: &mut HashMap<PathBuf, Option<Arc<Script>>>,
+        files: &mut Vec<(String, Vec<u8>)>,
+    ) -> Option<Arc<Script>> {
+        let path = self.dir.join(rel.get_ref());
+        let script = match scripts.get(&path) {
+            Some(s) => s.clone(),
+            None => {
+                let compiled = match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        files.push((rel.get_ref().display().to_string(), text.clone().into_bytes()));
+                        Script::compile(engine, rel.get_ref(), &text)
+                            .map_err(|e| self.errors.push(e))
+                            .ok()
+                            .map(Arc::new)
+                    }
+                    Err(e) => {
+                        self.err(rel.span(), format!("plugin {} cannot be read: {e}", rel.get_ref().display()));
+                        None
+                    }
+                };
+                scripts.insert(path, compiled.clone());
+                compiled
+            }
+        }?;
+        if !script.defines(entry) {
+            let name = match entry {
+                EntryPoint::Filter => "filter",
+                EntryPoint::Transform => "transform",
+            };
+            self.err(rel.span(), format!("plugin {} does not define `fn {name}(event)`", rel.get_ref().display()));
+            return None;
+        }
+        Some(script)
+    }
+
+    fn signer(&mut self, file: &RouteFile) -> Option<Signer> {
+        let signing = file.signing.get_ref();
+        let secret = match (&signing.secret_env, &signing.secret_file) {
+            (Some(var), None) => match std::env::var(var.get_ref()) {
+                Ok(s) => Some(s),
+                Err(_) if self.opts.allow_missing_secrets => None,
+                Err(_) => {
+                    self.err(
+                        var.span(),
+                        format!("environment variable {} (the route's secret) is not set", var.get_ref()),
+                    );
+                    return None;
+                }
+            },
+            (None, Some(f)) => match std::fs::read_to_string(self.dir.join(f.get_ref())) {
+                Ok(s) => Some(s),
+                Err(_) if self.opts.allow_missing_secrets => None,
+                Err(e) => {
+                    self.err(f.span(), format!("secret file {} cannot be read: {e}", f.get_ref().display()));
+                    return None;
+                }
+            },
+            _ => {
+                self.err(file.signing.span(), "[signing] needs exactly one of `secret_env` or `secret_file`");
+                return None;
+            }
+        };
+        let secret = secret.unwrap_or_else(SigningKey::generate);
+        let span = file.signing.span();
+        match signing.scheme {
+            SigningScheme::StandardWebhooks => match SigningKey::from_whsec(&secret) {
+                Ok(k) => Some(Signer::Standard(vec![k])),
+                Err(m) => {
+                    self.err(span, m);
+                    None
+                }
+            },
+            SigningScheme::HmacSha256Hex => {
+                let header = signing.header.as_ref().map_or("x-signature", |h| h.get_ref().as_str());
+                match (SigningKey::raw(&secret), HeaderName::try_from(header)) {
+                    (Ok(key), Ok(header)) => Some(Signer::Hex { key, header }),
+                    (Err(m), _) => {
+                        self.err(span, m);
+                        None
+                    }
+                    (_, Err(_)) => {
+                        self.err(span, format!("{header:?} is not a valid header name"));
+                        None
+                    }
+                }
+            }
+        }
+    }
+}

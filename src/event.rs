@@ -1,0 +1,129 @@
+//! The CloudEvents 1.0 envelope in structured JSON mode: what producers publish and POST.
+//!
+//! Decoding checks the required attributes (`id`, `source`, `type`, `specversion` = `1.0`) and
+//! keeps every other attribute (extensions included) so that the `cloudevents` body format can
+//! send the event back out unchanged.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A decoded CloudEvent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent {
+    /// Unique per producer; the idempotency key and the `webhook-id`.
+    pub id: String,
+    /// The producer.
+    pub source: String,
+    /// The event type, e.g. `order.created`; also the routing key.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Always `1.0`.
+    pub specversion: String,
+    /// When the event happened (RFC 3339), if the producer said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The tenant or entity the event is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Schema version of `data` (`"2"` or `"v2"`); default the newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataversion: Option<String>,
+    /// Producer order, passed on as `hookrelay-sequence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<Value>,
+    /// The payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// Every other attribute (`datacontenttype`, `traceparent`, extensions).
+    #[serde(flatten)]
+    pub extensions: Map<String, Value>,
+}
+
+/// Why bytes are not a CloudEvent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or not an object with the required string attributes.
+    #[error("not a structured-mode CloudEvent: {0}")]
+    Malformed(String),
+    /// `specversion` is not 1.0.
+    #[error("unsupported specversion {0:?} (only \"1.0\")")]
+    SpecVersion(String),
+    /// A required attribute is empty.
+    #[error("attribute `{0}` must not be empty")]
+    Empty(&'static str),
+}
+
+impl CloudEvent {
+    /// Decodes and checks a structured-mode event.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let ev: CloudEvent = serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if ev.specversion != "1.0" {
+            return Err(DecodeError::SpecVersion(ev.specversion));
+        }
+        for (name, value) in [("id", &ev.id), ("source", &ev.source), ("type", &ev.ty)] {
+            if value.is_empty() {
+                return Err(DecodeError::Empty(name));
+            }
+        }
+        Ok(ev)
+    }
+
+    /// The requested schema version: `"2"`, `"v2"` → 2.
+    pub fn data_version(&self) -> Option<Result<u32, String>> {
+        self.dataversion.as_deref().map(|v| v.trim_start_matches(['v', 'V']).parse::<u32>().map_err(|_| v.to_string()))
+    }
+
+    /// The producer's sequence as header text, if given.
+    pub fn sequence_text(&self) -> Option<String> {
+        match self.sequence.as_ref()? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// A W3C `traceparent` carried as a CloudEvents extension (distributed tracing extension).
+    pub fn traceparent(&self) -> Option<&str> {
+        self.extensions.get("traceparent").and_then(Value::as_str)
+    }
+
+    /// The event as a JSON map, as scripts and redaction see it.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_required_and_keeps_extensions() {
+        let ev = CloudEvent::decode(
+            br#"{"id":"1","source":"shop","type":"order.paid","specversion":"1.0","tenant":"t1","data":{"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.ty, "order.paid");
+        assert_eq!(ev.extensions["tenant"], "t1");
+        assert_eq!(ev.to_value()["tenant"], "t1");
+    }
+
+    #[test]
+    fn refuses_missing_attributes_and_other_versions() {
+        assert!(matches!(CloudEvent::decode(b"{}"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(CloudEvent::decode(b"not json"), Err(DecodeError::Malformed(_))));
+        let v03 = br#"{"id":"1","source":"s","type":"t","specversion":"0.3"}"#;
+        assert!(matches!(CloudEvent::decode(v03), Err(DecodeError::SpecVersion(_))));
+        let empty = br#"{"id":"","source":"s","type":"t","specversion":"1.0"}"#;
+        assert_eq!(CloudEvent::decode(empty), Err(DecodeError::Empty("id")));
+    }
+
+    #[test]
+    fn dataversion_accepts_number_and_v_prefix() {
+        let mut ev = CloudEvent::decode(br#"{"id":"1","source":"s","type":"t","specversion":"1.0"}"#).unwrap();
+        ev.dataversion = Some("v2".into());
+        assert_eq!(ev.data_version(), Some(Ok(2)));
+        ev.dataversion = Some("x".into());
+        assert_eq!(ev.data_version(), Some(Err("x".into())));
+    }
+}

@@ -1,0 +1,28 @@
+//! hookrelay: a sidecar event router that turns CloudEvents from RabbitMQ into signed,
+//! at-least-once webhooks.
+//!
+//! The path of one event, and the module that owns each step:
+//!
+//! ```text
+//! broker (amqp)  ─▶ event (decode CloudEvent) ─▶ pipeline (schema, filter, transform,
+//! redact, render) ─▶ deliver (sign, SSRF-guarded hyper client, classify, backoff)
+//! ─▶ router (ack after 2xx · retry · dead letter, then ack)
+//! ```
+//!
+//! - [`config`] loads a config directory (`hookrelay.toml`, `routes/`, `schemas/`, `plugins/`)
+//!   into a [`config::Snapshot`]: everything per-event work needs, compiled once.
+//! - [`event`] is the CloudEvents 1.0 envelope (structured JSON mode).
+//! - [`pipeline`] is the pure, I/O-free per-event path.
+//! - [`deliver`] is outbound HTTP: signing, the guarded client, retry timing.
+//! - [`broker`] is RabbitMQ: topology, consuming, publishing with confirms, dead letters.
+//! - [`router`] runs one consumer per route and is the only place that acks.
+//! - [`listen`] is the local receiver behind `hookrelay listen`.
+
+pub mod broker;
+pub mod config;
+pub mod deliver;
+pub mod event;
+pub mod listen;
+pub mod pipeline;
+pub mod router;
+pub mod telemetry;

@@ -1,0 +1,303 @@
+//! The `hookrelay` command line: thin wrappers over the library. `anyhow` lives here only.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hookrelay::config::{self, LoadOptions, error::ConfigErrors};
+use hookrelay::deliver::sign::SigningKey;
+use hookrelay::telemetry::{self, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "hookrelay", version, about = "Turns CloudEvents from RabbitMQ into signed, at-least-once webhooks")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router.
+    Run {
+        /// The config directory.
+        #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
+        config: PathBuf,
+    },
+    /// Check everything a (re)load would load; exit 1 with file:line:col errors.
+    Validate {
+        /// The config directory.
+        #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutFormat::Text)]
+        format: OutFormat,
+        /// Secrets absent here are provided where the router runs: do not count them as errors.
+        #[arg(long)]
+        allow_missing_secrets: bool,
+    },
+    /// Publish a CloudEvent to the events exchange (with a publisher confirm).
+    Publish {
+        /// Event type, also the routing key.
+        #[arg(long = "type", short = 't')]
+        ty: String,
+        /// `data`, as JSON.
+        #[arg(long, short, default_value = "{}")]
+        data: String,
+        /// Event id (default: a new UUID; with --count, suffixed -1, -2, …).
+        #[arg(long)]
+        id: Option<String>,
+        /// `source` attribute.
+        #[arg(long, default_value = "hookrelay-cli")]
+        source: String,
+        /// `subject` attribute (tenant or entity).
+        #[arg(long)]
+        subject: Option<String>,
+        /// `dataversion` (schema version).
+        #[arg(long)]
+        dataversion: Option<String>,
+        /// Producer `sequence` (with --count, the first of consecutive numbers).
+        #[arg(long)]
+        sequence: Option<u64>,
+        /// How many events to publish.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// The config directory whose [broker] to use.
+        #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
+        config: PathBuf,
+        /// Broker URL (overrides the config).
+        #[arg(long)]
+        broker_url: Option<String>,
+    },
+    /// A local receiver: verifies signatures, prints events, answers a chosen status.
+    Listen {
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long, short, default_value_t = 9000)]
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// The route's secret (`whsec_...`); requests that fail verification get 401.
+        #[arg(long, env = "HOOKRELAY_LISTEN_SECRET")]
+        secret: Option<String>,
+        /// Status to answer, e.g. 503 to watch retries or 400 to watch a dead letter.
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+        /// Answer --status only to the first N requests, then 200.
+        #[arg(long, default_value_t = 0)]
+        fail_first: u64,
+        /// Print one JSON object per request.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Route tools.
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// Dry run: filter, transform, and the exact request the route would send.
+    Test {
+        /// Route name.
+        name: String,
+        /// A CloudEvent (structured JSON) file.
+        #[arg(long)]
+        event: PathBuf,
+        /// The config directory.
+        #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run { config } => run(config).await,
+        Command::Validate { config, format, allow_missing_secrets } => {
+            Ok(validate(&config, format, allow_missing_secrets))
+        }
+        Command::Publish { ty, data, id, source, subject, dataversion, sequence, count, config, broker_url } => {
+            let data: serde_json::Value = serde_json::from_str(&data).context("--data is not valid JSON")?;
+            let url = match broker_url {
+                Some(u) => u,
+                None => broker_settings(&config).url,
+            };
+            let exchange = broker_settings(&config).exchange;
+            let ev = hookrelay::broker::publish::EventSpec { ty, data, id, source, subject, dataversion, sequence };
+            hookrelay::broker::publish::publish_events(&url, &exchange, &ev, count).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Listen { port, bind, secret, status, fail_first, json } => {
+            let key = secret
+                .map(|s| SigningKey::from_whsec(&s))
+                .transpose()
+                .map_err(anyhow::Error::msg)
+                .context("--secret")?;
+            let status = http::StatusCode::from_u16(status).context("--status")?;
+            let stop = CancellationToken::new();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let opts = hookrelay::listen::ListenOptions { key, status, fail_first, json };
+            let server = tokio::spawn(hookrelay::listen::serve((bind, port).into(), opts, stop.clone(), tx));
+            if let Ok(addr) = rx.await {
+                eprintln!("listening on http://{addr}/ (Ctrl-C to stop)");
+            }
+            tokio::select! {
+                r = server => { r??; }
+                _ = tokio::signal::ctrl_c() => stop.cancel(),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Route { command: RouteCommand::Test { name, event, config } } => route_test(&config, &name, &event),
+    }
+}
+
+/// The [broker] settings of a config directory when it has one, else the defaults.
+fn broker_settings(dir: &std::path::Path) -> config::files::BrokerFile {
+    config::load_with(dir, LoadOptions { allow_missing_secrets: true }).map(|s| s.broker).unwrap_or_default()
+}
+
+fn print_errors(e: &ConfigErrors) {
+    for err in &e.0 {
+        eprintln!("error: {err}");
+    }
+}
+
+async fn run(dir: PathBuf) -> Result<ExitCode> {
+    let snapshot = match config::load(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            print_errors(&e);
+            eprintln!("{} error(s) in {}: not starting", e.0.len(), dir.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for w in &snapshot.warnings {
+        tracing::warn!("{w}");
+    }
+    let shutdown = CancellationToken::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        }
+        stop.cancel();
+    });
+    hookrelay::router::run(Arc::new(snapshot), shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: bool) -> ExitCode {
+    let loaded = config::load_with(dir, LoadOptions { allow_missing_secrets });
+    let loc = |e: &config::error::ConfigError| serde_json::json!({"file": e.file.display().to_string(), "line": e.line, "col": e.col, "message": e.message});
+    match (&loaded, format) {
+        (Ok(s), OutFormat::Text) => {
+            for w in &s.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "ok: {} — version {}, revision {}, {} route(s), {} event type(s)",
+                dir.display(),
+                s.version,
+                s.revision,
+                s.routes.len(),
+                s.schemas.types().len()
+            );
+        }
+        (Err(e), OutFormat::Text) => {
+            for err in &e.0 {
+                println!("error: {err}");
+            }
+            println!("{} error(s)", e.0.len());
+        }
+        (Ok(s), OutFormat::Json) => println!(
+            "{}",
+            serde_json::json!({"valid": true, "version": s.version, "revision": s.revision,
+                "routes": s.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+                "errors": [], "warnings": s.warnings.iter().map(loc).collect::<Vec<_>>()})
+        ),
+        (Err(e), OutFormat::Json) => {
+            println!(
+                "{}",
+                serde_json::json!({"valid": false, "errors": e.0.iter().map(loc).collect::<Vec<_>>(), "warnings": []})
+            )
+        }
+    }
+    if loaded.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn route_test(dir: &std::path::Path, name: &str, event: &std::path::Path) -> Result<ExitCode> {
+    let snapshot = match config::load(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            print_errors(&e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(route) = snapshot.route(name) else {
+        let names: Vec<&str> = snapshot.routes.iter().map(|r| r.name.as_str()).collect();
+        bail!("no route named {name:?} (routes: {})", names.join(", "));
+    };
+    let raw = std::fs::read(event).with_context(|| format!("reading {}", event.display()))?;
+    let ev = hookrelay::event::CloudEvent::decode(&raw).map_err(anyhow::Error::msg)?;
+    if !route.events.iter().any(|p| hookrelay::broker::topic::matches(p, &ev.ty)) {
+        println!("note: route {name} does not subscribe to {:?} (events: {})", ev.ty, route.events.join(", "));
+    }
+    match hookrelay::pipeline::prepare_event(&snapshot, route, ev) {
+        Ok(hookrelay::pipeline::Prepared::Filtered) => {
+            println!("filtered out: route {name}'s filter returned false; nothing would be sent")
+        }
+        Ok(hookrelay::pipeline::Prepared::Deliver(p)) => {
+            let seq = p.sequence.clone().unwrap_or_else(|| "<assigned at delivery>".into());
+            let tp = p.traceparent.clone().unwrap_or_else(hookrelay::router::new_traceparent);
+            let headers = hookrelay::router::request_headers(route, &p, &seq, &tp, 1, hookrelay::router::unix_now());
+            println!("POST {}", route.url);
+            for (k, v) in &headers {
+                println!("{k}: {}", v.to_str().unwrap_or("<binary>"));
+            }
+            println!();
+            println!("{}", String::from_utf8_lossy(&p.body));
+        }
+        Err(rej) => {
+            println!("dead letter: reason {}: {}", rej.reason.as_str(), rej.message);
+            for v in &rej.violations {
+                println!("  {}: {}", if v.path.is_empty() { "/" } else { &v.path }, v.message);
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

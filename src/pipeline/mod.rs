@@ -1,0 +1,182 @@
+//! The per-event path, pure and without I/O: decode → schema → filter → transform → redact →
+//! render. Everything it uses (validators, compiled scripts, redaction paths) was built at
+//! config load and lives in the [`crate::config::Snapshot`].
+
+pub mod redact;
+pub mod schema;
+pub mod script;
+
+use crate::config::{Route, Snapshot, files::BodyFormat};
+use crate::event::CloudEvent;
+use bytes::Bytes;
+use schema::{SchemaError, Violation};
+use serde_json::{Value, json};
+
+/// Why an event ends in the dead letters instead of at its receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Not a CloudEvent in structured JSON mode.
+    Malformed,
+    /// Over `[limits] max_event_bytes`.
+    TooLarge,
+    /// No schema for the type (or the requested version).
+    UnknownType,
+    /// `data` breaks the schema.
+    Schema,
+    /// A filter or transform script failed.
+    ScriptError,
+    /// The receiver answered a permanent 4xx.
+    Rejected,
+    /// `410 Gone`: the receiver no longer wants the events.
+    Gone,
+    /// Every attempt failed with a retryable outcome.
+    Exhausted,
+    /// The SSRF guard refused the target address.
+    Blocked,
+    /// The broker gave up on the message (`x-delivery-limit`), e.g. after repeated crashes.
+    DeliveryLimit,
+}
+
+impl Reason {
+    /// The wire name, as in dead-letter headers and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::TooLarge => "too_large",
+            Self::UnknownType => "unknown_type",
+            Self::Schema => "schema",
+            Self::ScriptError => "script_error",
+            Self::Rejected => "rejected",
+            Self::Gone => "gone",
+            Self::Exhausted => "exhausted",
+            Self::Blocked => "blocked",
+            Self::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// An event refused before delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The dead-letter reason.
+    pub reason: Reason,
+    /// Human-readable cause.
+    pub message: String,
+    /// Schema violations with their paths, when the reason is `schema`.
+    pub violations: Vec<Violation>,
+}
+
+impl Rejection {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into(), violations: Vec::new() }
+    }
+}
+
+/// What to send for one event on one route.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// The CloudEvent `id`: the `webhook-id`.
+    pub event_id: String,
+    /// The CloudEvent `type`.
+    pub event_type: String,
+    /// The rendered body.
+    pub body: Bytes,
+    /// `content-type` of the body.
+    pub content_type: &'static str,
+    /// The producer's `sequence`, if any.
+    pub sequence: Option<String>,
+    /// W3C trace context carried by the event, if any.
+    pub traceparent: Option<String>,
+}
+
+/// The outcome of the pipeline for one event on one route.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// The route's filter dropped the event: ack, send nothing.
+    Filtered,
+    /// Send this.
+    Deliver(Payload),
+}
+
+/// Runs the whole pipeline for `raw` on `route`.
+pub fn prepare(snapshot: &Snapshot, route: &Route, raw: &[u8]) -> Result<Prepared, Rejection> {
+    if raw.len() > snapshot.limits.max_event_bytes {
+        return Err(Rejection::new(
+            Reason::TooLarge,
+            format!("event is {} bytes, over the limit of {}", raw.len(), snapshot.limits.max_event_bytes),
+        ));
+    }
+    let event = CloudEvent::decode(raw).map_err(|e| Rejection::new(Reason::Malformed, e.to_string()))?;
+    prepare_event(snapshot, route, event)
+}
+
+/// The pipeline from a decoded event on.
+pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> Result<Prepared, Rejection> {
+    let null = Value::Null;
+    snapshot.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(|e| {
+        match e {
+            SchemaError::Invalid { violations, .. } => {
+                let message = e_message(&event.ty, &violations);
+                Rejection { reason: Reason::Schema, message, violations }
+            }
+            other => Rejection::new(Reason::UnknownType, other.to_string()),
+        }
+    })?;
+
+    let sequence = event.sequence_text();
+    let traceparent = event.traceparent().map(str::to_string);
+    let needs_value = route.filter.is_some()
+        || route.transform.is_some()
+        || !route.redact.is_empty()
+        || route.format == BodyFormat::Cloudevents;
+    let script_err = |e: script::ScriptError| Rejection::new(Reason::ScriptError, e.to_string());
+
+    let (id, ty, time, data, full) = if needs_value {
+        let mut value = event.to_value();
+        if let Some(f) = &route.filter
+            && !f.filter(&snapshot.engine, &value).map_err(script_err)?
+        {
+            return Ok(Prepared::Filtered);
+        }
+        if let Some(t) = &route.transform {
+            let out = t.transform(&snapshot.engine, &value).map_err(script_err)?;
+            value["data"] = out.get("data").cloned().unwrap_or(Value::Null);
+        }
+        for path in &route.redact {
+            path.apply(&mut value);
+        }
+        let data = value.get("data").cloned().unwrap_or(Value::Null);
+        (event.id, event.ty, event.time, data, Some(value))
+    } else {
+        (event.id, event.ty, event.time, event.data.unwrap_or(Value::Null), None)
+    };
+
+    let (body, content_type) = match route.format {
+        BodyFormat::Standard => {
+            let timestamp =
+                time.unwrap_or_else(|| humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
+            (json!({"type": ty, "timestamp": timestamp, "data": data}), "application/json")
+        }
+        BodyFormat::Cloudevents => (full.unwrap_or(Value::Null), "application/cloudevents+json"),
+        BodyFormat::Data => (data, "application/json"),
+    };
+    let body = serde_json::to_vec(&body).map_err(|e| Rejection::new(Reason::Malformed, e.to_string()))?;
+    Ok(Prepared::Deliver(Payload {
+        event_id: id,
+        event_type: ty,
+        body: Bytes::from(body),
+        content_type,
+        sequence,
+        traceparent,
+    }))
+}
+
+fn e_message(ty: &str, violations: &[Violation]) -> String {
+    let first = violations.first().map(|v| format!("{}: {}", if v.path.is_empty() { "/" } else { &v.path }, v.message));
+    format!(
+        "data does not match the schema of {ty} ({} violation(s); first {})",
+        violations.len(),
+        first.unwrap_or_default()
+    )
+}

@@ -1,0 +1,209 @@
+//! Rhai scripts: the sandboxed engine, compilation at config load, and the two entry points a
+//! plugin may define, `fn filter(event)` → bool and `fn transform(event)` → event.
+//!
+//! The sandbox: bounded operations, call depth, expression depth, string, array and map sizes;
+//! no modules (`import` is refused), no `eval`; `print`/`debug` go to the log. Rhai itself has
+//! no file or network access. Scripts are compiled once per load and never per event.
+
+use crate::config::error::ConfigError;
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Operations one call may run before it is stopped.
+pub const MAX_OPERATIONS: u64 = 200_000;
+
+/// The sandboxed engine every script runs in.
+pub fn sandboxed_engine() -> Engine {
+    let mut e = Engine::new();
+    e.set_max_operations(MAX_OPERATIONS);
+    e.set_max_call_levels(32);
+    e.set_max_expr_depths(64, 32);
+    e.set_max_string_size(256 * 1024);
+    e.set_max_array_size(10_000);
+    e.set_max_map_size(10_000);
+    e.set_max_modules(0);
+    e.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    e.disable_symbol("eval");
+    e.on_print(|s| tracing::info!(target: "hookrelay::script", "{s}"));
+    e.on_debug(|s, src, pos| tracing::debug!(target: "hookrelay::script", source = src, %pos, "{s}"));
+    e
+}
+
+/// A compiled plugin file.
+pub struct Script {
+    /// As written in the route (relative to the config directory).
+    pub path: PathBuf,
+    ast: AST,
+    has_filter: bool,
+    has_transform: bool,
+}
+
+impl std::fmt::Debug for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Script").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// A script failed on an event: the event is dead-lettered with reason `script_error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ScriptError {
+    /// The plugin file.
+    pub path: String,
+    /// Rhai's message, with the script position.
+    pub message: String,
+}
+
+/// Which entry point a route calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryPoint {
+    /// `fn filter(event)`.
+    Filter,
+    /// `fn transform(event)`.
+    Transform,
+}
+
+impl EntryPoint {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Filter => "filter",
+            Self::Transform => "transform",
+        }
+    }
+}
+
+impl Script {
+    /// Compiles `text` (from `shown`, for messages).
+    pub fn compile(engine: &Engine, shown: &Path, text: &str) -> Result<Self, ConfigError> {
+        let ast = engine.compile(text).map_err(|e| {
+            let pos = e.position();
+            ConfigError::at(
+                shown,
+                pos.line().unwrap_or(0),
+                pos.position().unwrap_or(0),
+                format!("script does not compile: {}", e.err_type()),
+            )
+        })?;
+        let arity = |name: &str| ast.iter_functions().find(|f| f.name == name).map(|f| f.params.len());
+        let check = |name: &str| match arity(name) {
+            None => Ok(false),
+            Some(1) => Ok(true),
+            Some(n) => {
+                Err(ConfigError::file(shown, format!("`fn {name}` must take one parameter (the event), not {n}")))
+            }
+        };
+        let has_filter = check("filter")?;
+        let has_transform = check("transform")?;
+        Ok(Self { path: shown.to_path_buf(), ast, has_filter, has_transform })
+    }
+
+    /// Whether the plugin defines the entry point.
+    pub fn defines(&self, entry: EntryPoint) -> bool {
+        match entry {
+            EntryPoint::Filter => self.has_filter,
+            EntryPoint::Transform => self.has_transform,
+        }
+    }
+
+    fn call(&self, engine: &Engine, entry: EntryPoint, event: Dynamic) -> Result<Dynamic, ScriptError> {
+        let mut scope = Scope::new();
+        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        engine
+            .call_fn_with_options::<Dynamic>(options, &mut scope, &self.ast, entry.name(), (event,))
+            .map_err(|e| self.error(&e))
+    }
+
+    fn error(&self, e: &EvalAltResult) -> ScriptError {
+        ScriptError { path: self.path.display().to_string(), message: e.to_string() }
+    }
+
+    /// Runs `fn filter(event)`: true keeps the event.
+    pub fn filter(&self, engine: &Engine, event: &Value) -> Result<bool, ScriptError> {
+        let out = self.call(engine, EntryPoint::Filter, self.to_dynamic(event)?)?;
+        out.as_bool().map_err(|ty| ScriptError {
+            path: self.path.display().to_string(),
+            message: format!("filter must return a bool, not {ty}"),
+        })
+    }
+
+    /// Runs `fn transform(event)` and returns the event it gives back.
+    pub fn transform(&self, engine: &Engine, event: &Value) -> Result<Value, ScriptError> {
+        let out = self.call(engine, EntryPoint::Transform, self.to_dynamic(event)?)?;
+        if !out.is_map() {
+            return Err(ScriptError {
+                path: self.path.display().to_string(),
+                message: format!("transform must return the event (a map), not {}", out.type_name()),
+            });
+        }
+        rhai::serde::from_dynamic::<Value>(&out).map_err(|e| self.error(&e))
+    }
+
+    fn to_dynamic(&self, event: &Value) -> Result<Dynamic, ScriptError> {
+        rhai::serde::to_dynamic(event).map_err(|e| self.error(&e))
+    }
+}
+
+/// The engine shared by all scripts of a snapshot.
+pub type SharedEngine = Arc<Engine>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile(text: &str) -> Result<Script, ConfigError> {
+        Script::compile(&sandboxed_engine(), Path::new("plugins/t.rhai"), text)
+    }
+
+    #[test]
+    fn filter_and_transform() {
+        let e = sandboxed_engine();
+        let s = compile(
+            "fn filter(event) { event.data.total > 100 }\n\
+             fn transform(event) { event.data.remove(\"email\"); event.data.vip = true; event }",
+        )
+        .unwrap();
+        assert!(s.defines(EntryPoint::Filter) && s.defines(EntryPoint::Transform));
+        let ev = json!({"type": "order.paid", "data": {"total": 150, "email": "a@b.c"}});
+        assert!(s.filter(&e, &ev).unwrap());
+        assert!(!s.filter(&e, &json!({"data": {"total": 5}})).unwrap());
+        assert_eq!(s.transform(&e, &ev).unwrap()["data"], json!({"total": 150, "vip": true}));
+    }
+
+    #[test]
+    fn compile_errors_have_positions() {
+        let err = compile("fn filter(event) {\n  event.data. \n}").unwrap_err();
+        assert_eq!(err.file, Path::new("plugins/t.rhai"));
+        assert!(err.line >= 2, "{err}");
+        let err = compile("fn filter(a, b) { true }").unwrap_err();
+        assert!(err.message.contains("one parameter"), "{err}");
+    }
+
+    #[test]
+    fn runaway_scripts_are_stopped() {
+        let e = sandboxed_engine();
+        let s = compile("fn filter(event) { loop { } }").unwrap();
+        let err = s.filter(&e, &json!({})).unwrap_err();
+        assert!(err.message.to_lowercase().contains("operations"), "{err}");
+    }
+
+    #[test]
+    fn sandbox_refuses_import_and_eval() {
+        let e = sandboxed_engine();
+        let s = compile("fn filter(event) { import \"x\" as x; true }");
+        if let Ok(s) = s {
+            assert!(s.filter(&e, &json!({})).is_err());
+        }
+        assert!(compile("fn filter(event) { eval(\"true\") }").is_err());
+    }
+
+    #[test]
+    fn wrong_return_types_are_script_errors() {
+        let e = sandboxed_engine();
+        let s = compile("fn filter(event) { 1 }\nfn transform(event) { 2 }").unwrap();
+        assert!(s.filter(&e, &json!({})).unwrap_err().message.contains("bool"));
+        assert!(s.transform(&e, &json!({})).unwrap_err().message.contains("map"));
+    }
+}
