@@ -261,11 +261,14 @@ impl Worker {
                 }
             };
             let w = this.clone();
-            inflight.spawn(async move {
-                let out = w.handle(delivery).await;
-                drop(permit);
-                out
-            });
+            inflight.spawn(
+                async move {
+                    let out = w.handle(delivery).await;
+                    drop(permit);
+                    out
+                }
+                .in_current_span(),
+            );
             if this.route.ordered {
                 // One delivery at a time: wait for it before taking the next message.
                 if let Some(done) = inflight.join_next().await {

@@ -1,1 +1,8 @@
-fn main() {}
+//! Integration tests: the real binary against a real RabbitMQ (a vhost per test) and real HTTP
+//! receivers on loopback.
+
+mod cli;
+mod common;
+mod delivery;
+mod resilience;
+mod signatures;

@@ -1,0 +1,163 @@
+//! The command line as a user types it: validate, run on a bad config, route test, publish.
+
+use crate::common::*;
+use std::process::Command;
+
+fn hookrelay(args: &[&str], cfg: &ConfigDir) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(cfg.path())
+        .env(SECRET_ENV, SECRET)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn local_cfg() -> ConfigDir {
+    ConfigDir::with_main("version = 7\n[security]\nallow_http = true\nallow_private_networks = true\n")
+}
+
+#[test]
+fn validate_accepts_the_repository_example_config() {
+    let out = Command::new(bin())
+        .args(["validate", "--config", env!("CARGO_MANIFEST_DIR")])
+        .env("EXAMPLE_WEBHOOK_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("2 route(s)"), "{}", text(&out));
+}
+
+#[test]
+fn config_errors_say_file_line_and_column_and_exit_1() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("urll = \"x\"\nevents = [\"a\"]\n", "routes/r.toml:1:1", "unknown field `urll`"),
+        (
+            "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"5 parsecs\"\n",
+            "routes/r.toml:3:11",
+            "invalid duration",
+        ),
+        ("events = [\"order..paid\"]\nurl = \"http://127.0.0.1:1/\"\n", "routes/r.toml:1:11", "empty word"),
+        ("events = [\"order.paid\"]\nurl = \"not a url\"\n", "routes/r.toml:2:7", "not an absolute URL"),
+        (
+            "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nfilter = \"plugins/missing.rhai\"\n",
+            "routes/r.toml:3:10",
+            "cannot be read",
+        ),
+    ];
+    for (route, at, says) in cases {
+        let cfg = local_cfg();
+        cfg.route("r", route);
+        let out = hookrelay(&["validate"], &cfg);
+        assert_eq!(out.status.code(), Some(1), "{route}: {}", text(&out));
+        assert!(text(&out).contains(&format!("{at}: ")), "{route}: expected {at}, got {}", text(&out));
+        assert!(text(&out).contains(says), "{route}: expected {says:?}, got {}", text(&out));
+    }
+}
+
+#[test]
+fn every_error_is_reported_not_only_the_first() {
+    let cfg = local_cfg();
+    cfg.route("a", "events = []\nurl = \"http://127.0.0.1:1/\"");
+    cfg.route("b", "events = [\"x\"]\nurl = \"ftp://x/\"");
+    cfg.file("plugins/bad.rhai", "fn filter(event) {\n  let = ;\n}\n");
+    cfg.route("c", "events = [\"x\"]\nurl = \"http://127.0.0.1:1/\"\nfilter = \"plugins/bad.rhai\"");
+    cfg.file(
+        "routes/d.toml",
+        "name = \"a\"\nevents = [\"x\"]\nurl = \"http://127.0.0.1:1/\"\n[signing]\nsecret_env = \"NOT_SET_ANYWHERE\"\n",
+    );
+    let out = hookrelay(&["validate", "--format", "json"], &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<String> =
+        report["errors"].as_array().unwrap().iter().map(|e| format!("{}:{}", e["file"], e["message"])).collect();
+    let all = errors.join("\n");
+    assert!(all.contains("routes/a.toml") && all.contains("at least one"), "{all}");
+    assert!(all.contains("routes/b.toml") && all.contains("scheme"), "{all}");
+    assert!(all.contains("plugins/bad.rhai"), "{all}");
+    assert!(all.contains("NOT_SET_ANYWHERE"), "{all}");
+}
+
+#[test]
+fn security_policy_is_enforced_at_load() {
+    let cfg = ConfigDir::with_main("version = 1\n");
+    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://example.com/hook\"");
+    cfg.route("s", "events = [\"order.paid\"]\nurl = \"https://10.0.0.7/hook\"");
+    let out = hookrelay(&["validate"], &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("routes/r.toml:2:7: plain http:// targets are blocked"), "{}", text(&out));
+    assert!(text(&out).contains("routes/s.toml:2:7: requests to 10.0.0.7 are blocked"), "{}", text(&out));
+    let run = hookrelay(&["run"], &cfg);
+    assert_eq!(run.status.code(), Some(1), "run refuses a bad config: {}", text(&run));
+}
+
+#[test]
+fn route_test_shows_the_exact_request_or_the_dead_letter_reason() {
+    let cfg = local_cfg();
+    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/hook\"\nredact = [\"data.secret\"]");
+    cfg.file(
+        "ok.json",
+        r#"{"specversion":"1.0","id":"e1","source":"s","type":"order.paid","data":{"n":1,"secret":"x"}}"#,
+    );
+    cfg.file("bad.json", r#"{"specversion":"1.0","id":"e2","source":"s","type":"order.paid","data":{"n":"one"}}"#);
+    let ok = Command::new(bin())
+        .args(["route", "test", "r", "--event"])
+        .arg(cfg.path().join("ok.json"))
+        .arg("--config")
+        .arg(cfg.path())
+        .env(SECRET_ENV, SECRET)
+        .output()
+        .unwrap();
+    let out = text(&ok);
+    assert!(ok.status.success(), "{out}");
+    assert!(out.contains("POST http://127.0.0.1:1/hook") && out.contains("webhook-signature: v1,"), "{out}");
+    assert!(out.contains(r#""data":{"n":1}"#), "redacted body shown: {out}");
+    let bad = Command::new(bin())
+        .args(["route", "test", "r", "--event"])
+        .arg(cfg.path().join("bad.json"))
+        .arg("--config")
+        .arg(cfg.path())
+        .env(SECRET_ENV, SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad).contains("reason schema") && text(&bad).contains("/n"), "{}", text(&bad));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_and_listen_work_end_to_end() {
+    let vh = Vhost::new();
+    let cfg = ConfigDir::new(&vh);
+    // `listen` on a free port, verifying with the secret, printing JSON lines.
+    let mut listen = Command::new(bin())
+        .args(["listen", "--port", "0", "--json", "--secret", SECRET])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(listen.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
+    cfg.route("r", &format!("events = [\"order.paid\"]\nurl = \"{url}/hook\""));
+    let _router = RouterProc::ready(&cfg).await;
+    let out = hookrelay(&["publish", "--type", "order.paid", "--data", r#"{"n": 5}"#, "--id", "cli-1"], &cfg);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli-1");
+    let unrouted = hookrelay(&["publish", "--type", "nobody.listens", "--data", "{}"], &cfg);
+    assert_eq!(unrouted.status.code(), Some(1));
+    assert!(text(&unrouted).contains("no route subscribes"), "{}", text(&unrouted));
+    let mut stdout = std::io::BufReader::new(listen.stdout.take().unwrap());
+    let mut printed = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut printed).unwrap();
+    let _ = listen.kill();
+    let v: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(v["verified"], true, "{printed}");
+    assert_eq!(v["id"], "cli-1");
+    assert_eq!(v["body"]["data"]["n"], 5);
+}

@@ -1,0 +1,499 @@
+//! Test helpers: a RabbitMQ vhost per test (created and deleted through the management API),
+//! a recording webhook receiver on loopback, config directories, the router as a real process,
+//! a publisher, and a Standard Webhooks verifier written from the specification (not from
+//! hookrelay's signer).
+
+#![allow(dead_code, unreachable_pub)] // each test module uses a different subset
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The secret every test route signs with.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// The environment variable routes name for it.
+pub const SECRET_ENV: &str = "TEST_WEBHOOK_SECRET";
+
+fn amqp_base() -> String {
+    std::env::var("HOOKRELAY_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
+}
+
+fn management() -> (String, String) {
+    let url =
+        std::env::var("HOOKRELAY_TEST_MANAGEMENT_URL").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into());
+    let (scheme, rest) = url.split_once("://").expect("management URL has a scheme");
+    let (auth, host) = rest.rsplit_once('@').unwrap_or(("guest:guest", rest));
+    let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(auth));
+    (format!("{scheme}://{}", host.trim_end_matches('/')), header)
+}
+
+fn mgmt(method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+    let (base, auth) = management();
+    let url = format!("{base}/api/{path}");
+    let resp = match (method, body) {
+        ("PUT", Some(b)) => ureq::put(&url).header("authorization", &auth).send_json(b),
+        ("DELETE", _) => ureq::delete(&url).header("authorization", &auth).call(),
+        _ => ureq::get(&url).header("authorization", &auth).call(),
+    };
+    let mut resp = resp.map_err(|e| format!("{method} {url}: {e}"))?;
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A RabbitMQ vhost of the test's own, deleted (with everything in it) on drop.
+pub struct Vhost {
+    pub name: String,
+    pub url: String,
+}
+
+impl Vhost {
+    pub fn new() -> Self {
+        let name = format!("hookrelay-test-{}", uuid::Uuid::new_v4().simple());
+        mgmt("PUT", &format!("vhosts/{name}"), Some(json!({}))).expect("create a vhost (is the management plugin on?)");
+        let perms = json!({"configure": ".*", "write": ".*", "read": ".*"});
+        mgmt("PUT", &format!("permissions/{name}/guest"), Some(perms)).expect("grant guest on the vhost");
+        let url = format!("{}/{name}", amqp_base());
+        Self { name, url }
+    }
+
+    /// Closes every client connection to this vhost from the broker side.
+    pub fn close_connections(&self) -> usize {
+        let conns = mgmt("GET", &format!("vhosts/{}/connections", self.name), None).unwrap_or(Value::Null);
+        let names: Vec<String> =
+            conns.as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect();
+        for n in &names {
+            let encoded: String = n
+                .bytes()
+                .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+                .collect();
+            let _ = mgmt("DELETE", &format!("connections/{encoded}"), None);
+        }
+        names.len()
+    }
+
+    /// Queue arguments as the broker reports them.
+    pub fn queue(&self, queue: &str) -> Value {
+        mgmt("GET", &format!("queues/{}/{queue}", self.name), None).unwrap_or(Value::Null)
+    }
+
+    /// Bindings of a queue: (source exchange, routing key).
+    pub fn bindings(&self, queue: &str) -> Vec<(String, String)> {
+        let b = mgmt("GET", &format!("queues/{}/{queue}/bindings", self.name), None).unwrap_or(Value::Null);
+        b.as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                (b["source"].as_str().unwrap_or("").to_string(), b["routing_key"].as_str().unwrap_or("").to_string())
+            })
+            .filter(|(s, _)| !s.is_empty())
+            .collect()
+    }
+
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.url, ConnectionProperties::default()).await.expect("connect to the test vhost")
+    }
+
+    /// Publishes events (structured JSON, routing key = type) with confirms; panics when one is
+    /// returned or nacked.
+    pub async fn publish(&self, events: &[Value]) {
+        let raw: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap_or("").to_string(), serde_json::to_vec(e).unwrap()))
+            .collect();
+        self.publish_raw(&raw).await;
+    }
+
+    /// Publishes raw bodies with the given routing keys.
+    pub async fn publish_raw(&self, messages: &[(String, Vec<u8>)]) {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+        for chunk in messages.chunks(500) {
+            let mut confirms = Vec::new();
+            for (key, body) in chunk {
+                let props = BasicProperties::default().with_delivery_mode(2);
+                confirms.push(
+                    ch.basic_publish("hookrelay.events".into(), key.as_str().into(), opts, body, props).await.unwrap(),
+                );
+            }
+            for c in confirms {
+                assert_eq!(c.await.unwrap(), Confirmation::Ack(None), "publish was not routed");
+            }
+        }
+        let _ = conn.close(200, "done".into()).await;
+    }
+
+    /// Takes every dead letter out of `hookrelay.dead-letters`.
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(m) = ch.basic_get("hookrelay.dead-letters".into(), BasicGetOptions::default()).await.unwrap() {
+            let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+            m.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+            out.push(DeadLetter { headers, body: m.delivery.data.clone() });
+        }
+        let _ = conn.close(200, "done".into()).await;
+        out
+    }
+
+    /// Waits until `n` dead letters are there and takes them.
+    pub async fn wait_dead_letters(&self, n: usize, timeout: Duration) -> Vec<DeadLetter> {
+        let deadline = Instant::now() + timeout;
+        let mut all = Vec::new();
+        loop {
+            all.extend(self.dead_letters().await);
+            if all.len() >= n || Instant::now() > deadline {
+                assert!(all.len() >= n, "expected {n} dead letters, got {}: {:?}", all.len(), all);
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = mgmt("DELETE", &format!("vhosts/{}", self.name), None);
+    }
+}
+
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub headers: FieldTable,
+    pub body: Vec<u8>,
+}
+
+impl DeadLetter {
+    pub fn header(&self, name: &str) -> Option<String> {
+        match self.headers.inner().get(name)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::LongInt(i) => Some(i.to_string()),
+            AMQPValue::LongLongInt(i) => Some(i.to_string()),
+            other => Some(format!("{other:?}")),
+        }
+    }
+    pub fn reason(&self) -> String {
+        self.header("hookrelay-reason").unwrap_or_default()
+    }
+}
+
+/// A CloudEvent.
+pub fn event(ty: &str, id: &str, data: Value) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": "test", "type": ty, "data": data})
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> String {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn id(&self) -> String {
+        self.header("webhook-id")
+    }
+}
+
+type Responder = dyn Fn(&Received, usize) -> (u16, Vec<(String, String)>) + Send + Sync;
+
+/// A webhook receiver on 127.0.0.1 that records every request. The responder gets the request
+/// and how many earlier requests carried the same `webhook-id`, and returns the status.
+pub struct Receiver {
+    pub base: String,
+    seen: Arc<Mutex<Vec<Received>>>,
+    notify: Arc<Notify>,
+}
+
+impl Receiver {
+    pub async fn ok() -> Self {
+        Self::start(|_, _| (200, vec![])).await
+    }
+
+    pub async fn start(
+        responder: impl Fn(&Received, usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_slow(Duration::ZERO, responder).await
+    }
+
+    /// Like [`Receiver::start`], taking `delay` to answer each request.
+    pub async fn start_slow(
+        delay: Duration,
+        responder: impl Fn(&Received, usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let notify = Arc::new(Notify::new());
+        let responder: Arc<Responder> = Arc::new(responder);
+        let (s, n) = (seen.clone(), notify.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (s, n, r) = (s.clone(), n.clone(), responder.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (s, n, r) = (s.clone(), n.clone(), r.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            let rec = Received {
+                                path: parts.uri.path().to_string(),
+                                headers: parts.headers,
+                                body,
+                                at: Instant::now(),
+                            };
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            let earlier =
+                                s.lock().unwrap().iter().filter(|x| x.id() == rec.id() && x.path == rec.path).count();
+                            let (status, headers) = r(&rec, earlier);
+                            s.lock().unwrap().push(rec);
+                            n.notify_waiters();
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from_static(b"answer from the test receiver")));
+                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            for (k, v) in headers {
+                                resp.headers_mut().insert(http::HeaderName::try_from(k).unwrap(), v.parse().unwrap());
+                            }
+                            Ok::<_, hyper::Error>(resp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { base, seen, notify }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything received on `path`, in arrival order.
+    pub fn on(&self, path: &str) -> Vec<Received> {
+        self.seen.lock().unwrap().iter().filter(|r| r.path == path).cloned().collect()
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until `path` has received requests for `n` distinct webhook ids.
+    pub async fn wait_distinct(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            let got = self.on(path);
+            let distinct = got.iter().map(Received::id).collect::<std::collections::HashSet<_>>().len();
+            if distinct >= n {
+                return got;
+            }
+            if Instant::now() > deadline {
+                panic!("{path}: waited {timeout:?} for {n} distinct events, got {distinct} ({} requests)", got.len());
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
+    }
+}
+
+/// First arrival of each id, in arrival order.
+pub fn first_arrivals(got: &[Received]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    got.iter().map(Received::id).filter(|id| seen.insert(id.clone())).collect()
+}
+
+/// Requests per id beyond the first.
+pub fn duplicates(got: &[Received]) -> usize {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in got {
+        *counts.entry(r.id()).or_default() += 1;
+    }
+    counts.values().map(|c| c - 1).sum()
+}
+
+/// Verifies a webhook per the Standard Webhooks specification, written from the spec text:
+/// signed content `{webhook-id}.{webhook-timestamp}.{body}`, HMAC-SHA256 keyed with the base64
+/// after `whsec_`, `webhook-signature` a space-separated list of `v1,<base64>`.
+pub fn verify_spec(secret: &str, r: &Received) -> Result<(), String> {
+    use hmac::{KeyInit, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").ok_or("secret lacks whsec_")?)
+        .map_err(|e| e.to_string())?;
+    let (id, ts, sigs) = (r.header("webhook-id"), r.header("webhook-timestamp"), r.header("webhook-signature"));
+    if id.is_empty() || ts.parse::<i64>().is_err() {
+        return Err(format!("missing or bad webhook-id/webhook-timestamp: {:?}", r.headers));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    if (now - ts.parse::<i64>().unwrap()).abs() > 300 {
+        return Err("timestamp outside the 5 minute tolerance".into());
+    }
+    let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&r.body);
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    if sigs.split(' ').any(|s| s.strip_prefix("v1,") == Some(expected.as_str())) {
+        Ok(())
+    } else {
+        Err(format!("no v1 signature matches among {sigs:?}"))
+    }
+}
+
+/// A config directory in a temp dir.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    /// `hookrelay.toml` for the vhost, loopback allowed, plus schemas for `order.paid`
+    /// (requires `n`, a number) and `order.created` (any object).
+    pub fn new(vhost: &Vhost) -> Self {
+        Self::with_main(&format!(
+            "version = 1\n[broker]\nurl = \"{}\"\nprefetch = 100\n[security]\nallow_http = true\nallow_private_networks = true\n[delivery]\nshutdown_grace = \"10s\"\n",
+            vhost.url
+        ))
+    }
+
+    pub fn with_main(main: &str) -> Self {
+        let c = Self { dir: tempfile::tempdir().unwrap() };
+        c.file("hookrelay.toml", main);
+        c.file(
+            "schemas/order.paid/v1.json",
+            r#"{"type":"object","required":["n"],"properties":{"n":{"type":"integer"},"total":{"type":"number"}}}"#,
+        );
+        c.file("schemas/order.created/v1.json", r#"{"type":"object"}"#);
+        c
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, rel: &str, text: &str) {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// `routes/<name>.toml`: `body` plus a `[signing]` section with the test secret.
+    pub fn route(&self, name: &str, body: &str) {
+        self.file(&format!("routes/{name}.toml"), &format!("{body}\n[signing]\nsecret_env = \"{SECRET_ENV}\"\n"));
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hookrelay")
+}
+
+/// The router as a real process, its log in a file.
+pub struct RouterProc {
+    child: Child,
+    pub log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl RouterProc {
+    pub fn start(cfg: &ConfigDir) -> Self {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("router.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(cfg.path())
+            .env(SECRET_ENV, SECRET)
+            .env("RUST_LOG", "info,hookrelay=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start hookrelay");
+        Self { child, log, _logdir: logdir }
+    }
+
+    /// Starts and waits until it consumes.
+    pub async fn ready(cfg: &ConfigDir) -> Self {
+        let p = Self::start(cfg);
+        p.wait_log("consuming", Duration::from_secs(30)).await;
+        p
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "router log never said {needle:?}:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn kill(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status (within `timeout`).
+    pub async fn term(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "router did not exit within {timeout:?} of SIGTERM:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for RouterProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- router log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// `n` order.paid events with `data.n` = 0..n and ids `<prefix>-<i>`.
+pub fn numbered(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n).map(|i| event("order.paid", &format!("{prefix}-{i}"), json!({"n": i}))).collect()
+}

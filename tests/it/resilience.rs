@@ -1,0 +1,127 @@
+//! Crashes, restarts, competing routers, broker-side connection loss and graceful shutdown.
+
+use crate::common::*;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(90);
+
+fn index(id: &str) -> usize {
+    id.rsplit('-').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_loses_nothing_and_keeps_order() {
+    let vh = Vhost::new();
+    let rx = Receiver::start_slow(Duration::from_millis(1), |_, _| (200, vec![])).await;
+    // The unordered route's receiver is slower, so both routes are mid-stream at the kill.
+    let slow = Receiver::start_slow(Duration::from_millis(20), |_, _| (200, vec![])).await;
+    let cfg = ConfigDir::new(&vh);
+    cfg.route("erp", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = true", rx.url("/erp")));
+    cfg.route("bulk", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nconcurrency = 4", slow.url("/bulk")));
+    let mut router = RouterProc::ready(&cfg).await;
+    let n = 1500;
+    vh.publish(&numbered("k", n)).await;
+    // Kill while both routes are mid-stream.
+    let deadline = std::time::Instant::now() + T;
+    while rx.on("/erp").len() < 300 || slow.on("/bulk").len() < 100 {
+        assert!(std::time::Instant::now() < deadline, "no progress before the kill");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    router.kill();
+    let at_kill = (rx.on("/erp").len(), slow.on("/bulk").len());
+    assert!(at_kill.0 < n && at_kill.1 < n, "the kill came mid-stream: {at_kill:?}");
+    let _restarted = RouterProc::ready(&cfg).await;
+    let erp = rx.wait_distinct("/erp", n, T).await;
+    let bulk = slow.wait_distinct("/bulk", n, T).await;
+    let order: Vec<usize> = first_arrivals(&erp).iter().map(|id| index(id)).collect();
+    assert_eq!(order, (0..n).collect::<Vec<_>>(), "first arrivals on the ordered route keep publish order");
+    let mut all_bulk: Vec<usize> = first_arrivals(&bulk).iter().map(|id| index(id)).collect();
+    all_bulk.sort();
+    assert_eq!(all_bulk, (0..n).collect::<Vec<_>>(), "every event arrived on the unordered route");
+    eprintln!(
+        "killed at {at_kill:?} deliveries; duplicates after restart: ordered {}, unordered {}",
+        duplicates(&erp),
+        duplicates(&bulk)
+    );
+    // At least once: duplicates are allowed, but bounded by what could be in flight at the kill.
+    assert!(duplicates(&erp) <= 1, "ordered route: at most the one in-flight delivery repeats");
+    assert!(duplicates(&bulk) <= 4, "unordered route: at most `concurrency` deliveries repeat");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routers_on_one_ordered_route_only_one_delivers_and_the_other_takes_over() {
+    let vh = Vhost::new();
+    let rx = Receiver::start_slow(Duration::from_millis(3), |_, _| (200, vec![])).await;
+    // Two replicas with one config but for a header naming the replica.
+    let route = |who: &str| {
+        format!(
+            "events = [\"order.paid\"]\nurl = \"{}\"\nordered = true\n[headers]\nx-replica = \"{who}\"",
+            rx.url("/erp")
+        )
+    };
+    let (cfg_a, cfg_b) = (ConfigDir::new(&vh), ConfigDir::new(&vh));
+    cfg_a.route("erp", &route("a"));
+    cfg_b.route("erp", &route("b"));
+    let mut a = RouterProc::ready(&cfg_a).await;
+    let mut b = RouterProc::ready(&cfg_b).await;
+    let n = 600;
+    vh.publish(&numbered("t", n)).await;
+    let before = rx.wait_distinct("/erp", 150, T).await;
+    let first = before[0].header("x-replica");
+    assert!(before.iter().all(|r| r.header("x-replica") == first), "only the active consumer delivers");
+    if first == "a" {
+        a.kill()
+    } else {
+        b.kill()
+    }
+    let got = rx.wait_distinct("/erp", n, T).await;
+    let order: Vec<usize> = first_arrivals(&got).iter().map(|id| index(id)).collect();
+    assert_eq!(order, (0..n).collect::<Vec<_>>(), "order holds across the takeover");
+    let replicas: std::collections::BTreeSet<String> = got.iter().map(|r| r.header("x-replica")).collect();
+    assert_eq!(replicas.len(), 2, "the standby carried on after the kill");
+    let last = got.last().unwrap().header("x-replica");
+    assert_ne!(last, first, "the standby finished the stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_by_the_broker_is_survived() {
+    let vh = Vhost::new();
+    let rx = Receiver::ok().await;
+    let cfg = ConfigDir::new(&vh);
+    cfg.route("erp", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = true", rx.url("/erp")));
+    let router = RouterProc::ready(&cfg).await;
+    vh.publish(&numbered("c", 50)).await;
+    rx.wait_distinct("/erp", 50, T).await;
+    // The management API lists connections a few seconds after they open.
+    let deadline = std::time::Instant::now() + T;
+    while vh.close_connections() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the router's connection never showed up");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    router.wait_log("reconnecting", T).await;
+    let more: Vec<_> = (50..100).map(|i| event("order.paid", &format!("c-{i}"), serde_json::json!({"n": i}))).collect();
+    vh.publish(&more).await;
+    let got = rx.wait_distinct("/erp", 100, T).await;
+    let order: Vec<usize> = first_arrivals(&got).iter().map(|id| index(id)).collect();
+    assert_eq!(order, (0..100).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_delivery_in_flight_and_exits_zero() {
+    let vh = Vhost::new();
+    let rx = Receiver::start_slow(Duration::from_millis(700), |_, _| (200, vec![])).await;
+    let cfg = ConfigDir::new(&vh);
+    cfg.route("erp", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = true", rx.url("/erp")));
+    let mut router = RouterProc::ready(&cfg).await;
+    vh.publish(&numbered("g", 5)).await;
+    // Wait until the first delivery is under way (the receiver records after its delay).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = router.term(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status:?}");
+    let after_stop = rx.on("/erp").len();
+    assert!(after_stop >= 1 && after_stop < 5, "the in-flight delivery finished, the rest waited: {after_stop}");
+    let _restarted = RouterProc::ready(&cfg).await;
+    let got = rx.wait_distinct("/erp", 5, T).await;
+    assert_eq!(first_arrivals(&got), (0..5).map(|i| format!("g-{i}")).collect::<Vec<_>>());
+    assert_eq!(duplicates(&got), 0, "what finished before the stop was acked, not sent again");
+}
