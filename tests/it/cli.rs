@@ -156,6 +156,7 @@ async fn publish_and_listen_work_end_to_end() {
     let mut printed = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut printed).unwrap();
     let _ = listen.kill();
+    let _ = listen.wait();
     let v: serde_json::Value = serde_json::from_str(&printed).unwrap();
     assert_eq!(v["verified"], true, "{printed}");
     assert_eq!(v["id"], "cli-1");
