@@ -216,7 +216,7 @@ async fn run(dir: PathBuf) -> Result<ExitCode> {
         }
         stop.cancel();
     });
-    hookrelay::router::run(Arc::new(snapshot), shutdown).await?;
+    hookrelay::router::run(Arc::new(snapshot), shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 

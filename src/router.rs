@@ -60,16 +60,12 @@ struct Shared {
     sequencer: Sequencer,
 }
 
-/// How a router run ended.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// Not one route could start.
-    #[error("no route could start: {0}")]
-    NoRoutes(String),
-}
-
 /// Runs the router until `shutdown` is cancelled, reconnecting to RabbitMQ with backoff.
-pub async fn run(snapshot: Arc<Snapshot>, shutdown: CancellationToken) -> Result<(), RunError> {
+///
+/// A route whose queue cannot be declared as configured (RabbitMQ refuses to change a queue's
+/// arguments in place) is reported and left stopped while the other routes run; the process
+/// stays up rather than exiting into a restart loop that could not fix it.
+pub async fn run(snapshot: Arc<Snapshot>, shutdown: CancellationToken) {
     let shared =
         Arc::new(Shared { client: WebhookClient::new(snapshot.security), snapshot, sequencer: Sequencer::default() });
     let s = &shared.snapshot;
@@ -81,10 +77,8 @@ pub async fn run(snapshot: Arc<Snapshot>, shutdown: CancellationToken) -> Result
         match amqp::connect(&s.broker.url, &name).await {
             Ok(conn) => {
                 backoff = Duration::from_millis(500);
-                match session(&shared, conn, &shutdown).await {
-                    Ok(()) => {}
-                    Err(SessionEnd::Fatal(e)) => return Err(e),
-                    Err(SessionEnd::Lost(why)) => warn!(error = %why, "connection to RabbitMQ lost; reconnecting"),
+                if let Err(why) = session(&shared, conn, &shutdown).await {
+                    warn!(error = %why, "connection to RabbitMQ lost; reconnecting");
                 }
             }
             Err(e) => warn!(error = %e, retry_in = ?backoff, "cannot connect to RabbitMQ"),
@@ -99,19 +93,14 @@ pub async fn run(snapshot: Arc<Snapshot>, shutdown: CancellationToken) -> Result
         backoff = (backoff * 2).min(max);
     }
     info!("stopped");
-    Ok(())
 }
 
-enum SessionEnd {
-    Lost(String),
-    Fatal(RunError),
-}
-
-async fn session(shared: &Arc<Shared>, conn: Connection, shutdown: &CancellationToken) -> Result<(), SessionEnd> {
+/// One connection's life: declare, consume, and wind down on shutdown or loss (`Err(why)`).
+async fn session(shared: &Arc<Shared>, conn: Connection, shutdown: &CancellationToken) -> Result<(), String> {
     let snap = &shared.snapshot;
     let lost = CancellationToken::new();
     let lost_why = Arc::new(std::sync::Mutex::new(String::new()));
-    let fail = |e: BrokerError| SessionEnd::Lost(e.to_string());
+    let fail = |e: BrokerError| e.to_string();
 
     let base = conn.create_channel().await.map_err(|e| fail(e.into()))?;
     amqp::declare_base(&base, &snap.broker.exchange).await.map_err(fail)?;
@@ -165,9 +154,8 @@ async fn session(shared: &Arc<Shared>, conn: Connection, shutdown: &Cancellation
             .instrument(span),
         );
     }
-    if workers.is_empty() && !snap.routes.is_empty() {
-        let _ = conn.close(200, "no route could start".into()).await;
-        return Err(SessionEnd::Fatal(RunError::NoRoutes(failed.join("; "))));
+    if !failed.is_empty() {
+        error!(not_started = failed.len(), "some routes are not running: {}", failed.join("; "));
     }
     info!(routes = workers.len(), "consuming");
 
@@ -206,7 +194,7 @@ async fn session(shared: &Arc<Shared>, conn: Connection, shutdown: &Cancellation
     let _ = conn.close(200, "hookrelay stopping".into()).await;
     match outcome {
         None => Ok(()),
-        Some(why) => Err(SessionEnd::Lost(why)),
+        Some(why) => Err(why),
     }
 }
 

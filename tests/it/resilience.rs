@@ -35,6 +35,8 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_keeps_order() {
     let bulk = slow.wait_distinct("/bulk", n, T).await;
     let order: Vec<usize> = first_arrivals(&erp).iter().map(|id| index(id)).collect();
     assert_eq!(order, (0..n).collect::<Vec<_>>(), "first arrivals on the ordered route keep publish order");
+    let seqs: Vec<u64> = erp.iter().map(|r| r.header("hookrelay-sequence").parse().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sequences only grow, across the restart too");
     let mut all_bulk: Vec<usize> = first_arrivals(&bulk).iter().map(|id| index(id)).collect();
     all_bulk.sort();
     assert_eq!(all_bulk, (0..n).collect::<Vec<_>>(), "every event arrived on the unordered route");
@@ -124,4 +126,25 @@ async fn sigterm_finishes_the_delivery_in_flight_and_exits_zero() {
     let got = rx.wait_distinct("/erp", 5, T).await;
     assert_eq!(first_arrivals(&got), (0..5).map(|i| format!("g-{i}")).collect::<Vec<_>>());
     assert_eq!(duplicates(&got), 0, "what finished before the stop was acked, not sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_declared_with_other_arguments_is_reported_and_the_other_routes_run() {
+    let vh = Vhost::new();
+    let rx = Receiver::ok().await;
+    let cfg = ConfigDir::new(&vh);
+    cfg.route("erp", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = true", rx.url("/erp")));
+    let mut first = RouterProc::ready(&cfg).await;
+    assert!(first.term(Duration::from_secs(20)).await.success());
+    // Flip `ordered`: RabbitMQ cannot change x-single-active-consumer on an existing queue.
+    cfg.route("erp", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = false", rx.url("/erp")));
+    cfg.route("other", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/other")));
+    let mut second = RouterProc::ready(&cfg).await;
+    let log = second.log_text();
+    assert!(log.contains("queue hookrelay.route.erp exists with different arguments"), "{log}");
+    assert!(log.contains("x-single-active-consumer"), "the message names the argument: {log}");
+    vh.publish(&numbered("m", 3)).await;
+    rx.wait_distinct("/other", 3, T).await;
+    assert!(second.term(Duration::from_secs(20)).await.success(), "still running, stops cleanly");
+    assert!(rx.on("/erp").is_empty());
 }
