@@ -30,7 +30,11 @@ fn auth() -> String {
 }
 
 fn mgmt_url() -> String {
-    std::env::var("HOOKRELAY_TEST_MANAGEMENT_API").unwrap_or_else(|_| "http://127.0.0.1:15672/api".into())
+    // Same variable as the tests; credentials in it are dropped (guest is used).
+    let url = std::env::var("HOOKRELAY_TEST_MANAGEMENT_URL").unwrap_or_else(|_| "http://127.0.0.1:15672".into());
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", &url));
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{}/api", host.trim_end_matches('/'))
 }
 
 struct Vhost(String);
@@ -38,7 +42,10 @@ struct Vhost(String);
 impl Vhost {
     fn new() -> Self {
         let name = format!("hookrelay-bench-{}", uuid::Uuid::new_v4().simple());
-        ureq::put(&format!("{}/vhosts/{name}", mgmt_url())).header("authorization", &auth()).send_json(json!({})).expect("vhost");
+        ureq::put(&format!("{}/vhosts/{name}", mgmt_url()))
+            .header("authorization", &auth())
+            .send_json(json!({}))
+            .expect("vhost");
         ureq::put(&format!("{}/permissions/{name}/guest", mgmt_url()))
             .header("authorization", &auth())
             .send_json(json!({"configure": ".*", "write": ".*", "read": ".*"}))
@@ -94,7 +101,10 @@ async fn bare_consumer(url: &str, n: usize) -> f64 {
     ch.queue_declare("bare".into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await.unwrap();
     publish(url, "", "bare", n).await;
     ch.basic_qos(PREFETCH, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch.basic_consume("bare".into(), "bare".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume("bare".into(), "bare".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
     let start = Instant::now();
     for _ in 0..n {
         let d = consumer.next().await.unwrap().unwrap();
@@ -137,7 +147,9 @@ async fn receiver() -> Receiver {
                         Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::new())))
                     }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc).await;
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
             });
         }
     });
@@ -197,7 +209,12 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 struct RouterRun {
@@ -214,8 +231,17 @@ async fn router(rx: &Receiver, ordered: bool, n: usize) -> RouterRun {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
     };
-    w("hookrelay.toml", &format!("[broker]\nurl = \"{}\"\nprefetch = {PREFETCH}\n[security]\nallow_http = true\nallow_private_networks = true\n", vh.url()));
-    w("schemas/order.paid/v1.json", r#"{"type":"object","required":["order_id","total","currency","customer"],"properties":{"order_id":{"type":"string"},"total":{"type":"number","minimum":0},"currency":{"type":"string","pattern":"^[A-Z]{3}$"},"customer":{"type":"object","required":["name"]},"items":{"type":"array","items":{"type":"object","required":["sku","qty"]}}}}"#);
+    w(
+        "hookrelay.toml",
+        &format!(
+            "[broker]\nurl = \"{}\"\nprefetch = {PREFETCH}\n[security]\nallow_http = true\nallow_private_networks = true\n",
+            vh.url()
+        ),
+    );
+    w(
+        "schemas/order.paid/v1.json",
+        r#"{"type":"object","required":["order_id","total","currency","customer"],"properties":{"order_id":{"type":"string"},"total":{"type":"number","minimum":0},"currency":{"type":"string","pattern":"^[A-Z]{3}$"},"customer":{"type":"object","required":["name"]},"items":{"type":"array","items":{"type":"object","required":["sku","qty"]}}}}"#,
+    );
     w("plugins/f.rhai", "fn filter(event) { event.data.total >= 0 }\n");
     w(
         "routes/bench.toml",
@@ -253,7 +279,12 @@ async fn router(rx: &Receiver, ordered: bool, n: usize) -> RouterRun {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n: usize = args.iter().position(|a| a == "--events").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let rx = receiver().await;
     let vh = Vhost::new();
     let consume = bare_consumer(&vh.url(), n).await;
@@ -266,7 +297,12 @@ async fn main() {
     println!("{:<44} {:>12} {:>10}", "measure", "value", "ratio");
     println!("{:<44} {:>10.0}/s {:>10}", "ceiling: bare consumer, ack only (quorum)", consume, "1.00");
     println!("{:<44} {:>10.0}/s {:>10}", "ceiling: bare hyper POST (concurrency 16)", post, "1.00");
-    println!("{:<44} {:>10.0}/s {:>10.2}", "hookrelay unordered route (realistic)", unordered.rate, unordered.rate / ceiling);
+    println!(
+        "{:<44} {:>10.0}/s {:>10.2}",
+        "hookrelay unordered route (realistic)",
+        unordered.rate,
+        unordered.rate / ceiling
+    );
     println!("{:<44} {:>10.0}/s {:>10.2}", "hookrelay ordered route (realistic)", ordered.rate, ordered.rate / ceiling);
     println!("{:<44} {:>9.1} µs {:>10}", "router CPU per event, unordered", unordered.cpu_us, "");
     println!("{:<44} {:>9.1} µs {:>10}", "router CPU per event, ordered", ordered.cpu_us, "");

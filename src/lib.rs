@@ -16,6 +16,7 @@
 //! - [`deliver`] is outbound HTTP: signing, the guarded client, retry timing.
 //! - [`broker`] is RabbitMQ: topology, consuming, publishing with confirms, dead letters.
 //! - [`router`] runs one consumer per route and is the only place that acks.
+//! - [`reload`] reloads the config on SIGHUP or file changes, through [`router::Router::reload`].
 //! - [`listen`] is the local receiver behind `hookrelay listen`.
 
 pub mod broker;
@@ -24,5 +25,6 @@ pub mod deliver;
 pub mod event;
 pub mod listen;
 pub mod pipeline;
+pub mod reload;
 pub mod router;
 pub mod telemetry;

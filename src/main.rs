@@ -4,10 +4,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hookrelay::config::{self, LoadOptions, error::ConfigErrors};
 use hookrelay::deliver::sign::SigningKey;
+use hookrelay::router::Router;
 use hookrelay::telemetry::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -27,6 +27,9 @@ enum Command {
         /// The config directory.
         #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
         config: PathBuf,
+        /// Reload when config files change (development; production sends SIGHUP).
+        #[arg(long)]
+        watch: bool,
     },
     /// Check everything a (re)load would load; exit 1 with file:line:col errors.
     Validate {
@@ -143,7 +146,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Run { config } => run(config).await,
+        Command::Run { config, watch } => run(config, watch).await,
         Command::Validate { config, format, allow_missing_secrets } => {
             Ok(validate(&config, format, allow_missing_secrets))
         }
@@ -193,7 +196,11 @@ fn print_errors(e: &ConfigErrors) {
     }
 }
 
-async fn run(dir: PathBuf) -> Result<ExitCode> {
+async fn run(dir: PathBuf, watch: bool) -> Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Before anything slow: until a handler is installed, SIGHUP's default action kills.
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let snapshot = match config::load(&dir) {
         Ok(s) => s,
         Err(e) => {
@@ -205,9 +212,8 @@ async fn run(dir: PathBuf) -> Result<ExitCode> {
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }
+    let router = Router::new(snapshot);
     let shutdown = CancellationToken::new();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     let stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -216,7 +222,20 @@ async fn run(dir: PathBuf) -> Result<ExitCode> {
         }
         stop.cancel();
     });
-    hookrelay::router::run(Arc::new(snapshot), shutdown).await;
+    let (r, d, stop) = (router.clone(), dir.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = hup.recv() => { hookrelay::reload::reload_from_disk(&r, &d, "SIGHUP").await; }
+            }
+        }
+    });
+    if watch {
+        let every = std::time::Duration::from_millis(500);
+        tokio::spawn(hookrelay::reload::watch(router.clone(), dir.clone(), every, shutdown.clone()));
+    }
+    router.run(shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 

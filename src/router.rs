@@ -18,15 +18,18 @@ use crate::config::{Route, Snapshot};
 use crate::deliver::client::{SendError, WebhookClient};
 use crate::deliver::retry::{Class, classify};
 use crate::pipeline::{self, Prepared, Reason};
+use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, message::Delivery};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -53,154 +56,495 @@ impl Sequencer {
     }
 }
 
-/// Everything the workers share.
-struct Shared {
-    snapshot: Arc<Snapshot>,
-    client: WebhookClient,
-    sequencer: Sequencer,
+/// The outcome of a reload, as the log, the API and the metrics report it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// The new config is live.
+    Applied {
+        /// `version` of the new config.
+        version: u64,
+        /// Its revision.
+        revision: String,
+        /// Routes that started.
+        added: Vec<String>,
+        /// Routes that stopped (after their in-flight deliveries).
+        removed: Vec<String>,
+        /// Routes whose files changed; their new config applies to deliveries that start now.
+        changed: Vec<String>,
+    },
+    /// The old config keeps running.
+    Rejected {
+        /// Every reason, `file:line:col: message` where there is a place.
+        errors: Vec<String>,
+    },
 }
 
-/// Runs the router until `shutdown` is cancelled, reconnecting to RabbitMQ with backoff.
-///
-/// A route whose queue cannot be declared as configured (RabbitMQ refuses to change a queue's
-/// arguments in place) is reported and left stopped while the other routes run; the process
-/// stays up rather than exiting into a restart loop that could not fix it.
-pub async fn run(snapshot: Arc<Snapshot>, shutdown: CancellationToken) {
-    let shared =
-        Arc::new(Shared { client: WebhookClient::new(snapshot.security), snapshot, sequencer: Sequencer::default() });
-    let s = &shared.snapshot;
-    info!(version = s.version, revision = %s.revision, routes = s.routes.len(), "config loaded");
-    let mut backoff = Duration::from_millis(500);
-    let max = s.broker.reconnect_max.0;
-    while !shutdown.is_cancelled() {
-        let name = format!("hookrelay {} pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
-        match amqp::connect(&s.broker.url, &name).await {
-            Ok(conn) => {
-                backoff = Duration::from_millis(500);
-                if let Err(why) = session(&shared, conn, &shutdown).await {
-                    warn!(error = %why, "connection to RabbitMQ lost; reconnecting");
+/// Reload counters and the last outcome, for the log, the API and the metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Reloads applied since start.
+    pub applied: u64,
+    /// Reloads rejected since start.
+    pub rejected: u64,
+    /// The last outcome.
+    pub last: Option<ReloadOutcome>,
+    /// The errors of the last rejected reload, kept until one is applied.
+    pub last_error: Option<Vec<String>>,
+}
+
+struct ReloadRequest {
+    snapshot: Arc<Snapshot>,
+    reply: oneshot::Sender<ReloadOutcome>,
+}
+
+/// The running router: the live config snapshot (swapped atomically on reload), the HTTP
+/// client, the sequencer, and the link to the current broker session.
+pub struct Router {
+    live: ArcSwap<Snapshot>,
+    client: ArcSwap<WebhookClient>,
+    sequencer: Sequencer,
+    session: std::sync::Mutex<Option<mpsc::Sender<ReloadRequest>>>,
+    status: std::sync::Mutex<ReloadStatus>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Router {
+    /// A router for an initial, valid config.
+    pub fn new(snapshot: Snapshot) -> Arc<Self> {
+        Arc::new(Self {
+            client: ArcSwap::from_pointee(WebhookClient::new(snapshot.security)),
+            live: ArcSwap::from_pointee(snapshot),
+            sequencer: Sequencer::default(),
+            session: std::sync::Mutex::new(None),
+            status: std::sync::Mutex::new(ReloadStatus::default()),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The config now live.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load_full()
+    }
+
+    /// Reload counters and the last outcome.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records a config that failed to load: the old one keeps running.
+    pub fn reject(&self, errors: Vec<String>) -> ReloadOutcome {
+        let outcome = ReloadOutcome::Rejected { errors };
+        self.record(&outcome);
+        outcome
+    }
+
+    fn record(&self, outcome: &ReloadOutcome) {
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            ReloadOutcome::Applied { version, revision, added, removed, changed } => {
+                st.applied += 1;
+                st.last_error = None;
+                info!(version, %revision, ?added, ?removed, ?changed, "config reloaded");
+            }
+            ReloadOutcome::Rejected { errors } => {
+                st.rejected += 1;
+                st.last_error = Some(errors.clone());
+                for e in errors {
+                    error!("reload rejected: {e}");
+                }
+                let old = self.live.load();
+                warn!(version = old.version, revision = %old.revision, "the previous config keeps running");
+            }
+        }
+        st.last = Some(outcome.clone());
+    }
+
+    /// Applies a new, loaded config: checked against the running one, its topology declared
+    /// before anything running is touched, then swapped in atomically.
+    pub async fn reload(&self, new: Snapshot) -> ReloadOutcome {
+        let _one_at_a_time = self.reloading.lock().await;
+        let new = Arc::new(new);
+        let refusals = refusals(&self.live.load(), &new);
+        let outcome = if !refusals.is_empty() {
+            ReloadOutcome::Rejected { errors: refusals }
+        } else {
+            let session = self.session.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let via_session = match session {
+                Some(tx) => {
+                    let (reply, answer) = oneshot::channel();
+                    match tx.send(ReloadRequest { snapshot: new.clone(), reply }).await {
+                        Ok(()) => answer.await.ok(),
+                        Err(_) => None,
+                    }
+                }
+                None => None,
+            };
+            // Without a live session the topology is declared when the next one starts.
+            via_session.unwrap_or_else(|| self.swap(new))
+        };
+        self.record(&outcome);
+        outcome
+    }
+
+    fn swap(&self, new: Arc<Snapshot>) -> ReloadOutcome {
+        let old = self.live.load_full();
+        if old.security != new.security {
+            self.client.store(Arc::new(WebhookClient::new(new.security)));
+        }
+        let names = |s: &Snapshot| s.routes.iter().map(|r| r.name.clone()).collect::<std::collections::BTreeSet<_>>();
+        let (before, after) = (names(&old), names(&new));
+        let changed = new
+            .routes
+            .iter()
+            .filter(|r| old.route(&r.name).is_some_and(|o| o.digest != r.digest))
+            .map(|r| r.name.clone())
+            .collect();
+        let outcome = ReloadOutcome::Applied {
+            version: new.version,
+            revision: new.revision.clone(),
+            added: after.difference(&before).cloned().collect(),
+            removed: before.difference(&after).cloned().collect(),
+            changed,
+        };
+        self.live.store(new);
+        outcome
+    }
+
+    /// Runs until `shutdown` is cancelled, reconnecting to RabbitMQ with backoff.
+    ///
+    /// A route whose queue cannot be declared as configured (RabbitMQ refuses to change a
+    /// queue's arguments in place) is reported and left stopped while the other routes run; the
+    /// process stays up rather than exiting into a restart loop that could not fix it.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let s = self.snapshot();
+        info!(version = s.version, revision = %s.revision, routes = s.routes.len(), "config loaded");
+        let mut backoff = Duration::from_millis(500);
+        while !shutdown.is_cancelled() {
+            let s = self.snapshot();
+            let name = format!("hookrelay {} pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
+            match amqp::connect(&s.broker.url, &name).await {
+                Ok(conn) => {
+                    backoff = Duration::from_millis(500);
+                    if let Err(why) = self.session(conn, &shutdown).await {
+                        warn!(error = %why, "connection to RabbitMQ lost; reconnecting");
+                    }
+                }
+                Err(e) => warn!(error = %e, retry_in = ?backoff, "cannot connect to RabbitMQ"),
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(backoff.mul_f64(1.0 + fastrand::f64() * 0.2)) => {}
+            }
+            backoff = (backoff * 2).min(s.broker.reconnect_max.0);
+        }
+        info!("stopped");
+    }
+
+    /// One connection's life: declare, consume, apply reloads, and wind down on shutdown or
+    /// loss (`Err(why)`).
+    async fn session(self: &Arc<Self>, conn: Connection, shutdown: &CancellationToken) -> Result<(), String> {
+        let snap = self.snapshot();
+        let base = conn.create_channel().await.map_err(|e| e.to_string())?;
+        amqp::declare_base(&base, &snap.broker.exchange).await.map_err(|e| e.to_string())?;
+        let mut s = Session {
+            router: self.clone(),
+            publisher: Publisher::open(&conn).await.map_err(|e| e.to_string())?,
+            base,
+            conn,
+            running: BTreeMap::new(),
+            retiring: JoinSet::new(),
+            lost: CancellationToken::new(),
+            lost_why: Arc::default(),
+        };
+        let mut failed = Vec::new();
+        for route in &snap.routes {
+            match s.declare(&snap, route).await {
+                Ok(ch) => s.consume(&snap, route.clone(), ch).await.map_err(|e| e.to_string())?,
+                Err(e @ BrokerError::Mismatch { .. }) => {
+                    error!(route = %route.name, error = %e, "route not started");
+                    failed.push(format!("{}: {e}", route.name));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if !failed.is_empty() {
+            error!(not_started = failed.len(), "some routes are not running: {}", failed.join("; "));
+        }
+        info!(routes = s.running.len(), "consuming");
+        let (tx, mut requests) = mpsc::channel::<ReloadRequest>(1);
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+
+        let mut events = s.conn.events_listener();
+        let conn_lost = async {
+            while let Some(ev) = events.next().await {
+                if let lapin::Event::Error(e) = ev {
+                    return e.to_string();
                 }
             }
-            Err(e) => warn!(error = %e, retry_in = ?backoff, "cannot connect to RabbitMQ"),
+            "connection closed".to_string()
+        };
+        tokio::pin!(conn_lost);
+        let outcome = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break None,
+                _ = s.lost.cancelled() => break Some(s.lost_why.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+                why = &mut conn_lost => break Some(why),
+                Some(req) = requests.recv() => {
+                    let out = s.apply(req.snapshot).await;
+                    let _ = req.reply.send(out);
+                }
+                Some(_) = s.retiring.join_next(), if !s.retiring.is_empty() => {}
+            }
+        };
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        s.wind_down().await;
+        match outcome {
+            None => Ok(()),
+            Some(why) => Err(why),
         }
-        if shutdown.is_cancelled() {
-            break;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff.mul_f64(1.0 + fastrand::f64() * 0.2)) => {}
-        }
-        backoff = (backoff * 2).min(max);
     }
-    info!("stopped");
 }
 
-/// One connection's life: declare, consume, and wind down on shutdown or loss (`Err(why)`).
-async fn session(shared: &Arc<Shared>, conn: Connection, shutdown: &CancellationToken) -> Result<(), String> {
-    let snap = &shared.snapshot;
-    let lost = CancellationToken::new();
-    let lost_why = Arc::new(std::sync::Mutex::new(String::new()));
-    let fail = |e: BrokerError| e.to_string();
+/// What RabbitMQ or the running process cannot change by a reload.
+fn refusals(old: &Snapshot, new: &Snapshot) -> Vec<String> {
+    let mut out = Vec::new();
+    let (a, b) = (&old.broker, &new.broker);
+    if a.url != b.url || a.exchange != b.exchange || a.delivery_limit != b.delivery_limit {
+        out.push(format!(
+            "{}: [broker] url, exchange and delivery_limit apply at start only: restart hookrelay to change them",
+            crate::config::MAIN_FILE
+        ));
+    }
+    for r in &new.routes {
+        if let Some(o) = old.route(&r.name)
+            && o.ordered != r.ordered
+        {
+            out.push(format!(
+                "routes/{}.toml: route `{}` changes `ordered` from {} to {}, which RabbitMQ cannot apply to queue {} \
+                 in place (x-single-active-consumer). Nothing was changed. To switch: remove the route and reload, \
+                 let its queue drain, delete the queue, then add the route back — or add it under a new name",
+                r.name,
+                r.name,
+                o.ordered,
+                r.ordered,
+                r.queue()
+            ));
+        }
+    }
+    out
+}
 
-    let base = conn.create_channel().await.map_err(|e| fail(e.into()))?;
-    amqp::declare_base(&base, &snap.broker.exchange).await.map_err(fail)?;
-    let publisher = Publisher::open(&conn).await.map_err(fail)?;
+/// A consuming route in a session.
+struct RouteHandle {
+    route: Arc<ArcSwap<Route>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    channel: Channel,
+    concurrency: usize,
+}
 
-    let stop = CancellationToken::new();
-    let mut workers = JoinSet::new();
-    let mut failed = Vec::new();
-    for route in &snap.routes {
-        let ch = conn.create_channel().await.map_err(|e| fail(e.into()))?;
-        let queue = route.queue();
-        let topo = RouteTopology {
+/// The routes consuming over one connection.
+struct Session {
+    router: Arc<Router>,
+    conn: Connection,
+    base: Channel,
+    publisher: Publisher,
+    running: BTreeMap<String, RouteHandle>,
+    retiring: JoinSet<()>,
+    lost: CancellationToken,
+    lost_why: Arc<std::sync::Mutex<String>>,
+}
+
+impl Session {
+    fn topology<'a>(snap: &Snapshot, route: &'a Route, queue: &'a str) -> RouteTopology<'a> {
+        RouteTopology {
             name: &route.name,
-            queue: &queue,
+            queue,
             patterns: &route.events,
             ordered: route.ordered,
             delivery_limit: snap.broker.delivery_limit,
             tiers: if route.ordered { Vec::new() } else { route.retry.tiers() },
-        };
-        match amqp::declare_route(&ch, &snap.broker.exchange, &topo).await {
-            Ok(()) => {}
-            Err(e @ BrokerError::Mismatch { .. }) => {
-                error!(route = %route.name, error = %e, "route not started");
-                failed.push(format!("{}: {e}", route.name));
-                continue;
-            }
-            Err(e) => return Err(fail(e)),
         }
+    }
+
+    /// Declares a route's queues and bindings on a channel of its own.
+    async fn declare(&self, snap: &Snapshot, route: &Route) -> Result<Channel, BrokerError> {
+        let ch = self.conn.create_channel().await?;
+        let queue = route.queue();
+        amqp::declare_route(&ch, &snap.broker.exchange, &Self::topology(snap, route, &queue)).await?;
+        Ok(ch)
+    }
+
+    /// Starts consuming a declared route.
+    async fn consume(&mut self, snap: &Snapshot, route: Arc<Route>, ch: Channel) -> Result<(), BrokerError> {
         let prefetch =
             if route.ordered { snap.broker.prefetch } else { snap.broker.prefetch.max(route.concurrency as u16) };
-        ch.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| fail(e.into()))?;
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let tag = format!("hookrelay-{}-{}", route.name, std::process::id());
         let consumer = ch
-            .basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
-            .await
-            .map_err(|e| fail(e.into()))?;
-        let w =
-            Worker { shared: shared.clone(), route: route.clone(), publisher: publisher.clone(), stop: stop.clone() };
-        let (lost, why) = (lost.clone(), lost_why.clone());
+            .basic_consume(
+                route.queue().as_str().into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let stop = CancellationToken::new();
+        let live = Arc::new(ArcSwap::new(route.clone()));
+        let w = Worker {
+            router: self.router.clone(),
+            route: live.clone(),
+            ordered: route.ordered,
+            publisher: self.publisher.clone(),
+            stop: stop.clone(),
+        };
+        let (lost, why) = (self.lost.clone(), self.lost_why.clone());
         let span = info_span!("route", route = %route.name);
-        workers.spawn(
+        let concurrency = route.concurrency;
+        let task = tokio::spawn(
             async move {
-                // The channel lives as long as its worker.
-                let _channel = ch;
-                let end = w.run(consumer).await;
-                if let Err(e) = end {
+                if let Err(e) = w.run(consumer, concurrency).await {
                     *why.lock().unwrap_or_else(|p| p.into_inner()) = e;
                     lost.cancel();
                 }
             }
             .instrument(span),
         );
+        let name = live.load().name.clone();
+        self.running.insert(name, RouteHandle { route: live, stop, task, channel: ch, concurrency });
+        Ok(())
     }
-    if !failed.is_empty() {
-        error!(not_started = failed.len(), "some routes are not running: {}", failed.join("; "));
-    }
-    info!(routes = workers.len(), "consuming");
 
-    let mut events = conn.events_listener();
-    let conn_lost = async {
-        while let Some(ev) = events.next().await {
-            if let lapin::Event::Error(e) = ev {
-                return e.to_string();
+    /// Stops a route after its in-flight deliveries, then closes its channel, which returns the
+    /// messages it had prefetched to the queue.
+    fn retire(&mut self, h: RouteHandle) {
+        h.stop.cancel();
+        self.retiring.spawn(async move {
+            let _ = h.task.await;
+            let _ = h.channel.close(200, "route stopped".into()).await;
+        });
+    }
+
+    async fn unbind(&self, exchange: &str, route: &str, patterns: &[String]) -> Result<(), BrokerError> {
+        for p in patterns {
+            self.base
+                .queue_unbind(
+                    crate::config::route_queue(route).as_str().into(),
+                    exchange.into(),
+                    p.as_str().into(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a reload: topology first (a failure changes nothing), then the swap.
+    async fn apply(&mut self, new: Arc<Snapshot>) -> ReloadOutcome {
+        let old = self.router.snapshot();
+        let mut fresh = Vec::new();
+        let mut errors = Vec::new();
+        for route in &new.routes {
+            match self.declare(&new, route).await {
+                Ok(ch) => fresh.push((route.clone(), ch)),
+                Err(e) => errors.push(format!("route `{}`: {e}", route.name)),
             }
         }
-        "connection closed".to_string()
-    };
-    let outcome = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        _ = lost.cancelled() => Some(lost_why.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-        why = conn_lost => Some(why),
-    };
-    stop.cancel();
-    let grace = snap.delivery.shutdown_grace.0;
-    let drained = tokio::time::timeout(grace, async {
-        loop {
-            tokio::select! {
-                next = workers.join_next() => if next.is_none() { break },
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                    info!(routes = workers.len(), "waiting for in-flight deliveries to finish");
+        if !errors.is_empty() {
+            for (_, ch) in fresh {
+                let _ = ch.close(200, "reload rejected".into()).await;
+            }
+            return ReloadOutcome::Rejected { errors };
+        }
+        let outcome = self.router.swap(new.clone());
+        let exchange = old.broker.exchange.clone();
+        for (route, ch) in fresh {
+            let restart = self.running.get(&route.name).map(|h| h.concurrency != route.concurrency);
+            match restart {
+                Some(false) => {
+                    // Same worker; deliveries that start from now use the new config.
+                    let gone: Vec<String> = old
+                        .route(&route.name)
+                        .map(|o| o.events.iter().filter(|p| !route.events.contains(p)).cloned().collect())
+                        .unwrap_or_default();
+                    if let Err(e) = self.unbind(&exchange, &route.name, &gone).await {
+                        warn!(route = %route.name, error = %e, "could not remove a binding");
+                    }
+                    if let Some(h) = self.running.get(&route.name) {
+                        h.route.store(route.clone());
+                    }
+                    let _ = ch.close(200, "declared".into()).await;
+                }
+                Some(true) | None => {
+                    if let Some(h) = self.running.remove(&route.name) {
+                        self.retire(h);
+                    }
+                    if let Err(e) = self.consume(&new, route.clone(), ch).await {
+                        warn!(route = %route.name, error = %e, "route did not start");
+                    }
                 }
             }
         }
-    })
-    .await;
-    if drained.is_err() {
-        warn!(?grace, "grace period over: unfinished deliveries go back to their queues");
-        workers.abort_all();
+        let removed: Vec<String> = self.running.keys().filter(|n| new.route(n).is_none()).cloned().collect();
+        for name in removed {
+            if let Some(o) = old.route(&name)
+                && let Err(e) = self.unbind(&exchange, &name, &o.events).await
+            {
+                warn!(route = %name, error = %e, "could not remove a binding");
+            }
+            if let Some(h) = self.running.remove(&name) {
+                self.retire(h);
+            }
+        }
+        outcome
     }
-    // Closing the connection returns every unacked message to its queue, in order.
-    let _ = conn.close(200, "hookrelay stopping".into()).await;
-    match outcome {
-        None => Ok(()),
-        Some(why) => Err(why),
+
+    /// Stops every route within the grace period, then closes the connection, which returns
+    /// every unacked message to its queue, in order.
+    async fn wind_down(mut self) {
+        let grace = self.router.snapshot().delivery.shutdown_grace.0;
+        let handles: Vec<RouteHandle> = std::mem::take(&mut self.running).into_values().collect();
+        for h in &handles {
+            h.stop.cancel();
+        }
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut channels = Vec::new();
+        for h in handles {
+            channels.push(h.channel);
+            let task = h.task;
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+        }
+        let drained = tokio::time::timeout(grace, async {
+            loop {
+                tokio::select! {
+                    next = tasks.join_next() => if next.is_none() { break },
+                    next = self.retiring.join_next(), if !self.retiring.is_empty() => { let _ = next; }
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                        info!(routes = tasks.len(), "waiting for in-flight deliveries to finish");
+                    }
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(?grace, "grace period over: unfinished deliveries go back to their queues");
+        }
+        drop(channels);
+        let _ = self.conn.close(200, "hookrelay stopping".into()).await;
     }
 }
 
 struct Worker {
-    shared: Arc<Shared>,
-    route: Arc<Route>,
+    router: Arc<Router>,
+    /// Swapped by reloads; each delivery reads it once when it starts.
+    route: Arc<ArcSwap<Route>>,
+    ordered: bool,
     publisher: Publisher,
     stop: CancellationToken,
 }
@@ -214,9 +558,9 @@ enum Handled {
 }
 
 impl Worker {
-    async fn run(self, mut consumer: lapin::Consumer) -> Result<(), String> {
+    async fn run(self, mut consumer: lapin::Consumer, concurrency: usize) -> Result<(), String> {
         let this = Arc::new(self);
-        let limit = if this.route.ordered { 1 } else { this.route.concurrency };
+        let limit = if this.ordered { 1 } else { concurrency };
         let slots = Arc::new(Semaphore::new(limit));
         let mut inflight: JoinSet<Result<Handled, BrokerError>> = JoinSet::new();
         let mut result = Ok(());
@@ -257,7 +601,7 @@ impl Worker {
                 }
                 .in_current_span(),
             );
-            if this.route.ordered {
+            if this.ordered {
                 // One delivery at a time: wait for it before taking the next message.
                 if let Some(done) = inflight.join_next().await {
                     match flatten(done) {
@@ -280,18 +624,19 @@ impl Worker {
     }
 
     async fn handle(&self, d: Delivery) -> Result<Handled, BrokerError> {
-        let snap = &self.shared.snapshot;
-        let route = &self.route;
+        let snap = self.router.live.load_full();
+        let route = self.route.load_full();
+        let client = self.router.client.load_full();
         if let Some(nb) = header_u64(&d.properties, H_NOT_BEFORE) {
             let now = now_ms();
             if nb > now + 50 {
                 // Back early from a wait queue (its wait is capped by the tier): wait again.
                 let attempt = header_u64(&d.properties, H_ATTEMPT).unwrap_or(1) as u32;
-                return self.park(&d, attempt, Duration::from_millis(nb - now)).await;
+                return self.park(&route, &d, attempt, Duration::from_millis(nb - now)).await;
             }
         }
         let attempt = header_u64(&d.properties, H_ATTEMPT).unwrap_or(1).max(1) as u32;
-        let payload = match pipeline::prepare(snap, route, &d.data) {
+        let payload = match pipeline::prepare(&snap, &route, &d.data) {
             Ok(Prepared::Filtered) => {
                 debug!("filtered out");
                 return ack(&d).await;
@@ -301,19 +646,17 @@ impl Worker {
                 let details =
                     (!rej.violations.is_empty()).then(|| serde_json::to_value(&rej.violations).unwrap_or_default());
                 warn!(reason = rej.reason.as_str(), error = %rej.message, "event refused; dead-lettering");
-                return self.dead_letter(&d, rej.reason, &rej.message, details, None, None, attempt - 1).await;
+                return self.dead_letter(&route, &d, rej.reason, &rej.message, details, None, None, attempt - 1).await;
             }
         };
-        let sequence = payload.sequence.clone().unwrap_or_else(|| self.shared.sequencer.next().to_string());
+        let sequence = payload.sequence.clone().unwrap_or_else(|| self.router.sequencer.next().to_string());
         let traceparent = header_str(&d.properties, "traceparent")
             .or_else(|| payload.traceparent.clone())
             .unwrap_or_else(new_traceparent);
         let mut attempt = attempt;
         loop {
-            let headers = request_headers(route, &payload, &sequence, &traceparent, attempt, unix_now());
-            let sent = self
-                .shared
-                .client
+            let headers = request_headers(&route, &payload, &sequence, &traceparent, attempt, unix_now());
+            let sent = client
                 .post(&route.url, headers, payload.body.clone(), route.timeout, snap.limits.response_body_bytes)
                 .await;
             let (status, body, retry_after, error) = match &sent {
@@ -335,7 +678,7 @@ impl Worker {
                     let delay = route.retry.delay(attempt, retry_after, fastrand::f64());
                     warn!(event = %payload.event_id, attempt, status, error = %error, retry_in = ?delay, "delivery failed; will retry");
                     if !route.ordered {
-                        return self.park(&d, attempt + 1, delay).await;
+                        return self.park(&route, &d, attempt + 1, delay).await;
                     }
                     // Ordered: retry in place; later events wait behind this one.
                     tokio::select! {
@@ -352,22 +695,28 @@ impl Worker {
                         _ => Reason::Rejected,
                     };
                     warn!(event = %payload.event_id, attempt, status, error = %error, reason = reason.as_str(), "delivery failed; dead-lettering");
-                    return self.dead_letter(&d, reason, &error, None, status, body, attempt).await;
+                    return self.dead_letter(&route, &d, reason, &error, None, status, body, attempt).await;
                 }
             }
         }
     }
 
     /// Parks a message in the wait queue of its tier, confirmed, then acks it.
-    async fn park(&self, d: &Delivery, next_attempt: u32, delay: Duration) -> Result<Handled, BrokerError> {
-        let tier = self.route.retry.tier_for(delay);
+    async fn park(
+        &self,
+        route: &Route,
+        d: &Delivery,
+        next_attempt: u32,
+        delay: Duration,
+    ) -> Result<Handled, BrokerError> {
+        let tier = route.retry.tier_for(delay);
         let wait = delay.min(tier.mul_f64(1.0 + crate::deliver::retry::JITTER));
         let mut headers = d.properties.headers().clone().unwrap_or_default();
         headers.insert(H_ATTEMPT.into(), AMQPValue::LongInt(next_attempt as i32));
         headers.insert(H_NOT_BEFORE.into(), AMQPValue::LongLongInt((now_ms() + delay.as_millis() as u64) as i64));
         let props: BasicProperties =
             d.properties.clone().with_headers(headers).with_expiration(wait.as_millis().max(1).to_string().into());
-        let queue = amqp::retry_queue(&self.route.queue(), tier);
+        let queue = amqp::retry_queue(&route.queue(), tier);
         self.publisher.publish("", &queue, &d.data, props).await?;
         ack(d).await
     }
@@ -375,6 +724,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)] // the fields of one dead letter, from two call sites
     async fn dead_letter(
         &self,
+        route: &Route,
         d: &Delivery,
         reason: Reason,
         error: &str,
@@ -392,7 +742,7 @@ impl Worker {
         }
         original_headers = clean;
         let dl = DeadLetter {
-            route: &self.route.name,
+            route: &route.name,
             reason,
             error,
             details,

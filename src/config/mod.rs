@@ -59,6 +59,8 @@ pub struct Route {
     pub signer: Signer,
     /// Attempts and backoff.
     pub retry: RetryPolicy,
+    /// Hash of the route file and its plugins: tells a reload which routes changed.
+    pub digest: String,
 }
 
 impl Route {
@@ -241,10 +243,13 @@ fn load_main(dir: &Path, files: &mut Vec<(String, Vec<u8>)>, errors: &mut Vec<Co
         }
     };
     files.push((MAIN_FILE.to_string(), text.clone().into_bytes()));
-    if let Err(e) = toml::from_str::<MainFile>(&text) {
-        errors.push(toml_error(Path::new(MAIN_FILE), &text, &e));
-        return MainFile::default();
-    }
+    let from_file = match toml::from_str::<MainFile>(&text) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(toml_error(Path::new(MAIN_FILE), &text, &e));
+            return MainFile::default();
+        }
+    };
     // Only variables that name a section (`HOOKRELAY_BROKER__URL`) or `HOOKRELAY_VERSION` are
     // config; others with the prefix (a route's `secret_env`, say) are left alone.
     let env = Env::prefixed("HOOKRELAY_")
@@ -260,7 +265,7 @@ fn load_main(dir: &Path, files: &mut Vec<(String, Vec<u8>)>, errors: &mut Vec<Co
             for e in e {
                 errors.push(ConfigError::file("environment", format!("HOOKRELAY_* variable: {e}")));
             }
-            MainFile::default()
+            from_file
         }
     }
 }
@@ -356,6 +361,11 @@ impl RouteCtx<'_> {
         if self.errors.len() > before {
             return None;
         }
+        let mut digest = Sha256::new();
+        digest.update(self.text.as_bytes());
+        for s in [&filter, &transform].into_iter().flatten() {
+            digest.update(s.digest.as_bytes());
+        }
         Some(Route {
             name,
             events: file.events.into_inner().into_iter().map(|e| e.into_inner()).collect(),
@@ -373,6 +383,7 @@ impl RouteCtx<'_> {
                 max_attempts: file.retry.max_attempts,
                 backoff: file.retry.backoff.iter().map(|d| d.0).collect(),
             },
+            digest: hex::encode(digest.finalize()),
         })
     }
 

@@ -35,6 +35,8 @@ pub fn sandboxed_engine() -> Engine {
 pub struct Script {
     /// As written in the route (relative to the config directory).
     pub path: PathBuf,
+    /// SHA-256 of the source, hex.
+    pub digest: String,
     ast: AST,
     has_filter: bool,
     has_transform: bool,
@@ -96,7 +98,11 @@ impl Script {
         };
         let has_filter = check("filter")?;
         let has_transform = check("transform")?;
-        Ok(Self { path: shown.to_path_buf(), ast, has_filter, has_transform })
+        let digest = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        };
+        Ok(Self { path: shown.to_path_buf(), digest, ast, has_filter, has_transform })
     }
 
     /// Whether the plugin defines the entry point.
