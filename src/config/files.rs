@@ -132,7 +132,7 @@ impl Default for DeliveryFile {
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
     /// Defaults to the file stem.
-    pub name: Option<String>,
+    pub name: Option<Spanned<String>>,
     /// Exact event types or AMQP topic patterns (`order.*`: one word; `order.#`: any).
     pub events: Spanned<Vec<Spanned<String>>>,
     /// The webhook target.

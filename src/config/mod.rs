@@ -173,12 +173,19 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
                 continue;
             }
         };
+        let name_at = file.name.as_ref().map_or(0, |n| n.span().start);
         let mut ctx = RouteCtx { dir, shown: &shown, text: &text, errors: &mut errors, opts };
         let Some(route) = ctx.compile(file, &path, security, &engine, &mut scripts, &mut files) else { continue };
         if let Some(first) = seen.get(&route.name) {
-            errors.push(ConfigError::file(
+            errors.push(ConfigError::at_offset(
                 &shown,
-                format!("duplicate route name `{}` (also defined by {})", route.name, first.display()),
+                &text,
+                name_at,
+                format!(
+                    "duplicate route name `{}` (also defined by {}); names must be unique",
+                    route.name,
+                    first.display()
+                ),
             ));
             continue;
         }
@@ -222,11 +229,44 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
 }
 
 fn toml_error(shown: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
-    let msg = e.message().trim().to_string();
+    let msg = did_you_mean(e.message().trim());
     match e.span() {
         Some(span) => ConfigError::at_offset(shown, text, span.start, msg),
         None => ConfigError::file(shown, msg),
     }
+}
+
+/// Adds a hint to serde's "unknown field `x`, expected one of `a`, `b`" when one of the
+/// expected names is a likely typo of `x`.
+fn did_you_mean(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `") else { return msg.to_string() };
+    let Some((field, expected)) = rest.split_once('`') else { return msg.to_string() };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|cand| (edit_distance(field, cand), cand))
+        .filter(|(d, cand)| *d <= 2.max(cand.len() / 3))
+        .min();
+    match best {
+        Some((_, cand)) => format!("unknown field `{field}` (did you mean `{cand}`?){expected}"),
+        None => msg.to_string(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// `hookrelay.toml` layered with defaults and the environment.
@@ -263,7 +303,8 @@ fn load_main(dir: &Path, files: &mut Vec<(String, Vec<u8>)>, errors: &mut Vec<Co
         Ok(m) => m,
         Err(e) => {
             for e in e {
-                errors.push(ConfigError::file("environment", format!("HOOKRELAY_* variable: {e}")));
+                let var = format!("HOOKRELAY_{}", e.path.join("__").to_uppercase());
+                errors.push(ConfigError::file("environment", format!("{var}: {}", e.kind)));
             }
             from_file
         }
@@ -296,7 +337,8 @@ impl RouteCtx<'_> {
         let before = self.errors.len();
         let name = file
             .name
-            .clone()
+            .as_ref()
+            .map(|n| n.get_ref().clone())
             .unwrap_or_else(|| path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string());
         if name.is_empty() || name.len() > 200 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
@@ -457,6 +499,13 @@ impl RouteCtx<'_> {
         let secret = secret.unwrap_or_else(SigningKey::generate);
         let span = file.signing.span();
         match signing.scheme {
+            SigningScheme::StandardWebhooks if signing.header.is_some() => {
+                self.err(
+                    span,
+                    "`header` applies to scheme = \"hmac-sha256-hex\" only (Standard Webhooks headers are fixed)",
+                );
+                None
+            }
             SigningScheme::StandardWebhooks => match SigningKey::from_whsec(&secret) {
                 Ok(k) => Some(Signer::Standard(vec![k])),
                 Err(m) => {

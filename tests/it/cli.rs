@@ -49,6 +49,23 @@ fn config_errors_say_file_line_and_column_and_exit_1() {
             "routes/r.toml:3:10",
             "cannot be read",
         ),
+        ("events = [\"a\"]\nurll = \"x\"\n", "routes/r.toml:2:1", "did you mean `url`?"),
+        ("events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\nordered = \"yes\"\n", "routes/r.toml:3:11", "invalid type"),
+        (
+            "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\n[retry]\nbackoff = [\"1s\", \"fast\"]\n",
+            "routes/r.toml:4:18",
+            "invalid duration",
+        ),
+        (
+            "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\nformat = \"xml\"\n",
+            "routes/r.toml:3:10",
+            "unknown variant",
+        ),
+        (
+            "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\n[retry]\nmax_attempts = -1\n",
+            "routes/r.toml:4:16",
+            "invalid value",
+        ),
     ];
     for (route, at, says) in cases {
         let cfg = local_cfg();
@@ -161,4 +178,78 @@ async fn publish_and_listen_work_end_to_end() {
     assert_eq!(v["verified"], true, "{printed}");
     assert_eq!(v["id"], "cli-1");
     assert_eq!(v["body"]["data"]["n"], 5);
+}
+
+#[test]
+fn main_file_schema_plugin_and_environment_errors_say_where() {
+    let cfg = ConfigDir::with_main("version = 1\n[brokr]\nurl = \"x\"\n");
+    let out = hookrelay(&["validate"], &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("hookrelay.toml:2:2: unknown field `brokr` (did you mean `broker`?)"),
+        "{}",
+        text(&out)
+    );
+
+    let cfg = local_cfg();
+    cfg.file("schemas/order.paid/v1.json", "{\n  \"type\": \"object\",\n  \"required\": [\"n\"\n}");
+    cfg.file("schemas/order.created/v1.json", r#"{"type": "no-such-type"}"#);
+    cfg.file("plugins/p.rhai", "fn filter(event) {\n  event.data.n >\n}\n");
+    cfg.file("plugins/t.rhai", "fn transform(a, b) { a }\n");
+    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nfilter = \"plugins/p.rhai\"");
+    cfg.route("t", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\ntransform = \"plugins/t.rhai\"");
+    let out = hookrelay(&["validate"], &cfg);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("schemas/order.paid/v1.json:4:1: invalid JSON"), "{all}");
+    assert!(all.contains("schemas/order.created/v1.json:1:1: schema does not compile"), "{all}");
+    assert!(all.contains("plugins/p.rhai:3:1: script does not compile"), "{all}");
+    assert!(all.contains("plugins/t.rhai: `fn transform` must take one parameter"), "{all}");
+
+    let cfg = local_cfg();
+    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"");
+    cfg.file(
+        "routes/s.toml",
+        "name = \"r\"\nevents = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n[signing]\nsecret_env = \"TEST_WEBHOOK_SECRET\"\n",
+    );
+    let out = hookrelay(&["validate"], &cfg);
+    assert!(text(&out).contains("routes/s.toml:1:8: duplicate route name `r`"), "{}", text(&out));
+
+    let cfg = local_cfg();
+    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"");
+    let out = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(cfg.path())
+        .env(SECRET_ENV, SECRET)
+        .env("HOOKRELAY_BROKER__PREFETCH", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("environment: HOOKRELAY_BROKER__PREFETCH: invalid type"), "{}", text(&out));
+    assert!(!text(&out).contains("http:// targets are blocked"), "the file's own settings still apply: {}", text(&out));
+
+    let missing = tempfile::tempdir().unwrap();
+    let out = Command::new(bin()).args(["validate", "--config"]).arg(missing.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("hookrelay.toml: cannot read the main config file"), "{}", text(&out));
+    let usage = Command::new(bin()).args(["validate", "--no-such-flag"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn missing_secrets_are_errors_unless_the_run_provides_them() {
+    let cfg = local_cfg();
+    cfg.file(
+        "routes/r.toml",
+        "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n[signing]\nsecret_env = \"HOOKRELAY_TEST_ABSENT\"\n",
+    );
+    let strict = hookrelay(&["validate"], &cfg);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(
+        text(&strict).contains("routes/r.toml:4:14: environment variable HOOKRELAY_TEST_ABSENT"),
+        "{}",
+        text(&strict)
+    );
+    let lenient = hookrelay(&["validate", "--allow-missing-secrets"], &cfg);
+    assert!(lenient.status.success(), "{}", text(&lenient));
 }

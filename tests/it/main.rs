@@ -4,5 +4,6 @@
 mod cli;
 mod common;
 mod delivery;
+mod reload;
 mod resilience;
 mod signatures;

@@ -420,12 +420,18 @@ pub struct RouterProc {
 
 impl RouterProc {
     pub fn start(cfg: &ConfigDir) -> Self {
+        Self::start_with(cfg, &[])
+    }
+
+    /// Starts with extra arguments after `run --config DIR`.
+    pub fn start_with(cfg: &ConfigDir, extra: &[&str]) -> Self {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("router.log");
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(cfg.path())
+            .args(extra)
             .env(SECRET_ENV, SECRET)
             .env("RUST_LOG", "info,hookrelay=debug")
             .env("NO_COLOR", "1")
@@ -453,6 +459,41 @@ impl RouterProc {
         while !self.log_text().contains(needle) {
             assert!(Instant::now() < deadline, "router log never said {needle:?}:\n{}", self.log_text());
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log_text().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until `needle` appears in at least `n` log lines.
+    pub async fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.log_count(needle) < n {
+            assert!(Instant::now() < deadline, "router log never said {needle:?} {n} times:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGHUP and waits for the reload's outcome in the log; returns the log line.
+    pub async fn reload(&self) -> String {
+        let (applied, rejected) = (self.log_count("config reloaded"), self.log_count("reload rejected"));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGHUP).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.log_text();
+            let now = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+            if now("config reloaded") > applied || now("reload rejected") > rejected {
+                return text
+                    .lines()
+                    .filter(|l| l.contains("config reloaded") || l.contains("reload rejected"))
+                    .last()
+                    .unwrap()
+                    .to_string();
+            }
+            assert!(Instant::now() < deadline, "no reload outcome after SIGHUP:\n{text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
