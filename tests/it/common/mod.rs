@@ -488,7 +488,7 @@ impl RouterProc {
                 return text
                     .lines()
                     .filter(|l| l.contains("config reloaded") || l.contains("reload rejected"))
-                    .last()
+                    .next_back()
                     .unwrap()
                     .to_string();
             }
