@@ -487,8 +487,7 @@ impl RouterProc {
             if now("config reloaded") > applied || now("reload rejected") > rejected {
                 return text
                     .lines()
-                    .filter(|l| l.contains("config reloaded") || l.contains("reload rejected"))
-                    .next_back()
+                    .rfind(|l| l.contains("config reloaded") || l.contains("reload rejected"))
                     .unwrap()
                     .to_string();
             }
