@@ -449,13 +449,23 @@ impl Session {
         let mut fresh = Vec::new();
         let mut errors = Vec::new();
         for route in &new.routes {
+            // Only routes whose queues or bindings change go to the broker: a reload of many
+            // unchanged routes costs no round trips.
+            let unchanged = self.running.get(&route.name).is_some_and(|h| h.concurrency == route.concurrency)
+                && old
+                    .route(&route.name)
+                    .is_some_and(|o| o.events == route.events && o.retry.tiers() == route.retry.tiers());
+            if unchanged {
+                fresh.push((route.clone(), None));
+                continue;
+            }
             match self.declare(&new, route).await {
-                Ok(ch) => fresh.push((route.clone(), ch)),
+                Ok(ch) => fresh.push((route.clone(), Some(ch))),
                 Err(e) => errors.push(format!("route `{}`: {e}", route.name)),
             }
         }
         if !errors.is_empty() {
-            for (_, ch) in fresh {
+            for ch in fresh.into_iter().filter_map(|(_, ch)| ch) {
                 let _ = ch.close(200, "reload rejected".into()).await;
             }
             return ReloadOutcome::Rejected { errors };
@@ -477,13 +487,19 @@ impl Session {
                     if let Some(h) = self.running.get(&route.name) {
                         h.route.store(route.clone());
                     }
-                    let _ = ch.close(200, "declared".into()).await;
+                    if let Some(ch) = ch {
+                        let _ = ch.close(200, "declared".into()).await;
+                    }
                 }
                 Some(true) | None => {
                     if let Some(h) = self.running.remove(&route.name) {
                         self.retire(h);
                     }
-                    if let Err(e) = self.consume(&new, route.clone(), ch).await {
+                    let started = match ch {
+                        Some(ch) => self.consume(&new, route.clone(), ch).await,
+                        None => Err(BrokerError::NotRouted("no channel".into())),
+                    };
+                    if let Err(e) = started {
                         warn!(route = %route.name, error = %e, "route did not start");
                     }
                 }
