@@ -113,7 +113,7 @@ impl Router {
     /// A router for an initial, valid config.
     pub fn new(snapshot: Snapshot) -> Arc<Self> {
         Arc::new(Self {
-            client: ArcSwap::from_pointee(WebhookClient::new(snapshot.security)),
+            client: ArcSwap::from_pointee(WebhookClient::new(snapshot.security, &snapshot.extra_roots)),
             live: ArcSwap::from_pointee(snapshot),
             sequencer: Sequencer::default(),
             session: std::sync::Mutex::new(None),
@@ -189,8 +189,8 @@ impl Router {
 
     fn swap(&self, new: Arc<Snapshot>) -> ReloadOutcome {
         let old = self.live.load_full();
-        if old.security != new.security {
-            self.client.store(Arc::new(WebhookClient::new(new.security)));
+        if old.security != new.security || old.extra_roots != new.extra_roots {
+            self.client.store(Arc::new(WebhookClient::new(new.security, &new.extra_roots)));
         }
         let names = |s: &Snapshot| s.routes.iter().map(|r| r.name.clone()).collect::<std::collections::BTreeSet<_>>();
         let (before, after) = (names(&old), names(&new));

@@ -95,6 +95,9 @@ pub struct SecurityFile {
     /// Allow loopback, RFC 1918, link-local, CGNAT and ULA targets (cloud metadata addresses
     /// stay blocked).
     pub allow_private_networks: bool,
+    /// PEM file of extra CA certificates to trust besides the Mozilla roots (receivers behind a
+    /// private CA), relative to the config directory.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[limits]`.

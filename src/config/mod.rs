@@ -87,6 +87,8 @@ pub struct Snapshot {
     pub broker: BrokerFile,
     /// `[security]`.
     pub security: Policy,
+    /// CA certificates from `[security] ca_file`, trusted besides the Mozilla roots.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// `[limits]`.
     pub limits: LimitsFile,
     /// `[delivery]`.
@@ -141,6 +143,8 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let main = load_main(dir, &mut files, &mut errors);
     let security =
         Policy { allow_http: main.security.allow_http, allow_private_networks: main.security.allow_private_networks };
+    let extra_roots =
+        main.security.ca_file.as_ref().map(|f| load_ca_file(dir, f, &mut files, &mut errors)).unwrap_or_default();
     let schemas = SchemaRegistry::load(dir, &dir.join("schemas"), &mut files, &mut errors);
     let engine = Arc::new(sandboxed_engine());
     let mut scripts: HashMap<PathBuf, Option<Arc<Script>>> = HashMap::new();
@@ -218,6 +222,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         revision,
         broker: main.broker,
         security,
+        extra_roots,
         limits: main.limits,
         delivery: main.delivery,
         routes,
@@ -226,6 +231,37 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         warnings,
         files: files.into_iter().map(|(n, _)| n).collect(),
     })
+}
+
+fn load_ca_file(
+    dir: &Path,
+    rel: &Path,
+    files: &mut Vec<(String, Vec<u8>)>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    let path = dir.join(rel);
+    let at = |m: String| ConfigError::file(MAIN_FILE, format!("[security] ca_file {}: {m}", rel.display()));
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            errors.push(at(format!("cannot be read: {e}")));
+            return Vec::new();
+        }
+    };
+    files.push((rel.display().to_string(), bytes.clone()));
+    let certs: Result<Vec<_>, _> = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => {
+            errors.push(at("holds no PEM certificate".into()));
+            Vec::new()
+        }
+        Err(e) => {
+            errors.push(at(format!("is not valid PEM: {e}")));
+            Vec::new()
+        }
+    }
 }
 
 fn toml_error(shown: &Path, text: &str, e: &toml::de::Error) -> ConfigError {

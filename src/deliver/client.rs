@@ -58,12 +58,22 @@ pub struct WebhookClient {
 }
 
 impl WebhookClient {
-    /// A client for `policy`.
-    pub fn new(policy: Policy) -> Self {
+    /// A client for `policy`, trusting the Mozilla roots plus `extra_roots`. ALPN offers h2
+    /// and http/1.1.
+    pub fn new(policy: Policy, extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let (added, ignored) = roots.add_parsable_certificates(extra_roots.iter().cloned());
+        if ignored > 0 {
+            tracing::warn!(added, ignored, "some [security] ca_file certificates are not usable as trust anchors");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
             .expect("the ring provider supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(GuardedConnector::new(policy, Duration::from_secs(10)));
@@ -140,12 +150,11 @@ fn classify_error(err: hyper_util::client::legacy::Error) -> SendError {
         if e.downcast_ref::<rustls::Error>().is_some() {
             return SendError::Tls(chain);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-        {
-            return SendError::Tls(chain);
-        }
-        cur = e.source();
+        // io::Error's source() skips the error it wraps: step into it.
+        cur = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     if err.is_connect() { SendError::Connect(chain) } else { SendError::Other(chain) }
 }

@@ -206,3 +206,33 @@ async fn private_targets_are_blocked_at_connect_time_when_not_allowed() {
     assert!(dls[0].header("hookrelay-error").unwrap().contains("blocked"), "{:?}", dls[0].header("hookrelay-error"));
     assert!(rx.all().is_empty(), "nothing reached the private address");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_negotiates_http2_and_an_untrusted_certificate_says_so() {
+    let vh = Vhost::new();
+    let ca = TestCa::new();
+    let rx = Receiver::start_tls(&ca).await;
+    let main =
+        |ca_line: &str| format!("[broker]\nurl = \"{}\"\n[security]\nallow_private_networks = true\n{ca_line}", vh.url);
+    // Trusted through [security] ca_file: delivered over HTTP/2, chosen by ALPN.
+    let cfg = ConfigDir::with_main(&main("ca_file = \"ca.pem\"\n"));
+    cfg.file("ca.pem", &ca.ca_pem);
+    cfg.route("tls", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/tls")));
+    let router = RouterProc::ready(&cfg).await;
+    vh.publish(&numbered("h", 3)).await;
+    let got = rx.wait_distinct("/tls", 3, T).await;
+    for r in &got {
+        assert_eq!(r.version, http::Version::HTTP_2, "h2 by ALPN");
+        verify_spec(SECRET, r).unwrap();
+    }
+    drop(router);
+    // Not trusted: the failure is named as a TLS failure in the dead letter.
+    let cfg = ConfigDir::with_main(&main(""));
+    cfg.route("tls", &format!("events = [\"order.paid\"]\nurl = \"{}\"\n[retry]\nmax_attempts = 1", rx.url("/tls")));
+    let _router = RouterProc::ready(&cfg).await;
+    vh.publish(&numbered("u", 1)).await;
+    let dls = vh.wait_dead_letters(1, T).await;
+    let error = dls[0].header("hookrelay-error").unwrap();
+    assert!(error.contains("TLS handshake failed") && error.contains("UnknownIssuer"), "{error}");
+    assert_eq!(rx.on("/tls").len(), 3, "nothing reached the untrusted receiver");
+}

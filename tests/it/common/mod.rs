@@ -201,6 +201,7 @@ pub fn event(ty: &str, id: &str, data: Value) -> Value {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
@@ -244,8 +245,31 @@ impl Receiver {
         delay: Duration,
         responder: impl Fn(&Received, usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static,
     ) -> Self {
+        Self::serve(delay, None, responder).await
+    }
+
+    /// An HTTPS receiver (h2 and http/1.1 by ALPN) at `https://localhost:<port>`.
+    pub async fn start_tls(ca: &TestCa) -> Self {
+        let mut tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ca.server_cert.clone()], ca.server_key.clone_key())
+        .unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::serve(Duration::ZERO, Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), |_, _| (200, vec![])).await
+    }
+
+    async fn serve(
+        delay: Duration,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        responder: impl Fn(&Received, usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let base = if tls.is_some() { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
         let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
         let notify = Arc::new(Notify::new());
         let responder: Arc<Responder> = Arc::new(responder);
@@ -253,7 +277,7 @@ impl Receiver {
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let (s, n, r) = (s.clone(), n.clone(), responder.clone());
+                let (s, n, r, tls) = (s.clone(), n.clone(), responder.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (s, n, r) = (s.clone(), n.clone(), r.clone());
@@ -262,6 +286,7 @@ impl Receiver {
                             let body = body.collect().await?.to_bytes();
                             let rec = Received {
                                 path: parts.uri.path().to_string(),
+                                version: parts.version,
                                 headers: parts.headers,
                                 body,
                                 at: Instant::now(),
@@ -283,9 +308,18 @@ impl Receiver {
                             Ok::<_, hyper::Error>(resp)
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(acceptor) => {
+                            // A failed handshake (the client refused our certificate) just ends.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -536,4 +570,28 @@ impl Drop for RouterProc {
 /// `n` order.paid events with `data.n` = 0..n and ids `<prefix>-<i>`.
 pub fn numbered(prefix: &str, n: usize) -> Vec<Value> {
     (0..n).map(|i| event("order.paid", &format!("{prefix}-{i}"), json!({"n": i}))).collect()
+}
+
+/// A throwaway CA and a `localhost` server certificate it signed.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub server_cert: rustls::pki_types::CertificateDer<'static>,
+    pub server_key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "hookrelay test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            server_cert: cert.der().clone(),
+            server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
 }
