@@ -661,7 +661,7 @@ impl Worker {
             Err(rej) => {
                 let details =
                     (!rej.violations.is_empty()).then(|| serde_json::to_value(&rej.violations).unwrap_or_default());
-                warn!(reason = rej.reason.as_str(), error = %rej.message, "event refused; dead-lettering");
+                warn!(revision = %snap.revision, reason = rej.reason.as_str(), error = %rej.message, "event refused; dead-lettering");
                 return self.dead_letter(&route, &d, rej.reason, &rej.message, details, None, None, attempt - 1).await;
             }
         };
@@ -687,12 +687,12 @@ impl Worker {
             let ms = sent.as_ref().map_or(0, |r| r.duration.as_millis() as u64);
             match class {
                 Class::Success => {
-                    debug!(event = %payload.event_id, attempt, status, ms, "delivered");
+                    debug!(revision = %snap.revision, event = %payload.event_id, attempt, status, ms, "delivered");
                     return ack(&d).await;
                 }
                 Class::Retryable if route.retry.may_retry(attempt) => {
                     let delay = route.retry.delay(attempt, retry_after, fastrand::f64());
-                    warn!(event = %payload.event_id, attempt, status, error = %error, retry_in = ?delay, "delivery failed; will retry");
+                    warn!(revision = %snap.revision, event = %payload.event_id, attempt, status, error = %error, retry_in = ?delay, "delivery failed; will retry");
                     if !route.ordered {
                         return self.park(&route, &d, attempt + 1, delay).await;
                     }
@@ -710,7 +710,7 @@ impl Worker {
                         (_, Class::Retryable) => Reason::Exhausted,
                         _ => Reason::Rejected,
                     };
-                    warn!(event = %payload.event_id, attempt, status, error = %error, reason = reason.as_str(), "delivery failed; dead-lettering");
+                    warn!(revision = %snap.revision, event = %payload.event_id, attempt, status, error = %error, reason = reason.as_str(), "delivery failed; dead-lettering");
                     return self.dead_letter(&route, &d, reason, &error, None, status, body, attempt).await;
                 }
             }
