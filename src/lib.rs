@@ -27,4 +27,5 @@ pub mod listen;
 pub mod pipeline;
 pub mod reload;
 pub mod router;
+pub mod store;
 pub mod telemetry;

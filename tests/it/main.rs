@@ -7,3 +7,4 @@ mod delivery;
 mod reload;
 mod resilience;
 mod signatures;
+mod store;
