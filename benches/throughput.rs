@@ -234,8 +234,9 @@ async fn router(rx: &Receiver, ordered: bool, n: usize) -> RouterRun {
     w(
         "hookrelay.toml",
         &format!(
-            "[broker]\nurl = \"{}\"\nprefetch = {PREFETCH}\n[security]\nallow_http = true\nallow_private_networks = true\n",
-            vh.url()
+            "[broker]\nurl = \"{}\"\nprefetch = {PREFETCH}\n[security]\nallow_http = true\nallow_private_networks = true\n[store]\nurl = \"sqlite://{}/hookrelay.db\"\n",
+            vh.url(),
+            dir.path().display()
         ),
     );
     w(

@@ -212,7 +212,17 @@ async fn run(dir: PathBuf, watch: bool) -> Result<ExitCode> {
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }
-    let router = Router::new(snapshot);
+    let store = match hookrelay::store::open(&snapshot.store.url).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: [store] url {:?}: {e}", config::MAIN_FILE, snapshot.store.url);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let log_stop = CancellationToken::new();
+    let (log, writer) = hookrelay::store::log::AttemptLog::start(store.clone(), log_stop.clone());
+    tokio::spawn(hookrelay::store::log::prune(store.clone(), snapshot.store.retention.0, log_stop.clone()));
+    let router = Router::new(snapshot, Some((store, log)));
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -236,6 +246,9 @@ async fn run(dir: PathBuf, watch: bool) -> Result<ExitCode> {
         tokio::spawn(hookrelay::reload::watch(router.clone(), dir.clone(), every, shutdown.clone()));
     }
     router.run(shutdown).await;
+    // The last attempts reach the delivery log before the process exits.
+    log_stop.cancel();
+    let _ = writer.await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,6 +18,8 @@ use crate::config::{Route, Snapshot};
 use crate::deliver::client::{SendError, WebhookClient};
 use crate::deliver::retry::{Class, classify};
 use crate::pipeline::{self, Prepared, Reason};
+use crate::store::log::AttemptLog;
+use crate::store::{Attempt, Outcome, Store};
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -101,6 +103,8 @@ struct ReloadRequest {
 /// The running router: the live config snapshot (swapped atomically on reload), the HTTP
 /// client, the sequencer, and the link to the current broker session.
 pub struct Router {
+    store: Option<Arc<dyn Store>>,
+    log: Option<Arc<AttemptLog>>,
     live: ArcSwap<Snapshot>,
     client: ArcSwap<WebhookClient>,
     sequencer: Sequencer,
@@ -110,9 +114,13 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router for an initial, valid config.
-    pub fn new(snapshot: Snapshot) -> Arc<Self> {
+    /// A router for an initial, valid config, recording attempts in `log` and indexing dead
+    /// letters into `store` when given.
+    pub fn new(snapshot: Snapshot, store: Option<(Arc<dyn Store>, Arc<AttemptLog>)>) -> Arc<Self> {
+        let (store, log) = store.map_or((None, None), |(s, l)| (Some(s), Some(l)));
         Arc::new(Self {
+            store,
+            log,
             client: ArcSwap::from_pointee(WebhookClient::new(snapshot.security, &snapshot.extra_roots)),
             live: ArcSwap::from_pointee(snapshot),
             sequencer: Sequencer::default(),
@@ -259,7 +267,20 @@ impl Router {
             retiring: JoinSet::new(),
             lost: CancellationToken::new(),
             lost_why: Arc::default(),
+            indexer: None,
+            indexer_stop: CancellationToken::new(),
         };
+        if let Some(store) = &self.store {
+            let ch = s.conn.create_channel().await.map_err(|e| e.to_string())?;
+            let (lost, why, stop) = (s.lost.clone(), s.lost_why.clone(), s.indexer_stop.clone());
+            let store = store.clone();
+            s.indexer = Some(tokio::spawn(async move {
+                if let Err(e) = crate::broker::dead_letters::index(ch, store, stop).await {
+                    *why.lock().unwrap_or_else(|p| p.into_inner()) = e;
+                    lost.cancel();
+                }
+            }));
+        }
         let mut failed = Vec::new();
         for route in &snap.routes {
             match s.declare(&snap, route).await {
@@ -313,6 +334,12 @@ impl Router {
 fn refusals(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     let mut out = Vec::new();
     let (a, b) = (&old.broker, &new.broker);
+    if old.store != new.store {
+        out.push(format!(
+            "{}: [store] applies at start only: restart hookrelay to change it",
+            crate::config::MAIN_FILE
+        ));
+    }
     if a.url != b.url || a.exchange != b.exchange || a.delivery_limit != b.delivery_limit {
         out.push(format!(
             "{}: [broker] url, exchange and delivery_limit apply at start only: restart hookrelay to change them",
@@ -357,6 +384,8 @@ struct Session {
     retiring: JoinSet<()>,
     lost: CancellationToken,
     lost_why: Arc<std::sync::Mutex<String>>,
+    indexer: Option<tokio::task::JoinHandle<()>>,
+    indexer_stop: CancellationToken,
 }
 
 impl Session {
@@ -551,6 +580,10 @@ impl Session {
         if drained.is_err() {
             warn!(?grace, "grace period over: unfinished deliveries go back to their queues");
         }
+        self.indexer_stop.cancel();
+        if let Some(indexer) = self.indexer.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), indexer).await;
+        }
         drop(channels);
         let _ = self.conn.close(200, "hookrelay stopping".into()).await;
     }
@@ -685,6 +718,28 @@ impl Worker {
                 Err(_) => Class::Retryable,
             };
             let ms = sent.as_ref().map_or(0, |r| r.duration.as_millis() as u64);
+            if let Some(log) = &self.router.log {
+                let outcome = match class {
+                    Class::Success => Outcome::Delivered,
+                    Class::Retryable if route.retry.may_retry(attempt) => Outcome::Retrying,
+                    _ => Outcome::Dead,
+                };
+                log.record(Attempt {
+                    route: route.name.clone(),
+                    event_id: payload.event_id.clone(),
+                    event_type: payload.event_type.clone(),
+                    attempt,
+                    outcome,
+                    status,
+                    duration_ms: ms,
+                    response_body: body.map(str::to_string),
+                    error: (outcome != Outcome::Delivered).then(|| error.clone()),
+                    payload: route.log_payload.then(|| payload.body.to_vec()),
+                    config_version: snap.version,
+                    config_revision: snap.revision.clone(),
+                    at_ms: now_ms() as i64,
+                });
+            }
             match class {
                 Class::Success => {
                     debug!(revision = %snap.revision, event = %payload.event_id, attempt, status, ms, "delivered");

@@ -220,7 +220,8 @@ impl Publisher {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_headers(h)
-            .with_content_type("application/cloudevents+json".into());
+            .with_content_type("application/cloudevents+json".into())
+            .with_message_id(uuid::Uuid::new_v4().to_string().into());
         self.publish(DEAD_LETTERS, dl.route, dl.body, props).await
     }
 }

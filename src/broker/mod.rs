@@ -2,5 +2,6 @@
 //! letters ([`amqp`]), and topic matching ([`topic`]).
 
 pub mod amqp;
+pub mod dead_letters;
 pub mod publish;
 pub mod topic;

@@ -55,6 +55,26 @@ pub struct MainFile {
     /// Process-wide delivery settings.
     #[serde(default)]
     pub delivery: DeliveryFile,
+    /// The delivery log and dead-letter index.
+    #[serde(default)]
+    pub store: StoreFile,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreFile {
+    /// `sqlite://path` (relative to the working directory; created when missing) or
+    /// `postgres://user@host/db` (several replicas share it). Default `sqlite://hookrelay.db`.
+    pub url: String,
+    /// Attempts older than this are pruned in the background. Default 7 days.
+    pub retention: Dur,
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        Self { url: "sqlite://hookrelay.db".into(), retention: Dur(Duration::from_secs(7 * 24 * 3600)) }
+    }
 }
 
 /// `[broker]`.
@@ -160,6 +180,10 @@ pub struct RouteFile {
     /// Body shape. Default `standard`.
     #[serde(default)]
     pub format: BodyFormat,
+    /// Keep the body sent with each attempt in the delivery log. Default false: payloads are not
+    /// logged unless a route opts in.
+    #[serde(default)]
+    pub log_payload: bool,
     /// Extra static headers sent with every request.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -55,6 +55,8 @@ pub struct Route {
     pub format: BodyFormat,
     /// Static extra headers.
     pub headers: HeaderMap,
+    /// Keep sent bodies in the delivery log.
+    pub log_payload: bool,
     /// Signing keys and scheme.
     pub signer: Signer,
     /// Attempts and backoff.
@@ -93,6 +95,8 @@ pub struct Snapshot {
     pub limits: LimitsFile,
     /// `[delivery]`.
     pub delivery: DeliveryFile,
+    /// `[store]`.
+    pub store: files::StoreFile,
     /// Routes, sorted by name.
     pub routes: Vec<Arc<Route>>,
     /// Compiled schemas.
@@ -225,6 +229,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         extra_roots,
         limits: main.limits,
         delivery: main.delivery,
+        store: main.store,
         routes,
         schemas,
         engine,
@@ -456,6 +461,7 @@ impl RouteCtx<'_> {
             redact,
             format: file.format,
             headers,
+            log_payload: file.log_payload,
             signer: signer?,
             retry: RetryPolicy {
                 max_attempts: file.retry.max_attempts,

@@ -7,6 +7,7 @@
 //! Times are Unix milliseconds. Nothing here stores secrets; payloads only where a route opts in.
 
 mod backend;
+pub mod log;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};

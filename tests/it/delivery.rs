@@ -65,7 +65,7 @@ async fn fan_out_filter_and_redaction() {
     assert_eq!(big_now.len(), 1, "the filter dropped the small order: {big_now:?}");
     assert_eq!(big[0].id(), "large");
     assert_eq!(big[0].json(), json!({"n": 2, "total": 200, "customer": {"name": "Ana"}}), "email redacted");
-    assert!(vh.dead_letters().await.is_empty(), "filtered events are not dead letters");
+    assert!(cfg.dead_letters().await.is_empty(), "filtered events are not dead letters");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +85,7 @@ async fn invalid_and_unknown_events_are_dead_lettered_not_sent() {
     ])
     .await;
     let got = rx.wait_distinct("/r", 1, T).await;
-    let dls = vh.wait_dead_letters(4, T).await;
+    let dls = cfg.wait_dead_letters(4, T).await;
     assert_eq!(got.len(), 1, "only the valid event is sent: {got:?}");
     assert_eq!(got[0].id(), "good");
     let mut reasons: Vec<String> = dls.iter().map(DeadLetter::reason).collect();
@@ -134,7 +134,28 @@ async fn a_503_is_retried_then_delivered_on_both_kinds_of_route() {
     }
     let ordered: Vec<i64> = first_arrivals(&rx.on("/o")).iter().map(|id| id[2..].parse().unwrap()).collect();
     assert_eq!(ordered, [0, 1, 2, 3, 4], "ordered retries happen in place");
-    assert!(vh.dead_letters().await.is_empty());
+    assert!(cfg.dead_letters().await.is_empty());
+    // The delivery log has every attempt, with the config that made it.
+    let store = cfg.store().await;
+    let filter = hookrelay::store::DeliveryFilter { route: Some("unordered".into()), limit: 100, ..Default::default() };
+    let deadline = std::time::Instant::now() + T;
+    let deliveries = loop {
+        let page = store.deliveries(&filter).await.unwrap();
+        if page.items.iter().filter(|d| d.status == hookrelay::store::Outcome::Delivered).count() == 5 {
+            break page.items;
+        }
+        assert!(std::time::Instant::now() < deadline, "delivery log: {:?}", page.items);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(deliveries.iter().all(|d| d.attempts == 2 && d.last_status == Some(200)), "{deliveries:?}");
+    let attempts = store.attempts(&hookrelay::store::delivery_id("unordered", "r-0")).await.unwrap();
+    let outcomes: Vec<_> = attempts.iter().map(|a| (a.attempt, a.outcome, a.status)).collect();
+    use hookrelay::store::Outcome::{Delivered, Retrying};
+    assert_eq!(outcomes, [(1, Retrying, Some(503)), (2, Delivered, Some(200))]);
+    assert_eq!(attempts[0].config_version, 1);
+    assert_eq!(attempts[0].config_revision.len(), 12);
+    assert_eq!(attempts[0].response_body.as_deref(), Some("answer from the test receiver"));
+    assert!(attempts[0].payload.is_none(), "payloads are not logged unless the route opts in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +173,7 @@ async fn a_400_is_dead_lettered_after_exactly_one_attempt() {
     );
     let _router = RouterProc::ready(&cfg).await;
     vh.publish(&numbered("p", 1)).await;
-    let dls = vh.wait_dead_letters(2, T).await;
+    let dls = cfg.wait_dead_letters(2, T).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(rx.on("/r").len(), 1, "exactly one attempt");
     assert_eq!(rx.on("/o").len(), 1, "exactly one attempt");
@@ -178,7 +199,7 @@ async fn retries_stop_at_max_attempts_and_honour_retry_after() {
     );
     let _router = RouterProc::ready(&cfg).await;
     vh.publish(&numbered("x", 1)).await;
-    let dls = vh.wait_dead_letters(1, T).await;
+    let dls = cfg.wait_dead_letters(1, T).await;
     let got = rx.on("/r");
     assert_eq!(got.len(), 3, "max_attempts = 3");
     for w in got.windows(2) {
@@ -201,7 +222,7 @@ async fn private_targets_are_blocked_at_connect_time_when_not_allowed() {
     cfg.route("r", &format!("events = [\"order.paid\"]\nurl = \"http://localhost:{port}/r\""));
     let _router = RouterProc::ready(&cfg).await;
     vh.publish(&numbered("s", 1)).await;
-    let dls = vh.wait_dead_letters(1, T).await;
+    let dls = cfg.wait_dead_letters(1, T).await;
     assert_eq!(dls[0].reason(), "blocked");
     assert!(dls[0].header("hookrelay-error").unwrap().contains("blocked"), "{:?}", dls[0].header("hookrelay-error"));
     assert!(rx.all().is_empty(), "nothing reached the private address");
@@ -231,7 +252,7 @@ async fn https_with_a_private_ca_negotiates_http2_and_an_untrusted_certificate_s
     cfg.route("tls", &format!("events = [\"order.paid\"]\nurl = \"{}\"\n[retry]\nmax_attempts = 1", rx.url("/tls")));
     let _router = RouterProc::ready(&cfg).await;
     vh.publish(&numbered("u", 1)).await;
-    let dls = vh.wait_dead_letters(1, T).await;
+    let dls = cfg.wait_dead_letters(1, T).await;
     let error = dls[0].header("hookrelay-error").unwrap();
     assert!(error.contains("TLS handshake failed") && error.contains("UnknownIssuer"), "{error}");
     assert_eq!(rx.on("/tls").len(), 3, "nothing reached the untrusted receiver");

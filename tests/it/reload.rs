@@ -111,7 +111,7 @@ async fn script_and_schema_changes_take_effect_on_the_next_event() {
     cfg.file("schemas/order.paid/v1.json", r#"{"type":"object","required":["n","total"]}"#);
     assert!(router.reload().await.contains("config reloaded"));
     vh.publish(&[event("order.paid", "c-big", json!({"n": 50}))]).await;
-    let dls = vh.wait_dead_letters(1, T).await;
+    let dls = cfg.wait_dead_letters(1, T).await;
     assert_eq!(dls[0].reason(), "schema");
     assert_eq!(first_arrivals(&rx.on("/r")), ["a-small", "b-big"]);
 }

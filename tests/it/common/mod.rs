@@ -11,8 +11,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -136,34 +135,6 @@ impl Vhost {
         }
         let _ = conn.close(200, "done".into()).await;
     }
-
-    /// Takes every dead letter out of `hookrelay.dead-letters`.
-    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
-        let conn = self.connect().await;
-        let ch = conn.create_channel().await.unwrap();
-        let mut out = Vec::new();
-        while let Some(m) = ch.basic_get("hookrelay.dead-letters".into(), BasicGetOptions::default()).await.unwrap() {
-            let headers = m.delivery.properties.headers().clone().unwrap_or_default();
-            m.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
-            out.push(DeadLetter { headers, body: m.delivery.data.clone() });
-        }
-        let _ = conn.close(200, "done".into()).await;
-        out
-    }
-
-    /// Waits until `n` dead letters are there and takes them.
-    pub async fn wait_dead_letters(&self, n: usize, timeout: Duration) -> Vec<DeadLetter> {
-        let deadline = Instant::now() + timeout;
-        let mut all = Vec::new();
-        loop {
-            all.extend(self.dead_letters().await);
-            if all.len() >= n || Instant::now() > deadline {
-                assert!(all.len() >= n, "expected {n} dead letters, got {}: {:?}", all.len(), all);
-                return all;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
 }
 
 impl Drop for Vhost {
@@ -172,23 +143,29 @@ impl Drop for Vhost {
     }
 }
 
-#[derive(Debug)]
-pub struct DeadLetter {
-    pub headers: FieldTable,
-    pub body: Vec<u8>,
+pub use hookrelay::store::DeadLetter;
+
+/// Dead letters as the store indexed them, read by the names of the dead-letter headers.
+pub trait DeadLetterExt {
+    fn header(&self, name: &str) -> Option<String>;
+    fn reason(&self) -> String;
 }
 
-impl DeadLetter {
-    pub fn header(&self, name: &str) -> Option<String> {
-        match self.headers.inner().get(name)? {
-            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            AMQPValue::LongInt(i) => Some(i.to_string()),
-            AMQPValue::LongLongInt(i) => Some(i.to_string()),
-            other => Some(format!("{other:?}")),
+impl DeadLetterExt for DeadLetter {
+    fn header(&self, name: &str) -> Option<String> {
+        match name {
+            "hookrelay-route" => Some(self.route.clone()),
+            "hookrelay-reason" => Some(self.reason.clone()),
+            "hookrelay-error" => Some(self.error.clone()),
+            "hookrelay-details" => self.details.clone(),
+            "hookrelay-last-status" => self.last_status.map(|s| s.to_string()),
+            "hookrelay-last-response" => self.last_response.clone(),
+            "hookrelay-attempt" => Some(self.attempts.to_string()),
+            _ => None,
         }
     }
-    pub fn reason(&self) -> String {
-        self.header("hookrelay-reason").unwrap_or_default()
+    fn reason(&self) -> String {
+        self.reason.clone()
     }
 }
 
@@ -414,9 +391,12 @@ impl ConfigDir {
         ))
     }
 
+    /// A config with this `hookrelay.toml` (a `[store]` in the temp dir is added when absent).
     pub fn with_main(main: &str) -> Self {
         let c = Self { dir: tempfile::tempdir().unwrap() };
-        c.file("hookrelay.toml", main);
+        let store =
+            if main.contains("[store]") { String::new() } else { format!("\n[store]\nurl = \"{}\"\n", c.store_url()) };
+        c.file("hookrelay.toml", &format!("{main}{store}"));
         c.file(
             "schemas/order.paid/v1.json",
             r#"{"type":"object","required":["n"],"properties":{"n":{"type":"integer"},"total":{"type":"number"}}}"#,
@@ -427,6 +407,34 @@ impl ConfigDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The router's SQLite store, in the temp dir.
+    pub fn store_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("hookrelay.db").display())
+    }
+
+    pub async fn store(&self) -> std::sync::Arc<dyn hookrelay::store::Store> {
+        hookrelay::store::open(&self.store_url()).await.unwrap()
+    }
+
+    /// Every dead letter the router indexed, replayed ones included.
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        let filter = hookrelay::store::DeadLetterFilter { limit: 1000, include_replayed: true, ..Default::default() };
+        self.store().await.dead_letters(&filter).await.unwrap().items
+    }
+
+    /// Waits until `n` dead letters are indexed.
+    pub async fn wait_dead_letters(&self, n: usize, timeout: Duration) -> Vec<DeadLetter> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self.dead_letters().await;
+            if all.len() >= n {
+                return all;
+            }
+            assert!(Instant::now() < deadline, "expected {n} dead letters, got {}: {all:?}", all.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn file(&self, rel: &str, text: &str) {
