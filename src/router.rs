@@ -282,8 +282,18 @@ impl Router {
             }));
         }
         let mut failed = Vec::new();
-        for route in &snap.routes {
-            match s.declare(&snap, route).await {
+        // Declarations are round trips to the broker: up to 16 routes at once.
+        let declared: Vec<_> = futures_util::stream::iter(&snap.routes)
+            .map(|route| {
+                let s = &s;
+                let snap = &snap;
+                async move { (route, s.declare(snap, route).await) }
+            })
+            .buffered(16)
+            .collect()
+            .await;
+        for (route, result) in declared {
+            match result {
                 Ok(ch) => s.consume(&snap, route.clone(), ch).await.map_err(|e| e.to_string())?,
                 Err(e @ BrokerError::Mismatch { .. }) => {
                     error!(route = %route.name, error = %e, "route not started");
