@@ -253,3 +253,23 @@ fn missing_secrets_are_errors_unless_the_run_provides_them() {
     let lenient = hookrelay(&["validate", "--allow-missing-secrets"], &cfg);
     assert!(lenient.status.success(), "{}", text(&lenient));
 }
+
+#[test]
+fn every_example_config_repository_validates_without_warnings() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap().flatten() {
+        if !entry.path().join("hookrelay.toml").exists() {
+            continue;
+        }
+        let out = Command::new(bin())
+            .args(["validate", "--allow-missing-secrets", "--config"])
+            .arg(entry.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", entry.path().display(), text(&out));
+        assert!(!text(&out).contains("warning:"), "{}: {}", entry.path().display(), text(&out));
+        checked += 1;
+    }
+    assert!(checked >= 2, "examples/ holds at least two config repositories");
+}
