@@ -152,13 +152,15 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Publish { ty, data, id, source, subject, dataversion, sequence, count, config, broker_url } => {
             let data: serde_json::Value = serde_json::from_str(&data).context("--data is not valid JSON")?;
-            let url = match broker_url {
-                Some(u) => u,
-                None => broker_settings(&config).url,
-            };
-            let exchange = broker_settings(&config).exchange;
+            let mut settings = broker_settings(&config);
+            if let Some(u) = broker_url {
+                settings.url = u;
+            }
+            let broker = hookrelay::broker::connect(&settings, "hookrelay publish").await?;
             let ev = hookrelay::broker::publish::EventSpec { ty, data, id, source, subject, dataversion, sequence };
-            hookrelay::broker::publish::publish_events(&url, &exchange, &ev, count).await?;
+            let published = hookrelay::broker::publish::publish_events(broker.as_ref(), &ev, count).await;
+            broker.close().await;
+            published?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Listen { port, bind, secret, status, fail_first, json } => {

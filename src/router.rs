@@ -11,8 +11,9 @@
 //! its queue in order. Consumers are never cancelled while holding unacked messages: on a
 //! single-active-consumer queue that would let the next consumer overtake them.
 
-use crate::broker::amqp::{
-    self, BrokerError, DeadLetter, H_ATTEMPT, H_NOT_BEFORE, Publisher, RouteTopology, header_str, header_u64, now_ms,
+use crate::broker::dead_letters::{self, DeadLetter};
+use crate::broker::{
+    Broker, BrokerError, Consumer, H_ATTEMPT, H_NOT_BEFORE, H_TRACEPARENT, Message, RouteTopology, now_ms,
 };
 use crate::config::{Route, Snapshot};
 use crate::deliver::client::{SendError, WebhookClient};
@@ -23,10 +24,6 @@ use crate::store::{Attempt, Outcome, Store};
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use lapin::Channel;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, message::Delivery};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -231,14 +228,14 @@ impl Router {
         while !shutdown.is_cancelled() {
             let s = self.snapshot();
             let name = format!("hookrelay {} pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
-            match amqp::connect(&s.broker.url, &name).await {
-                Ok(conn) => {
+            match crate::broker::connect(&s.broker, &name).await {
+                Ok(broker) => {
                     backoff = Duration::from_millis(500);
-                    if let Err(why) = self.session(conn, &shutdown).await {
-                        warn!(error = %why, "connection to RabbitMQ lost; reconnecting");
+                    if let Err(why) = self.session(broker, &shutdown).await {
+                        warn!(error = %why, "connection to the broker lost; reconnecting");
                     }
                 }
-                Err(e) => warn!(error = %e, retry_in = ?backoff, "cannot connect to RabbitMQ"),
+                Err(e) => warn!(error = %e, retry_in = ?backoff, "cannot connect to the broker"),
             }
             if shutdown.is_cancelled() {
                 break;
@@ -254,15 +251,12 @@ impl Router {
 
     /// One connection's life: declare, consume, apply reloads, and wind down on shutdown or
     /// loss (`Err(why)`).
-    async fn session(self: &Arc<Self>, conn: Connection, shutdown: &CancellationToken) -> Result<(), String> {
+    async fn session(self: &Arc<Self>, broker: Arc<dyn Broker>, shutdown: &CancellationToken) -> Result<(), String> {
         let snap = self.snapshot();
-        let base = conn.create_channel().await.map_err(|e| e.to_string())?;
-        amqp::declare_base(&base, &snap.broker.exchange).await.map_err(|e| e.to_string())?;
+        broker.declare_base().await.map_err(|e| e.to_string())?;
         let mut s = Session {
             router: self.clone(),
-            publisher: Publisher::open(&conn).await.map_err(|e| e.to_string())?,
-            base,
-            conn,
+            broker,
             running: BTreeMap::new(),
             retiring: JoinSet::new(),
             lost: CancellationToken::new(),
@@ -271,11 +265,10 @@ impl Router {
             indexer_stop: CancellationToken::new(),
         };
         if let Some(store) = &self.store {
-            let ch = s.conn.create_channel().await.map_err(|e| e.to_string())?;
             let (lost, why, stop) = (s.lost.clone(), s.lost_why.clone(), s.indexer_stop.clone());
-            let store = store.clone();
+            let (store, broker) = (store.clone(), s.broker.clone());
             s.indexer = Some(tokio::spawn(async move {
-                if let Err(e) = crate::broker::dead_letters::index(ch, store, stop).await {
+                if let Err(e) = dead_letters::index(broker, store, stop).await {
                     *why.lock().unwrap_or_else(|p| p.into_inner()) = e;
                     lost.cancel();
                 }
@@ -294,7 +287,7 @@ impl Router {
             .await;
         for (route, result) in declared {
             match result {
-                Ok(ch) => s.consume(&snap, route.clone(), ch).await.map_err(|e| e.to_string())?,
+                Ok(()) => s.consume(&snap, route.clone()).await.map_err(|e| e.to_string())?,
                 Err(e @ BrokerError::Mismatch { .. }) => {
                     error!(route = %route.name, error = %e, "route not started");
                     failed.push(format!("{}: {e}", route.name));
@@ -309,15 +302,8 @@ impl Router {
         let (tx, mut requests) = mpsc::channel::<ReloadRequest>(1);
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
 
-        let mut events = s.conn.events_listener();
-        let conn_lost = async {
-            while let Some(ev) = events.next().await {
-                if let lapin::Event::Error(e) = ev {
-                    return e.to_string();
-                }
-            }
-            "connection closed".to_string()
-        };
+        let broker = s.broker.clone();
+        let conn_lost = broker.lost();
         tokio::pin!(conn_lost);
         let outcome = loop {
             tokio::select! {
@@ -380,16 +366,13 @@ struct RouteHandle {
     route: Arc<ArcSwap<Route>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    channel: Channel,
     concurrency: usize,
 }
 
 /// The routes consuming over one connection.
 struct Session {
     router: Arc<Router>,
-    conn: Connection,
-    base: Channel,
-    publisher: Publisher,
+    broker: Arc<dyn Broker>,
     running: BTreeMap<String, RouteHandle>,
     retiring: JoinSet<()>,
     lost: CancellationToken,
@@ -410,35 +393,24 @@ impl Session {
         }
     }
 
-    /// Declares a route's queues and bindings on a channel of its own.
-    async fn declare(&self, snap: &Snapshot, route: &Route) -> Result<Channel, BrokerError> {
-        let ch = self.conn.create_channel().await?;
+    /// Declares a route's queues and bindings.
+    async fn declare(&self, snap: &Snapshot, route: &Route) -> Result<(), BrokerError> {
         let queue = route.queue();
-        amqp::declare_route(&ch, &snap.broker.exchange, &Self::topology(snap, route, &queue)).await?;
-        Ok(ch)
+        self.broker.declare_route(&Self::topology(snap, route, &queue)).await
     }
 
     /// Starts consuming a declared route.
-    async fn consume(&mut self, snap: &Snapshot, route: Arc<Route>, ch: Channel) -> Result<(), BrokerError> {
+    async fn consume(&mut self, snap: &Snapshot, route: Arc<Route>) -> Result<(), BrokerError> {
         let prefetch =
             if route.ordered { snap.broker.prefetch } else { snap.broker.prefetch.max(route.concurrency as u16) };
-        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let tag = format!("hookrelay-{}-{}", route.name, std::process::id());
-        let consumer = ch
-            .basic_consume(
-                route.queue().as_str().into(),
-                tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = self.broker.consume(&route.queue(), prefetch).await?;
         let stop = CancellationToken::new();
         let live = Arc::new(ArcSwap::new(route.clone()));
         let w = Worker {
             router: self.router.clone(),
             route: live.clone(),
             ordered: route.ordered,
-            publisher: self.publisher.clone(),
+            broker: self.broker.clone(),
             stop: stop.clone(),
         };
         let (lost, why) = (self.lost.clone(), self.lost_why.clone());
@@ -454,32 +426,21 @@ impl Session {
             .instrument(span),
         );
         let name = live.load().name.clone();
-        self.running.insert(name, RouteHandle { route: live, stop, task, channel: ch, concurrency });
+        self.running.insert(name, RouteHandle { route: live, stop, task, concurrency });
         Ok(())
     }
 
-    /// Stops a route after its in-flight deliveries, then closes its channel, which returns the
-    /// messages it had prefetched to the queue.
+    /// Stops a route after its in-flight deliveries; its worker then closes its consumer, which
+    /// returns the messages it had prefetched to the queue.
     fn retire(&mut self, h: RouteHandle) {
         h.stop.cancel();
         self.retiring.spawn(async move {
             let _ = h.task.await;
-            let _ = h.channel.close(200, "route stopped".into()).await;
         });
     }
 
-    async fn unbind(&self, exchange: &str, route: &str, patterns: &[String]) -> Result<(), BrokerError> {
-        for p in patterns {
-            self.base
-                .queue_unbind(
-                    crate::config::route_queue(route).as_str().into(),
-                    exchange.into(),
-                    p.as_str().into(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(())
+    async fn unbind(&self, route: &str, patterns: &[String]) -> Result<(), BrokerError> {
+        self.broker.unbind(&crate::config::route_queue(route), patterns).await
     }
 
     /// Applies a reload: topology first (a failure changes nothing), then the swap.
@@ -495,23 +456,19 @@ impl Session {
                     .route(&route.name)
                     .is_some_and(|o| o.events == route.events && o.retry.tiers() == route.retry.tiers());
             if unchanged {
-                fresh.push((route.clone(), None));
+                fresh.push(route.clone());
                 continue;
             }
             match self.declare(&new, route).await {
-                Ok(ch) => fresh.push((route.clone(), Some(ch))),
+                Ok(()) => fresh.push(route.clone()),
                 Err(e) => errors.push(format!("route `{}`: {e}", route.name)),
             }
         }
         if !errors.is_empty() {
-            for ch in fresh.into_iter().filter_map(|(_, ch)| ch) {
-                let _ = ch.close(200, "reload rejected".into()).await;
-            }
             return ReloadOutcome::Rejected { errors };
         }
         let outcome = self.router.swap(new.clone());
-        let exchange = old.broker.exchange.clone();
-        for (route, ch) in fresh {
+        for route in fresh {
             let restart = self.running.get(&route.name).map(|h| h.concurrency != route.concurrency);
             match restart {
                 Some(false) => {
@@ -520,25 +477,18 @@ impl Session {
                         .route(&route.name)
                         .map(|o| o.events.iter().filter(|p| !route.events.contains(p)).cloned().collect())
                         .unwrap_or_default();
-                    if let Err(e) = self.unbind(&exchange, &route.name, &gone).await {
+                    if let Err(e) = self.unbind(&route.name, &gone).await {
                         warn!(route = %route.name, error = %e, "could not remove a binding");
                     }
                     if let Some(h) = self.running.get(&route.name) {
                         h.route.store(route.clone());
-                    }
-                    if let Some(ch) = ch {
-                        let _ = ch.close(200, "declared".into()).await;
                     }
                 }
                 Some(true) | None => {
                     if let Some(h) = self.running.remove(&route.name) {
                         self.retire(h);
                     }
-                    let started = match ch {
-                        Some(ch) => self.consume(&new, route.clone(), ch).await,
-                        None => Err(BrokerError::NotRouted("no channel".into())),
-                    };
-                    if let Err(e) = started {
+                    if let Err(e) = self.consume(&new, route.clone()).await {
                         warn!(route = %route.name, error = %e, "route did not start");
                     }
                 }
@@ -547,7 +497,7 @@ impl Session {
         let removed: Vec<String> = self.running.keys().filter(|n| new.route(n).is_none()).cloned().collect();
         for name in removed {
             if let Some(o) = old.route(&name)
-                && let Err(e) = self.unbind(&exchange, &name, &o.events).await
+                && let Err(e) = self.unbind(&name, &o.events).await
             {
                 warn!(route = %name, error = %e, "could not remove a binding");
             }
@@ -567,9 +517,7 @@ impl Session {
             h.stop.cancel();
         }
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut channels = Vec::new();
         for h in handles {
-            channels.push(h.channel);
             let task = h.task;
             tasks.spawn(async move {
                 let _ = task.await;
@@ -594,8 +542,7 @@ impl Session {
         if let Some(indexer) = self.indexer.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), indexer).await;
         }
-        drop(channels);
-        let _ = self.conn.close(200, "hookrelay stopping".into()).await;
+        self.broker.close().await;
     }
 }
 
@@ -604,7 +551,7 @@ struct Worker {
     /// Swapped by reloads; each delivery reads it once when it starts.
     route: Arc<ArcSwap<Route>>,
     ordered: bool,
-    publisher: Publisher,
+    broker: Arc<dyn Broker>,
     stop: CancellationToken,
 }
 
@@ -617,7 +564,9 @@ enum Handled {
 }
 
 impl Worker {
-    async fn run(self, mut consumer: lapin::Consumer, concurrency: usize) -> Result<(), String> {
+    /// Consumes until stopped or the consumer fails, then closes the consumer once every
+    /// delivery in flight has ended, which gives the unacked messages back in order.
+    async fn run(self, mut consumer: Box<dyn Consumer>, concurrency: usize) -> Result<(), String> {
         let this = Arc::new(self);
         let limit = if this.ordered { 1 } else { concurrency };
         let slots = Arc::new(Semaphore::new(limit));
@@ -679,23 +628,24 @@ impl Worker {
                 result = result.and(Err(e));
             }
         }
+        consumer.close().await;
         result
     }
 
-    async fn handle(&self, d: Delivery) -> Result<Handled, BrokerError> {
+    async fn handle(&self, d: Message) -> Result<Handled, BrokerError> {
         let snap = self.router.live.load_full();
         let route = self.route.load_full();
         let client = self.router.client.load_full();
-        if let Some(nb) = header_u64(&d.properties, H_NOT_BEFORE) {
+        if let Some(nb) = d.headers.u64(H_NOT_BEFORE) {
             let now = now_ms();
             if nb > now + 50 {
                 // Back early from a wait queue (its wait is capped by the tier): wait again.
-                let attempt = header_u64(&d.properties, H_ATTEMPT).unwrap_or(1) as u32;
+                let attempt = d.headers.u64(H_ATTEMPT).unwrap_or(1) as u32;
                 return self.park(&route, &d, attempt, Duration::from_millis(nb - now)).await;
             }
         }
-        let attempt = header_u64(&d.properties, H_ATTEMPT).unwrap_or(1).max(1) as u32;
-        let payload = match pipeline::prepare(&snap, &route, &d.data) {
+        let attempt = d.headers.u64(H_ATTEMPT).unwrap_or(1).max(1) as u32;
+        let payload = match pipeline::prepare(&snap, &route, &d.body) {
             Ok(Prepared::Filtered) => {
                 debug!("filtered out");
                 return ack(&d).await;
@@ -709,7 +659,10 @@ impl Worker {
             }
         };
         let sequence = payload.sequence.clone().unwrap_or_else(|| self.router.sequencer.next().to_string());
-        let traceparent = header_str(&d.properties, "traceparent")
+        let traceparent = d
+            .headers
+            .str(H_TRACEPARENT)
+            .map(str::to_string)
             .or_else(|| payload.traceparent.clone())
             .unwrap_or_else(new_traceparent);
         let mut attempt = attempt;
@@ -782,23 +735,21 @@ impl Worker {
         }
     }
 
-    /// Parks a message in the wait queue of its tier, confirmed, then acks it.
+    /// Parks a message for a later attempt (a confirmed publish into the broker's delay), then
+    /// acks it.
     async fn park(
         &self,
         route: &Route,
-        d: &Delivery,
+        d: &Message,
         next_attempt: u32,
         delay: Duration,
     ) -> Result<Handled, BrokerError> {
+        let mut headers = d.headers.clone();
+        headers.set(H_ATTEMPT, next_attempt);
+        headers.set(H_NOT_BEFORE, now_ms() + delay.as_millis() as u64);
+        headers.remove("x-death");
         let tier = route.retry.tier_for(delay);
-        let wait = delay.min(tier.mul_f64(1.0 + crate::deliver::retry::JITTER));
-        let mut headers = d.properties.headers().clone().unwrap_or_default();
-        headers.insert(H_ATTEMPT.into(), AMQPValue::LongInt(next_attempt as i32));
-        headers.insert(H_NOT_BEFORE.into(), AMQPValue::LongLongInt((now_ms() + delay.as_millis() as u64) as i64));
-        let props: BasicProperties =
-            d.properties.clone().with_headers(headers).with_expiration(wait.as_millis().max(1).to_string().into());
-        let queue = amqp::retry_queue(&route.queue(), tier);
-        self.publisher.publish("", &queue, &d.data, props).await?;
+        self.broker.publish_delayed(&route.queue(), tier, &d.body, &headers, delay).await?;
         ack(d).await
     }
 
@@ -806,7 +757,7 @@ impl Worker {
     async fn dead_letter(
         &self,
         route: &Route,
-        d: &Delivery,
+        d: &Message,
         reason: Reason,
         error: &str,
         details: Option<serde_json::Value>,
@@ -814,26 +765,9 @@ impl Worker {
         last_response: Option<&str>,
         attempts: u32,
     ) -> Result<Handled, BrokerError> {
-        let mut original_headers = d.properties.headers().clone().unwrap_or_default();
-        let mut clean = FieldTable::default();
-        for (k, v) in original_headers.inner() {
-            if k.as_str() != H_ATTEMPT && k.as_str() != H_NOT_BEFORE && k.as_str() != "x-death" {
-                clean.insert(k.clone(), v.clone());
-            }
-        }
-        original_headers = clean;
-        let dl = DeadLetter {
-            route: &route.name,
-            reason,
-            error,
-            details,
-            last_status,
-            last_response,
-            attempts,
-            body: &d.data,
-            original_headers,
-        };
-        self.publisher.dead_letter(&dl).await?;
+        let dl =
+            DeadLetter { route: &route.name, reason, error, details, last_status, last_response, attempts, message: d };
+        dead_letters::publish(self.broker.as_ref(), &dl).await?;
         ack(d).await
     }
 }
@@ -846,8 +780,8 @@ fn flatten(r: Result<Result<Handled, BrokerError>, tokio::task::JoinError>) -> R
     }
 }
 
-async fn ack(d: &Delivery) -> Result<Handled, BrokerError> {
-    d.acker.ack(BasicAckOptions::default()).await?;
+async fn ack(d: &Message) -> Result<Handled, BrokerError> {
+    d.ack().await?;
     Ok(Handled::Done)
 }
 

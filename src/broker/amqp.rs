@@ -1,7 +1,6 @@
-//! RabbitMQ through lapin: the topology hookrelay owns, publishing with confirms, and the
-//! message headers it reads and writes.
+//! RabbitMQ through lapin: the production [`Broker`].
 //!
-//! Topology (declared idempotently at start):
+//! Topology (declared idempotently at start and on reload):
 //! - the producers' topic exchange (`hookrelay.events` by default), routing key = event type;
 //! - per route a quorum queue `hookrelay.route.<name>` bound once per event pattern, with
 //!   `x-single-active-consumer` when ordered, `x-delivery-limit`, and at-least-once
@@ -11,65 +10,49 @@
 //!   route queue through the default exchange;
 //! - the dead-letter exchange and quorum queue `hookrelay.dead-letters`, bound with `#`.
 //!
-//! Every publish is `mandatory` and waits for its publisher confirm; a `basic.return` counts as a
-//! failure (an unroutable mandatory publish is returned, then acked).
+//! Every publish is persistent and `mandatory`, on a confirm-mode channel, and waits for its
+//! publisher confirm; a `basic.return` counts as a failure (an unroutable mandatory publish is
+//! returned, then acked). Each route consumes on a channel of its own, so closing it returns
+//! exactly that route's unacked messages, in order.
 
-use crate::pipeline::Reason;
+use super::{Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::Value;
 use std::time::Duration;
+use tokio::sync::Mutex;
 
-/// The dead-letter exchange and its queue.
-pub const DEAD_LETTERS: &str = "hookrelay.dead-letters";
-
-/// Header: the delivery attempt a message carries (set on republish to a wait queue).
-pub const H_ATTEMPT: &str = "hookrelay-attempt";
-/// Header: do not attempt before this Unix time in milliseconds.
-pub const H_NOT_BEFORE: &str = "hookrelay-not-before";
-/// Dead-letter headers.
-pub const H_ROUTE: &str = "hookrelay-route";
-/// Dead-letter reason (`malformed`, `unknown_type`, `schema`, `script_error`, `rejected`, …).
-pub const H_REASON: &str = "hookrelay-reason";
-/// Dead-letter cause, human-readable.
-pub const H_ERROR: &str = "hookrelay-error";
-/// Dead-letter details as JSON (schema violation paths).
-pub const H_DETAILS: &str = "hookrelay-details";
-/// Dead letter: the last HTTP status, if any.
-pub const H_LAST_STATUS: &str = "hookrelay-last-status";
-/// Dead letter: the start of the last response body.
-pub const H_LAST_RESPONSE: &str = "hookrelay-last-response";
-/// Dead letter: when it was written (Unix ms).
-pub const H_DEAD_AT: &str = "hookrelay-dead-at";
-
-/// A broker operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// Connecting or a channel operation failed.
-    #[error("RabbitMQ: {0}")]
-    Amqp(#[from] lapin::Error),
-    /// A queue exists with arguments RabbitMQ cannot change in place.
-    #[error(
-        "queue {queue} exists with different arguments: {detail}. RabbitMQ cannot change this in place: \
-         let the queue drain, delete it (rabbitmqctl delete_queue {queue}) and restart, or give the route a new name"
-    )]
-    Mismatch {
-        /// The queue.
-        queue: String,
-        /// RabbitMQ's words, naming the argument and both values.
-        detail: String,
-    },
-    /// A publish was returned (no queue bound) or nacked.
-    #[error("the broker did not take the message ({0})")]
-    NotRouted(String),
+/// A RabbitMQ connection: one confirm-mode channel for publishing, one channel per consumer.
+pub struct AmqpBroker {
+    conn: Connection,
+    exchange: String,
+    publisher: Channel,
+    events: Mutex<Option<futures_util::stream::BoxStream<'static, lapin::Event>>>,
 }
 
-/// Connects, naming the connection so operators can find it in the management UI.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
-    let props = ConnectionProperties::default().with_connection_name(LongString::from(name.to_string()));
-    Ok(Connection::connect(url, props).await?)
+impl AmqpBroker {
+    /// Connects to `url`, naming the connection `name` so operators can find it in the
+    /// management UI; `exchange` is the producers' topic exchange.
+    pub async fn connect(url: &str, exchange: &str, name: &str) -> Result<Self, BrokerError> {
+        let props = ConnectionProperties::default().with_connection_name(LongString::from(name.to_string()));
+        let conn = Connection::connect(url, props).await?;
+        let events = conn.events_listener().boxed();
+        let publisher = conn.create_channel().await?;
+        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { conn, exchange: exchange.to_string(), publisher, events: Mutex::new(Some(events)) })
+    }
+
+    /// The underlying connection (benchmarks and tests).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
 }
 
 fn quorum_args() -> FieldTable {
@@ -92,137 +75,207 @@ fn mismatch(queue: &str, e: lapin::Error) -> BrokerError {
     }
 }
 
-/// Declares the events exchange and the dead-letter exchange and queue.
-pub async fn declare_base(ch: &Channel, exchange: &str) -> Result<(), BrokerError> {
-    let opts = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-    ch.exchange_declare(exchange.into(), ExchangeKind::Topic, opts, FieldTable::default()).await?;
-    ch.exchange_declare(DEAD_LETTERS.into(), ExchangeKind::Topic, opts, FieldTable::default()).await?;
-    ch.queue_declare(DEAD_LETTERS.into(), durable(), quorum_args()).await.map_err(|e| mismatch(DEAD_LETTERS, e))?;
-    ch.queue_bind(
-        DEAD_LETTERS.into(),
-        DEAD_LETTERS.into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    Ok(())
-}
-
-/// What a route's queues need.
-#[derive(Debug, Clone)]
-pub struct RouteTopology<'a> {
-    /// Route name.
-    pub name: &'a str,
-    /// Its queue.
-    pub queue: &'a str,
-    /// Event patterns to bind.
-    pub patterns: &'a [String],
-    /// Single active consumer.
-    pub ordered: bool,
-    /// `x-delivery-limit`.
-    pub delivery_limit: u32,
-    /// Backoff tiers that need wait queues (empty for ordered routes, which retry in place).
-    pub tiers: Vec<Duration>,
-}
-
 /// The wait queue of a route's backoff tier.
 pub fn retry_queue(route_queue: &str, tier: Duration) -> String {
     format!("{route_queue}.retry.{}", tier.as_millis())
 }
 
-/// Declares a route's queue, bindings and wait queues. A queue that exists with other
-/// arguments gives [`BrokerError::Mismatch`] (and closes `ch`).
-pub async fn declare_route(ch: &Channel, exchange: &str, t: &RouteTopology<'_>) -> Result<(), BrokerError> {
-    let mut args = quorum_args();
-    // Single active consumer: one consumer of the queue receives at a time across all replicas;
-    // on its loss the next takes over with the unacked messages first, in order.
-    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(t.ordered));
-    // Poison messages cannot loop forever: after this many deliveries (crashes included) the
-    // broker dead-letters the message with x-death reason `delivery_limit`.
-    args.insert("x-delivery-limit".into(), AMQPValue::LongInt(t.delivery_limit as i32));
-    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(DEAD_LETTERS.into()));
-    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(t.name.into()));
-    // At-least-once dead-lettering needs reject-publish overflow (RabbitMQ quorum queue docs).
-    args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
-    args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-    ch.queue_declare(t.queue.into(), durable(), args).await.map_err(|e| mismatch(t.queue, e))?;
-    for p in t.patterns {
+#[async_trait]
+impl Broker for AmqpBroker {
+    fn kind(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    async fn declare_base(&self) -> Result<(), BrokerError> {
+        let ch = self.conn.create_channel().await?;
+        let opts = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+        ch.exchange_declare(self.exchange.as_str().into(), ExchangeKind::Topic, opts, FieldTable::default()).await?;
+        ch.exchange_declare(DEAD_LETTERS.into(), ExchangeKind::Topic, opts, FieldTable::default()).await?;
+        ch.queue_declare(DEAD_LETTERS.into(), durable(), quorum_args()).await.map_err(|e| mismatch(DEAD_LETTERS, e))?;
         ch.queue_bind(
-            t.queue.into(),
-            exchange.into(),
-            p.as_str().into(),
+            DEAD_LETTERS.into(),
+            DEAD_LETTERS.into(),
+            "#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;
+        let _ = ch.close(200, "declared".into()).await;
+        Ok(())
     }
-    for tier in &t.tiers {
-        let name = retry_queue(t.queue, *tier);
+
+    async fn declare_route(&self, t: &RouteTopology<'_>) -> Result<(), BrokerError> {
+        // A channel of its own: a refused declaration closes it, and nothing else.
+        let ch = self.conn.create_channel().await?;
         let mut args = quorum_args();
-        // Expired messages go back to the route queue through the default exchange.
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(t.queue.into()));
+        // Single active consumer: one consumer of the queue receives at a time across all
+        // replicas; on its loss the next takes over with the unacked messages first, in order.
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(t.ordered));
+        // Poison messages cannot loop forever: after this many deliveries (crashes included) the
+        // broker dead-letters the message with x-death reason `delivery_limit`.
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(t.delivery_limit as i32));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(DEAD_LETTERS.into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(t.name.into()));
+        // At-least-once dead-lettering needs reject-publish overflow (RabbitMQ quorum queue docs).
         args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
         args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-        ch.queue_declare(name.as_str().into(), durable(), args).await.map_err(|e| mismatch(&name, e))?;
+        ch.queue_declare(t.queue.into(), durable(), args).await.map_err(|e| mismatch(t.queue, e))?;
+        for p in t.patterns {
+            ch.queue_bind(
+                t.queue.into(),
+                self.exchange.as_str().into(),
+                p.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        for tier in &t.tiers {
+            let name = retry_queue(t.queue, *tier);
+            let mut args = quorum_args();
+            // Expired messages go back to the route queue through the default exchange.
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(t.queue.into()));
+            args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+            ch.queue_declare(name.as_str().into(), durable(), args).await.map_err(|e| mismatch(&name, e))?;
+        }
+        let _ = ch.close(200, "declared".into()).await;
+        Ok(())
     }
-    Ok(())
-}
 
-/// A channel in confirm mode for republishing retries and dead letters.
-#[derive(Clone)]
-pub struct Publisher {
-    ch: Channel,
-}
-
-impl Publisher {
-    /// Opens a confirm-mode channel on `conn`.
-    pub async fn open(conn: &Connection) -> Result<Self, BrokerError> {
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Self { ch })
+    async fn unbind(&self, queue: &str, patterns: &[String]) -> Result<(), BrokerError> {
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        let ch = self.conn.create_channel().await?;
+        for p in patterns {
+            ch.queue_unbind(queue.into(), self.exchange.as_str().into(), p.as_str().into(), FieldTable::default())
+                .await?;
+        }
+        let _ = ch.close(200, "unbound".into()).await;
+        Ok(())
     }
 
-    /// The underlying channel.
-    pub fn channel(&self) -> &Channel {
-        &self.ch
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BrokerError> {
+        let ch = self.conn.create_channel().await?;
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let tag = format!("hookrelay-{queue}-{}", std::process::id());
+        let inner =
+            ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+        Ok(Box::new(AmqpConsumer { ch, inner }))
     }
 
-    /// Publishes persistently and waits for the broker's confirm.
-    pub async fn publish(
+    async fn publish(
         &self,
-        exchange: &str,
-        key: &str,
+        to: Destination<'_>,
         body: &[u8],
-        props: BasicProperties,
+        headers: &Headers,
+        message_id: Option<&str>,
     ) -> Result<(), BrokerError> {
-        publish_confirmed(&self.ch, exchange, key, body, props).await
+        let (exchange, key) = match to {
+            Destination::Events { routing_key } => (self.exchange.as_str(), routing_key),
+            Destination::Queue(q) => ("", q),
+            Destination::DeadLetters { route } => (DEAD_LETTERS, route),
+        };
+        let mut props =
+            BasicProperties::default().with_headers(to_table(headers)).with_content_type(CLOUDEVENTS_JSON.into());
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.into());
+        }
+        publish_confirmed(&self.publisher, exchange, key, body, props).await
     }
 
-    /// Stores a dead letter durably: the original body untouched, the why in headers.
-    pub async fn dead_letter(&self, dl: &DeadLetter<'_>) -> Result<(), BrokerError> {
-        let mut h = dl.original_headers.clone();
-        put_str(&mut h, H_ROUTE, dl.route);
-        put_str(&mut h, H_REASON, dl.reason.as_str());
-        put_str(&mut h, H_ERROR, &truncate(dl.error, 2048));
-        if let Some(d) = &dl.details {
-            put_str(&mut h, H_DETAILS, &truncate(&d.to_string(), 8192));
-        }
-        if let Some(s) = dl.last_status {
-            h.insert(H_LAST_STATUS.into(), AMQPValue::LongInt(i32::from(s)));
-        }
-        if let Some(b) = dl.last_response {
-            put_str(&mut h, H_LAST_RESPONSE, b);
-        }
-        h.insert(H_ATTEMPT.into(), AMQPValue::LongInt(dl.attempts as i32));
-        h.insert(H_DEAD_AT.into(), AMQPValue::LongLongInt(now_ms() as i64));
+    async fn publish_delayed(
+        &self,
+        queue: &str,
+        tier: Duration,
+        body: &[u8],
+        headers: &Headers,
+        delay: Duration,
+    ) -> Result<(), BrokerError> {
+        // Messages expire only at the head of a quorum queue, so each wait queue holds one
+        // tier; the per-message expiration is capped by the tier (plus its jitter), and a
+        // message that comes back early (`hookrelay-not-before`) is parked again by the router.
+        let wait = delay.min(tier.mul_f64(1.0 + crate::deliver::retry::JITTER));
         let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_headers(h)
-            .with_content_type("application/cloudevents+json".into())
-            .with_message_id(uuid::Uuid::new_v4().to_string().into());
-        self.publish(DEAD_LETTERS, dl.route, dl.body, props).await
+            .with_headers(to_table(headers))
+            .with_content_type(CLOUDEVENTS_JSON.into())
+            .with_expiration(wait.as_millis().max(1).to_string().into());
+        publish_confirmed(&self.publisher, "", &retry_queue(queue, tier), body, props).await
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<u64, BrokerError> {
+        // A passive declare on a missing queue closes its channel: use one of its own.
+        let ch = self.conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = ch.close(200, "depth".into()).await;
+        Ok(u64::from(q.message_count()))
+    }
+
+    async fn lost(&self) -> String {
+        let Some(mut events) = self.events.lock().await.take() else {
+            return std::future::pending().await;
+        };
+        while let Some(ev) = events.next().await {
+            if let lapin::Event::Error(e) = ev {
+                return e.to_string();
+            }
+        }
+        "connection closed".to_string()
+    }
+
+    async fn close(&self) {
+        let _ = self.conn.close(200, "hookrelay stopping".into()).await;
+    }
+}
+
+/// Every message hookrelay publishes is a CloudEvent in structured JSON mode.
+const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+
+struct AmqpConsumer {
+    ch: Channel,
+    inner: lapin::Consumer,
+}
+
+struct AmqpAcker(lapin::Acker);
+
+#[async_trait]
+impl Acker for AmqpAcker {
+    async fn ack(&self) -> Result<(), BrokerError> {
+        self.0.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Consumer for AmqpConsumer {
+    async fn next(&mut self) -> Option<Result<Message, BrokerError>> {
+        let d = match self.inner.next().await? {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let headers = d.properties.headers().as_ref().map(from_table).unwrap_or_default();
+        let message_id = d.properties.message_id().as_ref().map(|m| m.as_str().to_string());
+        Some(Ok(Message::new(
+            Bytes::from(d.data),
+            headers,
+            d.routing_key.as_str().to_string(),
+            message_id,
+            d.redelivered,
+            Box::new(AmqpAcker(d.acker)),
+        )))
+    }
+
+    async fn close(self: Box<Self>) {
+        // Closing the channel (never cancelling first) returns the unacked messages in order.
+        let _ = self.ch.close(200, "route stopped".into()).await;
     }
 }
 
@@ -240,88 +293,88 @@ pub async fn publish_confirmed(
     match confirm {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         Confirmation::Ack(Some(r)) | Confirmation::Nack(Some(r)) => Err(BrokerError::NotRouted(format!(
-            "{} {} for routing key {key:?} on exchange {exchange:?}",
+            "{} {}: no queue is bound to routing key {key:?} on exchange {exchange:?}",
             r.reply_code, r.reply_text
         ))),
-        Confirmation::Nack(None) => Err(BrokerError::NotRouted("nacked".into())),
+        Confirmation::Nack(None) => Err(BrokerError::NotRouted("nacked by the broker".into())),
     }
 }
 
-/// A dead letter to store.
-#[derive(Debug)]
-pub struct DeadLetter<'a> {
-    /// The route.
-    pub route: &'a str,
-    /// Why.
-    pub reason: Reason,
-    /// The cause, human-readable.
-    pub error: &'a str,
-    /// Schema violations and the like.
-    pub details: Option<serde_json::Value>,
-    /// Last HTTP status.
-    pub last_status: Option<u16>,
-    /// Start of the last response body.
-    pub last_response: Option<&'a str>,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The original message body.
-    pub body: &'a [u8],
-    /// The original message headers (trace context and the like).
-    pub original_headers: FieldTable,
+/// AMQP headers as [`Headers`].
+pub fn from_table(t: &FieldTable) -> Headers {
+    Headers(t.inner().iter().filter_map(|(k, v)| Some((k.as_str().to_string(), from_amqp(v)?))).collect())
 }
 
-fn put_str(h: &mut FieldTable, k: &str, v: &str) {
-    h.insert(ShortString::from(k.to_string()), AMQPValue::LongString(v.into()));
+fn from_amqp(v: &AMQPValue) -> Option<Value> {
+    Some(match v {
+        AMQPValue::Boolean(b) => Value::from(*b),
+        AMQPValue::ShortShortInt(i) => Value::from(*i),
+        AMQPValue::ShortShortUInt(i) => Value::from(*i),
+        AMQPValue::ShortInt(i) => Value::from(*i),
+        AMQPValue::ShortUInt(i) => Value::from(*i),
+        AMQPValue::LongInt(i) => Value::from(*i),
+        AMQPValue::LongUInt(i) => Value::from(*i),
+        AMQPValue::LongLongInt(i) => Value::from(*i),
+        AMQPValue::Timestamp(t) => Value::from(*t),
+        AMQPValue::Float(f) => Value::from(*f),
+        AMQPValue::Double(f) => Value::from(*f),
+        AMQPValue::ShortString(s) => Value::from(s.as_str()),
+        AMQPValue::LongString(s) => Value::from(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().filter_map(from_amqp).collect()),
+        AMQPValue::FieldTable(t) => {
+            Value::Object(t.inner().iter().filter_map(|(k, v)| Some((k.as_str().to_string(), from_amqp(v)?))).collect())
+        }
+        AMQPValue::DecimalValue(_) | AMQPValue::ByteArray(_) | AMQPValue::Void => return None,
+    })
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+/// [`Headers`] as an AMQP table.
+pub fn to_table(h: &Headers) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in &h.0 {
+        if let Some(v) = to_amqp(v) {
+            t.insert(ShortString::from(k.clone()), v);
+        }
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    t
 }
 
-/// Now as Unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+fn to_amqp(v: &Value) -> Option<AMQPValue> {
+    Some(match v {
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => AMQPValue::LongLongInt(i),
+            None => AMQPValue::Double(n.as_f64()?),
+        },
+        Value::String(s) => AMQPValue::LongString(s.as_str().into()),
+        Value::Array(a) => AMQPValue::FieldArray(FieldArray::from(a.iter().filter_map(to_amqp).collect::<Vec<_>>())),
+        Value::Object(o) => {
+            let mut t = FieldTable::default();
+            for (k, v) in o {
+                if let Some(v) = to_amqp(v) {
+                    t.insert(ShortString::from(k.clone()), v);
+                }
+            }
+            AMQPValue::FieldTable(t)
+        }
+        Value::Null => return None,
+    })
 }
 
-/// An integer header.
-pub fn header_u64(props: &BasicProperties, name: &str) -> Option<u64> {
-    match props.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
-        AMQPValue::ShortInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::ShortUInt(v) => Some(u64::from(*v)),
-        AMQPValue::ShortShortInt(v) => u64::try_from(*v).ok(),
-        AMQPValue::ShortShortUInt(v) => Some(u64::from(*v)),
-        AMQPValue::Timestamp(v) => Some(*v),
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
-        _ => None,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A text header.
-pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
-    match props.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-        _ => None,
-    }
-}
-
-/// Whether the broker dead-lettered this message because of `x-delivery-limit` (`x-death`
-/// reason `delivery_limit`) — as opposed to a wait queue's expiry.
-pub fn death_reason(props: &BasicProperties) -> Option<String> {
-    let AMQPValue::FieldArray(deaths) = props.headers().as_ref()?.inner().get("x-death")? else { return None };
-    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else { return None };
-    match first.inner().get("reason")? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        _ => None,
+    #[test]
+    fn headers_round_trip_through_amqp_tables() {
+        let mut h = Headers::default();
+        h.set("traceparent", "00-abc-def-01");
+        h.set("hookrelay-attempt", 3);
+        h.set("flag", true);
+        h.set("x-death", serde_json::json!([{"reason": "delivery_limit", "count": 4}]));
+        let back = from_table(&to_table(&h));
+        assert_eq!(back, h);
+        assert_eq!(back.u64("hookrelay-attempt"), Some(3));
+        assert_eq!(back.death_reason(), Some("delivery_limit"));
     }
 }

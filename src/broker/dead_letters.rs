@@ -1,117 +1,160 @@
-//! Indexing the dead-letter queue into the store, so the API can list and replay dead letters.
-//! The queue `hookrelay.dead-letters` is the durable record written (with a publisher confirm)
-//! before the original message is acked; this consumer copies each dead letter into the store
-//! and acks it only once the store has committed it. Inserts are idempotent by id, so a
-//! redelivery after a crash indexes nothing twice.
+//! Dead letters on their way to the store. The router publishes each one (with a confirm) to the
+//! dead-letter queue before it acks the original message, which makes it durable; this module
+//! builds that message, and the indexer consumes the queue into the store, acking each dead
+//! letter only once the store has committed it. Inserts are idempotent by id, so a redelivery
+//! after a crash indexes nothing twice. The same code serves every [`Broker`].
 
-use super::amqp::{
-    DEAD_LETTERS, H_ATTEMPT, H_DEAD_AT, H_DETAILS, H_ERROR, H_LAST_RESPONSE, H_LAST_STATUS, H_REASON, H_ROUTE,
-    death_reason, header_str, header_u64, now_ms,
+use super::{
+    Broker, DEAD_LETTERS, Destination, H_ATTEMPT, H_DEAD_AT, H_DETAILS, H_ERROR, H_LAST_RESPONSE, H_LAST_STATUS,
+    H_NOT_BEFORE, H_REASON, H_ROUTE, Headers, Message, now_ms,
 };
-use crate::store::{DeadLetter, Store};
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
+use crate::pipeline::Reason;
+use crate::store::{self, Store};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// The store's view of a dead-letter message.
-pub fn from_message(props: &BasicProperties, routing_key: &str, body: &[u8]) -> DeadLetter {
-    let event: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+/// A dead letter to store.
+#[derive(Debug)]
+pub struct DeadLetter<'a> {
+    /// The route.
+    pub route: &'a str,
+    /// Why.
+    pub reason: Reason,
+    /// The cause, human-readable.
+    pub error: &'a str,
+    /// Schema violations and the like.
+    pub details: Option<serde_json::Value>,
+    /// Last HTTP status.
+    pub last_status: Option<u16>,
+    /// Start of the last response body.
+    pub last_response: Option<&'a str>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The original message.
+    pub message: &'a Message,
+}
+
+/// Stores a dead letter durably (published with a confirm): the original body untouched, the
+/// producer's headers kept, the why added as `hookrelay-*` headers.
+pub async fn publish(broker: &dyn Broker, dl: &DeadLetter<'_>) -> Result<(), super::BrokerError> {
+    let mut h = dl.message.headers.clone();
+    for internal in [H_ATTEMPT, H_NOT_BEFORE, "x-death"] {
+        h.remove(internal);
+    }
+    h.set(H_ROUTE, dl.route);
+    h.set(H_REASON, dl.reason.as_str());
+    h.set(H_ERROR, truncate(dl.error, 2048));
+    if let Some(d) = &dl.details {
+        h.set(H_DETAILS, truncate(&d.to_string(), 8192));
+    }
+    if let Some(s) = dl.last_status {
+        h.set(H_LAST_STATUS, s);
+    }
+    if let Some(b) = dl.last_response {
+        h.set(H_LAST_RESPONSE, b);
+    }
+    h.set(H_ATTEMPT, dl.attempts);
+    h.set(H_DEAD_AT, now_ms());
+    let id = uuid::Uuid::new_v4().to_string();
+    broker.publish(Destination::DeadLetters { route: dl.route }, &dl.message.body, &h, Some(&id)).await
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The store's view of a message from the dead-letter queue.
+pub fn from_message(m: &Message) -> store::DeadLetter {
+    let h = &m.headers;
+    let event: Option<serde_json::Value> = serde_json::from_slice(&m.body).ok();
     let attr = |k: &str| event.as_ref().and_then(|e| e.get(k)).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     // Messages the broker dead-lettered itself (x-delivery-limit) carry only `x-death`.
-    let broker_reason = death_reason(props);
-    let reason = header_str(props, H_REASON).or_else(|| broker_reason.clone()).unwrap_or_else(|| "unknown".into());
-    let error = header_str(props, H_ERROR).unwrap_or_else(|| match &broker_reason {
-        Some(r) => {
-            format!("dead-lettered by RabbitMQ ({r}): the message was delivered too many times, e.g. repeated crashes")
-        }
-        None => "dead-lettered".into(),
+    let broker_reason = h.death_reason();
+    let reason = h.str(H_REASON).or(broker_reason).unwrap_or("unknown").to_string();
+    let error = h.str(H_ERROR).map_or_else(
+        || match broker_reason {
+            Some(r) => format!(
+                "dead-lettered by the broker ({r}): the message was delivered too many times, e.g. repeated crashes"
+            ),
+            None => "dead-lettered".into(),
+        },
+        str::to_string,
+    );
+    let id = m.message_id.clone().unwrap_or_else(|| {
+        let mut d = Sha256::new();
+        d.update(m.routing_key.as_bytes());
+        d.update(&m.body);
+        d.update(format!("{:?}", h.0).as_bytes());
+        hex::encode(&d.finalize()[..16])
     });
-    let id = props.message_id().as_ref().map(|m| m.as_str().to_string()).unwrap_or_else(|| {
-        let mut h = Sha256::new();
-        h.update(routing_key.as_bytes());
-        h.update(body);
-        h.update(format!("{:?}", props.headers()).as_bytes());
-        hex::encode(&h.finalize()[..16])
-    });
-    DeadLetter {
+    store::DeadLetter {
         id,
-        route: header_str(props, H_ROUTE).unwrap_or_else(|| routing_key.to_string()),
+        route: h.str(H_ROUTE).unwrap_or(&m.routing_key).to_string(),
         event_id: attr("id"),
         event_type: attr("type"),
         reason,
         error,
-        details: header_str(props, H_DETAILS),
-        last_status: header_u64(props, H_LAST_STATUS).and_then(|s| u16::try_from(s).ok()),
-        last_response: header_str(props, H_LAST_RESPONSE),
-        attempts: header_u64(props, H_ATTEMPT).unwrap_or(0) as u32,
-        body: body.to_vec(),
-        headers: original_headers(props).to_string(),
-        dead_at_ms: header_u64(props, H_DEAD_AT).map_or_else(|| now_ms() as i64, |t| t as i64),
+        details: h.str(H_DETAILS).map(str::to_string),
+        last_status: h.u64(H_LAST_STATUS).and_then(|s| u16::try_from(s).ok()),
+        last_response: h.str(H_LAST_RESPONSE).map(str::to_string),
+        attempts: h.u64(H_ATTEMPT).unwrap_or(0) as u32,
+        body: m.body.to_vec(),
+        headers: producer_headers(h).to_string(),
+        dead_at_ms: h.u64(H_DEAD_AT).map_or_else(|| now_ms() as i64, |t| t as i64),
         replayed_at_ms: None,
     }
 }
 
 /// The producer's headers (trace context and the like), without hookrelay's and the broker's.
-fn original_headers(props: &BasicProperties) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    if let Some(h) = props.headers() {
-        for (k, v) in h.inner() {
-            let k = k.as_str();
-            if k.starts_with("hookrelay-") || k.starts_with("x-") {
-                continue;
-            }
-            let v = match v {
-                AMQPValue::LongString(s) => serde_json::Value::from(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-                AMQPValue::ShortString(s) => serde_json::Value::from(s.as_str()),
-                AMQPValue::LongInt(i) => serde_json::Value::from(*i),
-                AMQPValue::LongLongInt(i) => serde_json::Value::from(*i),
-                AMQPValue::Boolean(b) => serde_json::Value::from(*b),
-                _ => continue,
-            };
-            out.insert(k.to_string(), v);
-        }
-    }
-    serde_json::Value::Object(out)
+pub fn producer_headers(h: &Headers) -> serde_json::Value {
+    let kept = h.0.iter().filter(|(k, _)| !k.starts_with("hookrelay-") && !k.starts_with("x-"));
+    serde_json::Value::Object(kept.map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
-/// Consumes the dead-letter queue into `store` until `stop` or the channel fails.
-pub async fn index(ch: Channel, store: Arc<dyn Store>, stop: CancellationToken) -> Result<(), String> {
-    ch.basic_qos(100, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
-    let tag = format!("hookrelay-dead-letters-{}", std::process::id());
-    let mut consumer = ch
-        .basic_consume(DEAD_LETTERS.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        let d = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            d = consumer.next() => match d {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => return Err(format!("dead-letter consumer failed: {e}")),
-                None => return Err("dead-letter consumer closed by the broker".into()),
+/// Consumes the dead-letter queue into `store` until `stop` or the consumer fails.
+pub async fn index(broker: Arc<dyn Broker>, store: Arc<dyn Store>, stop: CancellationToken) -> Result<(), String> {
+    let mut consumer = broker.consume(DEAD_LETTERS, 100).await.map_err(|e| e.to_string())?;
+    let result = loop {
+        let m = tokio::select! {
+            _ = stop.cancelled() => break Ok(()),
+            m = consumer.next() => match m {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => break Err(format!("dead-letter consumer failed: {e}")),
+                None => break Err("dead-letter consumer closed by the broker".into()),
             },
         };
-        let dl = from_message(&d.properties, d.routing_key.as_str(), &d.data);
+        let dl = from_message(&m);
         let mut wait = Duration::from_millis(200);
-        loop {
+        let stored = loop {
             match store.add_dead_letter(&dl).await {
-                Ok(_) => break,
+                Ok(_) => break true,
                 Err(e) => {
                     warn!(error = %e, id = %dl.id, "indexing a dead letter failed; retrying");
                     tokio::select! {
-                        _ = stop.cancelled() => return Ok(()),
+                        _ = stop.cancelled() => break false,
                         _ = tokio::time::sleep(wait) => {}
                     }
                     wait = (wait * 2).min(Duration::from_secs(30));
                 }
             }
+        };
+        if !stored {
+            break Ok(());
         }
-        d.acker.ack(BasicAckOptions::default()).await.map_err(|e| e.to_string())?;
-    }
+        if let Err(e) = m.ack().await {
+            break Err(e.to_string());
+        }
+    };
+    consumer.close().await;
+    result
 }

@@ -1,10 +1,9 @@
 //! Publishing CloudEvents to the events exchange, as `hookrelay publish` does: structured JSON,
-//! routing key = type, persistent, `mandatory`, confirms pipelined and all awaited. A return
-//! means no route subscribes to the type, and is reported as an error.
+//! routing key = type, confirmed, many confirms pipelined. A publish that reaches no queue means
+//! no route subscribes to the type, and is reported as an error.
 
-use super::amqp::{BrokerError, connect};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Confirmation};
+use super::{Broker, BrokerError, Destination, Headers};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 /// The attributes of the events to publish.
@@ -56,48 +55,27 @@ impl EventSpec {
     }
 }
 
-/// Publishes `count` events and waits for every confirm. Prints each event id on stdout.
-pub async fn publish_events(url: &str, exchange: &str, spec: &EventSpec, count: u64) -> Result<(), BrokerError> {
-    let conn = connect(url, "hookrelay publish").await?;
-    let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let opts = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-    let mut pending = Vec::new();
-    for i in 0..count {
-        let ev = spec.event(i, count);
-        let body = serde_json::to_vec(&ev).unwrap_or_default();
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/cloudevents+json".into())
-            .with_message_id(ev["id"].as_str().unwrap_or_default().into());
-        pending.push((
-            ev["id"].as_str().unwrap_or_default().to_string(),
-            ch.basic_publish(exchange.into(), spec.ty.as_str().into(), opts, &body, props).await?,
-        ));
-        if pending.len() >= 1000 {
-            drain(&mut pending, exchange, &spec.ty).await?;
-        }
-    }
-    drain(&mut pending, exchange, &spec.ty).await?;
-    let _ = conn.close(200, "done".into()).await;
-    Ok(())
-}
-
-async fn drain(
-    pending: &mut Vec<(String, lapin::PublisherConfirm)>,
-    exchange: &str,
-    ty: &str,
-) -> Result<(), BrokerError> {
-    for (id, confirm) in pending.drain(..) {
-        match confirm.await? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => println!("{id}"),
-            Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
-                return Err(BrokerError::NotRouted(format!(
-                    "no route subscribes to {ty:?} on exchange {exchange:?} (is the router running with a route for it?)"
-                )));
+/// Publishes `count` events, up to 256 awaiting their confirms at once, and prints each event
+/// id on stdout once confirmed. A return (no queue bound to the type) stops with an error.
+pub async fn publish_events(broker: &dyn Broker, spec: &EventSpec, count: u64) -> Result<(), BrokerError> {
+    let mut confirmed = futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            let ev = spec.event(i, count);
+            let id = ev["id"].as_str().unwrap_or_default().to_string();
+            let body = serde_json::to_vec(&ev).unwrap_or_default();
+            let to = Destination::Events { routing_key: &spec.ty };
+            match broker.publish(to, &body, &Headers::default(), Some(&id)).await {
+                Ok(()) => Ok(id),
+                Err(BrokerError::NotRouted(why)) => Err(BrokerError::NotRouted(format!(
+                    "no route subscribes to {:?} ({why}); is the router running with a route for it?",
+                    spec.ty
+                ))),
+                Err(e) => Err(e),
             }
-            Confirmation::Nack(None) => return Err(BrokerError::NotRouted("nacked by the broker".into())),
-        }
+        })
+        .buffered(256);
+    while let Some(r) = confirmed.next().await {
+        println!("{}", r?);
     }
     Ok(())
 }

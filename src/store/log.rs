@@ -97,7 +97,7 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Attempt>, stop: Can
 /// Prunes attempts older than `retention`, now and then every hour, until `stop`.
 pub async fn prune(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {
     loop {
-        let before = crate::broker::amqp::now_ms() as i64 - retention.as_millis() as i64;
+        let before = crate::broker::now_ms() as i64 - retention.as_millis() as i64;
         match store.prune_attempts(before).await {
             Ok(0) => {}
             Ok(n) => debug!(n, "pruned old delivery attempts"),
