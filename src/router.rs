@@ -106,8 +106,22 @@ pub struct Router {
     client: ArcSwap<WebhookClient>,
     sequencer: Sequencer,
     session: std::sync::Mutex<Option<mpsc::Sender<ReloadRequest>>>,
+    broker: std::sync::RwLock<Option<Arc<dyn Broker>>>,
     status: std::sync::Mutex<ReloadStatus>,
     reloading: tokio::sync::Mutex<()>,
+    gone: mpsc::UnboundedSender<Gone>,
+    gone_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Gone>>>,
+}
+
+/// A receiver answered `410 Gone` on an API-managed route: the subscription is to be disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gone {
+    /// The subscription's id.
+    pub subscription: String,
+    /// The route (the subscription's name).
+    pub route: String,
+    /// The event whose delivery got the 410.
+    pub event_id: String,
 }
 
 impl Router {
@@ -115,6 +129,7 @@ impl Router {
     /// letters into `store` when given.
     pub fn new(snapshot: Snapshot, store: Option<(Arc<dyn Store>, Arc<AttemptLog>)>) -> Arc<Self> {
         let (store, log) = store.map_or((None, None), |(s, l)| (Some(s), Some(l)));
+        let (gone, gone_rx) = mpsc::unbounded_channel();
         Arc::new(Self {
             store,
             log,
@@ -122,14 +137,37 @@ impl Router {
             live: ArcSwap::from_pointee(snapshot),
             sequencer: Sequencer::default(),
             session: std::sync::Mutex::new(None),
+            broker: std::sync::RwLock::new(None),
             status: std::sync::Mutex::new(ReloadStatus::default()),
             reloading: tokio::sync::Mutex::new(()),
+            gone,
+            gone_rx: std::sync::Mutex::new(Some(gone_rx)),
         })
     }
 
     /// The config now live.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.live.load_full()
+    }
+
+    /// The broker connection now live, if there is one (for publishing from the API).
+    pub fn broker(&self) -> Option<Arc<dyn Broker>> {
+        self.broker.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The webhook client now live (for test sends from the API).
+    pub fn client(&self) -> Arc<WebhookClient> {
+        self.client.load_full()
+    }
+
+    /// The delivery log, when the router records attempts.
+    pub fn attempt_log(&self) -> Option<&Arc<AttemptLog>> {
+        self.log.as_ref()
+    }
+
+    /// The stream of `410 Gone` answers on API-managed routes; the first caller takes it.
+    pub fn take_gone(&self) -> Option<mpsc::UnboundedReceiver<Gone>> {
+        self.gone_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Reload counters and the last outcome.
@@ -165,10 +203,44 @@ impl Router {
         st.last = Some(outcome.clone());
     }
 
-    /// Applies a new, loaded config: checked against the running one, its topology declared
-    /// before anything running is touched, then swapped in atomically.
+    /// Applies a new config loaded from disk, with the running API-managed routes merged in:
+    /// checked against the running one, its topology declared before anything running is
+    /// touched, then swapped in atomically.
     pub async fn reload(&self, new: Snapshot) -> ReloadOutcome {
         let _one_at_a_time = self.reloading.lock().await;
+        let api = api_routes(&self.live.load());
+        let outcome = match new.with_api_routes(&api) {
+            Ok(merged) => self.apply(merged).await,
+            Err(errors) => ReloadOutcome::Rejected { errors },
+        };
+        self.record(&outcome);
+        outcome
+    }
+
+    /// Replaces the API-managed routes (subscriptions) through the same machinery as a reload.
+    /// The file config is unchanged; the outcome is logged as `subscriptions applied`.
+    pub async fn set_api_routes(&self, api: Vec<Arc<Route>>) -> ReloadOutcome {
+        let _one_at_a_time = self.reloading.lock().await;
+        let outcome = match self.live.load().with_api_routes(&api) {
+            Ok(merged) => self.apply(merged).await,
+            Err(errors) => ReloadOutcome::Rejected { errors },
+        };
+        match &outcome {
+            ReloadOutcome::Applied { added, removed, changed, .. } => {
+                if !(added.is_empty() && removed.is_empty() && changed.is_empty()) {
+                    info!(?added, ?removed, ?changed, "subscriptions applied");
+                }
+            }
+            ReloadOutcome::Rejected { errors } => {
+                for e in errors {
+                    error!("subscriptions not applied: {e}");
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn apply(&self, new: Snapshot) -> ReloadOutcome {
         let new = Arc::new(new);
         let refusals = refusals(&self.live.load(), &new);
         let outcome = if !refusals.is_empty() {
@@ -188,7 +260,6 @@ impl Router {
             // Without a live session the topology is declared when the next one starts.
             via_session.unwrap_or_else(|| self.swap(new))
         };
-        self.record(&outcome);
         outcome
     }
 
@@ -298,9 +369,10 @@ impl Router {
         if !failed.is_empty() {
             error!(not_started = failed.len(), "some routes are not running: {}", failed.join("; "));
         }
-        info!(routes = s.running.len(), "consuming");
+        info!(routes = s.running.len(), broker = s.broker.kind(), "consuming");
         let (tx, mut requests) = mpsc::channel::<ReloadRequest>(1);
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *self.broker.write().unwrap_or_else(|p| p.into_inner()) = Some(s.broker.clone());
 
         let broker = s.broker.clone();
         let conn_lost = broker.lost();
@@ -318,12 +390,18 @@ impl Router {
             }
         };
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.broker.write().unwrap_or_else(|p| p.into_inner()) = None;
         s.wind_down().await;
         match outcome {
             None => Ok(()),
             Some(why) => Err(why),
         }
     }
+}
+
+/// The API-managed routes of a snapshot.
+fn api_routes(s: &Snapshot) -> Vec<Arc<Route>> {
+    s.routes.iter().filter(|r| matches!(r.origin, crate::config::Origin::Api { .. })).cloned().collect()
 }
 
 /// What RabbitMQ or the running process cannot change by a reload.
@@ -346,11 +424,14 @@ fn refusals(old: &Snapshot, new: &Snapshot) -> Vec<String> {
         if let Some(o) = old.route(&r.name)
             && o.ordered != r.ordered
         {
+            let place = match &r.origin {
+                crate::config::Origin::File { file } => file.clone(),
+                crate::config::Origin::Api { subscription } => format!("subscription {subscription}"),
+            };
             out.push(format!(
-                "routes/{}.toml: route `{}` changes `ordered` from {} to {}, which RabbitMQ cannot apply to queue {} \
+                "{place}: route `{}` changes `ordered` from {} to {}, which the broker cannot apply to queue {} \
                  in place (x-single-active-consumer). Nothing was changed. To switch: remove the route and reload, \
                  let its queue drain, delete the queue, then add the route back — or add it under a new name",
-                r.name,
                 r.name,
                 o.ordered,
                 r.ordered,
@@ -729,6 +810,13 @@ impl Worker {
                         _ => Reason::Rejected,
                     };
                     warn!(revision = %snap.revision, event = %payload.event_id, attempt, status, error = %error, reason = reason.as_str(), "delivery failed; dead-lettering");
+                    if let (Reason::Gone, crate::config::Origin::Api { subscription }) = (reason, &route.origin) {
+                        let _ = self.router.gone.send(Gone {
+                            subscription: subscription.clone(),
+                            route: route.name.clone(),
+                            event_id: payload.event_id.clone(),
+                        });
+                    }
                     return self.dead_letter(&route, &d, reason, &error, None, status, body, attempt).await;
                 }
             }

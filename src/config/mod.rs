@@ -63,6 +63,24 @@ pub struct Route {
     pub retry: RetryPolicy,
     /// Hash of the route file and its plugins: tells a reload which routes changed.
     pub digest: String,
+    /// Where the route is defined.
+    pub origin: Origin,
+}
+
+/// Where a route is defined.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "origin", rename_all = "snake_case")]
+pub enum Origin {
+    /// A file under `routes/`, relative to the config directory.
+    File {
+        /// `routes/<name>.toml`.
+        file: String,
+    },
+    /// A subscription managed through the admin API.
+    Api {
+        /// The subscription's id.
+        subscription: String,
+    },
 }
 
 impl Route {
@@ -77,7 +95,9 @@ pub fn route_queue(name: &str) -> String {
     format!("hookrelay.route.{name}")
 }
 
-/// One loaded, compiled config set. Immutable; a reload builds a new one.
+/// One loaded, compiled config set, with the API-managed routes merged in. Immutable; a reload
+/// or a subscription change builds a new one (cloning is cheap: compiled parts are shared).
+#[derive(Clone)]
 pub struct Snapshot {
     /// The config directory.
     pub dir: PathBuf,
@@ -124,6 +144,31 @@ impl Snapshot {
     /// A route by name.
     pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// This snapshot's file routes with `api` (subscriptions) in place of its API routes. A name
+    /// used by a file route and a subscription is refused: route names are queue names.
+    pub fn with_api_routes(&self, api: &[Arc<Route>]) -> Result<Snapshot, Vec<String>> {
+        let mut routes: Vec<Arc<Route>> =
+            self.routes.iter().filter(|r| matches!(r.origin, Origin::File { .. })).cloned().collect();
+        let mut errors = Vec::new();
+        for r in api {
+            if let Some(file) = routes.iter().find(|f| f.name == r.name) {
+                let (Origin::File { file }, Origin::Api { subscription }) = (&file.origin, &r.origin) else { continue };
+                errors.push(format!(
+                    "{file}: route `{}` is also the name of subscription {subscription}; route names must be unique \
+                     (rename the file route, or delete the subscription)",
+                    r.name
+                ));
+            } else {
+                routes.push(r.clone());
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        routes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Snapshot { routes, ..self.clone() })
     }
 }
 
@@ -468,6 +513,7 @@ impl RouteCtx<'_> {
                 backoff: file.retry.backoff.iter().map(|d| d.0).collect(),
             },
             digest: hex::encode(digest.finalize()),
+            origin: Origin::File { file: self.shown.display().to_string() },
         })
     }
 

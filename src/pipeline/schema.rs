@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct TypeSchemas {
     /// Version number → compiled validator.
     pub versions: BTreeMap<u32, Arc<Validator>>,
+    /// Version number → the schema as written (for the API's catalogue).
+    pub documents: BTreeMap<u32, Arc<Value>>,
 }
 
 /// Every known event type.
@@ -115,6 +117,7 @@ impl SchemaRegistry {
                 match jsonschema::validator_for(&value) {
                     Ok(v) => {
                         schemas.versions.insert(version, Arc::new(v));
+                        schemas.documents.insert(version, Arc::new(value));
                     }
                     Err(e) => errors.push(ConfigError::at(
                         shown,
@@ -129,6 +132,11 @@ impl SchemaRegistry {
             }
         }
         reg
+    }
+
+    /// One type's schemas.
+    pub fn get(&self, ty: &str) -> Option<&TypeSchemas> {
+        self.types.get(ty)
     }
 
     /// Known event types, sorted.
