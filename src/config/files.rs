@@ -58,6 +58,71 @@ pub struct MainFile {
     /// The delivery log and dead-letter index.
     #[serde(default)]
     pub store: StoreFile,
+    /// The admin and ingest API.
+    #[serde(default)]
+    pub api: ApiFile,
+}
+
+/// `[api]`: the admin and ingest API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiFile {
+    /// Serve the API. Default true.
+    pub enabled: bool,
+    /// Address and port. Default `127.0.0.1:8080`. Without `keys`, only a loopback address is
+    /// allowed: the API is then open to local callers only.
+    pub listen: String,
+    /// Bearer API keys, each stored as a hash of the key.
+    pub keys: Vec<ApiKeyFile>,
+    /// How long the old secret of a subscription stays valid after `rotate-secret` (both
+    /// signatures are sent meanwhile). Default 24h.
+    pub secret_overlap: Dur,
+}
+
+impl Default for ApiFile {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+            keys: Vec::new(),
+            secret_overlap: Dur(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// One `[[api.keys]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyFile {
+    /// Who holds the key; recorded in the audit trail.
+    pub name: String,
+    /// `sha256:<64 hex digits>` of the key (`hookrelay api-key` prints both).
+    pub hash: String,
+    /// What the key may do: `ingest` (POST /v1/events), `read` (every GET), `admin` (everything).
+    pub scopes: Vec<Scope>,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Publish events.
+    Ingest,
+    /// Read everything.
+    Read,
+    /// Everything, including changes.
+    Admin,
+}
+
+impl Scope {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Read => "read",
+            Self::Admin => "admin",
+        }
+    }
 }
 
 /// `[store]`.

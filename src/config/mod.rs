@@ -117,6 +117,8 @@ pub struct Snapshot {
     pub delivery: DeliveryFile,
     /// `[store]`.
     pub store: files::StoreFile,
+    /// `[api]`.
+    pub api: files::ApiFile,
     /// Routes, sorted by name.
     pub routes: Vec<Arc<Route>>,
     /// Compiled schemas.
@@ -194,6 +196,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         Policy { allow_http: main.security.allow_http, allow_private_networks: main.security.allow_private_networks };
     let extra_roots =
         main.security.ca_file.as_ref().map(|f| load_ca_file(dir, f, &mut files, &mut errors)).unwrap_or_default();
+    check_api(&main.api, &mut errors);
     let schemas = SchemaRegistry::load(dir, &dir.join("schemas"), &mut files, &mut errors);
     let engine = Arc::new(sandboxed_engine());
     let mut scripts: HashMap<PathBuf, Option<Arc<Script>>> = HashMap::new();
@@ -275,6 +278,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         limits: main.limits,
         delivery: main.delivery,
         store: main.store,
+        api: main.api,
         routes,
         schemas,
         engine,
@@ -310,6 +314,40 @@ fn load_ca_file(
         Err(e) => {
             errors.push(at(format!("is not valid PEM: {e}")));
             Vec::new()
+        }
+    }
+}
+
+/// `[api]`: a listen address that parses, key hashes of the right form, unique key names, and no
+/// open API on a non-loopback address.
+fn check_api(api: &files::ApiFile, errors: &mut Vec<ConfigError>) {
+    let at = |m: String| ConfigError::file(MAIN_FILE, format!("[api] {m}"));
+    if !api.enabled {
+        return;
+    }
+    match api.listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) if api.keys.is_empty() && !addr.ip().is_loopback() => errors.push(at(format!(
+            "listen = {:?} without keys would open the API to the network: add [[api.keys]] \
+             (`hookrelay api-key` makes one) or listen on 127.0.0.1",
+            api.listen
+        ))),
+        Ok(_) => {}
+        Err(e) => errors.push(at(format!("listen = {:?} is not an address:port ({e})", api.listen))),
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for k in &api.keys {
+        if !names.insert(k.name.as_str()) {
+            errors.push(at(format!("two keys are named {:?}; key names must be unique", k.name)));
+        }
+        let hex_ok = k.hash.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && hex::decode(h).is_ok());
+        if !hex_ok {
+            errors.push(at(format!(
+                "key {:?}: hash must be \"sha256:<64 hex digits>\" of the key (`hookrelay api-key` prints it)",
+                k.name
+            )));
+        }
+        if k.scopes.is_empty() {
+            errors.push(at(format!("key {:?} has no scopes (ingest, read, admin)", k.name)));
         }
     }
 }

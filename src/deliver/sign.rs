@@ -45,7 +45,8 @@ impl SigningKey {
 
     /// A fresh random `whsec_` secret of 32 bytes.
     pub fn generate() -> String {
-        let key: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the operating system's random generator is available");
         format!("whsec_{}", B64.encode(key))
     }
 
