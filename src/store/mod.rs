@@ -4,16 +4,19 @@
 //! applied when a store is opened. The SQL is shared: both backends run the same statements
 //! (see `backend.rs`); only the DDL differs (`migrations/sqlite`, `migrations/postgres`).
 //!
-//! Times are Unix milliseconds. Nothing here stores secrets; payloads only where a route opts in.
+//! Times are Unix milliseconds. Nothing here stores plaintext secrets: what must be kept is
+//! sealed first by [`SecretBox`] (`sealed.rs`). Payloads only where a route opts in.
 
 mod backend;
 pub mod log;
+pub mod sealed;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 pub use backend::{PostgresStore, SqliteStore};
+pub use sealed::{SecretBox, SecretError};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
