@@ -1,19 +1,41 @@
-//! The store: the delivery log (deliveries and their attempts), indexed dead letters, and what
-//! the admin API manages. One [`Store`] trait, two backends through sqlx: SQLite (default, one
-//! file, zero set-up) and PostgreSQL (several replicas share it). Migrations are embedded and
-//! applied when a store is opened. The SQL is shared: both backends run the same statements
-//! (see `backend.rs`); only the DDL differs (`migrations/sqlite`, `migrations/postgres`).
+//! The store: everything hookrelay keeps beyond the broker. One [`Store`] trait, two backends
+//! through sqlx: SQLite (default, one file, zero set-up) and PostgreSQL (several replicas share
+//! it). Both run the same SQL (see `backend.rs`); only the DDL differs (`migrations/sqlite`,
+//! `migrations/postgres`). The migrations are embedded and applied, in order, when a store is
+//! opened: `0001_delivery_log`, then `0002_subscriptions_audit_stats`.
 //!
-//! Times are Unix milliseconds. Nothing here stores secrets; payloads only where a route opts in.
+//! What it keeps:
+//! - the delivery log: every attempt ([`Attempt`], written in batches by [`log::AttemptLog`]) and
+//!   one [`Delivery`] per route and event; [`Store::stats`] summarises attempts per route
+//!   ([`RouteStats`]);
+//! - dead letters, indexed from the dead-letter queue, with claims for replay
+//!   ([`Store::mark_replayed`], [`Store::release_replayed`], [`Store::dead_letter_ids`]);
+//! - subscriptions, the API-managed routes ([`SubscriptionRecord`]), with optimistic concurrency
+//!   ([`Conflict`]) and a generation counter that replicas poll to notice changes;
+//! - the audit trail of changes made through the admin API ([`AuditEntry`]).
+//!
+//! Times are Unix milliseconds. Lists are newest first with keyset cursors ([`Page`]).
+//!
+//! Never plaintext secrets: subscription secrets arrive sealed by [`SecretBox`] (`sealed.rs`,
+//! key from `HOOKRELAY_SECRET_KEY`), and the audit trail takes none. Event payloads are kept only
+//! where a route opts in.
 
+pub mod audit;
 mod backend;
 pub mod log;
+pub mod sealed;
+pub mod stats;
+pub mod subscription;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
+pub use audit::{AuditEntry, AuditFilter};
 pub use backend::{PostgresStore, SqliteStore};
+pub use sealed::{SecretBox, SecretError};
+pub use stats::RouteStats;
+pub use subscription::{Conflict, SealedSecret, SubscriptionRecord};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +52,17 @@ pub enum StoreError {
     /// A cursor from a previous page does not parse.
     #[error("invalid cursor {0:?}")]
     Cursor(String),
+    /// The write contradicts what is stored (a taken name, a stale version): answer 409.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    /// A stored value does not decode.
+    #[error("store: {what} does not decode ({why}): the row was not written by hookrelay or is damaged")]
+    Corrupt {
+        /// Which value.
+        what: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// What an attempt came to.
@@ -221,7 +254,8 @@ pub(crate) fn parse_cursor(c: &str) -> Result<(i64, String), StoreError> {
     Ok((at.parse().map_err(|_| StoreError::Cursor(c.to_string()))?, id.to_string()))
 }
 
-/// The store's operations, the same on every backend.
+/// The store's operations, the same on every backend (the conformance suite in
+/// `tests/it/store.rs` holds both to it).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// `sqlite` or `postgres`.
@@ -242,10 +276,79 @@ pub trait Store: Send + Sync {
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Page<DeadLetter>, StoreError>;
     /// One dead letter.
     async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError>;
-    /// Marks dead letters replayed; returns the ids that were not replayed before.
+    /// Claims dead letters for replay (sets their `replayed_at`); returns, in the order asked and
+    /// once each, the ids that were not claimed before. Concurrent calls claim each id once.
+    /// Replay is "claim, then republish, then keep the claim": undo a claim whose republish
+    /// failed with [`release_replayed`](Self::release_replayed).
     async fn mark_replayed(&self, ids: &[String], at_ms: i64) -> Result<Vec<String>, StoreError>;
+    /// Undoes claims (clears `replayed_at`) whose republish failed, so the dead letters can be
+    /// replayed again; returns the ids that were claimed, in the order asked, once each.
+    async fn release_replayed(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;
+    /// The ids of the dead letters `filter` matches (route, reason, time; not replayed unless
+    /// `include_replayed`), **oldest first** (the order to republish in), at most `max`. For bulk
+    /// replay by filter; `filter.cursor` and `filter.limit` are ignored.
+    async fn dead_letter_ids(&self, filter: &DeadLetterFilter, max: u32) -> Result<Vec<String>, StoreError>;
     /// Deletes attempts recorded before `before_ms`; returns how many.
     async fn prune_attempts(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Per-route statistics of the attempts made in `[since_ms, until_ms)`, all routes or one,
+    /// ordered by route name; routes without attempts in the window are absent.
+    async fn stats(&self, since_ms: i64, until_ms: i64, route: Option<&str>) -> Result<Vec<RouteStats>, StoreError>;
+
+    /// Subscription writes are transactions: the change, the generation bump and the optional
+    /// `audit` entry commit together or not at all (a refused write leaves no audit entry).
+    ///
+    /// Stores a new subscription, with `version` 1 and `updated_at_ms = created_at_ms` whatever
+    /// `sub` says, and `audit` (if any) in the same transaction; returns it as stored. A name or
+    /// id already taken is [`Conflict::NameTaken`] / [`Conflict::IdTaken`].
+    async fn create_subscription(
+        &self,
+        sub: &SubscriptionRecord,
+        audit: Option<&AuditEntry>,
+    ) -> Result<SubscriptionRecord, StoreError>;
+    /// All subscriptions, ordered by name.
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>, StoreError>;
+    /// One subscription by id.
+    async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRecord>, StoreError>;
+    /// One subscription by name (its route name).
+    async fn subscription_by_name(&self, name: &str) -> Result<Option<SubscriptionRecord>, StoreError>;
+    /// Replaces the name, spec, secrets, enabled and disabled reason of subscription `sub.id` if
+    /// its stored version is still `expected_version`; bumps the version, sets `updated_at_ms`
+    /// to `at_ms`, writes `audit` in the same transaction, and returns the record as stored.
+    /// `None` when there is no such subscription; [`Conflict::StaleVersion`] when it changed
+    /// meanwhile; [`Conflict::NameTaken`] when the new name is another's. `sub.version`,
+    /// `created_at_ms` and `updated_at_ms` are not read.
+    async fn update_subscription(
+        &self,
+        sub: &SubscriptionRecord,
+        expected_version: i64,
+        at_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<SubscriptionRecord>, StoreError>;
+    /// Deletes a subscription (and writes `audit` in the same transaction); false (and no audit
+    /// entry) when there was none.
+    async fn delete_subscription(&self, id: &str, audit: Option<&AuditEntry>) -> Result<bool, StoreError>;
+    /// Enables a subscription (clearing its disabled reason; `reason` is ignored) or disables it
+    /// with a reason, whatever its version (the router disables on `410 Gone`); bumps the version
+    /// and the generation like any change and writes `audit` with it. When the subscription is
+    /// already in that state nothing changes (the first reason stays, no audit entry) and it is
+    /// returned as it is. `None` when there is no such subscription.
+    async fn set_subscription_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+        at_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<SubscriptionRecord>, StoreError>;
+    /// A number that changes with every subscription change (bumped in the change's transaction).
+    /// One cheap read: replicas sharing a database poll it and reload subscriptions when it moves.
+    async fn subscriptions_generation(&self) -> Result<i64, StoreError>;
+
+    /// Appends to the audit trail; false when an entry with its id is already there. Never pass
+    /// secrets (see [`AuditEntry`]).
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<bool, StoreError>;
+    /// The audit trail, newest first.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Page<AuditEntry>, StoreError>;
 }
 
 /// Opens the store a URL names (`sqlite://path`, `sqlite::memory:`, `postgres://…`) and
