@@ -97,6 +97,8 @@ pub struct Snapshot {
     pub delivery: DeliveryFile,
     /// `[store]`.
     pub store: files::StoreFile,
+    /// `[telemetry]`.
+    pub telemetry: files::TelemetryFile,
     /// Routes, sorted by name.
     pub routes: Vec<Arc<Route>>,
     /// Compiled schemas.
@@ -145,6 +147,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let mut errors = Vec::new();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let main = load_main(dir, &mut files, &mut errors);
+    errors.extend(main.telemetry.problems().into_iter().map(|m| ConfigError::file(MAIN_FILE, m)));
     let security =
         Policy { allow_http: main.security.allow_http, allow_private_networks: main.security.allow_private_networks };
     let extra_roots =
@@ -230,6 +233,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         limits: main.limits,
         delivery: main.delivery,
         store: main.store,
+        telemetry: main.telemetry,
         routes,
         schemas,
         engine,
