@@ -18,12 +18,15 @@
 //! - [`router`] runs one consumer per route and is the only place that acks.
 //! - [`reload`] reloads the config on SIGHUP or file changes, through [`router::Router::reload`].
 //! - [`listen`] is the local receiver behind `hookrelay listen`.
+//! - [`metrics`] is the Prometheus recorder and what the router reports to it; [`telemetry`] is
+//!   logs and OTLP traces.
 
 pub mod broker;
 pub mod config;
 pub mod deliver;
 pub mod event;
 pub mod listen;
+pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod router;

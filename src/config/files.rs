@@ -61,6 +61,9 @@ pub struct MainFile {
     /// The admin and ingest API.
     #[serde(default)]
     pub api: ApiFile,
+    /// Traces over OTLP.
+    #[serde(default)]
+    pub telemetry: TelemetryFile,
 }
 
 /// `[api]`: the admin and ingest API.
@@ -123,6 +126,67 @@ impl Scope {
             Self::Admin => "admin",
         }
     }
+}
+
+/// `[telemetry]`: traces over OTLP, off unless an endpoint is set here or in
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`. What is set here wins
+/// over the `OTEL_*` variables (as code does over them in the OpenTelemetry SDKs); what is left
+/// out falls back to them, then to the defaults below. `OTEL_SDK_DISABLED=true` or
+/// `OTEL_TRACES_EXPORTER=none` turn traces off. Applies at start only.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryFile {
+    /// The collector, e.g. `http://127.0.0.1:4318` (HTTP) or `http://127.0.0.1:4317` (gRPC).
+    /// Over HTTP, `/v1/traces` is appended unless the path already ends with it. No default.
+    pub otlp_endpoint: Option<String>,
+    /// `http` (OTLP/HTTP protobuf, plain or TLS) or `grpc` (plaintext only). Default:
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http`.
+    pub protocol: Option<OtlpProtocol>,
+    /// `service.name` of the spans. Default: `OTEL_SERVICE_NAME` (or `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`), else `hookrelay`.
+    pub service_name: Option<String>,
+    /// Share of new traces recorded, 0.0 to 1.0; an incoming `traceparent`'s sampled flag is
+    /// followed either way. Default: `OTEL_TRACES_SAMPLER`/`_ARG`, else 1.0.
+    pub sample_ratio: Option<f64>,
+}
+
+impl TelemetryFile {
+    /// What is wrong with the values, as messages naming the key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.otlp_endpoint {
+            let ok = e
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.host().is_some() && matches!(u.scheme_str(), Some("http" | "https")));
+            if !ok {
+                out.push(format!("[telemetry] otlp_endpoint {e:?} is not an http:// or https:// URL"));
+            } else if e.starts_with("https:") && self.protocol == Some(OtlpProtocol::Grpc) {
+                out.push(format!(
+                    "[telemetry] otlp_endpoint {e:?} uses TLS, which protocol = \"grpc\" does not support here: \
+                     use protocol = \"http\" (OTLP/HTTP, port 4318 on a collector) or a plaintext endpoint"
+                ));
+            }
+        }
+        if let Some(r) = self.sample_ratio
+            && !(0.0..=1.0).contains(&r)
+        {
+            out.push(format!("[telemetry] sample_ratio {r} must be between 0.0 and 1.0"));
+        }
+        if self.service_name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+            out.push("[telemetry] service_name must not be empty (leave it out for the default)".into());
+        }
+        out
+    }
+}
+
+/// OTLP transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (`http/protobuf`).
+    Http,
+    /// OTLP/gRPC.
+    Grpc,
 }
 
 /// `[store]`.

@@ -119,6 +119,8 @@ pub struct Snapshot {
     pub store: files::StoreFile,
     /// `[api]`.
     pub api: files::ApiFile,
+    /// `[telemetry]`.
+    pub telemetry: files::TelemetryFile,
     /// Routes, sorted by name.
     pub routes: Vec<Arc<Route>>,
     /// Compiled schemas.
@@ -192,6 +194,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let mut errors = Vec::new();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let main = load_main(dir, &mut files, &mut errors);
+    errors.extend(main.telemetry.problems().into_iter().map(|m| ConfigError::file(MAIN_FILE, m)));
     let security =
         Policy { allow_http: main.security.allow_http, allow_private_networks: main.security.allow_private_networks };
     let extra_roots =
@@ -279,6 +282,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         delivery: main.delivery,
         store: main.store,
         api: main.api,
+        telemetry: main.telemetry,
         routes,
         schemas,
         engine,

@@ -8,3 +8,4 @@ mod reload;
 mod resilience;
 mod signatures;
 mod store;
+mod telemetry;

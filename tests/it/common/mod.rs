@@ -5,6 +5,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test module uses a different subset
 
+pub mod otlp;
+
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};

@@ -1,0 +1,693 @@
+//! Prometheus metrics: the recorder, the name and meaning of every metric, and one small
+//! function per thing the router reports. The admin API serves [`Metrics::render`] at
+//! `/metrics`; nothing here listens on a socket.
+//!
+//! Label values stay bounded: `route` comes from the config (route names), every other label
+//! is a fixed enum ([`AttemptFailure`], [`Reason`], [`ReloadResult`]). Event ids, URLs and
+//! payloads never become labels.
+//!
+//! The reporting functions are no-ops until [`install`] ran, so library users and tests that
+//! never install a recorder pay nothing. Per-event calls look up the route's pre-registered
+//! handles in a read-locked map (no allocation after the first call per route) and then only
+//! touch atomics.
+//!
+//! State that must disappear rather than go stale (the config info, queue depth and circuit
+//! state of routes that were removed) is kept here and rendered after the recorder's output:
+//! the Prometheus recorder has no way to delete a series.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `hookrelay_build_info` | gauge (1) | `version` |
+//! | `hookrelay_config_info` | gauge (1) | `version`, `revision` |
+//! | `hookrelay_config_reloads_total` | counter | `result` = `applied` \| `rejected` |
+//! | `hookrelay_config_last_reload_successful` | gauge (0/1) | |
+//! | `hookrelay_events_consumed_total` | counter | `route` |
+//! | `hookrelay_events_filtered_total` | counter | `route` |
+//! | `hookrelay_events_delivered_total` | counter | `route` |
+//! | `hookrelay_events_retried_total` | counter | `route` |
+//! | `hookrelay_events_dead_lettered_total` | counter | `route`, `reason` |
+//! | `hookrelay_delivery_attempts_total` | counter | `route`, `result` |
+//! | `hookrelay_delivery_duration_seconds` | histogram | `route` |
+//! | `hookrelay_delivery_lag_seconds` | histogram | `route` |
+//! | `hookrelay_deliveries_in_flight` | gauge | `route` |
+//! | `hookrelay_queue_depth` | gauge | `route` |
+//! | `hookrelay_circuit_state` | gauge (0/1/2) | `route` |
+
+use crate::pipeline::Reason;
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `hookrelay_build_info{version}`: always 1.
+pub const BUILD_INFO: &str = "hookrelay_build_info";
+/// `hookrelay_config_info{version,revision}`: 1 for the config now live.
+pub const CONFIG_INFO: &str = "hookrelay_config_info";
+/// `hookrelay_config_reloads_total{result}`.
+pub const CONFIG_RELOADS: &str = "hookrelay_config_reloads_total";
+/// `hookrelay_config_last_reload_successful`: 1 when the last load or reload was applied.
+pub const CONFIG_LAST_RELOAD_OK: &str = "hookrelay_config_last_reload_successful";
+/// `hookrelay_events_consumed_total{route}`: messages taken from the route's queue.
+pub const EVENTS_CONSUMED: &str = "hookrelay_events_consumed_total";
+/// `hookrelay_events_filtered_total{route}`: events the route's filter dropped.
+pub const EVENTS_FILTERED: &str = "hookrelay_events_filtered_total";
+/// `hookrelay_events_delivered_total{route}`: events that got a 2xx.
+pub const EVENTS_DELIVERED: &str = "hookrelay_events_delivered_total";
+/// `hookrelay_events_retried_total{route}`: retries scheduled.
+pub const EVENTS_RETRIED: &str = "hookrelay_events_retried_total";
+/// `hookrelay_events_dead_lettered_total{route,reason}`.
+pub const EVENTS_DEAD_LETTERED: &str = "hookrelay_events_dead_lettered_total";
+/// `hookrelay_delivery_attempts_total{route,result}`: every HTTP attempt, `result` = `success`
+/// or an [`AttemptFailure`] label.
+pub const DELIVERY_ATTEMPTS: &str = "hookrelay_delivery_attempts_total";
+/// `hookrelay_delivery_duration_seconds{route}`: request to response of successful attempts.
+pub const DELIVERY_DURATION: &str = "hookrelay_delivery_duration_seconds";
+/// `hookrelay_delivery_lag_seconds{route}`: the event's `time` to its 2xx.
+pub const DELIVERY_LAG: &str = "hookrelay_delivery_lag_seconds";
+/// `hookrelay_deliveries_in_flight{route}`.
+pub const IN_FLIGHT: &str = "hookrelay_deliveries_in_flight";
+/// `hookrelay_queue_depth{route}`: messages ready in the route's queue, polled from the broker.
+pub const QUEUE_DEPTH: &str = "hookrelay_queue_depth";
+/// `hookrelay_circuit_state{route}`: 0 closed, 1 half-open, 2 open.
+pub const CIRCUIT_STATE: &str = "hookrelay_circuit_state";
+
+/// Every metric hookrelay exports (histograms by their base name, without `_bucket`, `_sum`,
+/// `_count`). The dashboard and alert rules in `examples/` may use only these.
+pub const METRICS: &[&str] = &[
+    BUILD_INFO,
+    CONFIG_INFO,
+    CONFIG_RELOADS,
+    CONFIG_LAST_RELOAD_OK,
+    EVENTS_CONSUMED,
+    EVENTS_FILTERED,
+    EVENTS_DELIVERED,
+    EVENTS_RETRIED,
+    EVENTS_DEAD_LETTERED,
+    DELIVERY_ATTEMPTS,
+    DELIVERY_DURATION,
+    DELIVERY_LAG,
+    IN_FLIGHT,
+    QUEUE_DEPTH,
+    CIRCUIT_STATE,
+];
+
+/// Bucket bounds of [`DELIVERY_DURATION`], in seconds: a webhook answers in milliseconds to
+/// the route's timeout (10 s by default).
+pub const DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Bucket bounds of [`DELIVERY_LAG`], in seconds: from a prompt delivery up to the hours that
+/// the default retry backoff (5 s … 2 h) can add.
+pub const LAG_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+    43200.0,
+];
+
+/// Why one HTTP attempt failed: the `result` label of [`DELIVERY_ATTEMPTS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptFailure {
+    /// A 3xx (redirects are not followed).
+    Http3xx,
+    /// A 4xx other than 429.
+    Http4xx,
+    /// 429 Too Many Requests.
+    Http429,
+    /// A 5xx.
+    Http5xx,
+    /// A status outside 200–599.
+    HttpOther,
+    /// No complete response within the route's timeout.
+    Timeout,
+    /// TCP connect or DNS failure.
+    Connect,
+    /// The TLS handshake failed.
+    Tls,
+    /// The SSRF guard refused the target.
+    Blocked,
+    /// Anything else between sending and the end of the response.
+    Other,
+}
+
+impl AttemptFailure {
+    /// Every value, in label order.
+    pub const ALL: [AttemptFailure; 10] = [
+        Self::Http3xx,
+        Self::Http4xx,
+        Self::Http429,
+        Self::Http5xx,
+        Self::HttpOther,
+        Self::Timeout,
+        Self::Connect,
+        Self::Tls,
+        Self::Blocked,
+        Self::Other,
+    ];
+
+    /// The failure a non-2xx status stands for.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            429 => Self::Http429,
+            300..=399 => Self::Http3xx,
+            400..=499 => Self::Http4xx,
+            500..=599 => Self::Http5xx,
+            _ => Self::HttpOther,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http3xx => "http_3xx",
+            Self::Http4xx => "http_4xx",
+            Self::Http429 => "http_429",
+            Self::Http5xx => "http_5xx",
+            Self::HttpOther => "http_other",
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::Blocked => "blocked",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// The result of a config reload: the `result` label of [`CONFIG_RELOADS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new config is live.
+    Applied,
+    /// The old config keeps running.
+    Rejected,
+}
+
+impl ReloadResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// A route's circuit breaker, as [`CIRCUIT_STATE`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Deliveries flow (0).
+    Closed,
+    /// A probe delivery is allowed through (1).
+    HalfOpen,
+    /// Deliveries are held back (2).
+    Open,
+}
+
+impl CircuitState {
+    /// The gauge value.
+    pub fn value(self) -> u8 {
+        match self {
+            Self::Closed => 0,
+            Self::HalfOpen => 1,
+            Self::Open => 2,
+        }
+    }
+}
+
+/// Every dead-letter reason, so that each route shows all of them from 0.
+const REASONS: [Reason; 10] = [
+    Reason::Malformed,
+    Reason::TooLarge,
+    Reason::UnknownType,
+    Reason::Schema,
+    Reason::ScriptError,
+    Reason::Rejected,
+    Reason::Gone,
+    Reason::Exhausted,
+    Reason::Blocked,
+    Reason::DeliveryLimit,
+];
+
+fn reason_index(r: Reason) -> usize {
+    // Exhaustive: a new reason fails to compile here until it has a slot in REASONS.
+    match r {
+        Reason::Malformed => 0,
+        Reason::TooLarge => 1,
+        Reason::UnknownType => 2,
+        Reason::Schema => 3,
+        Reason::ScriptError => 4,
+        Reason::Rejected => 5,
+        Reason::Gone => 6,
+        Reason::Exhausted => 7,
+        Reason::Blocked => 8,
+        Reason::DeliveryLimit => 9,
+    }
+}
+
+fn failure_index(f: AttemptFailure) -> usize {
+    AttemptFailure::ALL.iter().position(|x| *x == f).unwrap_or(AttemptFailure::ALL.len() - 1)
+}
+
+/// The handles of one route, registered once.
+struct RouteMetrics {
+    consumed: Counter,
+    filtered: Counter,
+    delivered: Counter,
+    retried: Counter,
+    success: Counter,
+    failures: [Counter; AttemptFailure::ALL.len()],
+    dead: [Counter; REASONS.len()],
+    duration: Histogram,
+    lag: Histogram,
+    in_flight: Gauge,
+}
+
+impl RouteMetrics {
+    fn register(route: &str) -> Self {
+        let labels = [("route", route.to_string())];
+        let with = |k: &'static str, v: &'static str| [("route", route.to_string()), (k, v.to_string())];
+        Self {
+            consumed: metrics::counter!(EVENTS_CONSUMED, &labels),
+            filtered: metrics::counter!(EVENTS_FILTERED, &labels),
+            delivered: metrics::counter!(EVENTS_DELIVERED, &labels),
+            retried: metrics::counter!(EVENTS_RETRIED, &labels),
+            success: metrics::counter!(DELIVERY_ATTEMPTS, &with("result", "success")),
+            failures: AttemptFailure::ALL.map(|f| metrics::counter!(DELIVERY_ATTEMPTS, &with("result", f.as_str()))),
+            dead: REASONS.map(|r| metrics::counter!(EVENTS_DEAD_LETTERED, &with("reason", r.as_str()))),
+            duration: metrics::histogram!(DELIVERY_DURATION, &labels),
+            lag: metrics::histogram!(DELIVERY_LAG, &labels),
+            in_flight: metrics::gauge!(IN_FLIGHT, &labels),
+        }
+    }
+}
+
+/// What this module renders itself (series that must disappear rather than go stale).
+#[derive(Default)]
+struct States {
+    config: Option<(u64, String)>,
+    queue_depth: BTreeMap<String, u64>,
+    circuit: BTreeMap<String, CircuitState>,
+}
+
+struct Installed {
+    handle: PrometheusHandle,
+    routes: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
+    states: Mutex<States>,
+    reloads: [Counter; 2],
+    last_reload_ok: Gauge,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+static INSTALLING: Mutex<()> = Mutex::new(());
+
+/// The recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Another metrics recorder is already the process-wide one.
+    #[error("cannot install the Prometheus recorder: {0} (another `metrics` recorder was installed first)")]
+    Install(String),
+    /// The exporter refused the histogram buckets.
+    #[error("cannot configure the Prometheus recorder: {0}")]
+    Build(String),
+}
+
+/// The installed recorder: renders the Prometheus text format.
+#[derive(Clone, Copy)]
+pub struct Metrics {
+    inner: &'static Installed,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Metrics {
+    /// Every metric in the Prometheus text exposition format (serve it with [`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = self.inner.handle.render();
+        let st = self.inner.states.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((version, revision)) = &st.config {
+            family(&mut out, CONFIG_INFO, "The config now live: `version` from hookrelay.toml and the revision hash.");
+            let _ = writeln!(out, "{CONFIG_INFO}{{version=\"{version}\",revision=\"{}\"}} 1", escape(revision));
+        }
+        if !st.queue_depth.is_empty() {
+            family(&mut out, QUEUE_DEPTH, "Messages ready in the route's queue, as last read from the broker.");
+            for (route, n) in &st.queue_depth {
+                let _ = writeln!(out, "{QUEUE_DEPTH}{{route=\"{}\"}} {n}", escape(route));
+            }
+        }
+        if !st.circuit.is_empty() {
+            family(&mut out, CIRCUIT_STATE, "The route's circuit breaker: 0 closed, 1 half-open, 2 open.");
+            for (route, s) in &st.circuit {
+                let _ = writeln!(out, "{CIRCUIT_STATE}{{route=\"{}\"}} {}", escape(route), s.value());
+            }
+        }
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+/// A label value in the text format: backslash, double quote and newline escaped.
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n").into()
+    } else {
+        v.into()
+    }
+}
+
+/// Installs the Prometheus recorder as the process-wide `metrics` recorder, once; later calls
+/// return the same handle. Starts a thread that drains histogram samples every 5 s, so memory
+/// stays bounded even when nobody scrapes.
+pub fn install() -> Result<Metrics, MetricsError> {
+    if let Some(inner) = INSTALLED.get() {
+        return Ok(Metrics { inner });
+    }
+    let _one = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(inner) = INSTALLED.get() {
+        return Ok(Metrics { inner });
+    }
+    let build = |e: metrics_exporter_prometheus::BuildError| MetricsError::Build(e.to_string());
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(DELIVERY_DURATION.into()), DURATION_BUCKETS)
+        .map_err(build)?
+        .set_buckets_for_metric(Matcher::Full(DELIVERY_LAG.into()), LAG_BUCKETS)
+        .map_err(build)?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| MetricsError::Install(e.to_string()))?;
+    describe();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let reloads = [ReloadResult::Applied, ReloadResult::Rejected]
+        .map(|r| metrics::counter!(CONFIG_RELOADS, "result" => r.as_str()));
+    let inner = INSTALLED.get_or_init(|| Installed {
+        handle,
+        routes: RwLock::default(),
+        states: Mutex::default(),
+        reloads,
+        last_reload_ok: metrics::gauge!(CONFIG_LAST_RELOAD_OK),
+    });
+    let upkeep = inner.handle.clone();
+    let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(5));
+            upkeep.run_upkeep();
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms are drained at each scrape only");
+    }
+    Ok(Metrics { inner })
+}
+
+/// The installed recorder, if [`install`] ran.
+pub fn handle() -> Option<Metrics> {
+    INSTALLED.get().map(|inner| Metrics { inner })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(BUILD_INFO, "hookrelay's version; always 1.");
+    describe_counter!(CONFIG_RELOADS, Unit::Count, "Config reloads (SIGHUP, file watch, API) by result.");
+    describe_gauge!(
+        CONFIG_LAST_RELOAD_OK,
+        "1 when the last config load or reload was applied, 0 when it was rejected."
+    );
+    describe_counter!(EVENTS_CONSUMED, Unit::Count, "Messages taken from the route's queue (redeliveries included).");
+    describe_counter!(EVENTS_FILTERED, Unit::Count, "Events the route's filter dropped (acked, nothing sent).");
+    describe_counter!(EVENTS_DELIVERED, Unit::Count, "Events delivered: the receiver answered 2xx.");
+    describe_counter!(EVENTS_RETRIED, Unit::Count, "Retries scheduled after a retryable failure.");
+    describe_counter!(EVENTS_DEAD_LETTERED, Unit::Count, "Events dead-lettered, by reason.");
+    describe_counter!(DELIVERY_ATTEMPTS, Unit::Count, "HTTP delivery attempts by result: success or why it failed.");
+    describe_histogram!(DELIVERY_DURATION, Unit::Seconds, "Request to response time of successful delivery attempts.");
+    describe_histogram!(DELIVERY_LAG, Unit::Seconds, "From the event's `time` attribute to its 2xx, retries included.");
+    describe_gauge!(IN_FLIGHT, "Deliveries in progress on the route.");
+}
+
+fn route(name: &str) -> Option<Arc<RouteMetrics>> {
+    let inst = INSTALLED.get()?;
+    if let Some(m) = inst.routes.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        return Some(m.clone());
+    }
+    let mut routes = inst.routes.write().unwrap_or_else(|p| p.into_inner());
+    Some(routes.entry(name.into()).or_insert_with(|| Arc::new(RouteMetrics::register(name))).clone())
+}
+
+/// A message was taken from the route's queue. Call once per message, before the pipeline.
+pub fn consumed(route_name: &str) {
+    if let Some(m) = route(route_name) {
+        m.consumed.increment(1);
+    }
+}
+
+/// The route's filter dropped the event.
+pub fn filtered(route_name: &str) {
+    if let Some(m) = route(route_name) {
+        m.filtered.increment(1);
+    }
+}
+
+/// The receiver answered 2xx after `latency` (request to response); `lag` is the time since the
+/// event's `time` attribute (see [`lag_since`]), when it has one.
+pub fn delivered(route_name: &str, latency: Duration, lag: Option<Duration>) {
+    if let Some(m) = route(route_name) {
+        m.delivered.increment(1);
+        m.success.increment(1);
+        m.duration.record(latency.as_secs_f64());
+        if let Some(lag) = lag {
+            m.lag.record(lag.as_secs_f64());
+        }
+    }
+}
+
+/// One HTTP attempt failed.
+pub fn attempt_failed(route_name: &str, failure: AttemptFailure) {
+    if let Some(m) = route(route_name) {
+        m.failures[failure_index(failure)].increment(1);
+    }
+}
+
+/// A retry was scheduled (in place on an ordered route, through a wait queue otherwise).
+pub fn retried(route_name: &str) {
+    if let Some(m) = route(route_name) {
+        m.retried.increment(1);
+    }
+}
+
+/// An event was dead-lettered (after its dead letter was confirmed).
+pub fn dead_lettered(route_name: &str, reason: Reason) {
+    if let Some(m) = route(route_name) {
+        m.dead[reason_index(reason)].increment(1);
+    }
+}
+
+/// One delivery in progress: [`IN_FLIGHT`] counts it until this is dropped.
+#[derive(Debug)]
+#[must_use = "the delivery counts as in flight only while this lives"]
+pub struct InFlight(Option<Gauge>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.decrement(1.0);
+        }
+    }
+}
+
+/// Counts a delivery as in flight until the returned guard is dropped.
+pub fn in_flight(route_name: &str) -> InFlight {
+    InFlight(route(route_name).map(|m| {
+        m.in_flight.increment(1.0);
+        m.in_flight.clone()
+    }))
+}
+
+/// Messages ready in the route's queue, as just read from the broker (a periodic poll, never
+/// per event).
+pub fn queue_depth(route_name: &str, ready: u64) {
+    if let Some(inst) = INSTALLED.get() {
+        inst.states.lock().unwrap_or_else(|p| p.into_inner()).queue_depth.insert(route_name.to_string(), ready);
+    }
+}
+
+/// The route's circuit breaker changed state.
+pub fn circuit_state(route_name: &str, state: CircuitState) {
+    if let Some(inst) = INSTALLED.get() {
+        inst.states.lock().unwrap_or_else(|p| p.into_inner()).circuit.insert(route_name.to_string(), state);
+    }
+}
+
+/// The route was removed by a reload: its queue depth and circuit state are no longer shown
+/// (its counters stay, as Prometheus expects of counters).
+pub fn route_removed(route_name: &str) {
+    if let Some(inst) = INSTALLED.get() {
+        let mut st = inst.states.lock().unwrap_or_else(|p| p.into_inner());
+        st.queue_depth.remove(route_name);
+        st.circuit.remove(route_name);
+    }
+}
+
+/// A config is live (at start and after every applied reload): [`CONFIG_INFO`] shows this
+/// version and revision only.
+pub fn config_loaded(version: u64, revision: &str) {
+    if let Some(inst) = INSTALLED.get() {
+        inst.states.lock().unwrap_or_else(|p| p.into_inner()).config = Some((version, revision.to_string()));
+        inst.last_reload_ok.set(1.0);
+    }
+}
+
+/// A reload finished. Call [`config_loaded`] too when it was applied.
+pub fn reload(result: ReloadResult) {
+    if let Some(inst) = INSTALLED.get() {
+        let i = match result {
+            ReloadResult::Applied => 0,
+            ReloadResult::Rejected => 1,
+        };
+        inst.reloads[i].increment(1);
+        inst.last_reload_ok.set(if result == ReloadResult::Applied { 1.0 } else { 0.0 });
+    }
+}
+
+/// Time since an RFC 3339 timestamp (a CloudEvent's `time`): `None` when it does not parse or
+/// lies in the future (clock skew between producer and router).
+pub fn lag_since(time: &str) -> Option<Duration> {
+    SystemTime::now().duration_since(parse_rfc3339(time)?).ok()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, the RFC 3339 `date-time`.
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        part.iter().try_fold(0i64, |n, d| n.checked_mul(10)?.checked_add(i64::from(d - b'0')))
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: u32 = 0;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 9 {
+                nanos = nanos * 10 + u32::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start)..9 {
+            nanos *= 10;
+        }
+    }
+    let offset = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digits = [*h1, *h2, *m1, *m2];
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let d = |x: u8| i64::from(x - b'0');
+            let secs = (d(*h1) * 10 + d(*h2)) * 3600 + (d(*m1) * 10 + d(*m2)) * 60;
+            if *sign == b'+' { secs } else { -secs }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix(s: &str) -> Option<f64> {
+        parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64())
+    }
+
+    #[test]
+    fn rfc3339_timestamps_parse_to_unix_time() {
+        assert_eq!(unix("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(unix("2024-02-29T12:34:56Z"), Some(1_709_210_096.0));
+        assert_eq!(unix("2024-02-29T14:34:56+02:00"), Some(1_709_210_096.0));
+        assert_eq!(unix("2024-02-29T07:04:56-05:30"), Some(1_709_210_096.0));
+        assert_eq!(unix("2024-02-29t12:34:56.250z"), Some(1_709_210_096.25));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:34:56.123456789123Z").map(|t| t.duration_since(UNIX_EPOCH).unwrap()),
+            Some(Duration::new(1_709_210_096, 123_456_789)),
+            "digits past nanoseconds are dropped"
+        );
+    }
+
+    #[test]
+    fn malformed_timestamps_are_refused() {
+        for bad in [
+            "",
+            "2024-02-29",
+            "2024-02-29T12:34:56",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T24:00:00Z",
+            "2024-02-29T12:34:56.Z",
+            "2024-02-29T12:34:56+0200",
+            "2024-02-29T12:34:56+02:0x",
+            "x024-02-29T12:34:56Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_bounded_failure_labels() {
+        assert_eq!(AttemptFailure::from_status(429), AttemptFailure::Http429);
+        assert_eq!(AttemptFailure::from_status(408), AttemptFailure::Http4xx);
+        assert_eq!(AttemptFailure::from_status(302), AttemptFailure::Http3xx);
+        assert_eq!(AttemptFailure::from_status(503), AttemptFailure::Http5xx);
+        assert_eq!(AttemptFailure::from_status(101), AttemptFailure::HttpOther);
+        for (i, f) in AttemptFailure::ALL.iter().enumerate() {
+            assert_eq!(failure_index(*f), i);
+        }
+        for (i, r) in REASONS.iter().enumerate() {
+            assert_eq!(reason_index(*r), i);
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("orders"), "orders");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
