@@ -243,24 +243,22 @@ impl Router {
     async fn apply(&self, new: Snapshot) -> ReloadOutcome {
         let new = Arc::new(new);
         let refusals = refusals(&self.live.load(), &new);
-        let outcome = if !refusals.is_empty() {
-            ReloadOutcome::Rejected { errors: refusals }
-        } else {
-            let session = self.session.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let via_session = match session {
-                Some(tx) => {
-                    let (reply, answer) = oneshot::channel();
-                    match tx.send(ReloadRequest { snapshot: new.clone(), reply }).await {
-                        Ok(()) => answer.await.ok(),
-                        Err(_) => None,
-                    }
+        if !refusals.is_empty() {
+            return ReloadOutcome::Rejected { errors: refusals };
+        }
+        let session = self.session.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let via_session = match session {
+            Some(tx) => {
+                let (reply, answer) = oneshot::channel();
+                match tx.send(ReloadRequest { snapshot: new.clone(), reply }).await {
+                    Ok(()) => answer.await.ok(),
+                    Err(_) => None,
                 }
-                None => None,
-            };
-            // Without a live session the topology is declared when the next one starts.
-            via_session.unwrap_or_else(|| self.swap(new))
+            }
+            None => None,
         };
-        outcome
+        // Without a live session the topology is declared when the next one starts.
+        via_session.unwrap_or_else(|| self.swap(new))
     }
 
     fn swap(&self, new: Arc<Snapshot>) -> ReloadOutcome {
