@@ -21,6 +21,7 @@
 //! - [`metrics`] is the Prometheus recorder and what the router reports to it; [`telemetry`] is
 //!   logs and OTLP traces.
 
+pub mod api;
 pub mod broker;
 pub mod config;
 pub mod deliver;
@@ -31,4 +32,5 @@ pub mod pipeline;
 pub mod reload;
 pub mod router;
 pub mod store;
+pub mod subscriptions;
 pub mod telemetry;

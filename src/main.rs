@@ -73,8 +73,15 @@ enum Command {
         #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
         config: PathBuf,
         /// Broker URL (overrides the config).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "api")]
         broker_url: Option<String>,
+        /// Publish through the router's ingest API at this base URL (e.g. http://127.0.0.1:8080)
+        /// instead of to the broker.
+        #[arg(long)]
+        api: Option<String>,
+        /// API key for --api (an `ingest` or `admin` key), when the API has keys.
+        #[arg(long, env = "HOOKRELAY_API_KEY")]
+        api_key: Option<String>,
     },
     /// A local receiver: verifies signatures, prints events, answers a chosen status.
     Listen {
@@ -102,6 +109,18 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// Make an admin API key: prints the key (give it to the caller) and the `[[api.keys]]`
+    /// entry with its hash (put it in hookrelay.toml).
+    ApiKey {
+        /// Who holds the key (shown in the audit trail).
+        #[arg(long, default_value = "operator")]
+        name: String,
+        /// Comma-separated: ingest, read, admin.
+        #[arg(long, value_delimiter = ',', default_value = "admin")]
+        scopes: Vec<String>,
+    },
+    /// Make a key for HOOKRELAY_SECRET_KEY, which seals subscription secrets at rest.
+    SecretKey,
 }
 
 #[derive(Subcommand)]
@@ -127,7 +146,7 @@ enum OutFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let telemetry = telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -135,7 +154,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, telemetry)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -144,20 +163,37 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> Result<ExitCode> {
+async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<ExitCode> {
     match command {
-        Command::Run { config, watch } => run(config, watch).await,
+        Command::Run { config, watch } => run(config, watch, telemetry).await,
         Command::Validate { config, format, allow_missing_secrets } => {
             Ok(validate(&config, format, allow_missing_secrets))
         }
-        Command::Publish { ty, data, id, source, subject, dataversion, sequence, count, config, broker_url } => {
+        Command::Publish {
+            ty,
+            data,
+            id,
+            source,
+            subject,
+            dataversion,
+            sequence,
+            count,
+            config,
+            broker_url,
+            api,
+            api_key,
+        } => {
             let data: serde_json::Value = serde_json::from_str(&data).context("--data is not valid JSON")?;
+            let ev = hookrelay::broker::publish::EventSpec { ty, data, id, source, subject, dataversion, sequence };
+            if let Some(base) = api {
+                hookrelay::broker::publish::post_events(&base, api_key.as_deref(), &ev, count).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut settings = broker_settings(&config);
             if let Some(u) = broker_url {
                 settings.url = u;
             }
             let broker = hookrelay::broker::connect(&settings, "hookrelay publish").await?;
-            let ev = hookrelay::broker::publish::EventSpec { ty, data, id, source, subject, dataversion, sequence };
             let published = hookrelay::broker::publish::publish_events(broker.as_ref(), &ev, count).await;
             broker.close().await;
             published?;
@@ -184,6 +220,30 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Route { command: RouteCommand::Test { name, event, config } } => route_test(&config, &name, &event),
+        Command::ApiKey { name, scopes } => {
+            for s in &scopes {
+                if !["ingest", "read", "admin"].contains(&s.as_str()) {
+                    bail!("--scopes: {s:?} is not one of ingest, read, admin");
+                }
+            }
+            let (key, hash) = hookrelay::api::auth::generate_key();
+            println!("key (give it to the caller; it is not stored anywhere): {key}");
+            println!();
+            println!("[[api.keys]]");
+            println!("name = {name:?}");
+            println!("hash = {hash:?}");
+            println!("scopes = {scopes:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SecretKey => {
+            let key = hookrelay::store::SecretBox::generate_key().map_err(anyhow::Error::msg)?;
+            println!("{key}");
+            eprintln!(
+                "set it as {} where hookrelay runs; keep it: subscription secrets sealed with it cannot be opened without it",
+                hookrelay::store::sealed::KEY_ENV
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -198,7 +258,7 @@ fn print_errors(e: &ConfigErrors) {
     }
 }
 
-async fn run(dir: PathBuf, watch: bool) -> Result<ExitCode> {
+async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
     // Before anything slow: until a handler is installed, SIGHUP's default action kills.
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -214,6 +274,16 @@ async fn run(dir: PathBuf, watch: bool) -> Result<ExitCode> {
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }
+    let metrics = hookrelay::metrics::install().context("installing the metrics recorder")?;
+    hookrelay::metrics::config_loaded(snapshot.version, &snapshot.revision);
+    match telemetry.start_traces(&snapshot.telemetry) {
+        Ok(true) => tracing::info!("traces are exported over OTLP"),
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("error: {}: [telemetry]: {e}", config::MAIN_FILE);
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     let store = match hookrelay::store::open(&snapshot.store.url).await {
         Ok(s) => s,
         Err(e) => {
@@ -221,11 +291,62 @@ async fn run(dir: PathBuf, watch: bool) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    let sealer = match hookrelay::store::SecretBox::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let subscriptions = hookrelay::subscriptions::Subscriptions::new(store.clone(), sealer);
+    if let Err(e) = subscriptions.check_startup().await {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let api_routes = subscriptions.compile_all(&snapshot).await.context("reading subscriptions from the store")?;
+    let snapshot = match snapshot.with_api_routes(&api_routes) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let api_settings = snapshot.api.clone();
+    let listener = if api_settings.enabled {
+        match tokio::net::TcpListener::bind(&api_settings.listen).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "error: {}: [api] listen = {:?}: {e} (another process holds the port? choose another, or \"127.0.0.1:0\" for any free one)",
+                    config::MAIN_FILE,
+                    api_settings.listen
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    } else {
+        None
+    };
     let log_stop = CancellationToken::new();
     let (log, writer) = hookrelay::store::log::AttemptLog::start(store.clone(), log_stop.clone());
     tokio::spawn(hookrelay::store::log::prune(store.clone(), snapshot.store.retention.0, log_stop.clone()));
-    let router = Router::new(snapshot, Some((store, log)));
+    let router = Router::new(snapshot, Some((store.clone(), log)));
     let shutdown = CancellationToken::new();
+    subscriptions.start(router.clone(), std::time::Duration::from_secs(2), shutdown.clone());
+    let api = listener.map(|listener| {
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, "api listening on http://{addr}");
+        let state = hookrelay::api::ApiState {
+            router: router.clone(),
+            store: store.clone(),
+            subscriptions: subscriptions.clone(),
+            config_dir: dir.clone(),
+            metrics: Some(std::sync::Arc::new(move || metrics.render())),
+        };
+        tokio::spawn(hookrelay::api::serve(listener, state, shutdown.clone()))
+    });
     let stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -248,9 +369,13 @@ async fn run(dir: PathBuf, watch: bool) -> Result<ExitCode> {
         tokio::spawn(hookrelay::reload::watch(router.clone(), dir.clone(), every, shutdown.clone()));
     }
     router.run(shutdown).await;
-    // The last attempts reach the delivery log before the process exits.
+    if let Some(api) = api {
+        let _ = api.await;
+    }
+    // The last attempts reach the delivery log, and the last spans the collector, before exit.
     log_stop.cancel();
     let _ = writer.await;
+    telemetry.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -181,6 +181,9 @@ macro_rules! impl_store {
                 if let Some(r) = &f.reason {
                     q.push(" AND reason = ").push_bind(r.clone());
                 }
+                if let Some(e) = &f.event_id {
+                    q.push(" AND event_id = ").push_bind(e.clone());
+                }
                 if let Some(s) = f.since_ms {
                     q.push(" AND dead_at >= ").push_bind(s);
                 }

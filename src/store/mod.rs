@@ -223,6 +223,8 @@ pub struct DeadLetterFilter {
     pub route: Option<String>,
     /// Only this reason.
     pub reason: Option<String>,
+    /// Only dead letters of this event (by CloudEvent id).
+    pub event_id: Option<String>,
     /// Dead at or after (Unix ms).
     pub since_ms: Option<i64>,
     /// Dead before (Unix ms).

@@ -2,6 +2,7 @@
 //! database per test, on the server `HOOKRELAY_TEST_POSTGRES_URL` names). Each part of the suite
 //! runs on a store of its own, once per backend.
 
+use crate::common::PgDatabase;
 use hookrelay::store::{
     self, Attempt, AuditEntry, AuditFilter, Conflict, DeadLetter, DeadLetterFilter, DeliveryFilter, Outcome,
     SealedSecret, SecretBox, Store, StoreError, SubscriptionRecord, delivery_id,
@@ -116,6 +117,8 @@ async fn conformance(s: Arc<dyn Store>) {
     assert_eq!(dl(Default::default()).await.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d3", "d2", "d1"]);
     assert_eq!(dl(DeadLetterFilter { route: Some("erp".into()), ..Default::default() }).await.len(), 2);
     assert_eq!(dl(DeadLetterFilter { reason: Some("rejected".into()), ..Default::default() }).await.len(), 2);
+    let by_event = dl(DeadLetterFilter { event_id: Some("ev-d2".into()), ..Default::default() }).await;
+    assert_eq!(by_event.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d2"]);
     assert_eq!(dl(DeadLetterFilter { since_ms: Some(15), until_ms: Some(30), ..Default::default() }).await.len(), 1);
     let page = s.dead_letters(&DeadLetterFilter { limit: 2, ..Default::default() }).await.unwrap();
     let rest =
@@ -151,33 +154,6 @@ async fn sqlite_store_conforms_and_survives_reopening() {
             .len(),
         3
     );
-}
-
-/// A database of the test's own on the PostgreSQL server, dropped at the end.
-struct PgDatabase {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    async fn new() -> Self {
-        let admin = std::env::var("HOOKRELAY_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("hookrelay_test_{}", uuid::Uuid::new_v4().simple());
-        let conn = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL (HOOKRELAY_TEST_POSTGRES_URL) is reachable");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&conn).await.unwrap();
-        conn.close().await;
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
-        Self { url: format!("{base}/{name}"), admin, name }
-    }
-
-    async fn drop_it(self) {
-        let conn = sqlx::PgPool::connect(&self.admin).await.unwrap();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
-            .execute(&conn)
-            .await;
-    }
 }
 
 #[tokio::test]

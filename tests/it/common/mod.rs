@@ -27,6 +27,8 @@ use tokio::sync::Notify;
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// The environment variable routes name for it.
 pub const SECRET_ENV: &str = "TEST_WEBHOOK_SECRET";
+/// `HOOKRELAY_SECRET_KEY` of every router the tests start (seals subscription secrets).
+pub const SEALING_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 
 fn amqp_base() -> String {
     std::env::var("HOOKRELAY_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
@@ -393,12 +395,14 @@ impl ConfigDir {
         ))
     }
 
-    /// A config with this `hookrelay.toml` (a `[store]` in the temp dir is added when absent).
+    /// A config with this `hookrelay.toml` (a `[store]` in the temp dir and an `[api]` on any
+    /// free loopback port are added when absent).
     pub fn with_main(main: &str) -> Self {
         let c = Self { dir: tempfile::tempdir().unwrap() };
         let store =
             if main.contains("[store]") { String::new() } else { format!("\n[store]\nurl = \"{}\"\n", c.store_url()) };
-        c.file("hookrelay.toml", &format!("{main}{store}"));
+        let api = if main.contains("[api]") { "" } else { "\n[api]\nlisten = \"127.0.0.1:0\"\n" };
+        c.file("hookrelay.toml", &format!("{main}{store}{api}"));
         c.file(
             "schemas/order.paid/v1.json",
             r#"{"type":"object","required":["n"],"properties":{"n":{"type":"integer"},"total":{"type":"number"}}}"#,
@@ -477,6 +481,7 @@ impl RouterProc {
             .arg(cfg.path())
             .args(extra)
             .env(SECRET_ENV, SECRET)
+            .env("HOOKRELAY_SECRET_KEY", SEALING_KEY)
             .env("RUST_LOG", "info,hookrelay=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -496,6 +501,15 @@ impl RouterProc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The admin API's base URL, from the log (`api listening on http://…`).
+    pub async fn api(&self) -> String {
+        self.wait_log("api listening on http://", Duration::from_secs(30)).await;
+        let text = self.log_text();
+        let line = text.lines().find(|l| l.contains("api listening on http://")).unwrap();
+        let start = line.find("http://").unwrap();
+        line[start..].split_whitespace().next().unwrap().to_string()
     }
 
     pub async fn wait_log(&self, needle: &str, timeout: Duration) {
@@ -604,4 +618,123 @@ impl TestCa {
             server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         }
     }
+}
+
+/// A database of the test's own on the PostgreSQL server, dropped at the end.
+pub struct PgDatabase {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn new() -> Self {
+        let admin = std::env::var("HOOKRELAY_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("hookrelay_test_{}", uuid::Uuid::new_v4().simple());
+        let conn = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL (HOOKRELAY_TEST_POSTGRES_URL) is reachable");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&conn).await.unwrap();
+        conn.close().await;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
+        Self { url: format!("{base}/{name}"), admin, name }
+    }
+
+    pub async fn drop_it(self) {
+        let conn = sqlx::PgPool::connect(&self.admin).await.unwrap();
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
+            .execute(&conn)
+            .await;
+    }
+}
+
+/// The admin API of a running router, over real HTTP.
+pub struct Api {
+    pub base: String,
+    pub key: Option<String>,
+    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+/// An API answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Api {
+    pub fn new(base: &str, key: Option<&str>) -> Self {
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        Self { base: base.to_string(), key: key.map(str::to_string), client }
+    }
+
+    /// The same API with another key (or none).
+    pub fn with_key(&self, key: Option<&str>) -> Self {
+        Self::new(&self.base, key)
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Answer {
+        let mut req = http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
+        let resp = self.client.request(req).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer { status, headers, text, json }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send("POST", path, Some(serde_json::to_vec(&body).unwrap()), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Answer {
+        self.send("PUT", path, Some(serde_json::to_vec(&body).unwrap()), headers).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send("DELETE", path, None, &[]).await
+    }
+}
+
+impl Answer {
+    /// Asserts the status and, for errors, the API's error shape; returns the JSON.
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "unexpected answer: {}", self.text);
+        if status >= 400 {
+            let e = &self.json["error"];
+            assert!(e["code"].is_string() && e["message"].is_string(), "not the error shape: {}", self.text);
+        }
+        &self.json
+    }
+
+    /// The error code of an error answer.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// An API key and its `[[api.keys]]` entry.
+pub fn api_key(name: &str, scopes: &[&str]) -> (String, String) {
+    use sha2::Digest;
+    let key = format!("hr_test_{name}_{}", uuid::Uuid::new_v4().simple());
+    let hash = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    let scopes: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
+    let entry = format!("[[api.keys]]\nname = {name:?}\nhash = \"sha256:{hash}\"\nscopes = [{}]\n", scopes.join(", "));
+    (key, entry)
 }

@@ -1,0 +1,97 @@
+//! `GET /v1/config` (the live config's version, revision, routes, and the last reloads) and
+//! `POST /v1/config/reload` (the same as SIGHUP: load, validate, and swap or keep the old one).
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::{ApiError, Json};
+use crate::config::Origin;
+use crate::config::files::Scope;
+use crate::router::ReloadOutcome;
+use axum::extract::State;
+
+/// The live config.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ConfigView {
+    /// `version` from `hookrelay.toml`.
+    pub version: u64,
+    /// Hash over every config file loaded.
+    pub revision: String,
+    /// The files loaded, relative to the config directory.
+    pub files: Vec<String>,
+    /// Routes from files.
+    pub file_routes: usize,
+    /// Routes from subscriptions.
+    pub api_routes: usize,
+    /// `rabbitmq` or `embedded`; absent while disconnected.
+    pub broker: Option<String>,
+    /// `sqlite` or `postgres`.
+    pub store: String,
+    /// Reloads applied since start.
+    pub reloads_applied: u64,
+    /// Reloads rejected since start.
+    pub reloads_rejected: u64,
+    /// The errors of the last rejected reload, kept until one is applied.
+    pub last_reload_errors: Option<Vec<String>>,
+    /// Warnings of the live config (patterns that match no known type).
+    pub warnings: Vec<String>,
+}
+
+/// The live config and the reload history.
+#[utoipa::path(get, path = "/v1/config", tag = "operations",
+    responses((status = 200, body = ConfigView), (status = 401, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(State(state): State<ApiState>, caller: Caller) -> Result<Json<ConfigView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let s = state.router.snapshot();
+    let status = state.router.reload_status();
+    let api_routes = s.routes.iter().filter(|r| matches!(r.origin, Origin::Api { .. })).count();
+    Ok(Json(ConfigView {
+        version: s.version,
+        revision: s.revision.clone(),
+        files: s.files.clone(),
+        file_routes: s.routes.len() - api_routes,
+        api_routes,
+        broker: state.router.broker().map(|b| b.kind().to_string()),
+        store: state.store.backend().to_string(),
+        reloads_applied: status.applied,
+        reloads_rejected: status.rejected,
+        last_reload_errors: status.last_error,
+        warnings: s.warnings.iter().map(ToString::to_string).collect(),
+    }))
+}
+
+/// A reload that was applied.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    /// The new `version`.
+    pub version: u64,
+    /// The new revision.
+    pub revision: String,
+    /// Routes that started.
+    pub added: Vec<String>,
+    /// Routes that stop after their in-flight deliveries.
+    pub removed: Vec<String>,
+    /// Routes whose new config applies to deliveries that start now.
+    pub changed: Vec<String>,
+}
+
+/// Reload the config from disk, as SIGHUP does. A config that does not load is rejected with
+/// every `file:line:col` error, and the old one keeps running.
+#[utoipa::path(post, path = "/v1/config/reload", tag = "operations",
+    responses(
+        (status = 200, description = "Applied", body = Reloaded),
+        (status = 422, description = "Rejected; the previous config keeps running (details: the errors)", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reload(State(state): State<ApiState>, caller: Caller) -> Result<Json<Reloaded>, ApiError> {
+    caller.require(Scope::Admin)?;
+    match crate::reload::reload_from_disk(&state.router, &state.config_dir, "POST /v1/config/reload").await {
+        ReloadOutcome::Applied { version, revision, added, removed, changed } => {
+            Ok(Json(Reloaded { version, revision, added, removed, changed }))
+        }
+        ReloadOutcome::Rejected { errors } => Err(ApiError::unprocessable(
+            "reload_rejected",
+            format!("the new config was rejected ({} error(s)); the previous config keeps running", errors.len()),
+        )
+        .details(serde_json::json!({ "errors": errors }))),
+    }
+}

@@ -1,0 +1,294 @@
+//! `GET /v1/dead-letters[/{id}]` and `POST /v1/dead-letters/replay`. A replay claims each dead
+//! letter in the store first (so two replays of one dead letter cannot both send it), then
+//! republishes the original event, with a broker confirm, to the queue of the route that gave
+//! up on it (only that route gets it again), and releases the claim of any that failed.
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::{ApiError, Json, Path, Query};
+use super::{page_limit, parse_time, rfc3339};
+use crate::broker::{Destination, Headers};
+use crate::config::files::Scope;
+use crate::config::route_queue;
+use crate::store::{AuditEntry, DeadLetter, DeadLetterFilter};
+use axum::extract::State;
+use base64::Engine as _;
+
+/// Filters of the dead letters.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterQuery {
+    /// Only this route.
+    pub route: Option<String>,
+    /// Only this reason (`schema`, `rejected`, `exhausted`, …).
+    pub reason: Option<String>,
+    /// Dead at or after (RFC 3339 or Unix ms).
+    pub since: Option<String>,
+    /// Dead before (RFC 3339 or Unix ms).
+    pub until: Option<String>,
+    /// Include those already replayed (default false).
+    pub include_replayed: Option<bool>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// A dead letter.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeadLetterView {
+    /// Id.
+    pub id: String,
+    /// The route that gave up.
+    pub route: String,
+    /// CloudEvent id (empty when the message was not a CloudEvent).
+    pub event_id: String,
+    /// CloudEvent type.
+    pub event_type: String,
+    /// `malformed`, `too_large`, `unknown_type`, `schema`, `script_error`, `rejected`, `gone`,
+    /// `exhausted`, `blocked` or `delivery_limit`.
+    pub reason: String,
+    /// The cause.
+    pub error: String,
+    /// Schema violations and the like.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+    /// The last HTTP status.
+    pub last_status: Option<u16>,
+    /// The start of the last response body.
+    pub last_response: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When (RFC 3339).
+    pub dead_at: String,
+    /// When it was replayed, if it was.
+    pub replayed_at: Option<String>,
+}
+
+impl From<DeadLetter> for DeadLetterView {
+    fn from(d: DeadLetter) -> Self {
+        Self {
+            id: d.id,
+            route: d.route,
+            event_id: d.event_id,
+            event_type: d.event_type,
+            reason: d.reason,
+            error: d.error,
+            details: d.details.and_then(|t| serde_json::from_str(&t).ok()),
+            last_status: d.last_status,
+            last_response: d.last_response,
+            attempts: d.attempts,
+            dead_at: rfc3339(d.dead_at_ms),
+            replayed_at: d.replayed_at_ms.map(rfc3339),
+        }
+    }
+}
+
+/// A dead letter with the event it keeps.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeadLetterDetail {
+    /// The dead letter.
+    #[serde(flatten)]
+    pub dead_letter: DeadLetterView,
+    /// The event as it arrived, when it is JSON.
+    #[schema(value_type = Option<Object>)]
+    pub event: Option<serde_json::Value>,
+    /// The event as it arrived, base64, when it is not JSON.
+    pub event_base64: Option<String>,
+    /// The producer's message headers (trace context and the like).
+    #[schema(value_type = Object)]
+    pub headers: serde_json::Value,
+}
+
+/// A page of dead letters.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeadLetterPage {
+    /// Newest first.
+    pub items: Vec<DeadLetterView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+/// List dead letters, newest first.
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters", params(DeadLetterQuery),
+    responses((status = 200, body = DeadLetterPage), (status = 400, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(q): Query<DeadLetterQuery>,
+) -> Result<Json<DeadLetterPage>, ApiError> {
+    caller.require(Scope::Read)?;
+    let filter = DeadLetterFilter {
+        route: q.route,
+        reason: q.reason,
+        event_id: None,
+        since_ms: q.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
+        until_ms: q.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
+        include_replayed: q.include_replayed.unwrap_or(false),
+        cursor: q.cursor,
+        limit: page_limit(q.limit)?,
+    };
+    let page = state.store.dead_letters(&filter).await?;
+    Ok(Json(DeadLetterPage { items: page.items.into_iter().map(DeadLetterView::from).collect(), next: page.next }))
+}
+
+/// One dead letter, with the event it keeps.
+#[utoipa::path(get, path = "/v1/dead-letters/{id}", tag = "dead-letters",
+    params(("id" = String, Path, description = "Dead letter id")),
+    responses((status = 200, body = DeadLetterDetail), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeadLetterDetail>, ApiError> {
+    caller.require(Scope::Read)?;
+    let d = state.store.dead_letter(&id).await?.ok_or_else(|| ApiError::not_found(format!("no dead letter {id:?}")))?;
+    let event: Option<serde_json::Value> = serde_json::from_slice(&d.body).ok();
+    let event_base64 = event.is_none().then(|| base64::engine::general_purpose::STANDARD.encode(&d.body));
+    let headers = serde_json::from_str(&d.headers).unwrap_or_else(|_| serde_json::json!({}));
+    Ok(Json(DeadLetterDetail { dead_letter: d.into(), event, event_base64, headers }))
+}
+
+/// What to replay: `ids`, or a `filter` (and at most `max` of its dead letters, oldest first).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Dead letter ids.
+    pub ids: Option<Vec<String>>,
+    /// Or every dead letter matching this filter that was not replayed yet.
+    pub filter: Option<ReplayFilter>,
+    /// With `filter`: at most this many (default 1000, at most 10000).
+    pub max: Option<u32>,
+}
+
+/// Which dead letters a bulk replay takes.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayFilter {
+    /// Only this route.
+    pub route: Option<String>,
+    /// Only this reason.
+    pub reason: Option<String>,
+    /// Dead at or after (RFC 3339 or Unix ms).
+    pub since: Option<String>,
+    /// Dead before (RFC 3339 or Unix ms).
+    pub until: Option<String>,
+}
+
+/// One dead letter that could not be replayed.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReplayFailure {
+    /// The dead letter.
+    pub id: String,
+    /// Why.
+    pub error: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct ReplayResult {
+    /// Republished, each with a broker confirm, and marked replayed.
+    pub replayed: Vec<String>,
+    /// Refused: replayed before (a replay happens once).
+    pub already_replayed: Vec<String>,
+    /// No such dead letter.
+    pub not_found: Vec<String>,
+    /// Not republished; still available for a later replay.
+    pub failed: Vec<ReplayFailure>,
+}
+
+/// Replay dead letters to the routes that gave up on them.
+#[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead-letters", request_body = ReplayRequest,
+    responses(
+        (status = 200, description = "What was replayed, refused and failed", body = ReplayResult),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 422, description = "Neither or both of ids and filter", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn replay(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(req): Json<ReplayRequest>,
+) -> Result<Json<ReplayResult>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let ids = match (req.ids, req.filter) {
+        (Some(ids), None) if !ids.is_empty() && ids.len() <= 10_000 => ids,
+        (None, Some(f)) => {
+            let max = req.max.unwrap_or(1000);
+            if !(1..=10_000).contains(&max) {
+                return Err(ApiError::unprocessable("invalid", "`max` must be 1 to 10000"));
+            }
+            let filter = DeadLetterFilter {
+                route: f.route,
+                reason: f.reason,
+                since_ms: f.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
+                until_ms: f.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
+                ..Default::default()
+            };
+            state.store.dead_letter_ids(&filter, max).await?
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid",
+                "give either `ids` (1 to 10000 dead letter ids) or `filter` (with an optional `max`)",
+            ));
+        }
+    };
+    Ok(Json(replay_ids(&state, &caller, ids).await?))
+}
+
+/// Claims, republishes and marks the dead letters `ids`.
+pub(crate) async fn replay_ids(state: &ApiState, caller: &Caller, ids: Vec<String>) -> Result<ReplayResult, ApiError> {
+    let mut result = ReplayResult::default();
+    let now = crate::broker::now_ms() as i64;
+    let claimed = state.store.mark_replayed(&ids, now).await?;
+    for id in ids.iter().filter(|id| !claimed.contains(id)) {
+        if state.store.dead_letter(id).await?.is_some() {
+            result.already_replayed.push(id.clone());
+        } else {
+            result.not_found.push(id.clone());
+        }
+    }
+    let broker = state.router.broker();
+    let snapshot = state.router.snapshot();
+    let mut release = Vec::new();
+    for id in claimed {
+        let outcome = match (state.store.dead_letter(&id).await?, &broker) {
+            (None, _) => Err("vanished while replaying".to_string()),
+            (_, None) => Err("the router is not connected to its broker right now; retry".to_string()),
+            (Some(dl), Some(broker)) if snapshot.route(&dl.route).is_some() => {
+                let mut headers = Headers::default();
+                if let Ok(serde_json::Value::Object(h)) = serde_json::from_str(&dl.headers) {
+                    headers.0.extend(h);
+                }
+                headers.set("hookrelay-replay-of", id.as_str());
+                let queue = route_queue(&dl.route);
+                let msg_id = (!dl.event_id.is_empty()).then_some(dl.event_id.as_str());
+                broker.publish(Destination::Queue(&queue), &dl.body, &headers, msg_id).await.map_err(|e| e.to_string())
+            }
+            (Some(dl), Some(_)) => Err(format!("route {:?} no longer exists", dl.route)),
+        };
+        match outcome {
+            Ok(()) => result.replayed.push(id),
+            Err(error) => {
+                release.push(id.clone());
+                result.failed.push(ReplayFailure { id, error });
+            }
+        }
+    }
+    if !release.is_empty() {
+        state.store.release_replayed(&release).await?;
+    }
+    if !result.replayed.is_empty() {
+        let audit = AuditEntry::new(
+            now,
+            &caller.name,
+            "dead_letters.replay",
+            format!("{} dead letter(s)", result.replayed.len()),
+            serde_json::json!({"replayed": result.replayed, "failed": result.failed.len()}),
+        );
+        state.store.append_audit(&audit).await?;
+    }
+    Ok(result)
+}

@@ -1,0 +1,248 @@
+//! `GET /v1/routes[/{name}]` (file and API routes side by side, with their origin) and
+//! `POST /v1/routes/{name}/test` (send a signed test event to the route's receiver now).
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::{ApiError, Json, Path};
+use crate::config::files::{BodyFormat, Scope};
+use crate::config::{Origin, Route};
+use crate::deliver::sign::Signer;
+use crate::event::CloudEvent;
+use crate::pipeline::{self, Payload, Prepared};
+use crate::router::{new_traceparent, request_headers, unix_now};
+use axum::extract::State;
+use bytes::Bytes;
+
+/// A route as the API shows it. Secrets are never shown.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RouteView {
+    /// Name (and queue `hookrelay.route.<name>`).
+    pub name: String,
+    /// `file` or `api`.
+    pub origin: String,
+    /// The route file, for file routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The subscription id, for API routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
+    /// Event types and patterns.
+    pub events: Vec<String>,
+    /// The receiver.
+    pub url: String,
+    /// Strict FIFO.
+    pub ordered: bool,
+    /// `standard`, `cloudevents` or `data`.
+    pub format: String,
+    /// Per-attempt timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Deliveries at once (unordered routes).
+    pub concurrency: usize,
+    /// Whether a filter script runs.
+    pub filter: bool,
+    /// Whether a transform script runs.
+    pub transform: bool,
+    /// Redacted paths.
+    pub redact: Vec<String>,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// Waits between attempts, in milliseconds.
+    pub backoff_ms: Vec<u64>,
+    /// `standard-webhooks` or `hmac-sha256-hex`.
+    pub signing: String,
+    /// Secrets in use (2 during a rotation's overlap).
+    pub signing_keys: usize,
+    /// The route's queue.
+    pub queue: String,
+}
+
+impl From<&Route> for RouteView {
+    fn from(r: &Route) -> Self {
+        let (origin, file, subscription) = match &r.origin {
+            Origin::File { file } => ("file", Some(file.clone()), None),
+            Origin::Api { subscription } => ("api", None, Some(subscription.clone())),
+        };
+        let (signing, signing_keys) = match &r.signer {
+            Signer::Standard(keys) => ("standard-webhooks", keys.len()),
+            Signer::Hex { .. } => ("hmac-sha256-hex", 1),
+        };
+        Self {
+            name: r.name.clone(),
+            origin: origin.into(),
+            file,
+            subscription,
+            events: r.events.clone(),
+            url: r.url.to_string(),
+            ordered: r.ordered,
+            format: match r.format {
+                BodyFormat::Standard => "standard",
+                BodyFormat::Cloudevents => "cloudevents",
+                BodyFormat::Data => "data",
+            }
+            .into(),
+            timeout_ms: r.timeout.as_millis() as u64,
+            concurrency: r.concurrency,
+            filter: r.filter.is_some(),
+            transform: r.transform.is_some(),
+            redact: r.redact.iter().map(|p| p.as_str().to_string()).collect(),
+            max_attempts: r.retry.max_attempts,
+            backoff_ms: r.retry.backoff.iter().map(|d| d.as_millis() as u64).collect(),
+            signing: signing.into(),
+            signing_keys,
+            queue: r.queue(),
+        }
+    }
+}
+
+/// Every route.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Routes {
+    /// Sorted by name.
+    pub items: Vec<RouteView>,
+}
+
+/// List the routes, file-defined and API-defined.
+#[utoipa::path(get, path = "/v1/routes", tag = "catalogue",
+    responses((status = 200, body = Routes), (status = 401, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Routes>, ApiError> {
+    caller.require(Scope::Read)?;
+    let s = state.router.snapshot();
+    Ok(Json(Routes { items: s.routes.iter().map(|r| RouteView::from(r.as_ref())).collect() }))
+}
+
+/// One route.
+#[utoipa::path(get, path = "/v1/routes/{name}", tag = "catalogue",
+    params(("name" = String, Path, description = "Route name")),
+    responses((status = 200, body = RouteView), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<RouteView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let s = state.router.snapshot();
+    let r = s.route(&name).ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
+    Ok(Json(RouteView::from(r.as_ref())))
+}
+
+/// What a test send did.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TestResult {
+    /// The receiver answered 2xx.
+    pub ok: bool,
+    /// Whether a request was sent (false when the route's filter dropped the event).
+    pub sent: bool,
+    /// The `webhook-id` sent.
+    pub webhook_id: String,
+    /// The receiver's status.
+    pub status: Option<u16>,
+    /// From sending to the end of the response, in milliseconds.
+    pub latency_ms: Option<u64>,
+    /// The start of the response body.
+    pub response_body: Option<String>,
+    /// Why no response came (connect error, timeout, TLS, the SSRF guard).
+    pub error: Option<String>,
+    /// The body sent.
+    #[schema(value_type = Object)]
+    pub body: Option<serde_json::Value>,
+}
+
+/// Sends one signed request to `route` now and reports what came back.
+pub(crate) async fn send_now(state: &ApiState, route: &Route, payload: Payload) -> TestResult {
+    let snapshot = state.router.snapshot();
+    let sequence = payload.sequence.clone().unwrap_or_else(|| "0".into());
+    let traceparent = payload.traceparent.clone().unwrap_or_else(new_traceparent);
+    let headers = request_headers(route, &payload, &sequence, &traceparent, 1, unix_now());
+    let sent = state
+        .router
+        .client()
+        .post(&route.url, headers, payload.body.clone(), route.timeout, snapshot.limits.response_body_bytes)
+        .await;
+    let body = serde_json::from_slice(&payload.body).ok();
+    match sent {
+        Ok(r) => TestResult {
+            ok: (200..300).contains(&r.status),
+            sent: true,
+            webhook_id: payload.event_id,
+            status: Some(r.status),
+            latency_ms: Some(r.duration.as_millis() as u64),
+            response_body: Some(r.body),
+            error: None,
+            body,
+        },
+        Err(e) => TestResult {
+            ok: false,
+            sent: true,
+            webhook_id: payload.event_id,
+            status: None,
+            latency_ms: None,
+            response_body: None,
+            error: Some(e.to_string()),
+            body,
+        },
+    }
+}
+
+/// A ping in the Standard Webhooks payload shape.
+pub(crate) fn ping(message: &str) -> Payload {
+    let timestamp = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let body = serde_json::json!({"type": "hookrelay.test", "timestamp": timestamp, "data": {"message": message}});
+    Payload {
+        event_id: format!("test_{}", uuid::Uuid::new_v4().simple()),
+        event_type: "hookrelay.test".into(),
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        content_type: "application/json",
+        sequence: None,
+        traceparent: None,
+    }
+}
+
+/// Send a signed test event to a route's receiver now. Without a body, a `hookrelay.test` ping
+/// (no schema, no scripts); with a CloudEvent as body, that event through the route's whole
+/// pipeline (schema, filter, transform, redaction). Nothing is queued or retried.
+#[utoipa::path(post, path = "/v1/routes/{name}/test", tag = "catalogue",
+    params(("name" = String, Path, description = "Route name")),
+    request_body(content = Option<Object>, description = "Optional CloudEvent to send through the route's pipeline",
+        content_type = "application/json"),
+    responses(
+        (status = 200, description = "Sent (or filtered out); see `ok` for the receiver's answer", body = TestResult),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 422, description = "The event is not a CloudEvent or would be dead-lettered", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn test(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<TestResult>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let snapshot = state.router.snapshot();
+    let route = snapshot.route(&name).ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
+    let payload = if body.iter().all(u8::is_ascii_whitespace) {
+        ping(&format!("test event for route {name}"))
+    } else {
+        let ev = CloudEvent::decode(&body).map_err(|e| ApiError::unprocessable("malformed", e.to_string()))?;
+        match pipeline::prepare_event(&snapshot, route, ev) {
+            Ok(Prepared::Deliver(p)) => p,
+            Ok(Prepared::Filtered) => {
+                return Ok(Json(TestResult {
+                    ok: true,
+                    sent: false,
+                    webhook_id: String::new(),
+                    status: None,
+                    latency_ms: None,
+                    response_body: None,
+                    error: Some(format!("route {name}'s filter dropped the event: nothing was sent")),
+                    body: None,
+                }));
+            }
+            Err(rej) => {
+                return Err(ApiError::unprocessable(rej.reason.as_str(), rej.message)
+                    .details(serde_json::json!({"violations": rej.violations})));
+            }
+        }
+    };
+    Ok(Json(send_now(&state, route, payload).await))
+}

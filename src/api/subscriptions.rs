@@ -1,0 +1,348 @@
+//! `/v1/subscriptions`: API-managed routes. Thin handlers over [`crate::subscriptions`], which
+//! compiles, stores (secrets sealed) and applies them through the reload machinery. The secret
+//! is in the answer of a create and of a rotation, and nowhere else.
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::{ApiError, Json, Path};
+use super::rfc3339;
+use super::routes::{TestResult, ping, send_now};
+use crate::config::files::Scope;
+use crate::config::{Origin, Route};
+use crate::deliver::retry::RetryPolicy;
+use crate::deliver::sign::{Signer, SigningKey};
+use crate::store::SubscriptionRecord;
+use crate::subscriptions::{SubscriptionError, SubscriptionSpec};
+use axum::extract::State;
+use http::{HeaderMap, StatusCode, Uri};
+
+impl From<SubscriptionError> for ApiError {
+    fn from(e: SubscriptionError) -> Self {
+        match e {
+            SubscriptionError::Invalid(fields) => {
+                ApiError::unprocessable("invalid", e_text(&fields)).details(serde_json::json!({ "fields": fields }))
+            }
+            SubscriptionError::NotFound(id) => ApiError::not_found(format!("no subscription {id:?}")),
+            SubscriptionError::Store(s) => s.into(),
+            SubscriptionError::Secrets(m) => ApiError::unavailable("secrets_unavailable", m),
+            SubscriptionError::NotApplied(errors) => {
+                ApiError::conflict(format!("the subscription was stored but is not live: {}", errors.join("; ")))
+                    .details(serde_json::json!({ "errors": errors }))
+            }
+        }
+    }
+}
+
+fn e_text(fields: &[crate::subscriptions::FieldError]) -> String {
+    let list: Vec<String> = fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
+    format!("the subscription is invalid: {}", list.join("; "))
+}
+
+/// Where a subscription's secrets stand.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SecretsView {
+    /// Secrets that sign now (2 during a rotation's overlap).
+    pub active: usize,
+    /// When the previous secret stops being valid, during a rotation's overlap.
+    pub previous_valid_until: Option<String>,
+}
+
+/// A subscription. Never its secret.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SubscriptionView {
+    /// Id.
+    pub id: String,
+    /// The definition.
+    #[serde(flatten)]
+    pub spec: SubscriptionSpec,
+    /// Delivering.
+    pub enabled: bool,
+    /// Why it is disabled (e.g. the receiver answered 410 Gone).
+    pub disabled_reason: Option<String>,
+    /// Whether its route is running now.
+    pub live: bool,
+    /// Why it is not running, when it should be.
+    pub problem: Option<String>,
+    /// Signing secrets.
+    pub secrets: SecretsView,
+    /// Pass as `If-Match` to update only this version.
+    pub version: i64,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+fn view(state: &ApiState, rec: SubscriptionRecord) -> SubscriptionView {
+    let snapshot = state.router.snapshot();
+    let live =
+        snapshot.routes.iter().any(|r| matches!(&r.origin, Origin::Api { subscription } if subscription == &rec.id));
+    let now = crate::broker::now_ms() as i64;
+    let valid: Vec<_> = rec.secrets.iter().filter(|s| s.expires_at_ms.is_none_or(|e| e > now)).collect();
+    let spec = serde_json::from_value(rec.spec.clone()).unwrap_or_else(|_| SubscriptionSpec {
+        name: rec.name.clone(),
+        description: None,
+        events: Vec::new(),
+        url: String::new(),
+        ordered: false,
+        format: Default::default(),
+        filter: None,
+        transform: None,
+        redact: Vec::new(),
+        headers: Default::default(),
+        timeout: None,
+        concurrency: None,
+        max_attempts: None,
+        backoff: None,
+        log_payload: false,
+        enabled: None,
+    });
+    SubscriptionView {
+        problem: if rec.enabled && !live { state.subscriptions.problem(&rec.id) } else { None },
+        id: rec.id,
+        spec,
+        enabled: rec.enabled,
+        disabled_reason: rec.disabled_reason,
+        live,
+        secrets: SecretsView {
+            active: valid.len(),
+            previous_valid_until: valid.iter().filter_map(|s| s.expires_at_ms).max().map(rfc3339),
+        },
+        version: rec.version,
+        created_at: rfc3339(rec.created_at_ms),
+        updated_at: rfc3339(rec.updated_at_ms),
+    }
+}
+
+/// A subscription with its secret, shown this once.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WithSecret {
+    /// The subscription.
+    #[serde(flatten)]
+    pub subscription: SubscriptionView,
+    /// The signing secret (`whsec_…`). Store it now: it is not shown again.
+    pub secret: String,
+}
+
+/// Every subscription.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Subscriptions {
+    /// By name.
+    pub items: Vec<SubscriptionView>,
+}
+
+/// Create a subscription. It receives events within a moment; its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = SubscriptionSpec,
+    responses(
+        (status = 201, description = "Created and live", body = WithSecret),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 409, description = "The name is taken", body = super::error::ErrorBody),
+        (status = 422, description = "Invalid (details: every field error)", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(spec): Json<SubscriptionSpec>,
+) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
+    caller.require(Scope::Admin)?;
+    let (rec, secret) = state.subscriptions.create(spec, &caller.name).await?;
+    Ok((StatusCode::CREATED, Json(WithSecret { subscription: view(&state, rec), secret })))
+}
+
+/// List subscriptions.
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
+    responses((status = 200, body = Subscriptions), (status = 401, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Subscriptions>, ApiError> {
+    caller.require(Scope::Read)?;
+    let all = state.store.subscriptions().await?;
+    Ok(Json(Subscriptions { items: all.into_iter().map(|r| view(&state, r)).collect() }))
+}
+
+/// One subscription.
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 200, body = SubscriptionView), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let rec =
+        state.store.subscription(&id).await?.ok_or_else(|| ApiError::not_found(format!("no subscription {id:?}")))?;
+    Ok(Json(view(&state, rec)))
+}
+
+/// Replace a subscription's definition (name and `ordered` cannot change; `enabled` switches it
+/// on or off). With `If-Match: <version>`, only that version is replaced (409 otherwise).
+#[utoipa::path(put, path = "/v1/subscriptions/{id}", tag = "subscriptions", request_body = SubscriptionSpec,
+    params(("id" = String, Path, description = "Subscription id"),
+        ("If-Match" = Option<String>, Header, description = "The version read; refuse if it changed")),
+    responses(
+        (status = 200, body = SubscriptionView),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "Changed meanwhile", body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(spec): Json<SubscriptionSpec>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let expected = match headers.get(http::header::IF_MATCH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .map(|t| t.trim().trim_matches('"'))
+                .and_then(|t| t.parse::<i64>().ok())
+                .ok_or_else(|| ApiError::bad_request("If-Match must be the subscription's version, e.g. \"3\""))?,
+        ),
+    };
+    let rec = state.subscriptions.update(&id, spec, expected, &caller.name).await?;
+    Ok(Json(view(&state, rec)))
+}
+
+/// Delete a subscription; its route stops after its in-flight deliveries.
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Scope::Admin)?;
+    state.subscriptions.delete(&id, &caller.name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How long the old secret stays valid.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// E.g. `"24h"` (default: `[api] secret_overlap`); `"0s"` ends the old secret now.
+    pub overlap: Option<String>,
+}
+
+/// Replace a subscription's secret. The old one stays valid for the overlap, during which every
+/// request carries both signatures.
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/rotate-secret", tag = "subscriptions",
+    request_body(content = Option<RotateRequest>, content_type = "application/json"),
+    params(("id" = String, Path, description = "Subscription id")),
+    responses((status = 200, body = WithSecret), (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: bytes::Bytes,
+) -> Result<Json<WithSecret>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?
+    };
+    let overlap = match req.overlap.as_deref() {
+        None => state.router.snapshot().api.secret_overlap.0,
+        Some("0" | "0s") => std::time::Duration::ZERO,
+        Some(t) => humantime::parse_duration(t).ok().filter(|d| d.as_secs() <= 30 * 24 * 3600).ok_or_else(|| {
+            ApiError::unprocessable("invalid", format!("overlap {t:?}: a duration up to 30d, e.g. \"24h\""))
+        })?,
+    };
+    let (rec, secret) = state.subscriptions.rotate(&id, overlap, &caller.name).await?;
+    Ok(Json(WithSecret { subscription: view(&state, rec), secret }))
+}
+
+/// A receiver to check before subscribing it.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    /// The receiver's URL.
+    pub url: String,
+    /// The secret to sign the ping with (`whsec_…`); a throwaway one when absent.
+    pub secret: Option<String>,
+    /// Per-attempt timeout, default `"5s"`.
+    pub timeout: Option<String>,
+}
+
+/// What the check found.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ValidateResult {
+    /// The URL passes the security policy (scheme, and no private or metadata address).
+    pub allowed: bool,
+    /// Why the policy refuses it.
+    pub policy_error: Option<String>,
+    /// The signed ping and its answer (absent when the policy refused the URL).
+    pub ping: Option<TestResult>,
+}
+
+/// Check a receiver URL against the security policy, then send it a signed test ping and report
+/// the status and latency. Nothing is stored.
+#[utoipa::path(post, path = "/v1/subscriptions/validate", tag = "subscriptions", request_body = ValidateRequest,
+    responses(
+        (status = 200, description = "The check ran (see `allowed` and `ping.ok`)", body = ValidateResult),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 422, description = "Not a URL, or a bad secret or timeout", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn validate(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(req): Json<ValidateRequest>,
+) -> Result<Json<ValidateResult>, ApiError> {
+    caller.require(Scope::Admin)?;
+    let url: Uri = req
+        .url
+        .parse()
+        .ok()
+        .filter(|u: &Uri| u.host().is_some())
+        .ok_or_else(|| ApiError::unprocessable("invalid", format!("{:?} is not an absolute URL", req.url)))?;
+    let snapshot = state.router.snapshot();
+    if let Err(e) = snapshot.security.check_url(&url) {
+        return Ok(Json(ValidateResult { allowed: false, policy_error: Some(e.to_string()), ping: None }));
+    }
+    let secret = req.secret.unwrap_or_else(SigningKey::generate);
+    let key =
+        SigningKey::from_whsec(&secret).map_err(|m| ApiError::unprocessable("invalid", format!("secret: {m}")))?;
+    let timeout = match req.timeout.as_deref() {
+        None => std::time::Duration::from_secs(5),
+        Some(t) => humantime::parse_duration(t)
+            .ok()
+            .filter(|d| !d.is_zero() && d.as_secs() <= 60)
+            .ok_or_else(|| ApiError::unprocessable("invalid", format!("timeout {t:?}: a duration up to 60s")))?,
+    };
+    let route = Route {
+        name: "validate".into(),
+        events: Vec::new(),
+        url,
+        ordered: false,
+        timeout,
+        concurrency: 1,
+        filter: None,
+        transform: None,
+        redact: Vec::new(),
+        format: Default::default(),
+        headers: HeaderMap::new(),
+        log_payload: false,
+        signer: Signer::Standard(vec![key]),
+        retry: RetryPolicy { max_attempts: 1, backoff: vec![std::time::Duration::from_secs(1)] },
+        digest: String::new(),
+        origin: Origin::Api { subscription: String::new() },
+    };
+    let result = send_now(&state, &route, ping("hookrelay subscription check")).await;
+    // A refusal by the guard at connect time (a name that resolves to a private address) is a
+    // policy refusal too.
+    let blocked = result.error.as_deref().is_some_and(|e| e.contains("blocked"));
+    Ok(Json(ValidateResult {
+        allowed: !blocked,
+        policy_error: if blocked { result.error.clone() } else { None },
+        ping: Some(result),
+    }))
+}
