@@ -152,11 +152,12 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Publish { ty, data, id, source, subject, dataversion, sequence, count, config, broker_url } => {
             let data: serde_json::Value = serde_json::from_str(&data).context("--data is not valid JSON")?;
-            let mut settings = broker_settings(&config);
+            let (mut settings, mut kind) = broker_settings(&config);
             if let Some(u) = broker_url {
                 settings.url = u;
+                kind = config::BrokerKind::Rabbitmq;
             }
-            let broker = hookrelay::broker::connect(&settings, "hookrelay publish").await?;
+            let broker = hookrelay::broker::connect(&settings, &kind, "hookrelay publish").await?;
             let ev = hookrelay::broker::publish::EventSpec { ty, data, id, source, subject, dataversion, sequence };
             let published = hookrelay::broker::publish::publish_events(broker.as_ref(), &ev, count).await;
             broker.close().await;
@@ -187,9 +188,11 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
     }
 }
 
-/// The [broker] settings of a config directory when it has one, else the defaults.
-fn broker_settings(dir: &std::path::Path) -> config::files::BrokerFile {
-    config::load_with(dir, LoadOptions { allow_missing_secrets: true }).map(|s| s.broker).unwrap_or_default()
+/// The broker of a config directory, else RabbitMQ with the defaults.
+fn broker_settings(dir: &std::path::Path) -> (config::files::BrokerFile, config::BrokerKind) {
+    config::load_with(dir, LoadOptions { allow_missing_secrets: true })
+        .map(|s| (s.broker, s.broker_kind))
+        .unwrap_or_else(|_| (config::files::BrokerFile::default(), config::BrokerKind::Rabbitmq))
 }
 
 fn print_errors(e: &ConfigErrors) {

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary against a real RabbitMQ (a vhost per test) and real HTTP
 //! receivers on loopback.
 
+mod broker;
 mod cli;
 mod common;
 mod delivery;
