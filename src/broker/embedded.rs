@@ -67,6 +67,7 @@ struct Engine {
     path: PathBuf,
     requests: mpsc::UnboundedSender<Request>,
     failed: watch::Receiver<Option<String>>,
+    released: watch::Receiver<bool>,
     ids: AtomicU64,
 }
 
@@ -144,7 +145,8 @@ async fn engine(path: &Path, sync: EmbeddedSync, shared: bool) -> Result<Arc<Eng
     let (failed_tx, failed) = watch::channel(None);
     let (released_tx, released) = watch::channel(false);
     tokio::spawn(engine::serve(writer, rx, lock, failed_tx, released_tx));
-    let e = Arc::new(Engine { path: path.clone(), requests, failed, ids: AtomicU64::new(1) });
+    let e =
+        Arc::new(Engine { path: path.clone(), requests, failed, released: released.clone(), ids: AtomicU64::new(1) });
     open.insert(path, Slot { engine: Arc::downgrade(&e), keep: shared.then(|| e.clone()), released });
     Ok(e)
 }
@@ -185,6 +187,19 @@ impl EmbeddedBroker {
     /// Another connection to the same engine.
     pub fn connection(&self) -> Self {
         Self::on(self.engine.clone())
+    }
+
+    /// Closes this connection and, when it held the engine's last reference, waits until the
+    /// engine has closed the file and let go of its lock, so that another process can open it
+    /// at once.
+    pub async fn shutdown(self) {
+        self.close().await;
+        let mut released = self.engine.released.clone();
+        let last = Arc::strong_count(&self.engine) == 1;
+        drop(self);
+        if last {
+            let _ = released.wait_for(|r| *r).await;
+        }
     }
 
     /// The queue file (absolute).

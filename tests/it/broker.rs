@@ -464,3 +464,327 @@ conformance!(
     ordered_queues_have_a_single_active_consumer,
     concurrent_publishers_each_message_exactly_once,
 );
+
+// ---------------------------------------------------------------------------------------------
+// The embedded broker in a real process, killed with SIGKILL in the middle of a burst.
+
+const BURST_FILE: &str = "HOOKRELAY_TEST_BURST_FILE";
+
+/// Publishes from four tasks as fast as it can while a consumer acks, printing each id once its
+/// publish or ack is confirmed, until killed.
+#[test]
+#[ignore = "the child process of embedded_sigkill_mid_burst_loses_nothing, which starts it and kills it"]
+fn embedded_burst_child() {
+    let path = PathBuf::from(std::env::var(BURST_FILE).expect("started by embedded_sigkill_mid_burst_loses_nothing"));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let b: Arc<dyn Broker> = Arc::new(EmbeddedBroker::open(&path, EmbeddedSync::Normal).await.unwrap());
+        b.declare_base().await.unwrap();
+        declare(b.as_ref(), "burst", &["burst.*"], true, 20).await;
+        println!("ready");
+        let mut tasks = tokio::task::JoinSet::new();
+        let c = b.clone();
+        tasks.spawn(async move {
+            let mut c = c.consume(&queue("burst"), 32).await.unwrap();
+            while let Some(Ok(m)) = c.next().await {
+                let id = m.message_id.clone().unwrap();
+                println!("received {id}");
+                m.ack().await.unwrap();
+                println!("acked {id}");
+            }
+        });
+        for p in 0..4 {
+            let b = b.clone();
+            tasks.spawn(async move {
+                for i in 0.. {
+                    publish(b.as_ref(), "burst.event", &format!("p{p}-{i}")).await;
+                    println!("published p{p}-{i}");
+                }
+            });
+        }
+        tasks.join_next().await;
+    });
+}
+
+#[test]
+fn embedded_sigkill_mid_burst_loses_nothing() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["broker::embedded_burst_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(BURST_FILE, &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut published, mut received, mut acked) =
+        (std::collections::HashSet::new(), std::collections::HashSet::new(), std::collections::HashSet::new());
+    let mut killed = false;
+    for line in lines {
+        let line = line.unwrap();
+        if line == "ready" {
+            // While the child owns the file, nobody else may open it, and the refusal says who has it.
+            let refused = rt.block_on(EmbeddedBroker::open(&path, EmbeddedSync::Normal)).unwrap_err().to_string();
+            assert!(refused.contains("in use by another hookrelay"), "{refused}");
+            assert!(refused.contains(&format!("process {}", child.id())), "names the owner: {refused}");
+            assert!(refused.contains(&path.display().to_string()), "names the file: {refused}");
+            assert!(refused.contains("[embedded] path"), "says what to do: {refused}");
+            continue;
+        }
+        let Some((what, id)) = line.split_once(' ') else { continue };
+        match what {
+            "published" => published.insert(id.to_string()),
+            "received" => received.insert(id.to_string()),
+            "acked" => acked.insert(id.to_string()),
+            _ => continue,
+        };
+        if !killed && published.len() >= 3000 && acked.len() >= 100 {
+            // Mid-burst: the child is publishing and acking as this lands.
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(killed, "the child ended before the burst was under way: {status}");
+    rt.block_on(async {
+        let b = EmbeddedBroker::open(&path, EmbeddedSync::Normal).await.unwrap();
+        let n = b.queue_depth(&queue("burst")).await.unwrap() as usize;
+        let mut c = b.consume(&queue("burst"), 500).await.unwrap();
+        let mut left = Vec::new();
+        while left.len() < n {
+            let m = take(&mut c, 1).await.pop().unwrap();
+            m.ack().await.unwrap();
+            left.push(m);
+        }
+        quiet(&mut c, "the depth counted everything").await;
+        let left_ids: std::collections::HashSet<String> = ids(&left).into_iter().collect();
+        assert_eq!(left_ids.len(), n, "nothing twice");
+        let lost: Vec<&String> =
+            published.iter().filter(|id| !acked.contains(*id) && !left_ids.contains(*id)).collect();
+        assert!(lost.is_empty(), "{} confirmed publishes lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+        let back: Vec<&String> = acked.iter().filter(|id| left_ids.contains(*id)).collect();
+        assert!(back.is_empty(), "confirmed acks undone: {back:?}");
+        let mut last: [Option<u64>; 4] = [None; 4];
+        for m in &left {
+            let id = m.message_id.clone().unwrap();
+            let (p, i) = id[1..].split_once('-').unwrap();
+            let (p, i): (usize, u64) = (p.parse().unwrap(), i.parse().unwrap());
+            assert!(last[p].is_none_or(|l| l < i), "publisher {p}: {i} after {:?}: order lost", last[p]);
+            last[p] = Some(i);
+            if received.contains(&id) {
+                assert!(m.redelivered, "{id} was delivered before the kill, so it is redelivered");
+            }
+        }
+        eprintln!(
+            "killed after {} confirmed publishes and {} acks; {} messages waited in the file",
+            published.len(),
+            acked.len(),
+            n
+        );
+        c.close().await;
+        b.close().await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Choosing the broker in hookrelay.toml.
+
+#[test]
+fn no_broker_section_means_the_embedded_broker() {
+    use hookrelay::config::{BrokerKind, files::EmbeddedFile};
+    let kind = |main: &str| {
+        let cfg = ConfigDir::with_main(main);
+        let s = hookrelay::config::load(cfg.path()).unwrap();
+        (
+            s.broker_kind.clone(),
+            s.broker.prefetch,
+            s.broker.delivery_limit,
+            s.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    let default = EmbeddedFile { path: "hookrelay-queue.db".into(), sync: EmbeddedSync::Normal };
+    assert_eq!(
+        kind("version = 1\n"),
+        (BrokerKind::Embedded(default), 64, 20, vec![]),
+        "router settings keep their defaults"
+    );
+    assert_eq!(
+        kind("version = 1\n[broker]\n").0,
+        BrokerKind::Rabbitmq,
+        "an empty [broker] is RabbitMQ with its defaults"
+    );
+    assert_eq!(kind("[broker]\nprefetch = 10\n").1, 10);
+    let full = EmbeddedFile { path: "/var/lib/hookrelay/queue.db".into(), sync: EmbeddedSync::Full };
+    assert_eq!(
+        kind("[embedded]\npath = \"/var/lib/hookrelay/queue.db\"\nsync = \"full\"\n").0,
+        BrokerKind::Embedded(full)
+    );
+    let (both, _, _, warnings) = kind("version = 1\n[broker]\nurl = \"amqp://h/%2f\"\n\n[embedded]\nsync = \"full\"\n");
+    assert_eq!(both, BrokerKind::Rabbitmq);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("hookrelay.toml:5:1: [embedded] is ignored: [broker] is present"), "{warnings:?}");
+}
+
+#[test]
+fn embedded_section_errors_say_where() {
+    for (main, want) in [
+        (
+            "version = 1\n[embedded]\nsyncc = \"full\"\n",
+            "hookrelay.toml:3:1: unknown field `syncc` (did you mean `sync`?)",
+        ),
+        (
+            "[embedded]\nsync = \"sometimes\"\n",
+            "hookrelay.toml:2:8: unknown variant `sometimes`, expected `normal` or `full`",
+        ),
+        ("[embedded]\npath = \"\"\n", "hookrelay.toml:1:1: [embedded] path must name a file"),
+    ] {
+        let cfg = ConfigDir::with_main(main);
+        let errors = hookrelay::config::load(cfg.path()).unwrap_err().to_string();
+        assert!(errors.contains(want), "{main:?}: {errors}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_uses_the_embedded_file_unless_the_environment_names_rabbitmq() {
+    let vh = Vhost::new();
+    let cfg = ConfigDir::with_main("version = 1\n");
+    let cwd = tempfile::tempdir().unwrap();
+    let publish = |env: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["publish", "--type", "order.paid", "--data", "{\"n\": 1}", "--id", "cli-1", "--config"])
+            .arg(cfg.path())
+            .current_dir(cwd.path());
+        if let Some(url) = env {
+            cmd.env("HOOKRELAY_BROKER__URL", url);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    // No [broker]: the embedded broker's file in the working directory, where no route is bound yet.
+    let (code, text) = publish(None);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no route subscribes"), "{text}");
+    let file = cwd.path().join("hookrelay-queue.db");
+    assert!(file.exists(), "the queue file is created in the working directory");
+    // With a route's queue declared in the file, the event waits there for the router.
+    {
+        let b = EmbeddedBroker::open(&file, EmbeddedSync::Normal).await.unwrap();
+        declare(&b, "r", &["order.*"], false, 20).await;
+        b.shutdown().await;
+    }
+    let (code, text) = publish(None);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("cli-1\n"), "the confirmed id on stdout: {text}");
+    {
+        let b = EmbeddedBroker::open(&file, EmbeddedSync::Normal).await.unwrap();
+        assert_eq!(b.queue_depth(&queue("r")).await.unwrap(), 1);
+        // While this process owns the file, the command is refused, and says why.
+        let (code, text) = publish(None);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("in use by another hookrelay") && text.contains("hookrelay-queue.db"), "{text}");
+        b.shutdown().await;
+    }
+    // HOOKRELAY_BROKER__URL makes [broker] present: RabbitMQ.
+    let rabbit = AmqpBroker::connect(&vh.url, "hookrelay.events", "test").await.unwrap();
+    rabbit.declare_base().await.unwrap();
+    declare(&rabbit, "r", &["order.*"], false, 20).await;
+    let (code, text) = publish(Some(&vh.url));
+    assert_eq!(code, Some(0), "{text}");
+    wait_depth(&rabbit, "r", 1, "published to RabbitMQ").await;
+    rabbit.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The router on the embedded broker, in process (producers will reach a running router's
+// embedded broker through the ingest API).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_delivers_signed_webhooks_from_the_embedded_broker() {
+    use hookrelay::broker::H_REASON;
+    // Every first attempt on /flaky answers 503: its retry goes through a delayed publish.
+    let rx =
+        Receiver::start(|r, earlier| if r.path == "/flaky" && earlier == 0 { (503, vec![]) } else { (200, vec![]) })
+            .await;
+    let qdir = tempfile::tempdir().unwrap();
+    let qfile = qdir.path().join("queue.db");
+    let cfg = ConfigDir::with_main(&format!(
+        "version = 1\n[embedded]\npath = \"{}\"\n[security]\nallow_http = true\nallow_private_networks = true\n\
+         [delivery]\nshutdown_grace = \"5s\"\n",
+        qfile.display()
+    ));
+    cfg.file("secret", SECRET);
+    let signing = "[signing]\nsecret_file = \"secret\"\n";
+    cfg.file(
+        "routes/erp.toml",
+        &format!("events = [\"order.*\"]\nurl = \"{}\"\nordered = true\n{signing}", rx.url("/erp")),
+    );
+    cfg.file(
+        "routes/flaky.toml",
+        &format!(
+            "events = [\"order.paid\"]\nurl = \"{}\"\n[retry]\nbackoff = [\"300ms\"]\n{signing}",
+            rx.url("/flaky")
+        ),
+    );
+    let snapshot = hookrelay::config::load(cfg.path()).unwrap();
+    assert!(matches!(snapshot.broker_kind, hookrelay::config::BrokerKind::Embedded(_)));
+    let store = cfg.store().await;
+    let log_stop = tokio_util::sync::CancellationToken::new();
+    let (log, log_writer) = hookrelay::store::log::AttemptLog::start(store.clone(), log_stop.clone());
+    let router = hookrelay::router::Router::new(snapshot, Some((store, log)));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    // Router::run's future is not `Send` (a borrow across its declaration stream), as in main:
+    // run it beside the test instead of spawning it.
+    let test = async {
+        // The same engine as the router's: connect hands out connections to one instance.
+        let s = router.snapshot();
+        let b = hookrelay::broker::connect(&s.broker, &s.broker_kind, "test").await.unwrap();
+        assert_eq!(b.kind(), "embedded");
+        let mut events = numbered("e", 100);
+        events.push(event("order.paid", "bad", json!({"n": "one"})));
+        for (i, ev) in events.iter().enumerate() {
+            let body = serde_json::to_vec(ev).unwrap();
+            let id = ev["id"].as_str().unwrap();
+            let deadline = Instant::now() + T;
+            // The first publishes may come before the router has declared its routes.
+            while let Err(e) =
+                b.publish(Destination::Events { routing_key: "order.paid" }, &body, &Headers::default(), Some(id)).await
+            {
+                assert!(i == 0 && matches!(e, BrokerError::NotRouted(_)) && Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let erp = rx.wait_distinct("/erp", 100, T).await;
+        let ns: Vec<i64> = erp.iter().map(|r| r.json()["data"]["n"].as_i64().unwrap()).collect();
+        assert_eq!(ns, (0..100).collect::<Vec<_>>(), "the ordered route keeps publish order");
+        for r in &erp {
+            verify_spec(SECRET, r).unwrap();
+        }
+        let flaky = rx.wait_distinct("/flaky", 100, T).await;
+        let deadline = Instant::now() + T;
+        while rx.on("/flaky").iter().filter(|r| r.header("hookrelay-attempt") == "2").count() < 100 {
+            assert!(Instant::now() < deadline, "retries not delivered: {} requests", rx.on("/flaky").len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(flaky.iter().all(|r| verify_spec(SECRET, r).is_ok()));
+        let dead = cfg.wait_dead_letters(2, T).await;
+        assert!(dead.iter().all(|d| d.reason == "schema" && d.event_id == "bad"), "{dead:?}");
+        let mut routes: Vec<&str> = dead.iter().map(|d| d.route.as_str()).collect();
+        routes.sort();
+        assert_eq!(routes, ["erp", "flaky"]);
+        assert!(dead.iter().all(|d| d.header(H_REASON).is_some()));
+
+        shutdown.cancel();
+        b
+    };
+    let ((), b) = tokio::join!(router.clone().run(shutdown.clone()), test);
+    for route in ["erp", "flaky"] {
+        wait_depth(b.as_ref(), route, 0, "everything delivered and acked").await;
+    }
+    assert_eq!(b.queue_depth(DEAD_LETTERS).await.unwrap(), 0, "dead letters indexed and acked");
+    b.close().await;
+    log_stop.cancel();
+    let _ = log_writer.await;
+}
