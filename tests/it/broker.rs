@@ -704,6 +704,7 @@ async fn publish_uses_the_embedded_file_unless_the_environment_names_rabbitmq() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_delivers_signed_webhooks_from_the_embedded_broker() {
     use hookrelay::broker::H_REASON;
+    use hookrelay::router::ReloadOutcome;
     // Every first attempt on /flaky answers 503: its retry goes through a delayed publish.
     let rx =
         Receiver::start(|r, earlier| if r.path == "/flaky" && earlier == 0 { (503, vec![]) } else { (200, vec![]) })
@@ -775,6 +776,25 @@ async fn the_router_delivers_signed_webhooks_from_the_embedded_broker() {
         routes.sort();
         assert_eq!(routes, ["erp", "flaky"]);
         assert!(dead.iter().all(|d| d.header(H_REASON).is_some()));
+
+        // A reload that adds a route declares it on the embedded broker and starts it.
+        cfg.file(
+            "routes/late.toml",
+            &format!("events = [\"order.created\"]\nurl = \"{}\"\n{signing}", rx.url("/late")),
+        );
+        let outcome = router.reload(hookrelay::config::load(cfg.path()).unwrap()).await;
+        assert!(matches!(&outcome, ReloadOutcome::Applied { added, .. } if added == &["late"]), "{outcome:?}");
+        let created = serde_json::to_vec(&event("order.created", "c1", json!({}))).unwrap();
+        b.publish(Destination::Events { routing_key: "order.created" }, &created, &Headers::default(), Some("c1"))
+            .await
+            .unwrap();
+        rx.wait_distinct("/late", 1, T).await;
+        // Moving to RabbitMQ takes a restart.
+        let main = std::fs::read_to_string(cfg.path().join("hookrelay.toml")).unwrap();
+        cfg.file("hookrelay.toml", &format!("{main}\n[broker]\n"));
+        let outcome = router.reload(hookrelay::config::load(cfg.path()).unwrap()).await;
+        let ReloadOutcome::Rejected { errors } = &outcome else { panic!("{outcome:?}") };
+        assert!(errors.iter().any(|e| e.contains("apply at start only")), "{errors:?}");
 
         shutdown.cancel();
         b

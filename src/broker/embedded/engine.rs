@@ -186,21 +186,41 @@ impl Db {
         }
     }
 
-    async fn rows(&mut self, sql: &'static str, a: i64, b: i64, c: i64) -> Result<Vec<StoredRow>, sqlx::Error> {
-        let rows = sqlx::query(sql).bind(a).bind(b).bind(c).fetch_all(self.tx().await?).await?;
-        rows.iter().map(stored_row).collect()
+    /// Takes up to `limit` messages after `cursor` from the head of a queue, counting the
+    /// delivery in the same statement (deliveries are counted before a consumer sees a message,
+    /// so a crash while handling it counts).
+    async fn take_next(&mut self, queue_id: i64, cursor: i64, limit: usize) -> Result<Vec<StoredRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "UPDATE messages SET deliveries = deliveries + 1 WHERE seq IN (SELECT seq FROM messages \
+             WHERE queue_id = ?1 AND visible_at = 0 AND seq > ?2 ORDER BY seq LIMIT ?3) \
+             RETURNING seq, deliveries - 1, routing_key, message_id, headers, body",
+        )
+        .bind(queue_id)
+        .bind(cursor)
+        .bind(limit as i64)
+        .fetch_all(self.tx().await?)
+        .await?;
+        sorted(&rows)
     }
 
-    async fn rows_by_seq(&mut self, seqs: &[i64]) -> Result<Vec<StoredRow>, sqlx::Error> {
+    /// Takes messages by sequence (those given back), counting the delivery.
+    async fn take_seqs(&mut self, seqs: &[i64]) -> Result<Vec<StoredRow>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT seq, deliveries, routing_key, message_id, headers, body FROM messages \
-             WHERE seq IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+            "UPDATE messages SET deliveries = deliveries + 1 WHERE seq IN (SELECT value FROM json_each(?1)) \
+             RETURNING seq, deliveries - 1, routing_key, message_id, headers, body",
         )
         .bind(json_list(seqs))
         .fetch_all(self.tx().await?)
         .await?;
-        rows.iter().map(stored_row).collect()
+        sorted(&rows)
     }
+}
+
+/// `RETURNING` rows come in no particular order.
+fn sorted(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<StoredRow>, sqlx::Error> {
+    let mut out = rows.iter().map(stored_row).collect::<Result<Vec<_>, _>>()?;
+    out.sort_by_key(|r| r.seq);
+    Ok(out)
 }
 
 fn stored_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredRow, sqlx::Error> {
@@ -692,7 +712,6 @@ impl Writer {
     /// Hands messages to consumers with free prefetch, on every queue something happened to.
     async fn push(&mut self, outbox: &mut Vec<(u64, Delivered)>) -> Result<(), sqlx::Error> {
         let dirty = std::mem::take(&mut self.dirty);
-        let mut delivered = Vec::new();
         for name in dirty {
             let Some(q) = self.queues.get(&name) else { continue };
             let takers: Vec<u64> =
@@ -701,28 +720,21 @@ impl Writer {
             for consumer in takers {
                 while let Some(c) = self.consumers.get(&consumer) {
                     let credit = c.prefetch.saturating_sub(c.inflight.len());
-                    let Some(q) = self.queues.get_mut(&name) else { break };
-                    if credit == 0 {
+                    // A consumer that still has work is refilled once half its prefetch is
+                    // free: one read for many acks instead of one per ack.
+                    if credit == 0 || (!c.inflight.is_empty() && credit < (c.prefetch / 2).max(1)) {
                         break;
                     }
+                    let Some(q) = self.queues.get_mut(&name) else { break };
                     let rows = if !q.returned.is_empty() {
                         let seqs: Vec<i64> = q.returned.iter().take(credit).copied().collect();
                         for s in &seqs {
                             q.returned.remove(s);
                         }
-                        self.db.rows_by_seq(&seqs).await?
+                        self.db.take_seqs(&seqs).await?
                     } else if !tail_done {
                         let (id, cursor) = (q.id, q.cursor);
-                        let rows = self
-                            .db
-                            .rows(
-                                "SELECT seq, deliveries, routing_key, message_id, headers, body FROM messages \
-                                 WHERE queue_id = ?1 AND visible_at = 0 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                                id,
-                                cursor,
-                                credit as i64,
-                            )
-                            .await?;
+                        let rows = self.db.take_next(id, cursor, credit).await?;
                         tail_done = rows.len() < credit;
                         if let (Some(last), Some(q)) = (rows.last(), self.queues.get_mut(&name)) {
                             q.cursor = q.cursor.max(last.seq);
@@ -740,7 +752,6 @@ impl Writer {
                         q.held += 1;
                         let Some(c) = self.consumers.get_mut(&consumer) else { break };
                         c.inflight.insert(row.seq);
-                        delivered.push(row.seq);
                         let headers = serde_json::from_str(&row.headers).map(Headers).unwrap_or_default();
                         outbox.push((
                             consumer,
@@ -756,15 +767,6 @@ impl Writer {
                     }
                 }
             }
-        }
-        if !delivered.is_empty() {
-            // Counted before the consumer sees the message, so a crash while handling it counts.
-            sqlx::query(
-                "UPDATE messages SET deliveries = deliveries + 1 WHERE seq IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(json_list(&delivered))
-            .execute(self.db.tx().await?)
-            .await?;
         }
         Ok(())
     }
