@@ -189,11 +189,21 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
                 hookrelay::broker::publish::post_events(&base, api_key.as_deref(), &ev, count).await?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut settings = broker_settings(&config);
+            let (mut settings, mut kind) = broker_settings(&config);
+            // The embedded broker's file belongs to the router while it runs: go through its
+            // ingest API then, and write the file only when no router is listening.
+            if broker_url.is_none()
+                && matches!(kind, config::BrokerKind::Embedded(_))
+                && let Some(base) = running_api(&config).await
+            {
+                hookrelay::broker::publish::post_events(&base, api_key.as_deref(), &ev, count).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if let Some(u) = broker_url {
                 settings.url = u;
+                kind = config::BrokerKind::Rabbitmq;
             }
-            let broker = hookrelay::broker::connect(&settings, "hookrelay publish").await?;
+            let broker = hookrelay::broker::connect(&settings, &kind, "hookrelay publish").await?;
             let published = hookrelay::broker::publish::publish_events(broker.as_ref(), &ev, count).await;
             broker.close().await;
             published?;
@@ -247,9 +257,22 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
     }
 }
 
-/// The [broker] settings of a config directory when it has one, else the defaults.
-fn broker_settings(dir: &std::path::Path) -> config::files::BrokerFile {
-    config::load_with(dir, LoadOptions { allow_missing_secrets: true }).map(|s| s.broker).unwrap_or_default()
+/// The broker of a config directory, else RabbitMQ with the defaults.
+fn broker_settings(dir: &std::path::Path) -> (config::files::BrokerFile, config::BrokerKind) {
+    config::load_with(dir, LoadOptions { allow_missing_secrets: true })
+        .map(|s| (s.broker, s.broker_kind))
+        .unwrap_or_else(|_| (config::files::BrokerFile::default(), config::BrokerKind::Rabbitmq))
+}
+
+/// The base URL of the router's API that `dir` configures, if one answers there.
+async fn running_api(dir: &std::path::Path) -> Option<String> {
+    let s = config::load_with(dir, LoadOptions { allow_missing_secrets: true }).ok()?;
+    let addr: std::net::SocketAddr = s.api.listen.parse().ok()?;
+    if !s.api.enabled || addr.port() == 0 {
+        return None;
+    }
+    let reachable = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await;
+    matches!(reachable, Ok(Ok(_))).then(|| format!("http://{addr}"))
 }
 
 fn print_errors(e: &ConfigErrors) {

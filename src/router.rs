@@ -297,7 +297,7 @@ impl Router {
         while !shutdown.is_cancelled() {
             let s = self.snapshot();
             let name = format!("hookrelay {} pid {}", env!("CARGO_PKG_VERSION"), std::process::id());
-            match crate::broker::connect(&s.broker, &name).await {
+            match crate::broker::connect(&s.broker, &s.broker_kind, &name).await {
                 Ok(broker) => {
                     backoff = Duration::from_millis(500);
                     if let Err(why) = self.session(broker, &shutdown).await {
@@ -415,6 +415,13 @@ fn refusals(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     if a.url != b.url || a.exchange != b.exchange || a.delivery_limit != b.delivery_limit {
         out.push(format!(
             "{}: [broker] url, exchange and delivery_limit apply at start only: restart hookrelay to change them",
+            crate::config::MAIN_FILE
+        ));
+    }
+    if old.broker_kind != new.broker_kind {
+        out.push(format!(
+            "{}: which broker runs ([broker] present or not) and [embedded] apply at start only: restart hookrelay \
+             to change them",
             crate::config::MAIN_FILE
         ));
     }

@@ -1,7 +1,9 @@
 //! The broker: where events wait between the producer and the router. One [`Broker`] trait
-//! (seed 000's pub/sub abstraction layer) with RabbitMQ as the production implementation
-//! ([`amqp`]). The router talks to the trait only, so the at-least-once rules in
-//! [`crate::router`] hold for every implementation, and one conformance suite checks them all.
+//! (seed 000's pub/sub abstraction layer) with two implementations: RabbitMQ ([`amqp`]), the
+//! production one that scales out on a cluster, and the embedded, file-backed broker
+//! ([`embedded`]) that runs when `hookrelay.toml` has no `[broker]` section. The router talks to
+//! the trait only, so the at-least-once rules in [`crate::router`] hold for both, and one
+//! conformance suite (`tests/it/broker.rs`) checks them on both.
 //!
 //! The model is RabbitMQ's, reduced to what hookrelay uses:
 //! - a topic exchange of events (routing key = event type), bound per route pattern to
@@ -15,6 +17,7 @@
 
 pub mod amqp;
 pub mod dead_letters;
+pub mod embedded;
 pub mod publish;
 pub mod topic;
 
@@ -72,6 +75,17 @@ pub enum BrokerError {
     /// The connection is gone.
     #[error("the broker connection is closed: {0}")]
     Closed(String),
+    /// A queue that was never declared.
+    #[error("queue {0} does not exist (route queues are declared when their route starts)")]
+    NoQueue(String),
+    /// The embedded broker's file cannot be opened, read or written.
+    #[error("embedded broker {path}: {detail}")]
+    Embedded {
+        /// The queue file.
+        path: String,
+        /// What went wrong, and what to do.
+        detail: String,
+    },
 }
 
 /// Message headers: what producers set (trace context and the like) and what hookrelay adds
@@ -258,7 +272,20 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Connects to the broker `[broker]` names. `name` identifies this process to operators.
-pub async fn connect(settings: &crate::config::files::BrokerFile, name: &str) -> Result<Arc<dyn Broker>, BrokerError> {
-    Ok(Arc::new(amqp::AmqpBroker::connect(&settings.url, &settings.exchange, name).await?))
+/// Connects to the broker the config names: RabbitMQ at `[broker] url` (`name` identifies this
+/// process to operators), or the embedded broker's file, which is opened once per process: every
+/// call hands out a new connection to the same instance (a failed instance is reopened).
+pub async fn connect(
+    settings: &crate::config::files::BrokerFile,
+    kind: &crate::config::BrokerKind,
+    name: &str,
+) -> Result<Arc<dyn Broker>, BrokerError> {
+    match kind {
+        crate::config::BrokerKind::Rabbitmq => {
+            Ok(Arc::new(amqp::AmqpBroker::connect(&settings.url, &settings.exchange, name).await?))
+        }
+        crate::config::BrokerKind::Embedded(e) => {
+            Ok(Arc::new(embedded::EmbeddedBroker::shared(&e.path, e.sync).await?))
+        }
+    }
 }

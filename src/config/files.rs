@@ -43,9 +43,13 @@ pub struct MainFile {
     /// Bumped by whoever changes the config; shown everywhere. Default 0.
     #[serde(default)]
     pub version: u64,
-    /// The RabbitMQ connection and topology.
-    #[serde(default)]
-    pub broker: BrokerFile,
+    /// The RabbitMQ connection and topology. Absent (and no `HOOKRELAY_BROKER__*` variable): the
+    /// embedded broker runs instead, configured by `[embedded]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerFile>,
+    /// The embedded broker, used when there is no `[broker]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedFile>,
     /// The SSRF policy for webhook targets.
     #[serde(default)]
     pub security: SecurityFile,
@@ -233,6 +237,37 @@ impl Default for BrokerFile {
             reconnect_max: Dur(Duration::from_secs(30)),
         }
     }
+}
+
+/// `[embedded]`: the file-backed broker used when `hookrelay.toml` has no `[broker]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedFile {
+    /// The queue file (SQLite), relative to the working directory like the store; created when
+    /// missing. One process owns it at a time. Default `hookrelay-queue.db`.
+    pub path: PathBuf,
+    /// When a commit is durable. Default `normal`.
+    pub sync: EmbeddedSync,
+}
+
+impl Default for EmbeddedFile {
+    fn default() -> Self {
+        Self { path: PathBuf::from("hookrelay-queue.db"), sync: EmbeddedSync::Normal }
+    }
+}
+
+/// `[embedded] sync`: what a confirmed publish or ack survives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddedSync {
+    /// Survives the process being killed at any moment (SIGKILL, OOM, panic); the last commits
+    /// may be lost if the machine loses power or the kernel crashes. SQLite `synchronous=NORMAL`
+    /// in WAL mode: no fsync per commit.
+    #[default]
+    Normal,
+    /// Also survives power loss: an fsync per commit (SQLite `synchronous=FULL`), shared by
+    /// every publish and ack of a group commit.
+    Full,
 }
 
 /// `[security]`: both switches off by default.

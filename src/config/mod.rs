@@ -19,7 +19,7 @@ use crate::pipeline::script::{EntryPoint, Script, sandboxed_engine};
 use error::{ConfigError, ConfigErrors, display_path};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use files::{BodyFormat, BrokerFile, DeliveryFile, LimitsFile, MainFile, RouteFile, SigningScheme};
+use files::{BodyFormat, BrokerFile, DeliveryFile, EmbeddedFile, LimitsFile, MainFile, RouteFile, SigningScheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -95,6 +95,16 @@ pub fn route_queue(name: &str) -> String {
     format!("hookrelay.route.{name}")
 }
 
+/// The broker a config runs on: RabbitMQ when `hookrelay.toml` has a `[broker]` section (even
+/// an empty one) or a `HOOKRELAY_BROKER__*` variable is set, else the embedded broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// RabbitMQ at `[broker] url`.
+    Rabbitmq,
+    /// The embedded, file-backed broker, with the `[embedded]` settings.
+    Embedded(EmbeddedFile),
+}
+
 /// One loaded, compiled config set, with the API-managed routes merged in. Immutable; a reload
 /// or a subscription change builds a new one (cloning is cheap: compiled parts are shared).
 #[derive(Clone)]
@@ -105,8 +115,11 @@ pub struct Snapshot {
     pub version: u64,
     /// Hash over every file loaded (12 hex digits).
     pub revision: String,
-    /// `[broker]`.
+    /// `[broker]`, with its defaults when absent (prefetch, delivery limit and reconnect wait
+    /// apply to both brokers).
     pub broker: BrokerFile,
+    /// Which broker: RabbitMQ or the embedded one.
+    pub broker_kind: BrokerKind,
     /// `[security]`.
     pub security: Policy,
     /// CA certificates from `[security] ca_file`, trusted besides the Mozilla roots.
@@ -195,6 +208,8 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let main = load_main(dir, &mut files, &mut errors);
     errors.extend(main.telemetry.problems().into_iter().map(|m| ConfigError::file(MAIN_FILE, m)));
+    let mut warnings = Vec::new();
+    let broker_kind = broker_kind(&main, &files, &mut errors, &mut warnings);
     let security =
         Policy { allow_http: main.security.allow_http, allow_private_networks: main.security.allow_private_networks };
     let extra_roots =
@@ -205,7 +220,6 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let mut scripts: HashMap<PathBuf, Option<Arc<Script>>> = HashMap::new();
     let mut routes: Vec<Arc<Route>> = Vec::new();
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut warnings = Vec::new();
 
     let mut route_files: Vec<PathBuf> = std::fs::read_dir(dir.join("routes"))
         .into_iter()
@@ -275,7 +289,8 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         dir: dir.to_path_buf(),
         version: main.version,
         revision,
-        broker: main.broker,
+        broker: main.broker.unwrap_or_default(),
+        broker_kind,
         security,
         extra_roots,
         limits: main.limits,
@@ -289,6 +304,47 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         warnings,
         files: files.into_iter().map(|(n, _)| n).collect(),
     })
+}
+
+/// RabbitMQ when `[broker]` is present, else the embedded broker. `[embedded]` next to
+/// `[broker]` is reported as a warning (it may be there for runs without the variable that sets
+/// `[broker]`), at the line of its header.
+fn broker_kind(
+    main: &MainFile,
+    files: &[(String, Vec<u8>)],
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> BrokerKind {
+    #[derive(serde::Deserialize)]
+    struct Where {
+        embedded: Option<toml::Spanned<toml::Table>>,
+    }
+    let text = files.iter().find(|(n, _)| n == MAIN_FILE).map(|(_, t)| String::from_utf8_lossy(t).into_owned());
+    let at = |message: String| {
+        let span = text.as_deref().and_then(|t| Some((t, toml::from_str::<Where>(t).ok()?.embedded?.span().start)));
+        match span {
+            Some((t, offset)) => ConfigError::at_offset(MAIN_FILE, t, offset, message),
+            None => ConfigError::file(MAIN_FILE, message),
+        }
+    };
+    match (&main.broker, &main.embedded) {
+        (Some(_), Some(_)) => {
+            warnings.push(at(
+                "[embedded] is ignored: [broker] is present (in the file or as HOOKRELAY_BROKER__* variables), so \
+                 RabbitMQ is used. Remove [broker] to run on the embedded broker"
+                    .into(),
+            ));
+            BrokerKind::Rabbitmq
+        }
+        (Some(_), None) => BrokerKind::Rabbitmq,
+        (None, embedded) => {
+            let embedded = embedded.clone().unwrap_or_default();
+            if embedded.path.as_os_str().is_empty() {
+                errors.push(at("[embedded] path must name a file, e.g. \"hookrelay-queue.db\"".into()));
+            }
+            BrokerKind::Embedded(embedded)
+        }
+    }
 }
 
 fn load_ca_file(

@@ -2,6 +2,7 @@
 //! receivers on loopback.
 
 mod api;
+mod broker;
 mod cli;
 mod common;
 mod delivery;

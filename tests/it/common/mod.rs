@@ -46,10 +46,13 @@ fn management() -> (String, String) {
 fn mgmt(method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
     let (base, auth) = management();
     let url = format!("{base}/api/{path}");
+    // Bounded: a broker too busy to answer fails the test instead of hanging it.
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(90))).build().into();
     let resp = match (method, body) {
-        ("PUT", Some(b)) => ureq::put(&url).header("authorization", &auth).send_json(b),
-        ("DELETE", _) => ureq::delete(&url).header("authorization", &auth).call(),
-        _ => ureq::get(&url).header("authorization", &auth).call(),
+        ("PUT", Some(b)) => agent.put(&url).header("authorization", &auth).send_json(b),
+        ("DELETE", _) => agent.delete(&url).header("authorization", &auth).call(),
+        _ => agent.get(&url).header("authorization", &auth).call(),
     };
     let mut resp = resp.map_err(|e| format!("{method} {url}: {e}"))?;
     let text = resp.body_mut().read_to_string().unwrap_or_default();
