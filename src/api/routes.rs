@@ -220,7 +220,8 @@ pub async fn test(
     caller.require(Scope::Admin)?;
     let snapshot = state.router.snapshot();
     let route = snapshot.route(&name).ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
-    let payload = if body.iter().all(u8::is_ascii_whitespace) {
+    let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
+    let payload = if empty {
         ping(&format!("test event for route {name}"))
     } else {
         let ev = CloudEvent::decode(&body).map_err(|e| ApiError::unprocessable("malformed", e.to_string()))?;

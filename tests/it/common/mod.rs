@@ -47,8 +47,7 @@ fn mgmt(method: &str, path: &str, body: Option<Value>) -> Result<Value, String> 
     let (base, auth) = management();
     let url = format!("{base}/api/{path}");
     // Bounded: a broker too busy to answer fails the test instead of hanging it.
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(90))).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(90))).build().into();
     let resp = match (method, body) {
         ("PUT", Some(b)) => agent.put(&url).header("authorization", &auth).send_json(b),
         ("DELETE", _) => agent.delete(&url).header("authorization", &auth).call(),
