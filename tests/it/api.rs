@@ -425,6 +425,18 @@ async fn subscriptions_come_back_after_a_restart() {
     let secret = created.expect(201)["secret"].as_str().unwrap().to_string();
     let mut s = s;
     assert!(s.router.term(T).await.success());
+    // Without the key that sealed its secret, the router refuses to start, and says why.
+    for key in [None, Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")] {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["run", "--config"]).arg(s.cfg.path()).env_remove("HOOKRELAY_SECRET_KEY").env(SECRET_ENV, SECRET);
+        if let Some(k) = key {
+            cmd.env("HOOKRELAY_SECRET_KEY", k);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("HOOKRELAY_SECRET_KEY"), "{err}");
+    }
     s.router = RouterProc::ready(&s.cfg).await;
     let ingest = Api::new(&s.router.api().await, s.ingest.key.as_deref());
     assert_eq!(ingest.post("/v1/events", paid("after-restart", 1)).await.expect(202)["routed"], true);
