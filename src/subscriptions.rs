@@ -27,7 +27,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -122,7 +121,6 @@ pub struct Subscriptions {
     store: Arc<dyn Store>,
     sealer: Option<SecretBox>,
     router: OnceLock<Arc<Router>>,
-    changed: Notify,
     /// Subscription id → why it is not live (compile or secret errors).
     problems: Mutex<BTreeMap<String, String>>,
     /// Serialises compile-and-apply so that two changes cannot apply out of order.
@@ -141,7 +139,6 @@ impl Subscriptions {
             store,
             sealer,
             router: OnceLock::new(),
-            changed: Notify::new(),
             problems: Mutex::new(BTreeMap::new()),
             applying: tokio::sync::Mutex::new(()),
         })
@@ -193,8 +190,9 @@ impl Subscriptions {
         self.problems.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
-    /// Starts keeping the router's API routes in step with the store: on local changes at
-    /// once, on other replicas' changes within `poll`, on secret expiry, and on `410 Gone`.
+    /// Starts keeping the router's API routes in step with the store: on other replicas'
+    /// changes within `poll` (local changes apply at once, in the call that makes them), on
+    /// secret expiry, and on `410 Gone`.
     pub fn start(self: &Arc<Self>, router: Arc<Router>, poll: Duration, stop: CancellationToken) {
         let gone = router.take_gone();
         let _ = self.router.set(router);
@@ -215,7 +213,6 @@ impl Subscriptions {
             let mut apply = false;
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = self.changed.notified() => apply = true,
                 g = async { gone.as_mut()?.recv().await }, if gone.is_some() => {
                     if let Some(g) = g {
                         self.disable_gone(&g).await;
@@ -280,7 +277,6 @@ impl Subscriptions {
 
     /// Applies after a local change, and reports whether the router took it.
     async fn applied(&self) -> Result<(), SubscriptionError> {
-        self.changed.notify_one();
         match self.apply().await? {
             ReloadOutcome::Rejected { errors } if !errors.is_empty() => Err(SubscriptionError::NotApplied(errors)),
             _ => Ok(()),
