@@ -10,7 +10,9 @@
 //! - `render`: the `standard` body serialized;
 //! - `sign`: `Signer::headers` (one HMAC-SHA256 over id, timestamp and body);
 //! - `headers`: every request header of one attempt (`router::request_headers`, signing included);
-//! - `prepare`: the whole pipeline from bytes to the rendered body (`pipeline::prepare`).
+//! - `prepare`: the whole pipeline from bytes to the rendered body (`pipeline::prepare`);
+//! - `baseline`: what the same work costs done another way (one parse into a map, a direct JSON →
+//!   Rhai conversion, cloning `data`, dropping the event), the figures behind proposed changes.
 //!
 //! `cargo bench --bench pipeline [-- FILTER]`. No broker needed.
 
@@ -101,6 +103,42 @@ fn pieces(c: &mut Criterion) {
             b.iter(|| pipeline::prepare(snap, &with_transform, black_box(&raw)).expect("ok"))
         });
         g.finish();
+
+        // Baselines for proposed changes to the pipeline (src/), measured on the same inputs:
+        // what one parsing pass costs, what a direct JSON → Rhai conversion costs, and what
+        // cloning `data` for the body costs.
+        let mut g = c.benchmark_group(format!("baseline {}", size.label()));
+        g.throughput(Throughput::Bytes(raw.len() as u64));
+        g.bench_function(id("parse_to_map"), |b| {
+            b.iter(|| serde_json::from_slice::<serde_json::Map<String, Value>>(black_box(&raw)).expect("parses"))
+        });
+        g.bench_function(id("to_dynamic_serde"), |b| {
+            b.iter(|| rhai::serde::to_dynamic(black_box(&value)).expect("converts"))
+        });
+        g.bench_function(id("to_dynamic_direct"), |b| b.iter(|| to_dynamic(black_box(&value))));
+        g.bench_function(id("clone_data"), |b| b.iter(|| black_box(&value).get("data").cloned()));
+        g.bench_function(id("drop_event_value"), |b| {
+            b.iter_batched(|| value.clone(), drop, criterion::BatchSize::SmallInput)
+        });
+        g.finish();
+    }
+}
+
+/// A direct `serde_json::Value` → `rhai::Dynamic` conversion (no serde data model in between),
+/// as a baseline for the script path.
+fn to_dynamic(v: &Value) -> rhai::Dynamic {
+    match v {
+        Value::Null => rhai::Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(a) => rhai::Dynamic::from_array(a.iter().map(to_dynamic).collect()),
+        Value::Object(m) => {
+            rhai::Dynamic::from_map(m.iter().map(|(k, v)| (k.as_str().into(), to_dynamic(v))).collect())
+        }
     }
 }
 

@@ -104,12 +104,31 @@ const G_PAYLOAD: &str = "64 KiB events (1 route, unordered)";
 const G_FANOUT: &str = "fan-out: every event to each of N routes (1 KiB, unordered); rates are deliveries/s";
 const G_EMB: &str = "hookrelay + embedded broker (producers POST /v1/events), realistic route, 1 KiB";
 
+/// Seconds since the start at the last progress line, for the watchdog.
+static LAST_PROGRESS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Ends the process if no step reports for `limit`: a stalled broker must not hang a CI job.
+fn watchdog(started: Instant, limit: std::time::Duration) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            let last = LAST_PROGRESS.load(std::sync::atomic::Ordering::Relaxed);
+            if started.elapsed().as_secs().saturating_sub(last) > limit.as_secs() {
+                eprintln!("no step finished within {limit:?}: the run is stuck (is RabbitMQ healthy?); exiting");
+                std::process::exit(3);
+            }
+        }
+    });
+}
+
 impl Bench {
     fn progress(&self, what: &str, figures: &str) {
+        LAST_PROGRESS.store(self.started.elapsed().as_secs(), std::sync::atomic::Ordering::Relaxed);
         eprintln!("[{:>6.1}s] {what}: {figures}", self.started.elapsed().as_secs_f64());
     }
 
     fn fail(&mut self, group: &str, what: &str, e: &str) {
+        LAST_PROGRESS.store(self.started.elapsed().as_secs(), std::sync::atomic::Ordering::Relaxed);
         self.report.note(group, format!("{what} failed: {}", e.lines().next().unwrap_or(e)));
         eprintln!("{what} failed:\n{e}");
     }
@@ -426,6 +445,7 @@ fn git_commit() -> Option<String> {
 async fn main() {
     let opts = Opts::parse();
     let started = Instant::now();
+    watchdog(started, std::time::Duration::from_secs(900));
     let rx = Receiver::start().await;
     let mut bench = Bench { opts: opts.clone(), rx, report: Report::default(), started };
     bench.declare_rows();

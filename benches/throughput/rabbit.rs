@@ -104,10 +104,21 @@ pub(crate) fn delete_default_vhost_queues(prefix: &str) {
     }
 }
 
+/// Connects, trying again when the handshake stalls: a RabbitMQ node busy with many quorum
+/// queues (a 100-route run declares 800) can leave a fresh connection unanswered.
 async fn connect(url: &str) -> Connection {
-    Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| panic!("connecting to RabbitMQ at {url}: {e}"))
+    for attempt in 1..=5 {
+        match tokio::time::timeout(Duration::from_secs(15), Connection::connect(url, ConnectionProperties::default()))
+            .await
+        {
+            Ok(Ok(c)) => return c,
+            Ok(Err(e)) if attempt == 5 => panic!("connecting to RabbitMQ at {url}: {e}"),
+            Ok(Err(e)) => eprintln!("connecting to RabbitMQ at {url}: {e}; trying again"),
+            Err(_) => eprintln!("connecting to RabbitMQ at {url}: no answer within 15 s; trying again"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("connecting to RabbitMQ at {url}: no answer after 5 attempts")
 }
 
 fn props(i: usize) -> BasicProperties {
