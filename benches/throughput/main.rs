@@ -9,14 +9,16 @@
 //!    and an ordered route, router CPU per event, publish-to-receive latency p50/p99 at half the
 //!    unordered maximum (and the bare relay's at the same rate, for the latency hookrelay adds),
 //!    peak resident memory, and resident memory with 10,000 deliveries in flight;
-//! 3. scaling: 10 and 100 routes with fan-out, and 64 KiB events;
+//! 3. scaling: N routes with fan-out (10 by default; `--fanout 10,100` adds 100, which declares
+//!    800 quorum queues and can leave a 2-core RabbitMQ 3.10 refusing connections until the run's
+//!    vhost is deleted), and 64 KiB events;
 //! 4. the embedded broker the same way, where the build has it.
 //!
 //! It prints a table of medians with, beside each, its ratio to the ceiling measured in the same
 //! repetition, then the targets, and writes JSON with `--json FILE`.
 //!
 //! `cargo bench --bench throughput -- [--quick] [--events N] [--repeat K] [--json FILE]
-//! [--only GROUP,…] [--latency-secs S] [--in-flight N] [--wrap 'CMD ARGS']`
+//! [--only GROUP,…] [--latency-secs S] [--in-flight N] [--fanout 10,100] [--wrap 'CMD ARGS']`
 //! (groups: ceilings, unordered, ordered, latency, memory, payload, fanout, embedded).
 //! Needs RabbitMQ with the management plugin: every run uses a vhost of its own, deleted at the
 //! end. Never a pass/fail test: it prints figures.
@@ -53,6 +55,7 @@ struct Opts {
     only: Vec<String>,
     latency_secs: f64,
     in_flight: usize,
+    fanout: Vec<usize>,
     launch: Launch,
 }
 
@@ -76,6 +79,13 @@ impl Opts {
             only,
             latency_secs: number("--latency-secs").unwrap_or(if quick { 5.0 } else { 10.0 }),
             in_flight: number("--in-flight").map_or(10_000, |v| v as usize),
+            fanout: value("--fanout")
+                .map(|v| {
+                    v.split(',')
+                        .map(|n| n.trim().parse().unwrap_or_else(|_| panic!("--fanout takes route counts, not {v:?}")))
+                        .collect()
+                })
+                .unwrap_or_else(|| vec![10]),
             launch: Launch {
                 wrap: value("--wrap").map(|w| w.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
             },
@@ -143,21 +153,21 @@ impl Bench {
             "ceiling.relay.1k",
             "bare relay (consume → POST → ack), 32 at once",
             Unit::PerSec,
-            Versus::Ratio("ceiling.consume.1k"),
+            Versus::Ratio("ceiling.consume.1k".into()),
         );
         r.row(
             G_CEIL,
             "ceiling.relay1.1k",
             "bare relay, one at a time",
             Unit::PerSec,
-            Versus::Ratio("ceiling.consume.1k"),
+            Versus::Ratio("ceiling.consume.1k".into()),
         );
         r.row(G_CEIL, "ceiling.relay.p50", "bare relay latency p50 (at the latency-run rate)", Unit::Millis, p.clone());
         r.row(G_CEIL, "ceiling.relay.p99", "bare relay latency p99 (at the latency-run rate)", Unit::Millis, p.clone());
         for (g, kind) in [(G_RMQ, "rabbitmq"), (G_EMB, "embedded")] {
             let k = |s: &str| format!("{kind}.{s}");
             let rate_vs = if kind == "rabbitmq" { "ceiling.consume.1k" } else { "ceiling.post.1k" };
-            r.row(g, k("unordered.1k.rate"), "unordered route, events/s", Unit::PerSec, Versus::Ratio(rate_vs));
+            r.row(g, k("unordered.1k.rate"), "unordered route, events/s", Unit::PerSec, Versus::Ratio(rate_vs.into()));
             r.row(g, k("unordered.1k.cpu"), "router CPU per event, unordered", Unit::Micros, p.clone());
             r.row(g, k("unordered.1k.broker_cpu"), "RabbitMQ node CPU per event, unordered", Unit::Micros, p.clone());
             r.row(
@@ -169,7 +179,13 @@ impl Bench {
             );
             r.row(g, k("unordered.1k.rss_peak"), "router peak RSS, unordered run", Unit::MiB, p.clone());
             r.row(g, k("idle.rss"), "router RSS once consuming, before any event", Unit::MiB, p.clone());
-            r.row(g, k("ordered.1k.rate"), "ordered route, events/s", Unit::PerSec, Versus::Ratio("ceiling.relay1.1k"));
+            r.row(
+                g,
+                k("ordered.1k.rate"),
+                "ordered route, events/s",
+                Unit::PerSec,
+                Versus::Ratio("ceiling.relay1.1k".into()),
+            );
             r.row(g, k("ordered.1k.cpu"), "router CPU per event, ordered", Unit::Micros, p.clone());
             r.row(
                 g,
@@ -178,8 +194,20 @@ impl Bench {
                 Unit::PerSec,
                 p.clone(),
             );
-            r.row(g, k("latency.p50"), "publish → receive p50", Unit::Millis, Versus::Minus("ceiling.relay.p50"));
-            r.row(g, k("latency.p99"), "publish → receive p99", Unit::Millis, Versus::Minus("ceiling.relay.p99"));
+            r.row(
+                g,
+                k("latency.p50"),
+                "publish → receive p50",
+                Unit::Millis,
+                Versus::Minus("ceiling.relay.p50".into()),
+            );
+            r.row(
+                g,
+                k("latency.p99"),
+                "publish → receive p99",
+                Unit::Millis,
+                Versus::Minus("ceiling.relay.p99".into()),
+            );
             r.row(g, k("inflight.held"), "deliveries held open by the receiver", Unit::Count, p.clone());
             r.row(g, k("inflight.rss"), "router RSS with those deliveries in flight", Unit::MiB, p.clone());
             r.row(g, k("inflight.peak"), "router peak RSS, in-flight run", Unit::MiB, p.clone());
@@ -194,18 +222,17 @@ impl Bench {
                 k("unordered.64k.rate"),
                 format!("{kind}: unordered route, 64 KiB"),
                 Unit::PerSec,
-                Versus::Ratio(vs64),
+                Versus::Ratio(vs64.into()),
             );
             r.row(gp, k("unordered.64k.cpu"), format!("{kind}: router CPU per event, 64 KiB"), Unit::Micros, p.clone());
             r.row(gp, k("unordered.64k.rss_peak"), format!("{kind}: router peak RSS, 64 KiB"), Unit::MiB, p.clone());
-            for n in [10, 100] {
+            for n in self.opts.fanout.clone() {
                 let gf = if kind == "rabbitmq" { G_FANOUT } else { G_EMB };
                 if kind == "rabbitmq" {
                     let c = format!("ceiling.consume.fanout{n}");
                     r.row(gf, c, format!("bare consumer, {n} queues"), Unit::PerSec, p.clone());
                 }
-                let ceiling: &'static str =
-                    if n == 10 { "ceiling.consume.fanout10" } else { "ceiling.consume.fanout100" };
+                let ceiling = format!("ceiling.consume.fanout{n}");
                 r.row(
                     gf,
                     k(&format!("fanout{n}.rate")),
@@ -376,7 +403,7 @@ impl Bench {
             }
         }
         if self.opts.wants("fanout") {
-            for routes in [10, 100] {
+            for routes in self.opts.fanout.clone() {
                 let per = (n / routes).max(50);
                 let ceiling = format!("ceiling.consume.fanout{routes}");
                 if self.report.current(&ceiling).is_none() {

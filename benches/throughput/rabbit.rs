@@ -104,21 +104,25 @@ pub(crate) fn delete_default_vhost_queues(prefix: &str) {
     }
 }
 
-/// Connects, trying again when the handshake stalls: a RabbitMQ node busy with many quorum
-/// queues (a 100-route run declares 800) can leave a fresh connection unanswered.
+/// Connection attempts of 15 s each before giving up.
+const ATTEMPTS: u32 = 20;
+
+/// Connects, trying again when the handshake stalls: on 2 cores, a RabbitMQ node that has just
+/// seen 100 consumers leave 800 quorum queues (a 100-route run) stops accepting connections for
+/// a minute or more.
 async fn connect(url: &str) -> Connection {
-    for attempt in 1..=5 {
+    for attempt in 1..=ATTEMPTS {
         match tokio::time::timeout(Duration::from_secs(15), Connection::connect(url, ConnectionProperties::default()))
             .await
         {
             Ok(Ok(c)) => return c,
-            Ok(Err(e)) if attempt == 5 => panic!("connecting to RabbitMQ at {url}: {e}"),
+            Ok(Err(e)) if attempt == ATTEMPTS => panic!("connecting to RabbitMQ at {url}: {e}"),
             Ok(Err(e)) => eprintln!("connecting to RabbitMQ at {url}: {e}; trying again"),
             Err(_) => eprintln!("connecting to RabbitMQ at {url}: no answer within 15 s; trying again"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    panic!("connecting to RabbitMQ at {url}: no answer after 5 attempts")
+    panic!("connecting to RabbitMQ at {url}: no answer after {ATTEMPTS} attempts")
 }
 
 fn props(i: usize) -> BasicProperties {

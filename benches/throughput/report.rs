@@ -77,9 +77,9 @@ pub(crate) enum Versus {
     /// Nothing beside the figure.
     Nothing,
     /// `value / ceiling`, the ceiling being another key.
-    Ratio(&'static str),
+    Ratio(String),
     /// `value − baseline` (added latency), the baseline being another key.
-    Minus(&'static str),
+    Minus(String),
 }
 
 /// One line of the table.
@@ -197,7 +197,7 @@ impl Report {
     }
 
     fn compared(&self, row: &Row) -> Option<f64> {
-        match row.versus {
+        match &row.versus {
             Versus::Nothing => None,
             Versus::Ratio(c) => Some(self.paired(&row.key, c, |x, y| x / y)),
             Versus::Minus(c) => Some(self.paired(&row.key, c, |x, y| x - y)),
@@ -223,20 +223,27 @@ impl Report {
     /// The table, then the targets.
     pub(crate) fn print(&self, title: &str, targets: &[Target]) {
         println!("\n{title}");
-        println!("{:<58} {:>14}   {}", "measure", "median", "against its ceiling (median of per-run figures)");
+        println!("{:<58} {:>14}   against its ceiling (median of per-run figures)", "measure", "median");
         for (group, rows) in &self.groups {
+            if !self.notes.contains_key(group) && rows.iter().all(|r| self.median(&r.key).is_nan()) {
+                continue;
+            }
             println!("\n{group}");
             if let Some(n) = self.notes.get(group) {
                 println!("  ({n})");
             }
             for row in rows {
                 let m = self.median(&row.key);
-                if m.is_nan() && self.notes.contains_key(group) {
+                if m.is_nan() {
+                    // Not measured in this invocation (group left out, or the step failed: the
+                    // group's note says so).
                     continue;
                 }
                 let versus = match (&row.versus, self.compared(row)) {
-                    (Versus::Ratio(c), Some(r)) => format!("{r:>5.2} × {}", self.label_of(c)),
-                    (Versus::Minus(c), Some(d)) => format!("{} over {}", row.unit.show(d), self.label_of(c)),
+                    (Versus::Ratio(c), Some(r)) if !r.is_nan() => format!("{r:>5.2} × {}", self.label_of(c)),
+                    (Versus::Minus(c), Some(d)) if !d.is_nan() => {
+                        format!("{} over {}", row.unit.show(d), self.label_of(c))
+                    }
                     _ => String::new(),
                 };
                 println!("  {:<56} {:>14}   {versus}", row.label, row.unit.show(m));
