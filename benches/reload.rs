@@ -69,7 +69,7 @@ fn config(dir: &Path, vhost: &str, n: usize) {
         dir,
         "hookrelay.toml",
         &format!(
-            "version = 1\n[broker]\nurl = \"amqp://guest:guest@127.0.0.1:5672/{vhost}\"\n[security]\nallow_http = true\nallow_private_networks = true\n[store]\nurl = \"sqlite://{}/hookrelay.db\"\n",
+            "version = 1\n[broker]\nurl = \"amqp://guest:guest@127.0.0.1:5672/{vhost}\"\n[security]\nallow_http = true\nallow_private_networks = true\n[store]\nurl = \"sqlite://{}/hookrelay.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
             dir.display()
         ),
     );

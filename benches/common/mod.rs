@@ -1,0 +1,165 @@
+//! What the benchmarks share: the events they publish (about 1 KiB or 64 KiB, valid against the
+//! bench schema), the realistic route (JSON Schema, a Rhai filter, redaction, Standard Webhooks
+//! signing) and the one function that writes a config directory for it.
+//!
+//! Every `hookrelay.toml` a benchmark writes comes from [`write_config`], so a change to the
+//! main file's shape (a new section, a new default) is one edit here.
+
+#![allow(dead_code)] // each bench binary uses its own part of this module
+
+use serde_json::json;
+use std::path::Path;
+
+/// The secret of the Standard Webhooks specification's example: never for anything real.
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The JSON Schema of `order.paid` data the bench events satisfy.
+pub(crate) const SCHEMA: &str = r#"{"type":"object","required":["order_id","total","currency","customer"],"properties":{"order_id":{"type":"string"},"total":{"type":"number","minimum":0},"currency":{"type":"string","pattern":"^[A-Z]{3}$"},"customer":{"type":"object","required":["name"]},"items":{"type":"array","items":{"type":"object","required":["sku","qty"]}}}}"#;
+
+/// The realistic route's filter: keeps every bench event, but reads `data` to decide.
+pub(crate) const FILTER: &str = "fn filter(event) { event.data.total >= 0 && event.data.currency != \"XXX\" }\n";
+
+/// A transform of the kind the README's example uses (micro-benchmarks only).
+pub(crate) const TRANSFORM: &str = "fn transform(event) {\n  let n = event.data.customer.name;\n  event.data.customer.name = n.sub_string(0, 1) + \".\";\n  event.data.size = if event.data.total > 500 { \"large\" } else { \"small\" };\n  event\n}\n";
+
+/// The fields the realistic route redacts.
+pub(crate) const REDACT: [&str; 2] = ["data.customer.email", "data.customer.phone"];
+
+/// Payload sizes the benchmarks use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Size {
+    /// About 1 KiB.
+    Kib1,
+    /// About 64 KiB.
+    Kib64,
+}
+
+impl Size {
+    /// As shown in tables.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Size::Kib1 => "1 KiB",
+            Size::Kib64 => "64 KiB",
+        }
+    }
+
+    fn items(self) -> usize {
+        match self {
+            Size::Kib1 => 8,
+            Size::Kib64 => 840,
+        }
+    }
+}
+
+/// The event id of event `i`: `b-<i>`. The receiver maps it back to `i`.
+pub(crate) fn event_id(i: usize) -> String {
+    format!("b-{i}")
+}
+
+/// `i` from an event id written by [`event_id`].
+pub(crate) fn event_index(id: &str) -> Option<usize> {
+    id.strip_prefix("b-")?.parse().ok()
+}
+
+/// Event `i` as published: a structured-mode CloudEvent of type `order.paid`.
+pub(crate) fn event(i: usize, size: Size) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "specversion": "1.0", "id": event_id(i), "source": "bench", "type": "order.paid",
+        "time": "2026-11-22T10:00:00Z", "datacontenttype": "application/json",
+        "data": {
+            "order_id": format!("o-{i}"), "total": 100 + (i % 900), "currency": "BRL",
+            "customer": {"name": "Ana Maria Souza", "email": "ana@example.com", "phone": "+55 11 99999-0000"},
+            "items": (0..size.items())
+                .map(|k| json!({"sku": format!("SKU-{k:05}"), "qty": k % 7 + 1, "note": "x".repeat(40)}))
+                .collect::<Vec<_>>()
+        }
+    }))
+    .expect("a JSON value serializes")
+}
+
+/// One route of a bench config.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteSpec {
+    /// File stem and route name.
+    pub(crate) name: String,
+    /// Target URL.
+    pub(crate) url: String,
+    /// Strict FIFO.
+    pub(crate) ordered: bool,
+    /// Deliveries at once (unordered).
+    pub(crate) concurrency: usize,
+    /// Also run [`TRANSFORM`].
+    pub(crate) transform: bool,
+    /// Per-attempt timeout (default 10 s).
+    pub(crate) timeout: Option<&'static str>,
+}
+
+impl RouteSpec {
+    /// The realistic route: schema, filter, redaction, signing.
+    pub(crate) fn realistic(
+        name: impl Into<String>,
+        url: impl Into<String>,
+        ordered: bool,
+        concurrency: usize,
+    ) -> Self {
+        Self { name: name.into(), url: url.into(), ordered, concurrency, transform: false, timeout: None }
+    }
+}
+
+/// Which broker a config uses.
+#[derive(Debug, Clone)]
+pub(crate) enum BrokerSpec {
+    /// `[broker]` with this AMQP URL and prefetch.
+    RabbitMq {
+        /// AMQP URL (a vhost of the bench's own).
+        url: String,
+        /// `prefetch`.
+        prefetch: u32,
+    },
+    /// No `[broker]` section: the embedded, file-backed broker.
+    Embedded,
+    /// No broker at all is contacted (micro-benchmarks load the config only).
+    Unused,
+}
+
+/// Writes a complete config directory: `hookrelay.toml`, the schema, the plugins, one file per
+/// route, and the secret (as `secret_file`, so nothing touches the environment).
+///
+/// `api_listen` is written as `[api] listen`: `127.0.0.1:0` lets several routers run at once;
+/// the embedded broker's producers need a known port instead.
+pub(crate) fn write_config(dir: &Path, broker: &BrokerSpec, api_listen: &str, routes: &[RouteSpec]) {
+    let w = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("a relative path has a parent")).expect("bench config directory");
+        std::fs::write(p, text).expect("bench config file");
+    };
+    let mut main = String::new();
+    match broker {
+        BrokerSpec::RabbitMq { url, prefetch } => {
+            main.push_str(&format!("[broker]\nurl = \"{url}\"\nprefetch = {prefetch}\n"));
+        }
+        BrokerSpec::Embedded | BrokerSpec::Unused => {}
+    }
+    main.push_str("[security]\nallow_http = true\nallow_private_networks = true\n");
+    main.push_str(&format!("[store]\nurl = \"sqlite://{}/hookrelay.db\"\n", dir.display()));
+    main.push_str(&format!("[api]\nlisten = \"{api_listen}\"\n"));
+    w("hookrelay.toml", &main);
+    w("schemas/order.paid/v1.json", SCHEMA);
+    w("plugins/filter.rhai", FILTER);
+    w("plugins/transform.rhai", TRANSFORM);
+    w("secret", SECRET);
+    for r in routes {
+        let mut text = format!(
+            "events = [\"order.*\"]\nurl = \"{}\"\nordered = {}\nconcurrency = {}\nfilter = \"plugins/filter.rhai\"\nredact = {:?}\n",
+            r.url, r.ordered, r.concurrency, REDACT
+        );
+        if let Some(t) = r.timeout {
+            text.push_str(&format!("timeout = \"{t}\"\n"));
+        }
+        if r.transform {
+            text.push_str("transform = \"plugins/transform.rhai\"\n");
+        }
+        text.push_str("[signing]\nsecret_file = \"secret\"\n");
+        w(&format!("routes/{}.toml", r.name), &text);
+    }
+}

@@ -1,0 +1,150 @@
+//! Micro-benchmarks of the per-event pieces, through the library's public API, on the realistic
+//! route of the throughput bench (JSON Schema, a Rhai filter, redaction, Standard Webhooks
+//! signing) and on the same route with a transform, for 1 KiB and 64 KiB events:
+//!
+//! - `decode`: bytes → `CloudEvent`;
+//! - `validate`: the event's `data` against its compiled schema;
+//! - `to_value`: the event as the JSON map scripts and redaction work on;
+//! - `filter` / `transform`: one Rhai call each (the conversion to and from Rhai included);
+//! - `redact`: the route's two redaction paths;
+//! - `render`: the `standard` body serialized;
+//! - `sign`: `Signer::headers` (one HMAC-SHA256 over id, timestamp and body);
+//! - `headers`: every request header of one attempt (`router::request_headers`, signing included);
+//! - `prepare`: the whole pipeline from bytes to the rendered body (`pipeline::prepare`);
+//! - `baseline`: what the same work costs done another way (one parse into a map, a direct JSON →
+//!   Rhai conversion, cloning `data`, dropping the event), the figures behind proposed changes.
+//!
+//! `cargo bench --bench pipeline [-- FILTER]`. No broker needed.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{BrokerSpec, RouteSpec, Size};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use hookrelay::config::Snapshot;
+use hookrelay::event::CloudEvent;
+use hookrelay::pipeline::{self, Prepared};
+use serde_json::{Value, json};
+use std::hint::black_box;
+
+struct Fixture {
+    snapshot: Snapshot,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let routes = [
+        RouteSpec::realistic("realistic", "http://127.0.0.1:9/hook", false, 32),
+        RouteSpec { transform: true, ..RouteSpec::realistic("transform", "http://127.0.0.1:9/hook", false, 32) },
+    ];
+    common::write_config(dir.path(), &BrokerSpec::Unused, "127.0.0.1:0", &routes);
+    let snapshot = hookrelay::config::load(dir.path()).unwrap_or_else(|e| panic!("bench config: {e:?}"));
+    Fixture { snapshot, _dir: dir }
+}
+
+fn pieces(c: &mut Criterion) {
+    let f = fixture();
+    let snap = &f.snapshot;
+    let route = snap.route("realistic").expect("route").clone();
+    let with_transform = snap.route("transform").expect("route").clone();
+    let filter = route.filter.clone().expect("filter");
+    let transform = with_transform.transform.clone().expect("transform");
+    for size in [Size::Kib1, Size::Kib64] {
+        let raw = common::event(7, size);
+        let event = CloudEvent::decode(&raw).expect("bench event decodes");
+        let value = event.to_value();
+        let data = event.data.clone().unwrap_or(Value::Null);
+        let mut g = c.benchmark_group(format!("pipeline {}", size.label()));
+        g.throughput(Throughput::Bytes(raw.len() as u64));
+        let id = |name: &str| BenchmarkId::new(name, size.label());
+
+        g.bench_function(id("decode"), |b| b.iter(|| CloudEvent::decode(black_box(&raw)).expect("decodes")));
+        g.bench_function(id("validate"), |b| {
+            b.iter(|| snap.schemas.validate("order.paid", None, black_box(&data)).expect("valid"))
+        });
+        g.bench_function(id("to_value"), |b| b.iter(|| black_box(&event).to_value()));
+        g.bench_function(id("filter"), |b| {
+            b.iter(|| filter.filter(&snap.engine, black_box(&value)).expect("filter runs"))
+        });
+        g.bench_function(id("transform"), |b| {
+            b.iter(|| transform.transform(&snap.engine, black_box(&value)).expect("transform runs"))
+        });
+        g.bench_function(id("redact"), |b| {
+            b.iter_batched_ref(
+                || value.clone(),
+                |v| route.redact.iter().for_each(|p| p.apply(v)),
+                criterion::BatchSize::SmallInput,
+            )
+        });
+        let body = json!({"type": event.ty, "timestamp": event.time, "data": data});
+        g.bench_function(id("render"), |b| b.iter(|| serde_json::to_vec(black_box(&body)).expect("renders")));
+        let rendered = serde_json::to_vec(&body).expect("renders");
+        g.bench_function(id("sign"), |b| {
+            b.iter(|| route.signer.headers(black_box(&event.id), 1_700_000_000, black_box(&rendered)))
+        });
+        let Ok(Prepared::Deliver(payload)) = pipeline::prepare(snap, &route, &raw) else {
+            panic!("the realistic route delivers the bench event")
+        };
+        g.bench_function(id("headers"), |b| {
+            b.iter(|| {
+                hookrelay::router::request_headers(
+                    &route,
+                    black_box(&payload),
+                    "1763805600000000",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                    1,
+                    1_700_000_000,
+                )
+            })
+        });
+        g.bench_function(id("prepare"), |b| b.iter(|| pipeline::prepare(snap, &route, black_box(&raw)).expect("ok")));
+        g.bench_function(id("prepare+transform"), |b| {
+            b.iter(|| pipeline::prepare(snap, &with_transform, black_box(&raw)).expect("ok"))
+        });
+        g.finish();
+
+        // Baselines for proposed changes to the pipeline (src/), measured on the same inputs:
+        // what one parsing pass costs, what a direct JSON → Rhai conversion costs, and what
+        // cloning `data` for the body costs.
+        let mut g = c.benchmark_group(format!("baseline {}", size.label()));
+        g.throughput(Throughput::Bytes(raw.len() as u64));
+        g.bench_function(id("parse_to_map"), |b| {
+            b.iter(|| serde_json::from_slice::<serde_json::Map<String, Value>>(black_box(&raw)).expect("parses"))
+        });
+        g.bench_function(id("to_dynamic_serde"), |b| {
+            b.iter(|| rhai::serde::to_dynamic(black_box(&value)).expect("converts"))
+        });
+        g.bench_function(id("to_dynamic_direct"), |b| b.iter(|| to_dynamic(black_box(&value))));
+        g.bench_function(id("clone_data"), |b| b.iter(|| black_box(&value).get("data").cloned()));
+        g.bench_function(id("drop_event_value"), |b| {
+            b.iter_batched(|| value.clone(), drop, criterion::BatchSize::SmallInput)
+        });
+        g.finish();
+    }
+}
+
+/// A direct `serde_json::Value` → `rhai::Dynamic` conversion (no serde data model in between),
+/// as a baseline for the script path.
+fn to_dynamic(v: &Value) -> rhai::Dynamic {
+    match v {
+        Value::Null => rhai::Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(a) => rhai::Dynamic::from_array(a.iter().map(to_dynamic).collect()),
+        Value::Object(m) => {
+            rhai::Dynamic::from_map(m.iter().map(|(k, v)| (k.as_str().into(), to_dynamic(v))).collect())
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
+    targets = pieces
+}
+criterion_main!(benches);
