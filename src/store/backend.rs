@@ -83,6 +83,22 @@ impl PostgresStore {
     }
 }
 
+/// A batch of attempts folded into one row per delivery, sorted by delivery id: (id, first
+/// attempt time, highest attempt number, the latest attempt — the later one in the batch on a
+/// tie, as one upsert per attempt in batch order would have left it).
+fn delivery_rows(batch: &[Attempt]) -> Vec<(String, i64, u32, &Attempt)> {
+    let mut rows: std::collections::BTreeMap<String, (i64, u32, &Attempt)> = std::collections::BTreeMap::new();
+    for a in batch {
+        let row = rows.entry(delivery_id(&a.route, &a.event_id)).or_insert((a.at_ms, a.attempt, a));
+        row.0 = row.0.min(a.at_ms);
+        row.1 = row.1.max(a.attempt);
+        if a.at_ms >= row.2.at_ms {
+            row.2 = a;
+        }
+    }
+    rows.into_iter().map(|(id, (first, attempts, latest))| (id, first, attempts, latest)).collect()
+}
+
 fn opt_u16(v: Option<i64>) -> Option<u16> {
     v.and_then(|s| u16::try_from(s).ok())
 }
@@ -306,31 +322,35 @@ macro_rules! impl_store {
                         .push_bind(a.at_ms);
                 });
                 q.build().execute(&mut *tx).await?;
-                for a in batch {
-                    sqlx::query(
-                        "INSERT INTO deliveries (id, route, event_id, event_type, status, attempts, last_status, \
-                         last_error, first_at, last_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                         ON CONFLICT (id) DO UPDATE SET \
-                         status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.status ELSE deliveries.status END, \
-                         last_status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_status ELSE deliveries.last_status END, \
-                         last_error = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_error ELSE deliveries.last_error END, \
-                         attempts = CASE WHEN excluded.attempts > deliveries.attempts THEN excluded.attempts ELSE deliveries.attempts END, \
-                         first_at = CASE WHEN excluded.first_at < deliveries.first_at THEN excluded.first_at ELSE deliveries.first_at END, \
-                         last_at = CASE WHEN excluded.last_at > deliveries.last_at THEN excluded.last_at ELSE deliveries.last_at END",
-                    )
-                    .bind(delivery_id(&a.route, &a.event_id))
-                    .bind(&a.route)
-                    .bind(&a.event_id)
-                    .bind(&a.event_type)
-                    .bind(a.outcome.as_str())
-                    .bind(i64::from(a.attempt))
-                    .bind(a.status.map(i64::from))
-                    .bind(&a.error)
-                    .bind(a.at_ms)
-                    .bind(a.at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                // One row per delivery (PostgreSQL refuses to upsert a row twice in one
+                // statement), in id order so that concurrent writers lock rows in one order.
+                let rows = delivery_rows(batch);
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO deliveries (id, route, event_id, event_type, status, attempts, last_status, \
+                     last_error, first_at, last_at) ",
+                );
+                q.push_values(&rows, |mut b, (id, first_at, attempts, a)| {
+                    b.push_bind(id.clone())
+                        .push_bind(a.route.clone())
+                        .push_bind(a.event_id.clone())
+                        .push_bind(a.event_type.clone())
+                        .push_bind(a.outcome.as_str())
+                        .push_bind(i64::from(*attempts))
+                        .push_bind(a.status.map(i64::from))
+                        .push_bind(a.error.clone())
+                        .push_bind(*first_at)
+                        .push_bind(a.at_ms);
+                });
+                q.push(
+                    " ON CONFLICT (id) DO UPDATE SET \
+                     status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.status ELSE deliveries.status END, \
+                     last_status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_status ELSE deliveries.last_status END, \
+                     last_error = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_error ELSE deliveries.last_error END, \
+                     attempts = CASE WHEN excluded.attempts > deliveries.attempts THEN excluded.attempts ELSE deliveries.attempts END, \
+                     first_at = CASE WHEN excluded.first_at < deliveries.first_at THEN excluded.first_at ELSE deliveries.first_at END, \
+                     last_at = CASE WHEN excluded.last_at > deliveries.last_at THEN excluded.last_at ELSE deliveries.last_at END",
+                );
+                q.build().execute(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(())
             }

@@ -93,6 +93,19 @@ async fn conformance(s: Arc<dyn Store>) {
         }
     }
     assert_eq!(seen, all.items.iter().map(|d| d.id.clone()).collect::<Vec<_>>());
+    // One batch holding several attempts of one delivery, out of order, is one row: the latest
+    // attempt's state, the highest attempt number, the earliest time.
+    s.record_attempts(&[
+        attempt("batch", "b1", 3, Outcome::Delivered, Some(200), 3_300),
+        attempt("batch", "b1", 1, Outcome::Retrying, Some(503), 3_100),
+        attempt("batch", "b1", 2, Outcome::Retrying, Some(502), 3_200),
+    ])
+    .await
+    .unwrap();
+    let b1 = s.delivery(&delivery_id("batch", "b1")).await.unwrap().unwrap();
+    assert_eq!((b1.status, b1.attempts, b1.last_status), (Outcome::Delivered, 3, Some(200)));
+    assert_eq!((b1.first_at_ms, b1.last_at_ms), (3_100, 3_300));
+    assert_eq!(s.attempts(&delivery_id("batch", "b1")).await.unwrap().len(), 3);
     assert!(
         s.deliveries(&DeliveryFilter { cursor: Some("garbage".into()), limit: 5, ..Default::default() }).await.is_err()
     );
