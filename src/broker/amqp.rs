@@ -5,9 +5,13 @@
 //! - per route a quorum queue `hookrelay.route.<name>` bound once per event pattern, with
 //!   `x-single-active-consumer` when ordered, `x-delivery-limit`, and at-least-once
 //!   dead-lettering to `hookrelay.dead-letters`;
-//! - per unordered route and backoff tier a wait queue `hookrelay.route.<name>.retry.<ms>`:
-//!   no consumer; messages expire (per-message `expiration`) and are dead-lettered back to the
-//!   route queue through the default exchange;
+//! - per backoff tier (a delay value of some unordered route), shared by every route: a fanout
+//!   exchange and a wait queue, both `hookrelay.retry.<ms>`. A retry is published to the tier's
+//!   exchange with its route's queue as routing key; the wait queue has no consumer; the message
+//!   expires there (per-message `expiration`) and is dead-lettered through the default exchange
+//!   with its original routing key, which puts it back in its route's queue. Sharing the tiers
+//!   keeps the queue count near the route count (100 routes with 7 tiers each would otherwise
+//!   be 800 quorum queues, which a small broker does not take well);
 //! - the dead-letter exchange and quorum queue `hookrelay.dead-letters`, bound with `#`.
 //!
 //! Every publish is persistent and `mandatory`, on a confirm-mode channel, and waits for its
@@ -75,9 +79,9 @@ fn mismatch(queue: &str, e: lapin::Error) -> BrokerError {
     }
 }
 
-/// The wait queue of a route's backoff tier.
-pub fn retry_queue(route_queue: &str, tier: Duration) -> String {
-    format!("{route_queue}.retry.{}", tier.as_millis())
+/// The exchange and wait queue of a backoff tier, shared by every route.
+pub fn retry_queue(tier: Duration) -> String {
+    format!("hookrelay.retry.{}", tier.as_millis())
 }
 
 #[async_trait]
@@ -131,14 +135,24 @@ impl Broker for AmqpBroker {
             .await?;
         }
         for tier in &t.tiers {
-            let name = retry_queue(t.queue, *tier);
+            let name = retry_queue(*tier);
+            let opts = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+            ch.exchange_declare(name.as_str().into(), ExchangeKind::Fanout, opts, FieldTable::default()).await?;
             let mut args = quorum_args();
-            // Expired messages go back to the route queue through the default exchange.
+            // Expired messages are dead-lettered through the default exchange with their own
+            // routing key (no x-dead-letter-routing-key): the queue of the route they came from.
             args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(t.queue.into()));
             args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
             args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
             ch.queue_declare(name.as_str().into(), durable(), args).await.map_err(|e| mismatch(&name, e))?;
+            ch.queue_bind(
+                name.as_str().into(),
+                name.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         }
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
@@ -202,7 +216,7 @@ impl Broker for AmqpBroker {
             .with_headers(to_table(headers))
             .with_content_type(CLOUDEVENTS_JSON.into())
             .with_expiration(wait.as_millis().max(1).to_string().into());
-        publish_confirmed(&self.publisher, "", &retry_queue(queue, tier), body, props).await
+        publish_confirmed(&self.publisher, &retry_queue(tier), queue, body, props).await
     }
 
     async fn queue_depth(&self, queue: &str) -> Result<u64, BrokerError> {

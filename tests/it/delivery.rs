@@ -114,7 +114,12 @@ async fn a_503_is_retried_then_delivered_on_both_kinds_of_route() {
     let retry = "[retry]\nmax_attempts = 3\nbackoff = [\"300ms\"]";
     cfg.route("ordered", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = true\n{retry}", rx.url("/o")));
     cfg.route("unordered", &format!("events = [\"order.paid\"]\nurl = \"{}\"\n{retry}", rx.url("/u")));
+    cfg.route("unordered2", &format!("events = [\"order.created\"]\nurl = \"{}\"\n{retry}", rx.url("/u2")));
     let _router = RouterProc::ready(&cfg).await;
+    // Unordered routes share one wait queue per backoff step; ordered routes retry in place.
+    let wait = vh.queue("hookrelay.retry.300");
+    assert_eq!(wait["arguments"]["x-queue-type"], "quorum", "{wait}");
+    assert_eq!(vh.bindings("hookrelay.retry.300"), [("hookrelay.retry.300".to_string(), String::new())]);
     vh.publish(&numbered("r", 5)).await;
     for path in ["/o", "/u"] {
         let deadline = std::time::Instant::now() + T;
