@@ -6,7 +6,11 @@
 
 use crate::common::otlp::{OtlpReceiver, ReceivedSpan};
 use crate::common::*;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
 use serde_json::{Value, json};
@@ -281,6 +285,52 @@ async fn metrics_scraped_after_a_known_workload_have_exact_counts() {
     assert_eq!(s.value(RELOADS, &[("result", "rejected")]), 1.0);
     assert_eq!(s.value(LAST_RELOAD_OK, &[]), 0.0);
     assert_eq!(s.value(CONFIG_INFO, &[("version", "2"), ("revision", &new_revision)]), 1.0, "the old config runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_the_broker_made_are_counted_when_indexed() {
+    let vh = Vhost::new();
+    let rx = Receiver::ok().await;
+    let cfg = ConfigDir::with_main(&format!(
+        "version = 1\n[broker]\nurl = \"{}\"\ndelivery_limit = 2\n[security]\nallow_http = true\nallow_private_networks = true\n",
+        vh.url
+    ));
+    cfg.route("poison", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/poison")));
+    // A first router declares the topology and stops.
+    let mut first = RouterProc::ready(&cfg).await;
+    assert!(first.term(T).await.success());
+    // An event delivered three times without an ack (limit 2): the broker dead-letters it.
+    vh.publish(&[event("order.paid", "poisoned", json!({"n": 1}))]).await;
+    let conn = vh.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "hookrelay.route.poison".into(),
+            "crasher".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(T, consumer.next()).await.expect("a delivery").unwrap().unwrap();
+        d.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+
+    // A second router indexes it and counts it once, as the broker's.
+    let second = RouterProc::ready(&cfg).await;
+    let api = Api::new(&second.api().await, None);
+    let dead = cfg.wait_dead_letters(1, T).await;
+    assert_eq!((dead[0].reason.as_str(), dead[0].event_id.as_str()), ("delivery_limit", "poisoned"));
+    let labels = [("route", "poison"), ("reason", "delivery_limit")];
+    let s = scrape_until(&api, "the broker's dead letter counted", |s| s.count(DEAD, &labels) >= 1.0).await;
+    assert_eq!(s.value(DEAD, &labels), 1.0);
+    let total: f64 = s.of_route(DEAD, "poison").iter().map(|(_, v)| v).sum();
+    assert_eq!(total, 1.0, "no other reason counted: {:?}", s.of_route(DEAD, "poison"));
+    assert_eq!(s.count(CONSUMED, &[("route", "poison")]), 0.0, "this router never took it from the queue");
+    assert!(rx.all().is_empty());
 }
 
 /// Publishes one event to the events exchange with AMQP headers.
