@@ -464,7 +464,7 @@ fn route_test(dir: &std::path::Path, name: &str, event: &std::path::Path) -> Res
         }
         Ok(hookrelay::pipeline::Prepared::Deliver(p)) => {
             let seq = p.sequence.clone().unwrap_or_else(|| "<assigned at delivery>".into());
-            let tp = p.traceparent.clone().unwrap_or_else(hookrelay::router::new_traceparent);
+            let tp = p.traceparent.clone().unwrap_or_else(hookrelay::telemetry::new_traceparent);
             let headers = hookrelay::router::request_headers(route, &p, &seq, &tp, 1, hookrelay::router::unix_now());
             println!("POST {}", route.url);
             for (k, v) in &headers {

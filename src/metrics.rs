@@ -7,9 +7,9 @@
 //! payloads never become labels.
 //!
 //! The reporting functions are no-ops until [`install`] ran, so library users and tests that
-//! never install a recorder pay nothing. Per-event calls look up the route's pre-registered
-//! handles in a read-locked map (no allocation after the first call per route) and then only
-//! touch atomics.
+//! never install a recorder pay nothing. A route's worker holds a [`RouteMeter`] (its handles,
+//! looked up once), so per-event calls only touch atomics; the functions that take a route name
+//! look the handles up in a read-locked map (no allocation after the first call per route).
 //!
 //! State that must disappear rather than go stale (the config info, queue depth and circuit
 //! state of routes that were removed) is kept here and rendered after the recorder's output:
@@ -33,6 +33,7 @@
 //! | `hookrelay_queue_depth` | gauge | `route` |
 //! | `hookrelay_circuit_state` | gauge (0/1/2) | `route` |
 
+use crate::deliver::client::SendError;
 use crate::pipeline::Reason;
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -49,7 +50,10 @@ pub const CONFIG_INFO: &str = "hookrelay_config_info";
 pub const CONFIG_RELOADS: &str = "hookrelay_config_reloads_total";
 /// `hookrelay_config_last_reload_successful`: 1 when the last load or reload was applied.
 pub const CONFIG_LAST_RELOAD_OK: &str = "hookrelay_config_last_reload_successful";
-/// `hookrelay_events_consumed_total{route}`: messages taken from the route's queue.
+/// `hookrelay_events_consumed_total{route}`: messages taken from the route's queue for an
+/// attempt (a retry's return and a redelivery count again; a message back early from a wait
+/// queue and parked again does not). Once settled, consumed = filtered + delivered + retried +
+/// dead-lettered by the router.
 pub const EVENTS_CONSUMED: &str = "hookrelay_events_consumed_total";
 /// `hookrelay_events_filtered_total{route}`: events the route's filter dropped.
 pub const EVENTS_FILTERED: &str = "hookrelay_events_filtered_total";
@@ -152,6 +156,17 @@ impl AttemptFailure {
             400..=499 => Self::Http4xx,
             500..=599 => Self::Http5xx,
             _ => Self::HttpOther,
+        }
+    }
+
+    /// The failure of a request that got no response.
+    pub fn from_send_error(e: &SendError) -> Self {
+        match e {
+            SendError::Blocked(_) => Self::Blocked,
+            SendError::Timeout(_) => Self::Timeout,
+            SendError::Connect(_) => Self::Connect,
+            SendError::Tls(_) => Self::Tls,
+            SendError::Other(_) => Self::Other,
         }
     }
 
@@ -420,7 +435,11 @@ fn describe() {
         CONFIG_LAST_RELOAD_OK,
         "1 when the last config load or reload was applied, 0 when it was rejected."
     );
-    describe_counter!(EVENTS_CONSUMED, Unit::Count, "Messages taken from the route's queue (redeliveries included).");
+    describe_counter!(
+        EVENTS_CONSUMED,
+        Unit::Count,
+        "Messages taken from the route's queue for an attempt (retries and redeliveries included)."
+    );
     describe_counter!(EVENTS_FILTERED, Unit::Count, "Events the route's filter dropped (acked, nothing sent).");
     describe_counter!(EVENTS_DELIVERED, Unit::Count, "Events delivered: the receiver answered 2xx.");
     describe_counter!(EVENTS_RETRIED, Unit::Count, "Retries scheduled after a retryable failure.");
@@ -440,52 +459,109 @@ fn route(name: &str) -> Option<Arc<RouteMetrics>> {
     Some(routes.entry(name.into()).or_insert_with(|| Arc::new(RouteMetrics::register(name))).clone())
 }
 
-/// A message was taken from the route's queue. Call once per message, before the pipeline.
-pub fn consumed(route_name: &str) {
-    if let Some(m) = route(route_name) {
-        m.consumed.increment(1);
+/// One route's metric handles, looked up once: a route's worker holds one for its life, so that
+/// its per-event calls only touch atomics. A no-op when made before [`install`] ran.
+#[derive(Clone, Default)]
+pub struct RouteMeter(Option<Arc<RouteMetrics>>);
+
+impl std::fmt::Debug for RouteMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RouteMeter").field(&self.0.is_some()).finish()
     }
 }
 
-/// The route's filter dropped the event.
-pub fn filtered(route_name: &str) {
-    if let Some(m) = route(route_name) {
-        m.filtered.increment(1);
+impl RouteMeter {
+    /// The handles of `route_name` (registered on first use).
+    pub fn new(route_name: &str) -> Self {
+        Self(route(route_name))
     }
-}
 
-/// The receiver answered 2xx after `latency` (request to response); `lag` is the time since the
-/// event's `time` attribute (see [`lag_since`]), when it has one.
-pub fn delivered(route_name: &str, latency: Duration, lag: Option<Duration>) {
-    if let Some(m) = route(route_name) {
-        m.delivered.increment(1);
-        m.success.increment(1);
-        m.duration.record(latency.as_secs_f64());
-        if let Some(lag) = lag {
-            m.lag.record(lag.as_secs_f64());
+    /// A message was taken from the route's queue. Call once per message, before the pipeline.
+    pub fn consumed(&self) {
+        if let Some(m) = &self.0 {
+            m.consumed.increment(1);
         }
     }
+
+    /// The route's filter dropped the event.
+    pub fn filtered(&self) {
+        if let Some(m) = &self.0 {
+            m.filtered.increment(1);
+        }
+    }
+
+    /// The receiver answered 2xx after `latency` (request to response); `lag` is the time since
+    /// the event's `time` attribute (see [`lag`]), when it has one.
+    pub fn delivered(&self, latency: Duration, lag: Option<Duration>) {
+        if let Some(m) = &self.0 {
+            m.delivered.increment(1);
+            m.success.increment(1);
+            m.duration.record(latency.as_secs_f64());
+            if let Some(lag) = lag {
+                m.lag.record(lag.as_secs_f64());
+            }
+        }
+    }
+
+    /// One HTTP attempt failed.
+    pub fn attempt_failed(&self, failure: AttemptFailure) {
+        if let Some(m) = &self.0 {
+            m.failures[failure_index(failure)].increment(1);
+        }
+    }
+
+    /// A retry was scheduled (in place on an ordered route, through a wait queue otherwise).
+    pub fn retried(&self) {
+        if let Some(m) = &self.0 {
+            m.retried.increment(1);
+        }
+    }
+
+    /// An event was dead-lettered (after its dead letter was confirmed).
+    pub fn dead_lettered(&self, reason: Reason) {
+        if let Some(m) = &self.0 {
+            m.dead[reason_index(reason)].increment(1);
+        }
+    }
+
+    /// Counts a delivery as in flight until the returned guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        InFlight(self.0.as_ref().map(|m| {
+            m.in_flight.increment(1.0);
+            m.in_flight.clone()
+        }))
+    }
 }
 
-/// One HTTP attempt failed.
+/// A message was taken from the route's queue (see [`RouteMeter::consumed`]).
+pub fn consumed(route_name: &str) {
+    RouteMeter::new(route_name).consumed();
+}
+
+/// The route's filter dropped the event (see [`RouteMeter::filtered`]).
+pub fn filtered(route_name: &str) {
+    RouteMeter::new(route_name).filtered();
+}
+
+/// The receiver answered 2xx (see [`RouteMeter::delivered`]).
+pub fn delivered(route_name: &str, latency: Duration, lag: Option<Duration>) {
+    RouteMeter::new(route_name).delivered(latency, lag);
+}
+
+/// One HTTP attempt failed (see [`RouteMeter::attempt_failed`]).
 pub fn attempt_failed(route_name: &str, failure: AttemptFailure) {
-    if let Some(m) = route(route_name) {
-        m.failures[failure_index(failure)].increment(1);
-    }
+    RouteMeter::new(route_name).attempt_failed(failure);
 }
 
-/// A retry was scheduled (in place on an ordered route, through a wait queue otherwise).
+/// A retry was scheduled (see [`RouteMeter::retried`]).
 pub fn retried(route_name: &str) {
-    if let Some(m) = route(route_name) {
-        m.retried.increment(1);
-    }
+    RouteMeter::new(route_name).retried();
 }
 
-/// An event was dead-lettered (after its dead letter was confirmed).
+/// An event was dead-lettered, after its dead letter was confirmed (see
+/// [`RouteMeter::dead_lettered`]).
 pub fn dead_lettered(route_name: &str, reason: Reason) {
-    if let Some(m) = route(route_name) {
-        m.dead[reason_index(reason)].increment(1);
-    }
+    RouteMeter::new(route_name).dead_lettered(reason);
 }
 
 /// One delivery in progress: [`IN_FLIGHT`] counts it until this is dropped.
@@ -501,12 +577,10 @@ impl Drop for InFlight {
     }
 }
 
-/// Counts a delivery as in flight until the returned guard is dropped.
+/// Counts a delivery as in flight until the returned guard is dropped (see
+/// [`RouteMeter::in_flight`]).
 pub fn in_flight(route_name: &str) -> InFlight {
-    InFlight(route(route_name).map(|m| {
-        m.in_flight.increment(1.0);
-        m.in_flight.clone()
-    }))
+    RouteMeter::new(route_name).in_flight()
 }
 
 /// Messages ready in the route's queue, as just read from the broker (a periodic poll, never
@@ -558,7 +632,19 @@ pub fn reload(result: ReloadResult) {
 /// Time since an RFC 3339 timestamp (a CloudEvent's `time`): `None` when it does not parse or
 /// lies in the future (clock skew between producer and router).
 pub fn lag_since(time: &str) -> Option<Duration> {
-    SystemTime::now().duration_since(parse_rfc3339(time)?).ok()
+    lag(parse_time(time)?)
+}
+
+/// Time since `time` (an event's `time`, parsed once by [`parse_time`]): `None` when it lies in
+/// the future (clock skew between producer and router).
+pub fn lag(time: SystemTime) -> Option<Duration> {
+    SystemTime::now().duration_since(time).ok()
+}
+
+/// An RFC 3339 `date-time` (a CloudEvent's `time`) as a point in time; `None` when it does not
+/// parse. No allocation.
+pub fn parse_time(s: &str) -> Option<SystemTime> {
+    parse_rfc3339(s)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, the RFC 3339 `date-time`.

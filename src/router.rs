@@ -10,6 +10,13 @@
 //! within the grace period, then close the connection, which returns every unacked message to
 //! its queue in order. Consumers are never cancelled while holding unacked messages: on a
 //! single-active-consumer queue that would let the next consumer overtake them.
+//!
+//! Observability: each worker reports through its route's [`metrics::RouteMeter`] (consumed,
+//! filtered, each attempt's result, delivered with latency and lag, retried, dead-lettered by
+//! reason, in flight); each message runs in an event span and each HTTP attempt in an attempt
+//! span ([`telemetry`]), whose context is the `traceparent` the receiver gets. Queue depths are
+//! polled from the broker every 15 s, never per event. Logs name the route, event, attempt,
+//! status and reason of every failure, never the payload.
 
 use crate::broker::dead_letters::{self, DeadLetter};
 use crate::broker::{
@@ -18,12 +25,15 @@ use crate::broker::{
 use crate::config::{Route, Snapshot};
 use crate::deliver::client::{SendError, WebhookClient};
 use crate::deliver::retry::{Class, classify};
-use crate::pipeline::{self, Prepared, Reason};
+use crate::metrics::{self, AttemptFailure, ReloadResult};
+use crate::pipeline::{self, Payload, Prepared, Reason, Rejection};
 use crate::store::log::AttemptLog;
 use crate::store::{Attempt, Outcome, Store};
+use crate::telemetry;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -189,8 +199,14 @@ impl Router {
                 st.applied += 1;
                 st.last_error = None;
                 info!(version, %revision, ?added, ?removed, ?changed, "config reloaded");
+                metrics::reload(ReloadResult::Applied);
+                metrics::config_loaded(*version, revision);
+                for name in removed {
+                    metrics::route_removed(name);
+                }
             }
             ReloadOutcome::Rejected { errors } => {
+                metrics::reload(ReloadResult::Rejected);
                 st.rejected += 1;
                 st.last_error = Some(errors.clone());
                 for e in errors {
@@ -229,6 +245,9 @@ impl Router {
             ReloadOutcome::Applied { added, removed, changed, .. } => {
                 if !(added.is_empty() && removed.is_empty() && changed.is_empty()) {
                     info!(?added, ?removed, ?changed, "subscriptions applied");
+                }
+                for name in removed {
+                    metrics::route_removed(name);
                 }
             }
             ReloadOutcome::Rejected { errors } => {
@@ -368,6 +387,8 @@ impl Router {
             error!(not_started = failed.len(), "some routes are not running: {}", failed.join("; "));
         }
         info!(routes = s.running.len(), broker = s.broker.kind(), "consuming");
+        let depths_stop = CancellationToken::new();
+        tokio::spawn(poll_queue_depths(self.clone(), s.broker.clone(), depths_stop.clone()));
         let (tx, mut requests) = mpsc::channel::<ReloadRequest>(1);
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         *self.broker.write().unwrap_or_else(|p| p.into_inner()) = Some(s.broker.clone());
@@ -387,12 +408,56 @@ impl Router {
                 Some(_) = s.retiring.join_next(), if !s.retiring.is_empty() => {}
             }
         };
+        depths_stop.cancel();
         *self.session.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.broker.write().unwrap_or_else(|p| p.into_inner()) = None;
         s.wind_down().await;
         match outcome {
             None => Ok(()),
             Some(why) => Err(why),
+        }
+    }
+}
+
+/// How often the routes' queue depths are read from the broker.
+const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(15);
+
+/// Reads the depth of every configured route's queue from the broker now and then every
+/// [`QUEUE_DEPTH_EVERY`], for [`metrics::queue_depth`] (routes that did not start included: a
+/// queue that grows because nobody consumes it is what the metric is for). Never per event;
+/// not at all when no metrics recorder is installed.
+async fn poll_queue_depths(router: Arc<Router>, broker: Arc<dyn Broker>, stop: CancellationToken) {
+    if metrics::handle().is_none() {
+        return;
+    }
+    let mut every = tokio::time::interval(QUEUE_DEPTH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let routes: Vec<(String, String)> =
+            router.snapshot().routes.iter().map(|r| (r.name.clone(), r.queue())).collect();
+        let read = futures_util::stream::iter(routes)
+            .map(|(name, queue)| {
+                let broker = broker.clone();
+                async move { (name, broker.queue_depth(&queue).await) }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>();
+        let depths = tokio::select! {
+            _ = stop.cancelled() => return,
+            d = read => d,
+        };
+        // A reload may have removed a route meanwhile: its depth is not shown again.
+        let live = router.snapshot();
+        for (name, depth) in depths {
+            match depth {
+                Ok(n) if live.route(&name).is_some() => metrics::queue_depth(&name, n),
+                Ok(_) => {}
+                Err(e) => debug!(route = %name, error = %e, "cannot read the queue depth"),
+            }
         }
     }
 }
@@ -415,6 +480,12 @@ fn refusals(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     if a.url != b.url || a.exchange != b.exchange || a.delivery_limit != b.delivery_limit {
         out.push(format!(
             "{}: [broker] url, exchange and delivery_limit apply at start only: restart hookrelay to change them",
+            crate::config::MAIN_FILE
+        ));
+    }
+    if old.telemetry != new.telemetry {
+        out.push(format!(
+            "{}: [telemetry] applies at start only (the trace exporter is built once): restart hookrelay to change it",
             crate::config::MAIN_FILE
         ));
     }
@@ -498,6 +569,7 @@ impl Session {
             ordered: route.ordered,
             broker: self.broker.clone(),
             stop: stop.clone(),
+            meter: metrics::RouteMeter::new(&route.name),
         };
         let (lost, why) = (self.lost.clone(), self.lost_why.clone());
         let span = info_span!("route", route = %route.name);
@@ -639,6 +711,8 @@ struct Worker {
     ordered: bool,
     broker: Arc<dyn Broker>,
     stop: CancellationToken,
+    /// The route's metrics (a reload keeps the route's name, so the handles stay right).
+    meter: metrics::RouteMeter,
 }
 
 /// What happened to one message.
@@ -721,41 +795,120 @@ impl Worker {
     async fn handle(&self, d: Message) -> Result<Handled, BrokerError> {
         let snap = self.router.live.load_full();
         let route = self.route.load_full();
-        let client = self.router.client.load_full();
         if let Some(nb) = d.headers.u64(H_NOT_BEFORE) {
             let now = now_ms();
             if nb > now + 50 {
                 // Back early from a wait queue (its wait is capped by the tier): wait again.
+                // Not counted as consumed: the event has not come back for its attempt yet.
                 let attempt = d.headers.u64(H_ATTEMPT).unwrap_or(1) as u32;
                 return self.park(&route, &d, attempt, Duration::from_millis(nb - now)).await;
             }
         }
+        self.meter.consumed();
+        let _busy = self.meter.in_flight();
         let attempt = d.headers.u64(H_ATTEMPT).unwrap_or(1).max(1) as u32;
+        // The producer's trace context: the message header (AMQP producers and the ingest API)
+        // wins over the event's `traceparent` extension.
+        let header_tp = d.headers.str(H_TRACEPARENT).filter(|tp| telemetry::parse_traceparent(tp).is_some());
+        let span = telemetry::event_span(&route.name, header_tp);
+        // The pipeline runs before the span starts, so that the event's own `traceparent` can
+        // still become the span's parent.
         let payload = match pipeline::prepare(&snap, &route, &d.body) {
-            Ok(Prepared::Filtered) => {
-                debug!("filtered out");
-                return ack(&d).await;
-            }
             Ok(Prepared::Deliver(p)) => p,
-            Err(rej) => {
-                let details =
-                    (!rej.violations.is_empty()).then(|| serde_json::to_value(&rej.violations).unwrap_or_default());
-                warn!(revision = %snap.revision, reason = rej.reason.as_str(), error = %rej.message, "event refused; dead-lettering");
-                return self.dead_letter(&route, &d, rej.reason, &rej.message, details, None, None, attempt - 1).await;
+            Ok(Prepared::Filtered) => {
+                self.meter.filtered();
+                return async {
+                    debug!("filtered out");
+                    ack(&d).await
+                }
+                .instrument(span)
+                .await;
             }
+            Err(rej) => return self.refuse(&snap, &route, &d, rej, attempt, span, header_tp).await,
         };
+        if header_tp.is_none()
+            && let Some(tp) = payload.traceparent.as_deref()
+        {
+            telemetry::set_parent(&span, tp);
+        }
+        telemetry::record_event(&span, &payload.event_id, &payload.event_type);
+        self.deliver(&snap, &route, &d, &payload, attempt, header_tp).instrument(span).await
+    }
+
+    /// Dead-letters an event the pipeline refused. The log says which event and why, never its
+    /// data: schema violations by path only (their messages quote the data; the dead letter
+    /// keeps them).
+    #[allow(clippy::too_many_arguments)] // one refused message and what `handle` knows of it
+    async fn refuse(
+        &self,
+        snap: &Snapshot,
+        route: &Route,
+        d: &Message,
+        rej: Rejection,
+        attempt: u32,
+        span: tracing::Span,
+        header_tp: Option<&str>,
+    ) -> Result<Handled, BrokerError> {
+        // Only on this rare path: the ids, read again from an event that did not pass.
+        let ids = (rej.reason != Reason::TooLarge).then(|| EventIds::peek(&d.body)).flatten();
+        if let Some(ids) = &ids {
+            if header_tp.is_none()
+                && let Some(tp) = ids.traceparent.as_deref()
+            {
+                telemetry::set_parent(&span, tp);
+            }
+            telemetry::record_event(
+                &span,
+                ids.id.as_deref().unwrap_or_default(),
+                ids.ty.as_deref().unwrap_or_default(),
+            );
+        }
+        async {
+            let reason = rej.reason.as_str();
+            if rej.reason == Reason::Schema {
+                let paths: Vec<&str> =
+                    rej.violations.iter().map(|v| if v.path.is_empty() { "/" } else { v.path.as_str() }).collect();
+                warn!(revision = %snap.revision, reason, violations = rej.violations.len(), paths = %paths.join(", "), "event refused (its data does not match the schema; the dead letter has the details); dead-lettering");
+            } else {
+                warn!(revision = %snap.revision, reason, error = %rej.message, "event refused; dead-lettering");
+            }
+            let details =
+                (!rej.violations.is_empty()).then(|| serde_json::to_value(&rej.violations).unwrap_or_default());
+            self.dead_letter(route, d, rej.reason, &rej.message, details, None, None, attempt - 1).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The attempts of one event, inside its span: one span per attempt, whose context is the
+    /// `traceparent` the receiver gets.
+    async fn deliver(
+        &self,
+        snap: &Snapshot,
+        route: &Route,
+        d: &Message,
+        payload: &Payload,
+        first_attempt: u32,
+        header_tp: Option<&str>,
+    ) -> Result<Handled, BrokerError> {
+        let client = self.router.client.load_full();
         let sequence = payload.sequence.clone().unwrap_or_else(|| self.router.sequencer.next().to_string());
-        let traceparent = d
-            .headers
-            .str(H_TRACEPARENT)
-            .map(str::to_string)
-            .or_else(|| payload.traceparent.clone())
-            .unwrap_or_else(new_traceparent);
-        let mut attempt = attempt;
+        // With traces off, every attempt sends the producer's traceparent, or one made once for
+        // this event, so that all attempts share a trace.
+        let incoming: Cow<'_, str> = match header_tp
+            .or_else(|| payload.traceparent.as_deref().filter(|tp| telemetry::parse_traceparent(tp).is_some()))
+        {
+            Some(tp) => Cow::Borrowed(tp),
+            None => Cow::Owned(telemetry::new_traceparent()),
+        };
+        let mut attempt = first_attempt;
         loop {
-            let headers = request_headers(&route, &payload, &sequence, &traceparent, attempt, unix_now());
+            let span = telemetry::attempt_span(attempt, &route.url);
+            let traceparent = telemetry::traceparent(&span, Some(&incoming));
+            let headers = request_headers(route, payload, &sequence, &traceparent, attempt, unix_now());
             let sent = client
                 .post(&route.url, headers, payload.body.clone(), route.timeout, snap.limits.response_body_bytes)
+                .instrument(span.clone())
                 .await;
             let (status, body, retry_after, error) = match &sent {
                 Ok(r) => (Some(r.status), Some(r.body.as_str()), r.retry_after, format!("HTTP {}", r.status)),
@@ -766,6 +919,13 @@ impl Worker {
                 Err(SendError::Blocked(_)) => Class::Permanent,
                 Err(_) => Class::Retryable,
             };
+            let failure = match &sent {
+                Ok(_) if class == Class::Success => None,
+                Ok(r) => Some(AttemptFailure::from_status(r.status)),
+                Err(e) => Some(AttemptFailure::from_send_error(e)),
+            };
+            telemetry::record_attempt(&span, status, failure);
+            drop(span);
             let ms = sent.as_ref().map_or(0, |r| r.duration.as_millis() as u64);
             if let Some(log) = &self.router.log {
                 let outcome = match class {
@@ -789,18 +949,26 @@ impl Worker {
                     at_ms: now_ms() as i64,
                 });
             }
+            let Some(failure) = failure else {
+                let latency = sent.as_ref().map_or(Duration::ZERO, |r| r.duration);
+                self.meter.delivered(latency, payload.time.and_then(metrics::lag));
+                debug!(revision = %snap.revision, attempt, status, ms, "delivered");
+                return ack(d).await;
+            };
+            self.meter.attempt_failed(failure);
             match class {
-                Class::Success => {
-                    debug!(revision = %snap.revision, event = %payload.event_id, attempt, status, ms, "delivered");
-                    return ack(&d).await;
-                }
                 Class::Retryable if route.retry.may_retry(attempt) => {
                     let delay = route.retry.delay(attempt, retry_after, fastrand::f64());
-                    warn!(revision = %snap.revision, event = %payload.event_id, attempt, status, error = %error, retry_in = ?delay, "delivery failed; will retry");
+                    warn!(revision = %snap.revision, attempt, status, reason = failure.as_str(), error = %error, retry_in = ?delay, "delivery failed; will retry");
                     if !route.ordered {
-                        return self.park(&route, &d, attempt + 1, delay).await;
+                        let parked = self.park(route, d, attempt + 1, delay).await;
+                        if parked.is_ok() {
+                            self.meter.retried();
+                        }
+                        return parked;
                     }
                     // Ordered: retry in place; later events wait behind this one.
+                    self.meter.retried();
                     tokio::select! {
                         _ = self.stop.cancelled() => return Ok(Handled::Abandoned),
                         _ = tokio::time::sleep(delay) => {}
@@ -814,7 +982,7 @@ impl Worker {
                         (_, Class::Retryable) => Reason::Exhausted,
                         _ => Reason::Rejected,
                     };
-                    warn!(revision = %snap.revision, event = %payload.event_id, attempt, status, error = %error, reason = reason.as_str(), "delivery failed; dead-lettering");
+                    warn!(revision = %snap.revision, attempt, status, reason = reason.as_str(), failure = failure.as_str(), error = %error, "delivery failed; dead-lettering");
                     if let (Reason::Gone, crate::config::Origin::Api { subscription }) = (reason, &route.origin) {
                         let _ = self.router.gone.send(Gone {
                             subscription: subscription.clone(),
@@ -822,7 +990,7 @@ impl Worker {
                             event_id: payload.event_id.clone(),
                         });
                     }
-                    return self.dead_letter(&route, &d, reason, &error, None, status, body, attempt).await;
+                    return self.dead_letter(route, d, reason, &error, None, status, body, attempt).await;
                 }
             }
         }
@@ -861,7 +1029,25 @@ impl Worker {
         let dl =
             DeadLetter { route: &route.name, reason, error, details, last_status, last_response, attempts, message: d };
         dead_letters::publish(self.broker.as_ref(), &dl).await?;
+        self.meter.dead_lettered(reason);
         ack(d).await
+    }
+}
+
+/// The ids of an event the pipeline refused, for its span and log line.
+#[derive(serde::Deserialize)]
+struct EventIds<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    traceparent: Option<Cow<'a, str>>,
+}
+
+impl<'a> EventIds<'a> {
+    fn peek(body: &'a [u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
     }
 }
 
@@ -906,9 +1092,4 @@ pub fn request_headers(
     h.insert(HeaderName::from_static("hookrelay-route"), text(&route.name));
     h.insert(HeaderName::from_static("traceparent"), text(traceparent));
     h
-}
-
-/// A fresh W3C `traceparent`, for events that carry none.
-pub fn new_traceparent() -> String {
-    format!("00-{:032x}-{:016x}-01", fastrand::u128(1..), fastrand::u64(1..))
 }

@@ -223,9 +223,13 @@ impl Telemetry {
 /// `traceparent` (the AMQP message's header) when valid; without one it starts a new trace.
 /// Create it before anything runs inside it, and record the event's id and type with
 /// [`record_event`] once decoded.
+///
+/// In the log's span tree the event span is a root: it names the route itself, so log lines
+/// inside it do not repeat the route span's `route=`.
 pub fn event_span(route: &str, traceparent: Option<&str>) -> Span {
     let span = tracing::info_span!(
         target: TRACE_TARGET,
+        parent: None,
         "event",
         otel.kind = "consumer",
         route = %route,
@@ -245,11 +249,21 @@ pub fn ingest_span(traceparent: Option<&str>) -> Span {
         otel.kind = "server",
         http.request.method = "POST",
         http.route = "/v1/events",
+        http.response.status_code = Empty,
+        otel.status_code = Empty,
         cloudevents.event_id = Empty,
         cloudevents.event_type = Empty,
     );
     adopt(&span, traceparent);
     span
+}
+
+/// Records the status an [`ingest_span`]'s request was answered with (an error from 500 up).
+pub fn record_ingest(span: &Span, status: u16) {
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 /// Records the CloudEvent's `id` and `type` on an [`event_span`] or [`ingest_span`].
@@ -310,17 +324,22 @@ pub fn record_attempt(span: &Span, status: Option<u16>, failure: Option<AttemptF
 /// The `traceparent` to send for `span`: the span's own context when traces are on; otherwise
 /// `incoming` when it is a valid `traceparent`, else a new random one (same shape either way).
 pub fn traceparent(span: &Span, incoming: Option<&str>) -> String {
+    forward_traceparent(span, incoming).unwrap_or_else(new_traceparent)
+}
+
+/// The `traceparent` to pass on with something handed to the next hop (the ingest API's
+/// publish): the span's own context when traces are on; otherwise `incoming` when it is a valid
+/// `traceparent`; otherwise none, so that the next hop can still use what the event itself
+/// carries (its `traceparent` extension).
+pub fn forward_traceparent(span: &Span, incoming: Option<&str>) -> Option<String> {
     if TRACES_ON.load(Ordering::Relaxed) {
         let cx = span.context();
         let sc = cx.span().span_context().clone();
         if sc.is_valid() {
-            return format_traceparent(&sc);
+            return Some(format_traceparent(&sc));
         }
     }
-    match incoming {
-        Some(tp) if parse_traceparent(tp).is_some() => tp.trim().to_string(),
-        _ => new_traceparent(),
-    }
+    incoming.filter(|tp| parse_traceparent(tp).is_some()).map(|tp| tp.trim().to_string())
 }
 
 /// `00-<trace id>-<span id>-<flags>`.

@@ -2,6 +2,10 @@
 //! CloudEvent 1.0 in structured JSON mode, under the size limit, a known type, `data` valid for
 //! its schema) and published to the broker with a confirm before the answer: a 202 means the
 //! event is durably queued for every route that subscribes to its type.
+//!
+//! Each accepted request has an ingest span (exported when traces are on), child of the
+//! caller's `traceparent`; the published message carries the span's context as its
+//! `traceparent` header, so the router's event span continues the caller's trace.
 
 use super::ApiState;
 use super::auth::Caller;
@@ -10,9 +14,11 @@ use crate::broker::{BrokerError, Destination, H_TRACEPARENT, Headers};
 use crate::config::files::Scope;
 use crate::event::CloudEvent;
 use crate::pipeline::schema::SchemaError;
+use crate::telemetry;
 use axum::body::Body;
 use axum::extract::State;
 use http::{HeaderMap, StatusCode};
+use tracing::Instrument;
 
 /// The answer to an accepted event.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -45,6 +51,29 @@ pub async fn ingest(
     body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.require(Scope::Ingest)?;
+    let incoming = headers
+        .get(H_TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|tp| telemetry::parse_traceparent(tp).is_some());
+    let span = telemetry::ingest_span(incoming);
+    let answer = accept(&state, incoming, &span, body).await;
+    let status = match &answer {
+        Ok((status, _)) => *status,
+        Err(e) => e.status,
+    };
+    telemetry::record_ingest(&span, status.as_u16());
+    answer
+}
+
+/// Checks and publishes one event. The request's `traceparent` (else the event's own) is the
+/// parent of the ingest span, which is only entered for the publish so that the parent can
+/// still be set once the event is decoded; the message carries the ingest span's context on.
+async fn accept(
+    state: &ApiState,
+    incoming: Option<&str>,
+    span: &tracing::Span,
+    body: Body,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let snapshot = state.router.snapshot();
     let limit = snapshot.limits.max_event_bytes;
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -58,6 +87,12 @@ pub async fn ingest(
         return Err(ApiError::bad_request("the body is not JSON: send a CloudEvent in structured JSON mode"));
     }
     let event = CloudEvent::decode(&raw).map_err(|e| ApiError::unprocessable("malformed", e.to_string()))?;
+    if incoming.is_none()
+        && let Some(tp) = event.traceparent()
+    {
+        telemetry::set_parent(span, tp);
+    }
+    telemetry::record_event(span, &event.id, &event.ty);
     let null = serde_json::Value::Null;
     if let Err(e) = snapshot.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)) {
         return Err(match &e {
@@ -70,11 +105,14 @@ pub async fn ingest(
         ApiError::unavailable("broker_unavailable", "the router is not connected to its broker right now; retry")
     })?;
     let mut message_headers = Headers::default();
-    if let Some(tp) = headers.get(H_TRACEPARENT).and_then(|v| v.to_str().ok()) {
+    // With traces off, the caller's traceparent passes through unchanged; without one, none is
+    // set and the router uses the event's `traceparent` extension, if any.
+    if let Some(tp) = telemetry::forward_traceparent(span, incoming) {
         message_headers.set(H_TRACEPARENT, tp);
     }
     let to = Destination::Events { routing_key: &event.ty };
-    let routed = match broker.publish(to, &raw, &message_headers, Some(&event.id)).await {
+    let published = broker.publish(to, &raw, &message_headers, Some(&event.id)).instrument(span.clone()).await;
+    let routed = match published {
         Ok(()) => true,
         Err(BrokerError::NotRouted(_)) => false,
         Err(e) => {

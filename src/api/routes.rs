@@ -9,7 +9,8 @@ use crate::config::{Origin, Route};
 use crate::deliver::sign::Signer;
 use crate::event::CloudEvent;
 use crate::pipeline::{self, Payload, Prepared};
-use crate::router::{new_traceparent, request_headers, unix_now};
+use crate::router::{request_headers, unix_now};
+use crate::telemetry::new_traceparent;
 use axum::extract::State;
 use bytes::Bytes;
 
@@ -196,6 +197,7 @@ pub(crate) fn ping(message: &str) -> Payload {
         content_type: "application/json",
         sequence: None,
         traceparent: None,
+        time: None,
     }
 }
 

@@ -238,7 +238,11 @@ impl Broker for AmqpBroker {
             return std::future::pending().await;
         };
         while let Some(ev) = events.next().await {
-            if let lapin::Event::Error(e) = ev {
+            // A soft error closes one channel, not the connection (lapin reports both here):
+            // e.g. a route queue declared with other arguments, which the route reports itself.
+            if let lapin::Event::Error(e) = ev
+                && !e.is_amqp_soft_error()
+            {
                 return e.to_string();
             }
         }

@@ -137,7 +137,14 @@ pub async fn index(broker: Arc<dyn Broker>, store: Arc<dyn Store>, stop: Cancell
         let mut wait = Duration::from_millis(200);
         let stored = loop {
             match store.add_dead_letter(&dl).await {
-                Ok(_) => break true,
+                Ok(new) => {
+                    // The router counts the dead letters it makes; those the broker made
+                    // (`x-delivery-limit`) are counted here, once, when first indexed.
+                    if new && dl.reason == Reason::DeliveryLimit.as_str() {
+                        crate::metrics::dead_lettered(&dl.route, Reason::DeliveryLimit);
+                    }
+                    break true;
+                }
                 Err(e) => {
                     warn!(error = %e, id = %dl.id, "indexing a dead letter failed; retrying");
                     tokio::select! {

@@ -88,6 +88,8 @@ pub struct Payload {
     pub sequence: Option<String>,
     /// W3C trace context carried by the event, if any.
     pub traceparent: Option<String>,
+    /// The event's `time` attribute, when it has one that parses (for the lag metric).
+    pub time: Option<std::time::SystemTime>,
 }
 
 /// The outcome of the pipeline for one event on one route.
@@ -126,6 +128,7 @@ pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> R
 
     let sequence = event.sequence_text();
     let traceparent = event.traceparent().map(str::to_string);
+    let event_time = event.time.as_deref().and_then(crate::metrics::parse_time);
     let needs_value = route.filter.is_some()
         || route.transform.is_some()
         || !route.redact.is_empty()
@@ -169,6 +172,7 @@ pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> R
         content_type,
         sequence,
         traceparent,
+        time: event_time,
     }))
 }
 
