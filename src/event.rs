@@ -89,7 +89,31 @@ impl CloudEvent {
 
     /// The event as a JSON map, as scripts and redaction see it.
     pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        self.clone().into_value()
+    }
+
+    /// [`CloudEvent::to_value`] without copying: the attributes and `data` move into the map
+    /// (in the order serialisation gives them: the attributes, `data`, then the extensions).
+    pub fn into_value(self) -> Value {
+        let mut m = Map::with_capacity(9 + self.extensions.len());
+        m.insert("id".into(), Value::String(self.id));
+        m.insert("source".into(), Value::String(self.source));
+        m.insert("type".into(), Value::String(self.ty));
+        m.insert("specversion".into(), Value::String(self.specversion));
+        let optional = [("time", self.time), ("subject", self.subject), ("dataversion", self.dataversion)];
+        for (k, v) in optional {
+            if let Some(v) = v {
+                m.insert(k.into(), Value::String(v));
+            }
+        }
+        if let Some(s) = self.sequence {
+            m.insert("sequence".into(), s);
+        }
+        if let Some(d) = self.data {
+            m.insert("data".into(), d);
+        }
+        m.extend(self.extensions);
+        Value::Object(m)
     }
 }
 
@@ -106,6 +130,17 @@ mod tests {
         assert_eq!(ev.ty, "order.paid");
         assert_eq!(ev.extensions["tenant"], "t1");
         assert_eq!(ev.to_value()["tenant"], "t1");
+    }
+
+    #[test]
+    fn into_value_is_what_serialisation_gives() {
+        let raw = br#"{"id":"1","source":"s","type":"t","specversion":"1.0","time":"2026-01-01T00:00:00Z",
+            "sequence":7,"traceparent":"00-a-b-01","data":{"x":[1,2]},"tenant":"t1"}"#;
+        let ev = CloudEvent::decode(raw).unwrap();
+        let serialised = serde_json::to_value(&ev).unwrap();
+        let moved = ev.into_value();
+        assert_eq!(moved, serialised);
+        assert_eq!(serde_json::to_string(&moved).unwrap(), serde_json::to_string(&serialised).unwrap(), "same order");
     }
 
     #[test]

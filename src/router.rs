@@ -810,8 +810,7 @@ impl Worker {
         // The producer's trace context: the message header (AMQP producers and the ingest API)
         // wins over the event's `traceparent` extension.
         let header_tp = d.headers.str(H_TRACEPARENT).filter(|tp| telemetry::parse_traceparent(tp).is_some());
-        let span = telemetry::event_span(&route.name, header_tp);
-        // The pipeline runs before the span starts, so that the event's own `traceparent` can
+        // The pipeline runs before the span is made, so that the event's own `traceparent` can
         // still become the span's parent.
         let payload = match pipeline::prepare(&snap, &route, &d.body) {
             Ok(Prepared::Deliver(p)) => p,
@@ -821,17 +820,16 @@ impl Worker {
                     debug!("filtered out");
                     ack(&d).await
                 }
-                .instrument(span)
+                .instrument(telemetry::event_span(&route.name, header_tp))
                 .await;
             }
-            Err(rej) => return self.refuse(&snap, &route, &d, rej, attempt, span, header_tp).await,
+            Err(rej) => {
+                let span = telemetry::event_span(&route.name, header_tp);
+                return self.refuse(&snap, &route, &d, rej, attempt, span, header_tp).await;
+            }
         };
-        if header_tp.is_none()
-            && let Some(tp) = payload.traceparent.as_deref()
-        {
-            telemetry::set_parent(&span, tp);
-        }
-        telemetry::record_event(&span, &payload.event_id, &payload.event_type);
+        let traceparents = [header_tp, payload.traceparent.as_deref()];
+        let span = telemetry::decoded_event_span(&route.name, traceparents, &payload.event_id, &payload.event_type);
         self.deliver(&snap, &route, &d, &payload, attempt, header_tp).instrument(span).await
     }
 

@@ -240,6 +240,24 @@ pub fn event_span(route: &str, traceparent: Option<&str>) -> Span {
     span
 }
 
+/// [`event_span`] for an event already decoded: its id and type are set when the span is made
+/// (cheaper than recording them afterwards, which makes the log layer format the span again),
+/// and its parent is the first valid of `traceparents` (the message header, then the event's
+/// extension).
+pub fn decoded_event_span(route: &str, traceparents: [Option<&str>; 2], id: &str, ty: &str) -> Span {
+    let span = tracing::info_span!(
+        target: TRACE_TARGET,
+        parent: None,
+        "event",
+        otel.kind = "consumer",
+        route = %route,
+        cloudevents.event_id = id,
+        cloudevents.event_type = ty,
+    );
+    adopt(&span, traceparents.into_iter().flatten().find(|tp| parse_traceparent(tp).is_some()));
+    span
+}
+
 /// The span of one `POST /v1/events` on the ingest API, child of the caller's `traceparent`.
 /// Publish the event with `traceparent` = [`traceparent`] of this span in its AMQP headers.
 pub fn ingest_span(traceparent: Option<&str>) -> Span {
@@ -296,6 +314,11 @@ fn adopt(span: &Span, traceparent: Option<&str>) {
 /// inside the event span, send [`traceparent`] of it on the request, and close it with
 /// [`record_attempt`].
 pub fn attempt_span(attempt: u32, url: &http::Uri) -> Span {
+    // Without traces the attempt span only feeds the log, whose failure lines carry the
+    // attempt themselves: not making it saves the log layer formatting one span per attempt.
+    if !TRACES_ON.load(Ordering::Relaxed) {
+        return Span::none();
+    }
     tracing::info_span!(
         target: TRACE_TARGET,
         "attempt",

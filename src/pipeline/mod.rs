@@ -135,24 +135,27 @@ pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> R
         || route.format == BodyFormat::Cloudevents;
     let script_err = |e: script::ScriptError| Rejection::new(Reason::ScriptError, e.to_string());
 
-    let (id, ty, time, data, full) = if needs_value {
-        let mut value = event.to_value();
+    let (id, ty, time) = (event.id.clone(), event.ty.clone(), event.time.clone());
+    let (data, full) = if needs_value {
+        let mut value = event.into_value();
         if let Some(f) = &route.filter
             && !f.filter(&snapshot.engine, &value).map_err(script_err)?
         {
             return Ok(Prepared::Filtered);
         }
         if let Some(t) = &route.transform {
-            let out = t.transform(&snapshot.engine, &value).map_err(script_err)?;
-            value["data"] = out.get("data").cloned().unwrap_or(Value::Null);
+            let mut out = t.transform(&snapshot.engine, &value).map_err(script_err)?;
+            value["data"] = take(&mut out, "data");
         }
         for path in &route.redact {
             path.apply(&mut value);
         }
-        let data = value.get("data").cloned().unwrap_or(Value::Null);
-        (event.id, event.ty, event.time, data, Some(value))
+        match route.format {
+            BodyFormat::Cloudevents => (Value::Null, Some(value)),
+            BodyFormat::Standard | BodyFormat::Data => (take(&mut value, "data"), None),
+        }
     } else {
-        (event.id, event.ty, event.time, event.data.unwrap_or(Value::Null), None)
+        (event.data.unwrap_or(Value::Null), None)
     };
 
     let (body, content_type) = match route.format {
@@ -174,6 +177,11 @@ pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> R
         traceparent,
         time: event_time,
     }))
+}
+
+/// Moves a member out of a JSON object (`null` when absent), without copying it.
+fn take(v: &mut Value, key: &str) -> Value {
+    v.as_object_mut().and_then(|m| m.shift_remove(key)).unwrap_or(Value::Null)
 }
 
 fn e_message(ty: &str, violations: &[Violation]) -> String {
