@@ -6,6 +6,7 @@ mod broker;
 mod cli;
 mod common;
 mod delivery;
+mod quickstart;
 mod reload;
 mod resilience;
 mod signatures;
