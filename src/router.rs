@@ -386,6 +386,17 @@ impl Router {
         if !failed.is_empty() {
             error!(not_started = failed.len(), "some routes are not running: {}", failed.join("; "));
         }
+        for r in &snap.routes {
+            // Where webhooks go, without what a URL may carry that is secret (user info, query).
+            let target = format!(
+                "{}://{}{}{}",
+                r.url.scheme_str().unwrap_or("https"),
+                r.url.host().unwrap_or_default(),
+                r.url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                r.url.path()
+            );
+            info!(route = %r.name, %target, ordered = r.ordered, events = ?r.events, "route");
+        }
         info!(routes = s.running.len(), broker = s.broker.kind(), "consuming");
         let depths_stop = CancellationToken::new();
         tokio::spawn(poll_queue_depths(self.clone(), s.broker.clone(), depths_stop.clone()));
@@ -480,6 +491,13 @@ fn refusals(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     if a.url != b.url || a.exchange != b.exchange || a.delivery_limit != b.delivery_limit {
         out.push(format!(
             "{}: [broker] url, exchange and delivery_limit apply at start only: restart hookrelay to change them",
+            crate::config::MAIN_FILE
+        ));
+    }
+    if (old.api.enabled, &old.api.listen) != (new.api.enabled, &new.api.listen) {
+        out.push(format!(
+            "{}: [api] enabled and listen apply at start only (the socket is bound once): restart hookrelay to \
+             change them (keys and secret_overlap do reload)",
             crate::config::MAIN_FILE
         ));
     }

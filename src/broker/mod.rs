@@ -69,6 +69,9 @@ pub enum BrokerError {
         /// The broker's words, naming the argument and both values.
         detail: String,
     },
+    /// The router's ingest API refused the event (`hookrelay publish` through the API).
+    #[error("the router's API refused the event: {0}")]
+    Refused(String),
     /// A publish was returned (no queue bound) or refused.
     #[error("the broker did not take the message ({0})")]
     NotRouted(String),

@@ -109,7 +109,7 @@ pub async fn post_events(base: &str, api_key: Option<&str>, spec: &EventSpec, co
                     .await
                     .map_err(|e| BrokerError::Closed(format!("POST {url}: {e}")))?;
                 if r.status != 202 {
-                    return Err(BrokerError::NotRouted(format!("POST {url} answered {}: {}", r.status, r.body)));
+                    return Err(BrokerError::Refused(format!("POST {url} answered {}: {}", r.status, r.body)));
                 }
                 let answer: Value = serde_json::from_str(&r.body).unwrap_or_default();
                 if answer["routed"] == Value::Bool(false) {

@@ -211,6 +211,13 @@ async fn endpoints(store: Option<PgDatabase>) {
     assert!(errors.contains("routes/broken.toml:2:1: unknown field `urll`"), "{errors}");
     assert!(s.read.get("/v1/config").await.json["last_reload_errors"].to_string().contains("broken.toml"));
     std::fs::remove_file(s.cfg.path().join("routes/broken.toml")).unwrap();
+    // The API's own socket cannot move under a reload: refused, and said so.
+    let main = std::fs::read_to_string(s.cfg.path().join("hookrelay.toml")).unwrap();
+    s.cfg.file("hookrelay.toml", &main.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\""));
+    let moved = s.admin.post("/v1/config/reload", json!({})).await;
+    assert_eq!(moved.expect(422)["error"]["code"], "reload_rejected");
+    assert!(moved.text.contains("[api] enabled and listen apply at start only"), "{}", moved.text);
+    s.cfg.file("hookrelay.toml", &main);
 
     // Unknown paths and methods answer in the same shape.
     assert_eq!(s.read.get("/v1/nope").await.expect(404)["error"]["code"], "not_found");
