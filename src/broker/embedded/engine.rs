@@ -249,7 +249,16 @@ pub(super) struct Writer {
     next_seq: i64,
     next_due: Option<i64>,
     dirty: BTreeSet<String>,
+    /// The batch's new messages, written by one multi-row INSERT after its requests are handled
+    /// (nothing in a request reads the messages table, so the batch sees the same rows).
+    inserts: Vec<NewRow>,
 }
+
+/// A message to insert: (seq, queue id, visible at, routing key, message id, headers, body).
+type NewRow = (i64, i64, i64, Arc<str>, Option<Arc<str>>, Arc<str>, Bytes);
+
+/// Rows per INSERT statement: 7 parameters each, well under SQLite's limit of 32766.
+const INSERT_ROWS: usize = 500;
 
 fn db_error(path: &str, e: &sqlx::Error) -> BrokerError {
     BrokerError::Embedded { path: path.to_string(), detail: e.to_string() }
@@ -352,6 +361,7 @@ impl Writer {
             next_seq: max.unwrap_or(0) + 1,
             next_due,
             dirty: BTreeSet::new(),
+            inserts: Vec::new(),
         })
     }
 
@@ -409,6 +419,23 @@ impl Writer {
             for req in batch {
                 self.handle(req, &mut done, &mut acked).await?;
             }
+            let inserts = std::mem::take(&mut self.inserts);
+            for chunk in inserts.chunks(INSERT_ROWS) {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO messages (seq, queue_id, visible_at, deliveries, routing_key, message_id, headers, body) ",
+                );
+                q.push_values(chunk, |mut b, (seq, queue, visible_at, key, id, headers, body)| {
+                    b.push_bind(*seq)
+                        .push_bind(*queue)
+                        .push_bind(*visible_at)
+                        .push_bind(0i64)
+                        .push_bind(key.to_string())
+                        .push_bind(id.as_deref().map(str::to_string))
+                        .push_bind(headers.to_string())
+                        .push_bind(body.to_vec());
+                });
+                q.build().execute(self.db.tx().await?).await?;
+            }
             if !acked.is_empty() {
                 sqlx::query("DELETE FROM messages WHERE seq IN (SELECT value FROM json_each(?1))")
                     .bind(json_list(&acked))
@@ -434,6 +461,7 @@ impl Writer {
             }
             Err(e) => {
                 self.db.rollback().await;
+                self.inserts.clear();
                 for r in done {
                     let _ = r.send(Err(db_error(&self.path, &e)));
                 }
@@ -480,23 +508,14 @@ impl Writer {
                     Some(d) => (now_ms() + d.as_millis() as u64).max(1) as i64,
                     None => 0,
                 };
+                let key: Arc<str> = routing_key.as_str().into();
+                let id: Option<Arc<str>> = message_id.as_deref().map(Into::into);
+                let headers: Arc<str> = headers.as_str().into();
                 for name in queues.iter() {
                     let Some(q) = self.queues.get_mut(name) else { continue };
                     let seq = self.next_seq;
                     self.next_seq += 1;
-                    sqlx::query(
-                        "INSERT INTO messages (seq, queue_id, visible_at, deliveries, routing_key, message_id, \
-                         headers, body) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)",
-                    )
-                    .bind(seq)
-                    .bind(q.id)
-                    .bind(visible_at)
-                    .bind(&routing_key)
-                    .bind(&message_id)
-                    .bind(&headers)
-                    .bind(&body[..])
-                    .execute(self.db.tx().await?)
-                    .await?;
+                    self.inserts.push((seq, q.id, visible_at, key.clone(), id.clone(), headers.clone(), body.clone()));
                     if visible_at == 0 {
                         q.rows += 1;
                         self.dirty.insert(q.name.clone());
