@@ -463,6 +463,9 @@ async fn schemathesis_finds_no_server_error() {
     let routes = [("orders", format!("events = [\"order.*\"]\nurl = \"{}\"", rx.url("/orders")))];
     let (s, base) = setup(&rx, None, &routes).await;
     let key = s.admin.key.clone().unwrap();
+    // schemathesis writes a cache where it runs: a scratch directory, not the repository.
+    let scratch_dir = tempfile::tempdir().unwrap();
+    let scratch = scratch_dir.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("schemathesis")
             .args(["run", &format!("{base}/openapi.json"), "--checks", "not_a_server_error"])
@@ -470,6 +473,7 @@ async fn schemathesis_finds_no_server_error() {
             .args(["--max-examples", "25", "--workers", "2", "--phases", "examples,coverage,fuzzing"])
             .args(["--suppress-health-check", "all", "--no-color"])
             .env("SCHEMATHESIS_TELEMETRY", "false")
+            .current_dir(&scratch)
             .output()
             .unwrap()
     })
