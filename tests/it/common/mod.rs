@@ -43,7 +43,55 @@ fn management() -> (String, String) {
     (format!("{scheme}://{}", host.trim_end_matches('/')), header)
 }
 
+/// Makes sure the management API answers, once per test process. On this machine kind RabbitMQ
+/// usually runs without its management plugin: when the API is on loopback and does not answer,
+/// the plugin is enabled on the running node (`rabbitmq-plugins enable`, which needs the rights
+/// `.ci/run` has) and the API awaited, so that `cargo test` works without running `.ci/run` first.
+fn ensure_management() {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let (base, auth) = management();
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
+        let up = || agent.get(&format!("{base}/api/overview")).header("authorization", &auth).call().is_ok();
+        if up() {
+            return Ok(());
+        }
+        let local = ["://127.0.0.1:", "://localhost:", "://[::1]:"].iter().any(|h| base.contains(h));
+        if !local {
+            return Err(format!("the RabbitMQ management API at {base} does not answer"));
+        }
+        eprintln!("the RabbitMQ management API at {base} does not answer: enabling rabbitmq_management");
+        let enabled = ["rabbitmq-plugins", "/usr/sbin/rabbitmq-plugins"].iter().any(|cmd| {
+            Command::new(cmd)
+                .args(["-q", "enable", "rabbitmq_management"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        if !enabled {
+            return Err(format!(
+                "the RabbitMQ management API at {base} does not answer and `rabbitmq-plugins enable \
+                 rabbitmq_management` failed: is RabbitMQ installed and running? `sudo bash .ci/run` installs \
+                 and starts it"
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if up() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Err(format!("rabbitmq_management was enabled but {base} still does not answer after 90 s"))
+    });
+    if let Err(e) = ready {
+        panic!("{e}");
+    }
+}
+
 fn mgmt(method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+    ensure_management();
     let (base, auth) = management();
     let url = format!("{base}/api/{path}");
     // Bounded: a broker too busy to answer fails the test instead of hanging it.
