@@ -11,8 +11,8 @@
 //! looked up once), so per-event calls only touch atomics; the functions that take a route name
 //! look the handles up in a read-locked map (no allocation after the first call per route).
 //!
-//! State that must disappear rather than go stale (the config info, queue depth and circuit
-//! state of routes that were removed) is kept here and rendered after the recorder's output:
+//! State that must disappear rather than go stale (the config info, and the queue depth of
+//! routes that were removed) is kept here and rendered after the recorder's output:
 //! the Prometheus recorder has no way to delete a series.
 //!
 //! | metric | type | labels |
@@ -31,7 +31,6 @@
 //! | `hookrelay_delivery_lag_seconds` | histogram | `route` |
 //! | `hookrelay_deliveries_in_flight` | gauge | `route` |
 //! | `hookrelay_queue_depth` | gauge | `route` |
-//! | `hookrelay_circuit_state` | gauge (0/1/2) | `route` |
 
 use crate::deliver::client::SendError;
 use crate::pipeline::Reason;
@@ -74,8 +73,6 @@ pub const DELIVERY_LAG: &str = "hookrelay_delivery_lag_seconds";
 pub const IN_FLIGHT: &str = "hookrelay_deliveries_in_flight";
 /// `hookrelay_queue_depth{route}`: messages ready in the route's queue, polled from the broker.
 pub const QUEUE_DEPTH: &str = "hookrelay_queue_depth";
-/// `hookrelay_circuit_state{route}`: 0 closed, 1 half-open, 2 open.
-pub const CIRCUIT_STATE: &str = "hookrelay_circuit_state";
 
 /// Every metric hookrelay exports (histograms by their base name, without `_bucket`, `_sum`,
 /// `_count`). The dashboard and alert rules in `examples/` may use only these.
@@ -94,7 +91,6 @@ pub const METRICS: &[&str] = &[
     DELIVERY_LAG,
     IN_FLIGHT,
     QUEUE_DEPTH,
-    CIRCUIT_STATE,
 ];
 
 /// Bucket bounds of [`DELIVERY_DURATION`], in seconds: a webhook answers in milliseconds to
@@ -206,28 +202,6 @@ impl ReloadResult {
     }
 }
 
-/// A route's circuit breaker, as [`CIRCUIT_STATE`] reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CircuitState {
-    /// Deliveries flow (0).
-    Closed,
-    /// A probe delivery is allowed through (1).
-    HalfOpen,
-    /// Deliveries are held back (2).
-    Open,
-}
-
-impl CircuitState {
-    /// The gauge value.
-    pub fn value(self) -> u8 {
-        match self {
-            Self::Closed => 0,
-            Self::HalfOpen => 1,
-            Self::Open => 2,
-        }
-    }
-}
-
 /// Every dead-letter reason, so that each route shows all of them from 0.
 const REASONS: [Reason; 10] = [
     Reason::Malformed,
@@ -300,7 +274,6 @@ impl RouteMetrics {
 struct States {
     config: Option<(u64, String)>,
     queue_depth: BTreeMap<String, u64>,
-    circuit: BTreeMap<String, CircuitState>,
 }
 
 struct Installed {
@@ -353,12 +326,6 @@ impl Metrics {
             family(&mut out, QUEUE_DEPTH, "Messages ready in the route's queue, as last read from the broker.");
             for (route, n) in &st.queue_depth {
                 let _ = writeln!(out, "{QUEUE_DEPTH}{{route=\"{}\"}} {n}", escape(route));
-            }
-        }
-        if !st.circuit.is_empty() {
-            family(&mut out, CIRCUIT_STATE, "The route's circuit breaker: 0 closed, 1 half-open, 2 open.");
-            for (route, s) in &st.circuit {
-                let _ = writeln!(out, "{CIRCUIT_STATE}{{route=\"{}\"}} {}", escape(route), s.value());
             }
         }
         out
@@ -591,20 +558,12 @@ pub fn queue_depth(route_name: &str, ready: u64) {
     }
 }
 
-/// The route's circuit breaker changed state.
-pub fn circuit_state(route_name: &str, state: CircuitState) {
-    if let Some(inst) = INSTALLED.get() {
-        inst.states.lock().unwrap_or_else(|p| p.into_inner()).circuit.insert(route_name.to_string(), state);
-    }
-}
-
-/// The route was removed by a reload: its queue depth and circuit state are no longer shown
+/// The route was removed by a reload: its queue depth is no longer shown
 /// (its counters stay, as Prometheus expects of counters).
 pub fn route_removed(route_name: &str) {
     if let Some(inst) = INSTALLED.get() {
         let mut st = inst.states.lock().unwrap_or_else(|p| p.into_inner());
         st.queue_depth.remove(route_name);
-        st.circuit.remove(route_name);
     }
 }
 

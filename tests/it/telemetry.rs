@@ -6,7 +6,7 @@
 use crate::common::ConfigDir;
 use crate::common::otlp::{OtlpReceiver, ReceivedSpan};
 use hookrelay::config::files::{MainFile, OtlpProtocol, TelemetryFile};
-use hookrelay::metrics::{self, AttemptFailure, CircuitState, ReloadResult};
+use hookrelay::metrics::{self, AttemptFailure, ReloadResult};
 use hookrelay::pipeline::Reason;
 use hookrelay::telemetry::{self, LogFormat};
 use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider};
@@ -237,7 +237,6 @@ fn reported_events_render_as_exact_prometheus_counts() {
     metrics::dead_lettered(r, Reason::Exhausted);
     metrics::dead_lettered(r, Reason::Schema);
     metrics::queue_depth(r, 42);
-    metrics::circuit_state(r, CircuitState::Open);
     metrics::config_loaded(3, "aaaaaaaaaaaa");
     metrics::config_loaded(4, "bbbbbbbbbbbb");
     metrics::reload(ReloadResult::Applied);
@@ -259,7 +258,6 @@ fn reported_events_render_as_exact_prometheus_counts() {
     assert_eq!((dead("exhausted"), dead("schema"), dead("gone")), (1.0, 1.0, 0.0));
     assert_eq!(s.value(metrics::IN_FLIGHT, &route_l), 2.0);
     assert_eq!(s.value(metrics::QUEUE_DEPTH, &route_l), 42.0);
-    assert_eq!(s.value(metrics::CIRCUIT_STATE, &route_l), 2.0);
 
     let bucket = |name: &str, le: &str| s.value(&format!("{name}_bucket"), &[("route", r), ("le", le)]);
     let d = metrics::DELIVERY_DURATION;
@@ -301,7 +299,6 @@ fn reported_events_render_as_exact_prometheus_counts() {
     let after = Scrape::take();
     assert_eq!(after.value(metrics::IN_FLIGHT, &route_l), 0.0, "in-flight guards decrement on drop");
     assert_eq!(after.get(metrics::QUEUE_DEPTH, &route_l), None, "a removed route's queue depth is not shown");
-    assert_eq!(after.get(metrics::CIRCUIT_STATE, &route_l), None);
     assert_eq!(after.value(metrics::EVENTS_CONSUMED, &route_l), 7.0, "counters stay");
     let _ = m;
 }
