@@ -51,9 +51,13 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_keeps_order_with_even
         duplicates(&erp),
         duplicates(&bulk)
     );
-    // At least once: duplicates are allowed, but bounded by what could be in flight at the kill.
-    assert!(duplicates(&erp) <= 1, "ordered route: at most the one in-flight delivery repeats");
-    assert!(duplicates(&bulk) <= 4, "unordered route: at most `concurrency` deliveries repeat");
+    // At least once: duplicates are allowed, but only of what the broker had not seen acked at
+    // the kill. Besides the deliveries in flight, that includes acks the router had written:
+    // AMQP acks have no reply, and a killed process's socket is reset, losing what was on the
+    // way (12 repeats on the ordered route were seen once). The broker holds at most the
+    // prefetch (100 in ConfigDir::new) unacked per route; acked messages never come back.
+    assert!(duplicates(&erp) <= 100, "ordered route: more repeats than could be unacked at the kill");
+    assert!(duplicates(&bulk) <= 100, "unordered route: more repeats than could be unacked at the kill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
