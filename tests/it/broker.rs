@@ -432,6 +432,83 @@ async fn concurrent_publishers_each_message_exactly_once(s: &Subject) {
     b.close().await;
 }
 
+async fn two_consumers_share_an_unordered_queue_each_message_once_overall(s: &Subject) {
+    const N: usize = 200;
+    const PREFETCH: u16 = 8;
+    let b = s.connect().await;
+    b.declare_base().await.unwrap();
+    declare(b.as_ref(), "shared", &["order.*"], false, 20).await;
+    let other = s.connect().await;
+    let consumers = [
+        b.consume(&queue("shared"), PREFETCH).await.unwrap(),
+        other.consume(&queue("shared"), PREFETCH).await.unwrap(),
+    ];
+    let seen: Arc<std::sync::Mutex<Vec<(usize, String)>>> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Cancelled once both consumers have a message. Until then neither acks: the first one to
+    // get messages soon holds all its prefetch allows and gets no more, so the broker has to feed
+    // the other.
+    let both = tokio_util::sync::CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (who, mut c) in consumers.into_iter().enumerate() {
+        let (seen, stop, both) = (seen.clone(), stop.clone(), both.clone());
+        tasks.spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = both.cancelled(), if !held.is_empty() => None,
+                    m = c.next() => Some(m),
+                };
+                if let Some(next) = next {
+                    let m = match next {
+                        Some(Ok(m)) => m,
+                        other => panic!("consumer {who}: {other:?}"),
+                    };
+                    assert!(!m.redelivered, "{:?} redelivered while nothing crashed", m.message_id);
+                    let mut seen = seen.lock().unwrap();
+                    seen.push((who, m.message_id.clone().unwrap_or_default()));
+                    if seen.iter().any(|(w, _)| *w != who) {
+                        both.cancel();
+                    }
+                    held.push(m);
+                }
+                if both.is_cancelled() {
+                    ack_all(&held).await;
+                    held.clear();
+                }
+            }
+            assert!(held.is_empty(), "consumer {who} still holds {} messages", held.len());
+            c.close().await;
+        });
+    }
+    publish_n(b.as_ref(), "order.paid", "m", N).await;
+    let deadline = Instant::now() + T;
+    loop {
+        let now = seen.lock().unwrap().clone();
+        if now.len() >= N {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of {N} messages consumed (consumer, id): {now:?}", now.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(QUIET).await;
+    stop.cancel();
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    let mut got: Vec<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+    got.sort_by_key(|id| id[2..].parse::<usize>().unwrap());
+    assert_eq!(got, numbered_ids("m", 0..N), "every message exactly once overall");
+    let per: Vec<usize> = (0..2).map(|who| seen.iter().filter(|(w, _)| *w == who).count()).collect();
+    assert!(per.iter().all(|n| *n > 0), "both consumers got some: {per:?}");
+    eprintln!("{N} messages shared by two consumers: {per:?} on {}", b.kind());
+    wait_depth(b.as_ref(), "shared", 0, "all acked").await;
+    other.close().await;
+    b.close().await;
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod on_rabbitmq {
@@ -463,6 +540,7 @@ conformance!(
     the_delivery_limit_dead_letters_with_its_reason,
     ordered_queues_have_a_single_active_consumer,
     concurrent_publishers_each_message_exactly_once,
+    two_consumers_share_an_unordered_queue_each_message_once_overall,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ fn index(id: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_stream_then_restart_loses_nothing_and_keeps_order() {
+async fn sigkill_mid_stream_then_restart_loses_nothing_and_keeps_order_with_events_published_while_down() {
     let vh = Vhost::new();
     let rx = Receiver::start_slow(Duration::from_millis(1), |_, _| (200, vec![])).await;
     // The unordered route's receiver is slower, so both routes are mid-stream at the kill.
@@ -30,6 +30,12 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_keeps_order() {
     router.kill();
     let at_kill = (rx.on("/erp").len(), slow.on("/bulk").len());
     assert!(at_kill.0 < n && at_kill.1 < n, "the kill came mid-stream: {at_kill:?}");
+    // Producers carry on while no router runs: these wait in the queues behind the rest.
+    let down = 200;
+    let later: Vec<_> =
+        (n..n + down).map(|i| event("order.paid", &format!("k-{i}"), serde_json::json!({"n": i}))).collect();
+    vh.publish(&later).await;
+    let n = n + down;
     let _restarted = RouterProc::ready(&cfg).await;
     let erp = rx.wait_distinct("/erp", n, T).await;
     let bulk = slow.wait_distinct("/bulk", n, T).await;
@@ -45,9 +51,13 @@ async fn sigkill_mid_stream_then_restart_loses_nothing_and_keeps_order() {
         duplicates(&erp),
         duplicates(&bulk)
     );
-    // At least once: duplicates are allowed, but bounded by what could be in flight at the kill.
-    assert!(duplicates(&erp) <= 1, "ordered route: at most the one in-flight delivery repeats");
-    assert!(duplicates(&bulk) <= 4, "unordered route: at most `concurrency` deliveries repeat");
+    // At least once: duplicates are allowed, but only of what the broker had not seen acked at
+    // the kill. Besides the deliveries in flight, that includes acks the router had written:
+    // AMQP acks have no reply, and a killed process's socket is reset, losing what was on the
+    // way (12 repeats on the ordered route were seen once). The broker holds at most the
+    // prefetch (100 in ConfigDir::new) unacked per route; acked messages never come back.
+    assert!(duplicates(&erp) <= 100, "ordered route: more repeats than could be unacked at the kill");
+    assert!(duplicates(&bulk) <= 100, "unordered route: more repeats than could be unacked at the kill");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +89,14 @@ async fn two_routers_on_one_ordered_route_only_one_delivers_and_the_other_takes_
     let got = rx.wait_distinct("/erp", n, T).await;
     let order: Vec<usize> = first_arrivals(&got).iter().map(|id| index(id)).collect();
     assert_eq!(order, (0..n).collect::<Vec<_>>(), "order holds across the takeover");
+    let mut seen = std::collections::HashSet::new();
+    let seqs: Vec<(u64, String)> = got
+        .iter()
+        .filter(|r| seen.insert(r.id()))
+        .map(|r| (r.header("hookrelay-sequence").parse().unwrap(), r.header("x-replica")))
+        .collect();
+    let back = seqs.windows(2).find(|w| w[0].0 >= w[1].0);
+    assert!(back.is_none(), "hookrelay-sequence of first arrivals grows across the takeover: {back:?}");
     let replicas: std::collections::BTreeSet<String> = got.iter().map(|r| r.header("x-replica")).collect();
     assert_eq!(replicas.len(), 2, "the standby carried on after the kill");
     let last = got.last().unwrap().header("x-replica");
@@ -86,26 +104,41 @@ async fn two_routers_on_one_ordered_route_only_one_delivers_and_the_other_takes_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_closed_by_the_broker_is_survived() {
+async fn a_connection_closed_by_the_broker_mid_stream_is_survived_in_order() {
     let vh = Vhost::new();
-    let rx = Receiver::ok().await;
+    // Slow enough that the close lands while deliveries are in flight and prefetched messages
+    // wait unacked behind them.
+    let rx = Receiver::start_slow(Duration::from_millis(5), |_, _| (200, vec![])).await;
     let cfg = ConfigDir::new(&vh);
     cfg.route("erp", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = true", rx.url("/erp")));
     let router = RouterProc::ready(&cfg).await;
-    vh.publish(&numbered("c", 50)).await;
-    rx.wait_distinct("/erp", 50, T).await;
-    // The management API lists connections a few seconds after they open.
+    // The management API lists connections a few seconds after they open: wait for the
+    // router's before publishing, so that closing it is immediate.
     let deadline = std::time::Instant::now() + T;
-    while vh.close_connections() == 0 {
+    while vh.connections() == 0 {
         assert!(std::time::Instant::now() < deadline, "the router's connection never showed up");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let n = 400;
+    vh.publish(&numbered("c", n)).await;
+    rx.wait_distinct("/erp", 50, T).await;
+    assert!(vh.close_connections() > 0, "closed the router's connection");
+    let at_close = rx.on("/erp").len();
+    assert!(at_close < n, "the close came mid-stream: {at_close} of {n} delivered");
     router.wait_log("reconnecting", T).await;
-    let more: Vec<_> = (50..100).map(|i| event("order.paid", &format!("c-{i}"), serde_json::json!({"n": i}))).collect();
+    // Events published after the reconnect follow the ones that were in flight.
+    let more: Vec<_> =
+        (n..n + 100).map(|i| event("order.paid", &format!("c-{i}"), serde_json::json!({"n": i}))).collect();
     vh.publish(&more).await;
-    let got = rx.wait_distinct("/erp", 100, T).await;
+    let n = n + 100;
+    let got = rx.wait_distinct("/erp", n, T).await;
     let order: Vec<usize> = first_arrivals(&got).iter().map(|id| index(id)).collect();
-    assert_eq!(order, (0..100).collect::<Vec<_>>());
+    assert_eq!(order, (0..n).collect::<Vec<_>>(), "first arrivals keep publish order across the reconnect");
+    eprintln!("connection closed after {at_close} deliveries; duplicates after the reconnect: {}", duplicates(&got));
+    // What repeats is what the broker had not seen acked at the close: the delivery in flight
+    // (its ack had no channel left), and acks still on the wire (AMQP acks have no reply). That
+    // is never more than the prefetch (100 in ConfigDir::new); acked messages never come back.
+    assert!(duplicates(&got) <= 100, "more repeats than could be unacked at the close: {}", duplicates(&got));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,11 @@
 //! Telemetry: spans exported over real OTLP (protobuf decoded by an in-process receiver) carry
 //! the producer's trace on to the webhook's `traceparent`; reported events render as exact
 //! Prometheus counts; the example dashboard and alert rules use only metrics that exist; the
-//! `[telemetry]` config section loads and refuses bad values.
+//! `[telemetry]` config section loads and refuses bad values; the router process takes its trace
+//! settings from the standard `OTEL_*` variables alone.
 
-use crate::common::ConfigDir;
 use crate::common::otlp::{OtlpReceiver, ReceivedSpan};
+use crate::common::{ConfigDir, Received, Receiver, RouterProc, Vhost, numbered};
 use hookrelay::config::files::{MainFile, OtlpProtocol, TelemetryFile};
 use hookrelay::metrics::{self, AttemptFailure, ReloadResult};
 use hookrelay::pipeline::Reason;
@@ -15,6 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 use tracing::Instrument;
 
+const T: Duration = Duration::from_secs(60);
 const PRODUCER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PRODUCER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -152,6 +154,97 @@ async fn the_grpc_exporter_sends_real_otlp_protobuf() {
     assert_eq!((s.via, s.service.as_str()), ("grpc", "grpc-check"));
     assert_eq!((s.trace_id.as_str(), s.parent_span_id.as_str()), (PRODUCER_TRACE, PRODUCER_SPAN));
     tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().unwrap();
+}
+
+/// Environment variables for a process.
+type Vars = &'static [(&'static str, &'static str)];
+
+/// The router as its own process, configured for traces by the standard `OTEL_*` variables
+/// alone (its config has no `[telemetry]`): spans arrive over the protocol and with the service
+/// name they give, and `OTEL_SDK_DISABLED=true` keeps them off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otel_variables_alone_configure_trace_export_and_otel_sdk_disabled_turns_it_off() {
+    let vh = Vhost::new();
+    let rx = Receiver::ok().await;
+    let cfg = ConfigDir::new(&vh);
+    cfg.route("traced", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/traced")));
+    assert!(!std::fs::read_to_string(cfg.path().join("hookrelay.toml")).unwrap().contains("[telemetry]"));
+    let mut delivered = 0;
+    // Each case: the variables, then the protocol and service name the spans must come with.
+    let cases: [(Vars, &str, &str); 3] = [
+        (&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_SERVICE_NAME", "relay-env-grpc")], "grpc", "relay-env-grpc"),
+        (
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("OTEL_SERVICE_NAME", "relay-env-http")],
+            "http",
+            "relay-env-http",
+        ),
+        // The signal's own endpoint variable is the full URL; the protocol defaults to http.
+        (
+            &[("OTEL_RESOURCE_ATTRIBUTES", "service.name=relay-env-attrs,deployment.environment=test")],
+            "http",
+            "relay-env-attrs",
+        ),
+    ];
+    for (i, (vars, via, service)) in cases.into_iter().enumerate() {
+        let collector = OtlpReceiver::start().await;
+        let (base, traces) = (collector.endpoint(), format!("{}/v1/traces", collector.endpoint()));
+        let endpoint = if i == 2 {
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces.as_str())
+        } else {
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str())
+        };
+        let env: Vec<(&str, &str)> = std::iter::once(endpoint).chain(vars.iter().copied()).collect();
+        let mut router = RouterProc::start_with_env(&cfg, &[], &env);
+        router.wait_log("consuming", Duration::from_secs(30)).await;
+        assert!(router.log_text().contains("exporting traces over OTLP"), "{env:?}:\n{}", router.log_text());
+        let events = numbered(&format!("env{i}"), 2);
+        vh.publish(&events).await;
+        delivered += events.len();
+        let got: Vec<Received> = rx
+            .wait_distinct("/traced", delivered, T)
+            .await
+            .into_iter()
+            .filter(|r| r.id().starts_with(&format!("env{i}-")))
+            .collect();
+        // SIGTERM exports what is buffered before the process exits.
+        assert!(router.term(Duration::from_secs(30)).await.success());
+        let spans = collector
+            .wait_for("an event and an attempt span per event", |s| {
+                s.iter().filter(|x| x.name == "attempt").count() >= 2
+                    && s.iter().filter(|x| x.name == "event").count() >= 2
+            })
+            .await;
+        assert!(
+            spans.iter().all(|s| s.via == via && s.service == service),
+            "{env:?}: want {via} and {service}:\n{spans:#?}"
+        );
+        for r in &got {
+            // The webhook's traceparent is the exported attempt span, child of the event's span.
+            let tp = r.header("traceparent");
+            let parts: Vec<&str> = tp.split('-').collect();
+            let attempt = one(&spans, "the webhook's attempt span", |s| {
+                s.name == "attempt" && s.trace_id == parts[1] && s.span_id == parts[2]
+            });
+            let event = one(&spans, "its event span", |s| s.span_id == attempt.parent_span_id);
+            assert_eq!(event.attributes.get("cloudevents.event_id"), Some(&r.id()), "{env:?}");
+            assert_eq!(event.attributes.get("route").map(String::as_str), Some("traced"));
+        }
+    }
+    // Disabled: the same endpoint and name, and nothing is exported.
+    let collector = OtlpReceiver::start().await;
+    let base = collector.endpoint();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+        ("OTEL_SERVICE_NAME", "relay-off"),
+        ("OTEL_SDK_DISABLED", "true"),
+    ];
+    let mut router = RouterProc::start_with_env(&cfg, &[], &env);
+    router.wait_log("consuming", Duration::from_secs(30)).await;
+    vh.publish(&numbered("off", 2)).await;
+    rx.wait_distinct("/traced", delivered + 2, T).await;
+    assert!(router.term(Duration::from_secs(30)).await.success());
+    assert!(!router.log_text().contains("exporting traces"), "{}", router.log_text());
+    assert!(collector.spans().is_empty(), "OTEL_SDK_DISABLED=true exported: {:#?}", collector.spans());
 }
 
 #[test]

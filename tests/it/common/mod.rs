@@ -122,6 +122,13 @@ impl Vhost {
         Self { name, url }
     }
 
+    /// How many client connections to this vhost the management API lists (it lists a
+    /// connection a few seconds after it opens).
+    pub fn connections(&self) -> usize {
+        let conns = mgmt("GET", &format!("vhosts/{}/connections", self.name), None).unwrap_or(Value::Null);
+        conns.as_array().map_or(0, Vec::len)
+    }
+
     /// Closes every client connection to this vhost from the broker side.
     pub fn close_connections(&self) -> usize {
         let conns = mgmt("GET", &format!("vhosts/{}/connections", self.name), None).unwrap_or(Value::Null);
@@ -523,6 +530,11 @@ impl RouterProc {
 
     /// Starts with extra arguments after `run --config DIR`.
     pub fn start_with(cfg: &ConfigDir, extra: &[&str]) -> Self {
+        Self::start_with_env(cfg, extra, &[])
+    }
+
+    /// Starts with extra arguments and extra environment variables.
+    pub fn start_with_env(cfg: &ConfigDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("router.log");
         let file = std::fs::File::create(&log).unwrap();
@@ -534,6 +546,7 @@ impl RouterProc {
             .env("HOOKRELAY_SECRET_KEY", SEALING_KEY)
             .env("RUST_LOG", "info,hookrelay=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
