@@ -960,6 +960,7 @@ impl Worker {
                     response_body: body.map(str::to_string),
                     error: (outcome != Outcome::Delivered).then(|| error.clone()),
                     payload: route.log_payload.then(|| payload.body.to_vec()),
+                    event: route.log_payload.then(|| d.body.to_vec()),
                     config_version: snap.version,
                     config_revision: snap.revision.clone(),
                     at_ms: now_ms() as i64,

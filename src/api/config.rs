@@ -1,12 +1,14 @@
 //! `GET /v1/config` (the live config's version, revision, routes, and the last reloads) and
-//! `POST /v1/config/reload` (the same as SIGHUP: load, validate, and swap or keep the old one).
+//! `POST /v1/config/reload` (the same as SIGHUP: load, validate, and swap or keep the old one;
+//! audited either way, as `config.reload`, with its outcome).
 
 use super::ApiState;
 use super::auth::Caller;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json, KeyRefusals};
 use crate::config::Origin;
 use crate::config::files::Scope;
 use crate::router::ReloadOutcome;
+use crate::store::AuditEntry;
 use axum::extract::State;
 
 /// The live config.
@@ -38,7 +40,7 @@ pub struct ConfigView {
 
 /// The live config and the reload history.
 #[utoipa::path(get, path = "/v1/config", tag = "operations",
-    responses((status = 200, body = ConfigView), (status = 401, body = super::error::ErrorBody)),
+    responses((status = 200, body = ConfigView), KeyRefusals),
     security(("bearer" = [])))]
 pub async fn get(State(state): State<ApiState>, caller: Caller) -> Result<Json<ConfigView>, ApiError> {
     caller.require(Scope::Read)?;
@@ -76,15 +78,32 @@ pub struct Reloaded {
 }
 
 /// Reload the config from disk, as SIGHUP does. A config that does not load is rejected with
-/// every `file:line:col` error, and the old one keeps running.
+/// every `file:line:col` error, and the old one keeps running. Both outcomes are audited.
 #[utoipa::path(post, path = "/v1/config/reload", tag = "operations",
     responses(
         (status = 200, description = "Applied", body = Reloaded),
-        (status = 422, description = "Rejected; the previous config keeps running (details: the errors)", body = super::error::ErrorBody)),
+        KeyRefusals,
+        (status = 422, description = "Rejected; the previous config keeps running (details: the errors)", body = ErrorBody),
+        (status = 503, description = "The store does not answer (the reload's outcome is not audited)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn reload(State(state): State<ApiState>, caller: Caller) -> Result<Json<Reloaded>, ApiError> {
     caller.require(Scope::Admin)?;
-    match crate::reload::reload_from_disk(&state.router, &state.config_dir, "POST /v1/config/reload").await {
+    let before = state.router.snapshot();
+    let outcome = crate::reload::reload_from_disk(&state.router, &state.config_dir, "POST /v1/config/reload").await;
+    let details = match &outcome {
+        ReloadOutcome::Applied { version, revision, added, removed, changed } => serde_json::json!({
+            "result": "applied", "from": {"version": before.version, "revision": before.revision},
+            "version": version, "revision": revision, "added": added, "removed": removed, "changed": changed,
+        }),
+        ReloadOutcome::Rejected { errors } => serde_json::json!({
+            // The count only: the errors are in the answer and the log, and the trail keeps no
+            // file contents.
+            "result": "rejected", "version": before.version, "revision": before.revision, "errors": errors.len(),
+        }),
+    };
+    let audit = AuditEntry::new(crate::broker::now_ms() as i64, &caller.name, "config.reload", "config", details);
+    state.store.append_audit(&audit).await?;
+    match outcome {
         ReloadOutcome::Applied { version, revision, added, removed, changed } => {
             Ok(Json(Reloaded { version, revision, added, removed, changed }))
         }

@@ -1,11 +1,14 @@
 //! `GET /v1/dead-letters[/{id}]` and `POST /v1/dead-letters/replay`. A replay claims each dead
-//! letter in the store first (so two replays of one dead letter cannot both send it), then
-//! republishes the original event, with a broker confirm, to the queue of the route that gave
-//! up on it (only that route gets it again), and releases the claim of any that failed.
+//! letter in the store under a lease first (so two replays of one dead letter cannot both send
+//! it), then republishes the original event, with a broker confirm, to the queue of the route
+//! that gave up on it (only that route gets it again), and only then marks it replayed; the
+//! claim of any that failed is released. A replay that dies between claim and confirm leaves
+//! claims that expire after [`REPLAY_LEASE`], so its dead letters can be replayed again: never
+//! marked replayed without having been republished.
 
 use super::ApiState;
 use super::auth::Caller;
-use super::error::{ApiError, Json, Path, Query};
+use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, Query};
 use super::{page_limit, parse_time, rfc3339};
 use crate::broker::{Destination, Headers};
 use crate::config::files::Scope;
@@ -13,6 +16,16 @@ use crate::config::route_queue;
 use crate::store::{AuditEntry, DeadLetter, DeadLetterFilter};
 use axum::extract::State;
 use base64::Engine as _;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// How long a replay's claim on a dead letter holds. A claim older than this belongs to a replay
+/// that crashed or stalled before the broker confirmed, and the next replay takes it over.
+pub const REPLAY_LEASE: Duration = Duration::from_secs(5 * 60);
+
+/// Dead letters republished between two writes of their marks (a crash in between republishes
+/// at most this many again, once their lease expires).
+const MARK_EVERY: usize = 100;
 
 /// Filters of the dead letters.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -111,7 +124,11 @@ pub struct DeadLetterPage {
 
 /// List dead letters, newest first.
 #[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters", params(DeadLetterQuery),
-    responses((status = 200, body = DeadLetterPage), (status = 400, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = DeadLetterPage),
+        (status = 400, description = "A bad filter, cursor or limit", body = ErrorBody),
+        KeyRefusals,
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -136,7 +153,12 @@ pub async fn list(
 /// One dead letter, with the event it keeps.
 #[utoipa::path(get, path = "/v1/dead-letters/{id}", tag = "dead-letters",
     params(("id" = String, Path, description = "Dead letter id")),
-    responses((status = 200, body = DeadLetterDetail), (status = 404, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = DeadLetterDetail),
+        (status = 400, description = "The id is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
@@ -193,6 +215,9 @@ pub struct ReplayResult {
     pub replayed: Vec<String>,
     /// Refused: replayed before (a replay happens once).
     pub already_replayed: Vec<String>,
+    /// Refused: claimed by another replay that is under way (or that stopped less than the
+    /// lease, 5 minutes, ago); if it stays unreplayed, replay it after the lease.
+    pub in_progress: Vec<String>,
     /// No such dead letter.
     pub not_found: Vec<String>,
     /// Not republished; still available for a later replay.
@@ -203,8 +228,12 @@ pub struct ReplayResult {
 #[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead-letters", request_body = ReplayRequest,
     responses(
         (status = 200, description = "What was replayed, refused and failed", body = ReplayResult),
-        (status = 400, body = super::error::ErrorBody),
-        (status = 422, description = "Neither or both of ids and filter", body = super::error::ErrorBody)),
+        (status = 400, description = "Not JSON, unknown keys, or a bad time in the filter", body = ErrorBody),
+        KeyRefusals,
+        (status = 413, description = "The body is over 2 MB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "Neither or both of ids and filter, or `max` out of range", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn replay(
     State(state): State<ApiState>,
@@ -235,60 +264,78 @@ pub async fn replay(
             ));
         }
     };
-    Ok(Json(replay_ids(&state, &caller, ids).await?))
+    let result = replay_ids(&state, ids).await?;
+    if !result.replayed.is_empty() {
+        let target = match result.replayed.as_slice() {
+            [one] => one.clone(),
+            many => format!("{} dead letters", many.len()),
+        };
+        let audit = AuditEntry::new(
+            crate::broker::now_ms() as i64,
+            &caller.name,
+            "dead_letter.replay",
+            target,
+            serde_json::json!({"replayed": result.replayed, "failed": result.failed.len()}),
+        );
+        state.store.append_audit(&audit).await?;
+    }
+    Ok(Json(result))
 }
 
-/// Claims, republishes and marks the dead letters `ids`.
-pub(crate) async fn replay_ids(state: &ApiState, caller: &Caller, ids: Vec<String>) -> Result<ReplayResult, ApiError> {
+/// Claims (under a lease), republishes and then marks the dead letters `ids`; the caller audits.
+pub(crate) async fn replay_ids(state: &ApiState, ids: Vec<String>) -> Result<ReplayResult, ApiError> {
     let mut result = ReplayResult::default();
+    let claim = uuid::Uuid::new_v4().to_string();
     let now = crate::broker::now_ms() as i64;
-    let claimed = state.store.mark_replayed(&ids, now).await?;
-    for id in ids.iter().filter(|id| !claimed.contains(id)) {
-        if state.store.dead_letter(id).await?.is_some() {
-            result.already_replayed.push(id.clone());
-        } else {
-            result.not_found.push(id.clone());
+    let claimed = state.store.claim_replay(&ids, &claim, now, REPLAY_LEASE.as_millis() as i64).await?;
+    let mut seen: HashSet<&str> = claimed.iter().map(String::as_str).collect();
+    for id in &ids {
+        if !seen.insert(id.as_str()) {
+            continue;
+        }
+        match state.store.dead_letter(id).await? {
+            Some(d) if d.replayed_at_ms.is_some() => result.already_replayed.push(id.clone()),
+            Some(_) => result.in_progress.push(id.clone()),
+            None => result.not_found.push(id.clone()),
         }
     }
     let broker = state.router.broker();
     let snapshot = state.router.snapshot();
-    let mut release = Vec::new();
-    for id in claimed {
-        let outcome = match (state.store.dead_letter(&id).await?, &broker) {
-            (None, _) => Err("vanished while replaying".to_string()),
-            (_, None) => Err("the router is not connected to its broker right now; retry".to_string()),
-            (Some(dl), Some(broker)) if snapshot.route(&dl.route).is_some() => {
-                let mut headers = Headers::default();
-                if let Ok(serde_json::Value::Object(h)) = serde_json::from_str(&dl.headers) {
-                    headers.0.extend(h);
+    for chunk in claimed.chunks(MARK_EVERY) {
+        let mut published = Vec::new();
+        let mut release = Vec::new();
+        for id in chunk {
+            let outcome = match (state.store.dead_letter(id).await?, &broker) {
+                (None, _) => Err("vanished while replaying".to_string()),
+                (_, None) => Err("the router is not connected to its broker right now; retry".to_string()),
+                (Some(dl), Some(broker)) if snapshot.route(&dl.route).is_some() => {
+                    let mut headers = Headers::default();
+                    if let Ok(serde_json::Value::Object(h)) = serde_json::from_str(&dl.headers) {
+                        headers.0.extend(h);
+                    }
+                    headers.set("hookrelay-replay-of", id.as_str());
+                    let queue = route_queue(&dl.route);
+                    let msg_id = (!dl.event_id.is_empty()).then_some(dl.event_id.as_str());
+                    broker
+                        .publish(Destination::Queue(&queue), &dl.body, &headers, msg_id)
+                        .await
+                        .map_err(|e| e.to_string())
                 }
-                headers.set("hookrelay-replay-of", id.as_str());
-                let queue = route_queue(&dl.route);
-                let msg_id = (!dl.event_id.is_empty()).then_some(dl.event_id.as_str());
-                broker.publish(Destination::Queue(&queue), &dl.body, &headers, msg_id).await.map_err(|e| e.to_string())
-            }
-            (Some(dl), Some(_)) => Err(format!("route {:?} no longer exists", dl.route)),
-        };
-        match outcome {
-            Ok(()) => result.replayed.push(id),
-            Err(error) => {
-                release.push(id.clone());
-                result.failed.push(ReplayFailure { id, error });
+                (Some(dl), Some(_)) => Err(format!("route {:?} no longer exists", dl.route)),
+            };
+            match outcome {
+                Ok(()) => published.push(id.clone()),
+                Err(error) => {
+                    release.push(id.clone());
+                    result.failed.push(ReplayFailure { id: id.clone(), error });
+                }
             }
         }
-    }
-    if !release.is_empty() {
-        state.store.release_replayed(&release).await?;
-    }
-    if !result.replayed.is_empty() {
-        let audit = AuditEntry::new(
-            now,
-            &caller.name,
-            "dead_letters.replay",
-            format!("{} dead letter(s)", result.replayed.len()),
-            serde_json::json!({"replayed": result.replayed, "failed": result.failed.len()}),
-        );
-        state.store.append_audit(&audit).await?;
+        // Marked only now that the broker confirmed them. An id whose lease another replay took
+        // over meanwhile is not marked by this one; it was republished all the same.
+        state.store.mark_replayed(&published, &claim, crate::broker::now_ms() as i64).await?;
+        state.store.release_replay(&release, &claim).await?;
+        result.replayed.extend(published);
     }
     Ok(result)
 }

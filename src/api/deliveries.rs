@@ -1,15 +1,19 @@
 //! `GET /v1/deliveries[/{id}]` (the delivery log: one delivery per route and event, with its
-//! attempts) and `POST /v1/deliveries/{id}/retry` (deliver the event again: it is republished to
-//! its route's queue from the dead letter that keeps it).
+//! attempts) and `POST /v1/deliveries/{id}/retry` (deliver the event again: it is republished,
+//! with a broker confirm, to its route's queue only, from the dead letter that keeps it or from
+//! the delivery log where the route logs payloads).
 
 use super::ApiState;
 use super::auth::Caller;
-use super::dead_letters::{ReplayResult, replay_ids};
-use super::error::{ApiError, Json, Path, Query};
+use super::dead_letters::replay_ids;
+use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, Query};
 use super::{page_limit, parse_time, rfc3339};
+use crate::broker::{Destination, Headers};
 use crate::config::files::Scope;
-use crate::store::{Attempt, DeadLetterFilter, Delivery, DeliveryFilter, Outcome};
+use crate::config::route_queue;
+use crate::store::{Attempt, AuditEntry, DeadLetterFilter, Delivery, DeliveryFilter, Outcome};
 use axum::extract::State;
+use base64::Engine as _;
 
 /// Filters of the delivery log.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -90,6 +94,11 @@ pub struct AttemptView {
     pub response_body: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The body sent, when the route logs payloads (`log_payload`) and it is JSON.
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
+    /// The body sent, base64, when the route logs payloads and it is not JSON.
+    pub payload_base64: Option<String>,
     /// `version` of the config that made the attempt.
     pub config_version: u64,
     /// Its revision.
@@ -100,7 +109,14 @@ pub struct AttemptView {
 
 impl From<Attempt> for AttemptView {
     fn from(a: Attempt) -> Self {
+        let payload: Option<serde_json::Value> = a.payload.as_deref().and_then(|p| serde_json::from_slice(p).ok());
+        let payload_base64 = match (&a.payload, &payload) {
+            (Some(p), None) => Some(base64::engine::general_purpose::STANDARD.encode(p)),
+            _ => None,
+        };
         Self {
+            payload,
+            payload_base64,
             attempt: a.attempt,
             outcome: a.outcome.as_str().into(),
             status: a.status,
@@ -135,7 +151,11 @@ pub struct DeliveryDetail {
 
 /// List deliveries, newest first.
 #[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(DeliveryQuery),
-    responses((status = 200, body = DeliveryPage), (status = 400, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = DeliveryPage),
+        (status = 400, description = "A bad filter, cursor or limit", body = ErrorBody),
+        KeyRefusals,
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<ApiState>,
@@ -168,7 +188,12 @@ pub async fn list(
 /// One delivery with its attempts.
 #[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries",
     params(("id" = String, Path, description = "Delivery id")),
-    responses((status = 200, body = DeliveryDetail), (status = 404, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = DeliveryDetail),
+        (status = 400, description = "The id is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such delivery", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
@@ -181,22 +206,41 @@ pub async fn get(
     Ok(Json(DeliveryDetail { delivery: d.into(), attempt_log: attempts.into_iter().map(AttemptView::from).collect() }))
 }
 
-/// Deliver a delivery's event again, through its route's queue (at the back, like any new
-/// event). The event is kept only with its dead letter (payloads are not logged unless a route
-/// opts in), so this works for deliveries that ended dead-lettered; a dead letter already
-/// replayed is replayed again. A delivery still retrying is left to the router.
+/// What a retry republished.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Retried {
+    /// The delivery.
+    pub id: String,
+    /// Its route: the only one that gets the event again.
+    pub route: String,
+    /// The event (`webhook-id`).
+    pub event_id: String,
+    /// Where the event came from: `dead_letter` (its dead letter, now marked replayed, or
+    /// replayed before) or `delivery_log` (kept because the route logs payloads).
+    pub source: String,
+    /// The dead letter the event came from, when it came from one.
+    pub dead_letter: Option<String>,
+}
+
+/// Deliver a delivery's event again, through its route's queue only (at the back, like any new
+/// event), with a broker confirm; whatever its outcome, as long as the event is kept: by its dead
+/// letter, or by the delivery log when the route logs payloads (`log_payload`). A delivery
+/// still retrying is left to the router.
 #[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
     params(("id" = String, Path, description = "Delivery id")),
     responses(
-        (status = 202, description = "Republished with a broker confirm", body = ReplayResult),
-        (status = 404, body = super::error::ErrorBody),
-        (status = 409, description = "Still retrying, or the event is not kept", body = super::error::ErrorBody)),
+        (status = 202, description = "Republished with a broker confirm", body = Retried),
+        (status = 400, description = "The id is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such delivery", body = ErrorBody),
+        (status = 409, description = "Still retrying, its dead letter is being replayed, its route is gone, or the event is not kept (the route does not log payloads and there is no dead letter)", body = ErrorBody),
+        (status = 503, description = "The broker is not connected or did not confirm, or the store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<(http::StatusCode, Json<ReplayResult>), ApiError> {
+) -> Result<(http::StatusCode, Json<Retried>), ApiError> {
     caller.require(Scope::Admin)?;
     let d = state.store.delivery(&id).await?.ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
     if d.status == Outcome::Retrying {
@@ -212,16 +256,82 @@ pub async fn retry(
         limit: 1,
         ..Default::default()
     };
-    let Some(dl) = state.store.dead_letters(&filter).await?.items.into_iter().next() else {
-        return Err(ApiError::conflict(format!(
-            "the event of delivery {id} is not kept: events are stored only with their dead letters \
-             (this delivery ended {}); publish it again from its producer",
-            d.status.as_str()
-        )));
+    let dead_letter = state.store.dead_letters(&filter).await?.items.into_iter().next();
+    let audit = |source: &str, dead_letter: Option<&str>| {
+        AuditEntry::new(
+            crate::broker::now_ms() as i64,
+            &caller.name,
+            "delivery.retry",
+            &id,
+            serde_json::json!({"route": d.route, "event_id": d.event_id, "source": source, "dead_letter": dead_letter}),
+        )
     };
-    if dl.replayed_at_ms.is_some() {
-        state.store.release_replayed(std::slice::from_ref(&dl.id)).await?;
+    let retried = |source: &str, dead_letter: Option<String>| Retried {
+        id: id.clone(),
+        route: d.route.clone(),
+        event_id: d.event_id.clone(),
+        source: source.into(),
+        dead_letter,
+    };
+    // A dead letter not replayed yet is replayed, so that it shows as replayed.
+    if let Some(dl) = dead_letter.as_ref().filter(|dl| dl.replayed_at_ms.is_none()) {
+        let result = replay_ids(&state, vec![dl.id.clone()]).await?;
+        if !result.replayed.is_empty() {
+            state.store.append_audit(&audit("dead_letter", Some(&dl.id))).await?;
+            return Ok((http::StatusCode::ACCEPTED, Json(retried("dead_letter", Some(dl.id.clone())))));
+        }
+        if let Some(f) = result.failed.first() {
+            return Err(ApiError::unavailable(
+                "broker_unavailable",
+                format!("the event was not republished: {}", f.error),
+            ));
+        }
+        if !result.in_progress.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "dead letter {} of delivery {id} is being replayed right now; see GET /v1/dead-letters/{}",
+                dl.id, dl.id
+            )));
+        }
+        // Replayed meanwhile by another call: republished from what it keeps, below.
     }
-    let result = replay_ids(&state, &caller, vec![dl.id]).await?;
-    Ok((http::StatusCode::ACCEPTED, Json(result)))
+    let (body, headers, source) = match state.store.delivery_event(&id).await? {
+        Some(event) => (event, Headers::default(), "delivery_log"),
+        None => match &dead_letter {
+            Some(dl) => {
+                let mut headers = Headers::default();
+                if let Ok(serde_json::Value::Object(h)) = serde_json::from_str(&dl.headers) {
+                    headers.0.extend(h);
+                }
+                (dl.body.clone(), headers, "dead_letter")
+            }
+            None => {
+                return Err(ApiError::conflict(format!(
+                    "the event of delivery {id} is not kept: route {} does not log payloads and the delivery \
+                     (ended {}) has no dead letter; set `log_payload = true` on the route to keep events for \
+                     retry, or publish it again from its producer",
+                    d.route,
+                    d.status.as_str()
+                )));
+            }
+        },
+    };
+    if state.router.snapshot().route(&d.route).is_none() {
+        return Err(ApiError::conflict(format!(
+            "route {:?} no longer exists: there is no queue to retry into",
+            d.route
+        )));
+    }
+    let broker = state.router.broker().ok_or_else(|| {
+        ApiError::unavailable("broker_unavailable", "the router is not connected to its broker right now; retry")
+    })?;
+    let mut headers = headers;
+    headers.set("hookrelay-retry-of", id.as_str());
+    let queue = route_queue(&d.route);
+    broker
+        .publish(Destination::Queue(&queue), &body, &headers, Some(&d.event_id))
+        .await
+        .map_err(|e| ApiError::unavailable("broker_unavailable", format!("the broker did not confirm: {e}; retry")))?;
+    let from_dead_letter = (source == "dead_letter").then(|| dead_letter.as_ref().map(|dl| dl.id.clone())).flatten();
+    state.store.append_audit(&audit(source, from_dead_letter.as_deref())).await?;
+    Ok((http::StatusCode::ACCEPTED, Json(retried(source, from_dead_letter))))
 }

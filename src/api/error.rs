@@ -3,7 +3,8 @@
 //! and no malformed request ever answers with anything else.
 
 use crate::store::StoreError;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::Value;
@@ -38,6 +39,19 @@ pub struct ErrorDetail {
     /// Structured details, when there are any.
     #[schema(value_type = Option<Object>)]
     pub details: Option<Value>,
+}
+
+/// The answers every endpoint behind a key may give besides its own (in the OpenAPI document
+/// of each, beside the answers particular to it).
+#[derive(utoipa::IntoResponses)]
+pub enum KeyRefusals {
+    /// No key, an `Authorization` header that is not `Bearer <key>`, or an unknown key
+    /// (`unauthorized`).
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The key lacks the scope this endpoint needs (`forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
 }
 
 impl ApiError {
@@ -108,9 +122,21 @@ impl From<StoreError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        let status = r.status();
-        let code = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE { "unsupported_media_type" } else { "invalid_body" };
-        let status = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE { status } else { StatusCode::BAD_REQUEST };
+        let (status, code) = match r.status() {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            _ => (StatusCode::BAD_REQUEST, "invalid_body"),
+        };
+        Self::new(status, code, r.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        let (status, code) = match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            _ => (StatusCode::BAD_REQUEST, "invalid_body"),
+        };
         Self::new(status, code, r.body_text())
     }
 }
@@ -142,6 +168,19 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 #[derive(Debug, axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
+
+/// The raw body (axum's `Bytes`, within its default limit), whose rejections answer in the API's
+/// error shape.
+#[derive(Debug)]
+pub struct RawBody(pub bytes::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(bytes::Bytes::from_request(req, state).await?))
+    }
+}
 
 /// `Path<T>` whose rejections answer in the API's error shape.
 #[derive(Debug, axum::extract::FromRequestParts)]

@@ -3,7 +3,7 @@
 
 use super::ApiState;
 use super::auth::Caller;
-use super::error::{ApiError, Json, Path};
+use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path};
 use crate::broker::topic;
 use crate::config::Snapshot;
 use crate::config::files::Scope;
@@ -59,7 +59,7 @@ fn summary(s: &Snapshot, ty: &str) -> Option<EventType> {
 
 /// List the event types.
 #[utoipa::path(get, path = "/v1/event-types", tag = "catalogue",
-    responses((status = 200, body = EventTypes), (status = 401, body = super::error::ErrorBody)),
+    responses((status = 200, body = EventTypes), KeyRefusals),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<EventTypes>, ApiError> {
     caller.require(Scope::Read)?;
@@ -70,7 +70,11 @@ pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<
 /// One event type and its schemas.
 #[utoipa::path(get, path = "/v1/event-types/{type}", tag = "catalogue",
     params(("type" = String, Path, description = "The CloudEvent type")),
-    responses((status = 200, body = EventTypeDetail), (status = 404, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = EventTypeDetail),
+        (status = 400, description = "The type is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No schema for this type", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,

@@ -9,7 +9,7 @@
 
 use super::ApiState;
 use super::auth::Caller;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json, KeyRefusals};
 use crate::broker::{BrokerError, Destination, H_TRACEPARENT, Headers};
 use crate::config::files::Scope;
 use crate::event::CloudEvent;
@@ -37,10 +37,11 @@ pub struct Accepted {
         content_type = "application/cloudevents+json"),
     responses(
         (status = 202, description = "Published with a broker confirm", body = Accepted),
-        (status = 400, description = "Not JSON", body = super::error::ErrorBody),
-        (status = 413, description = "Over [limits] max_event_bytes", body = super::error::ErrorBody),
-        (status = 422, description = "Not a CloudEvent, unknown type, or data that breaks its schema (details: the violations with their JSON paths)", body = super::error::ErrorBody),
-        (status = 503, description = "The broker is not connected; retry", body = super::error::ErrorBody),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        KeyRefusals,
+        (status = 413, description = "Over [limits] max_event_bytes", body = ErrorBody),
+        (status = 422, description = "Not a CloudEvent, unknown type, or data that breaks its schema (details: the violations with their JSON paths)", body = ErrorBody),
+        (status = 503, description = "The broker is not connected or did not confirm; retry", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -2,7 +2,7 @@
 //! loaded) and `/metrics` (Prometheus text format). No key is needed for these.
 
 use super::ApiState;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json};
 use axum::extract::State;
 use axum::response::IntoResponse;
 use http::StatusCode;
@@ -59,7 +59,7 @@ pub async fn readyz(State(state): State<ApiState>) -> (StatusCode, Json<Ready>) 
 /// Metrics in the Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
-        (status = 404, description = "Metrics are off", body = super::error::ErrorBody)))]
+        (status = 404, description = "Metrics are off", body = ErrorBody)))]
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let render = state.metrics.as_ref().ok_or_else(|| ApiError::not_found("metrics are not enabled"))?;
     Ok(([(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], render()))

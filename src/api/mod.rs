@@ -72,6 +72,7 @@ pub struct ApiState {
                        Errors are {\"error\": {\"code\", \"message\", \"details\"}}."
     ),
     modifiers(&BearerAuth),
+    components(schemas(error::ErrorBody)),
     tags(
         (name = "events", description = "Ingest"),
         (name = "catalogue", description = "Event types and routes"),

@@ -3,7 +3,7 @@
 
 use super::ApiState;
 use super::auth::Caller;
-use super::error::{ApiError, Json, Path};
+use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, RawBody};
 use crate::config::files::{BodyFormat, Scope};
 use crate::config::{Origin, Route};
 use crate::deliver::sign::Signer;
@@ -104,7 +104,7 @@ pub struct Routes {
 
 /// List the routes, file-defined and API-defined.
 #[utoipa::path(get, path = "/v1/routes", tag = "catalogue",
-    responses((status = 200, body = Routes), (status = 401, body = super::error::ErrorBody)),
+    responses((status = 200, body = Routes), KeyRefusals),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Routes>, ApiError> {
     caller.require(Scope::Read)?;
@@ -115,7 +115,11 @@ pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<
 /// One route.
 #[utoipa::path(get, path = "/v1/routes/{name}", tag = "catalogue",
     params(("name" = String, Path, description = "Route name")),
-    responses((status = 200, body = RouteView), (status = 404, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = RouteView),
+        (status = 400, description = "The name is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such route", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
@@ -210,14 +214,17 @@ pub(crate) fn ping(message: &str) -> Payload {
         content_type = "application/json"),
     responses(
         (status = 200, description = "Sent (or filtered out); see `ok` for the receiver's answer", body = TestResult),
-        (status = 404, body = super::error::ErrorBody),
-        (status = 422, description = "The event is not a CloudEvent or would be dead-lettered", body = super::error::ErrorBody)),
+        (status = 400, description = "The name is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such route", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MB", body = ErrorBody),
+        (status = 422, description = "The event is not a CloudEvent or would be dead-lettered", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn test(
     State(state): State<ApiState>,
     caller: Caller,
     Path(name): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<TestResult>, ApiError> {
     caller.require(Scope::Admin)?;
     let snapshot = state.router.snapshot();

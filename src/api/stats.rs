@@ -3,7 +3,7 @@
 
 use super::ApiState;
 use super::auth::Caller;
-use super::error::{ApiError, Json, Query};
+use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Query};
 use super::{page_limit, parse_time, rfc3339};
 use crate::config::files::Scope;
 use crate::store::AuditFilter;
@@ -63,7 +63,11 @@ pub struct Stats {
 
 /// Delivery statistics per route over a window.
 #[utoipa::path(get, path = "/v1/stats", tag = "operations", params(StatsQuery),
-    responses((status = 200, body = Stats), (status = 400, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = Stats),
+        (status = 400, description = "A bad window", body = ErrorBody),
+        KeyRefusals,
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
@@ -161,7 +165,11 @@ pub struct AuditPage {
 
 /// The audit trail of changes made through the API.
 #[utoipa::path(get, path = "/v1/audit", tag = "operations", params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 400, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = AuditPage),
+        (status = 400, description = "A bad filter, cursor or limit", body = ErrorBody),
+        KeyRefusals,
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn audit(
     State(state): State<ApiState>,

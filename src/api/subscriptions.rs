@@ -4,7 +4,7 @@
 
 use super::ApiState;
 use super::auth::Caller;
-use super::error::{ApiError, Json, Path};
+use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, RawBody};
 use super::rfc3339;
 use super::routes::{TestResult, ping, send_now};
 use crate::config::files::Scope;
@@ -12,7 +12,7 @@ use crate::config::{Origin, Route};
 use crate::deliver::retry::RetryPolicy;
 use crate::deliver::sign::{Signer, SigningKey};
 use crate::store::SubscriptionRecord;
-use crate::subscriptions::{SubscriptionError, SubscriptionSpec};
+use crate::subscriptions::{SubscriptionDefinition, SubscriptionError, SubscriptionSpec};
 use axum::extract::State;
 use http::{HeaderMap, StatusCode, Uri};
 
@@ -54,7 +54,7 @@ pub struct SubscriptionView {
     pub id: String,
     /// The definition.
     #[serde(flatten)]
-    pub spec: SubscriptionSpec,
+    pub spec: SubscriptionDefinition,
     /// Delivering.
     pub enabled: bool,
     /// Why it is disabled (e.g. the receiver answered 410 Gone).
@@ -79,24 +79,8 @@ fn view(state: &ApiState, rec: SubscriptionRecord) -> SubscriptionView {
         snapshot.routes.iter().any(|r| matches!(&r.origin, Origin::Api { subscription } if subscription == &rec.id));
     let now = crate::broker::now_ms() as i64;
     let valid: Vec<_> = rec.secrets.iter().filter(|s| s.expires_at_ms.is_none_or(|e| e > now)).collect();
-    let spec = serde_json::from_value(rec.spec.clone()).unwrap_or_else(|_| SubscriptionSpec {
-        name: rec.name.clone(),
-        description: None,
-        events: Vec::new(),
-        url: String::new(),
-        ordered: false,
-        format: Default::default(),
-        filter: None,
-        transform: None,
-        redact: Vec::new(),
-        headers: Default::default(),
-        timeout: None,
-        concurrency: None,
-        max_attempts: None,
-        backoff: None,
-        log_payload: false,
-        enabled: None,
-    });
+    let spec = serde_json::from_value(rec.spec.clone())
+        .unwrap_or_else(|_| SubscriptionDefinition { name: rec.name.clone(), ..Default::default() });
     SubscriptionView {
         problem: if rec.enabled && !live { state.subscriptions.problem(&rec.id) } else { None },
         id: rec.id,
@@ -131,13 +115,19 @@ pub struct Subscriptions {
     pub items: Vec<SubscriptionView>,
 }
 
-/// Create a subscription. It receives events within a moment; its secret is in this answer only.
+/// Create a subscription. It is live when the answer comes (events published from then on reach
+/// it, on this replica; other replicas sharing the store apply it as soon as they hear of it); its
+/// secret is in this answer only.
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = SubscriptionSpec,
     responses(
-        (status = 201, description = "Created and live", body = WithSecret),
-        (status = 400, body = super::error::ErrorBody),
-        (status = 409, description = "The name is taken", body = super::error::ErrorBody),
-        (status = 422, description = "Invalid (details: every field error)", body = super::error::ErrorBody)),
+        (status = 201, description = "Created and live: events published from now on reach it", body = WithSecret),
+        (status = 400, description = "Not JSON, or unknown keys", body = ErrorBody),
+        KeyRefusals,
+        (status = 409, description = "The name is taken, or the router refused to apply it", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "Invalid (details: every field error)", body = ErrorBody),
+        (status = 503, description = "No HOOKRELAY_SECRET_KEY to seal its secret (`secrets_unavailable`), or the store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<ApiState>,
@@ -151,7 +141,10 @@ pub async fn create(
 
 /// List subscriptions.
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
-    responses((status = 200, body = Subscriptions), (status = 401, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = Subscriptions),
+        KeyRefusals,
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Subscriptions>, ApiError> {
     caller.require(Scope::Read)?;
@@ -162,7 +155,12 @@ pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<
 /// One subscription.
 #[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
-    responses((status = 200, body = SubscriptionView), (status = 404, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, body = SubscriptionView),
+        (status = 400, description = "The id is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
@@ -182,9 +180,14 @@ pub async fn get(
         ("If-Match" = Option<String>, Header, description = "The version read; refuse if it changed")),
     responses(
         (status = 200, body = SubscriptionView),
-        (status = 404, body = super::error::ErrorBody),
-        (status = 409, description = "Changed meanwhile", body = super::error::ErrorBody),
-        (status = 422, body = super::error::ErrorBody)),
+        (status = 400, description = "Not JSON, unknown keys, or an If-Match that is not a version", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 409, description = "Changed meanwhile (If-Match), or the router refused to apply it", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "Invalid, or a name or `ordered` change (details: every field error)", body = ErrorBody),
+        (status = 503, description = "Its secrets cannot be opened (`secrets_unavailable`), or the store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<ApiState>,
@@ -211,7 +214,13 @@ pub async fn update(
 /// Delete a subscription; its route stops after its in-flight deliveries.
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = super::error::ErrorBody)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 409, description = "Deleted, but the router refused to apply the change", body = ErrorBody),
+        (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<ApiState>,
@@ -236,13 +245,21 @@ pub struct RotateRequest {
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/rotate-secret", tag = "subscriptions",
     request_body(content = Option<RotateRequest>, content_type = "application/json"),
     params(("id" = String, Path, description = "Subscription id")),
-    responses((status = 200, body = WithSecret), (status = 404, body = super::error::ErrorBody)),
+    responses(
+        (status = 200, description = "Rotated; the answer holds the new secret, this once", body = WithSecret),
+        (status = 400, description = "The body is not JSON, or has unknown keys", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 409, description = "Changed meanwhile, or the router refused to apply it", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MB", body = ErrorBody),
+        (status = 422, description = "A bad overlap", body = ErrorBody),
+        (status = 503, description = "No HOOKRELAY_SECRET_KEY (`secrets_unavailable`), or the store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn rotate(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: bytes::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<WithSecret>, ApiError> {
     caller.require(Scope::Admin)?;
     let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -289,8 +306,11 @@ pub struct ValidateResult {
 #[utoipa::path(post, path = "/v1/subscriptions/validate", tag = "subscriptions", request_body = ValidateRequest,
     responses(
         (status = 200, description = "The check ran (see `allowed` and `ping.ok`)", body = ValidateResult),
-        (status = 400, body = super::error::ErrorBody),
-        (status = 422, description = "Not a URL, or a bad secret or timeout", body = super::error::ErrorBody)),
+        (status = 400, description = "Not JSON, or unknown keys", body = ErrorBody),
+        KeyRefusals,
+        (status = 413, description = "The body is over 2 MB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "Not a URL, or a bad secret or timeout", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn validate(
     State(state): State<ApiState>,

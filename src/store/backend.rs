@@ -4,12 +4,14 @@
 //! a writing transaction begins: SQLite takes the write lock up front (`BEGIN IMMEDIATE`, waiting
 //! up to the busy timeout) so that concurrent writers queue instead of failing; PostgreSQL relies
 //! on row locks (`READ COMMITTED`: a conditional `UPDATE` waits for a concurrent one and then
-//! re-checks its condition on the committed row).
+//! re-checks its condition on the committed row). The one thing only PostgreSQL has is the
+//! change feed of [`Store::subscription_changes`] (`LISTEN`, fed by a trigger's `NOTIFY`).
 
 use super::subscription::{secrets_from_json, secrets_to_json};
 use super::{
     Attempt, AuditEntry, AuditFilter, Conflict, DeadLetter, DeadLetterFilter, Delivery, DeliveryFilter, Outcome, Page,
-    RouteStats, Store, StoreError, SubscriptionRecord, cursor, delivery_id, parse_cursor,
+    Pruned, RouteStats, SUBSCRIPTIONS_CHANNEL, Store, StoreError, SubscriptionRecord, cursor, delivery_id,
+    parse_cursor,
 };
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -17,6 +19,8 @@ use sqlx::{QueryBuilder, Row, SqlStr};
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::str::FromStr;
+use tokio::sync::mpsc;
+use tracing::warn;
 
 /// The embedded migrations of one backend, applied in order. Never edit one that has shipped:
 /// databases record its checksum. Add the next one instead.
@@ -57,10 +61,16 @@ impl SqliteStore {
         migrator(&[
             ("delivery log", include_str!("../../migrations/sqlite/0001_delivery_log.sql")),
             ("subscriptions audit stats", include_str!("../../migrations/sqlite/0002_subscriptions_audit_stats.sql")),
+            ("replay leases", include_str!("../../migrations/sqlite/0003_replay_leases.sql")),
         ])
         .run(&pool)
         .await?;
         Ok(Self { pool })
+    }
+
+    /// One process owns a SQLite file: there is nobody else's change to hear of.
+    async fn changes(&self) -> Result<Option<mpsc::Receiver<()>>, StoreError> {
+        Ok(None)
     }
 }
 
@@ -76,27 +86,89 @@ impl PostgresStore {
         migrator(&[
             ("delivery log", include_str!("../../migrations/postgres/0001_delivery_log.sql")),
             ("subscriptions audit stats", include_str!("../../migrations/postgres/0002_subscriptions_audit_stats.sql")),
+            ("replay leases", include_str!("../../migrations/postgres/0003_replay_leases.sql")),
         ])
         .run(&pool)
         .await?;
         Ok(Self { pool })
     }
+
+    /// `LISTEN`s on [`SUBSCRIPTIONS_CHANNEL`] on a connection of its own (taken from the pool) in a
+    /// background task, which wakes the receiver on every notification, and also after the
+    /// connection was lost and re-established (what was announced meanwhile is lost); it ends when
+    /// the receiver is dropped. Wakes coalesce: a reader that is busy gets one.
+    async fn changes(&self) -> Result<Option<mpsc::Receiver<()>>, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(SUBSCRIPTIONS_CHANNEL).await?;
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = listener.try_recv() => next,
+                };
+                match next {
+                    Ok(Some(_)) => failing = false,
+                    Ok(None) => warn!("the store's change feed lost its connection and reconnected"),
+                    Err(e) => {
+                        if !failing {
+                            warn!(error = %e, "the store's change feed cannot listen; subscription changes of other replicas arrive by polling until it can");
+                        }
+                        failing = true;
+                    }
+                }
+                let _ = tx.try_send(());
+                if failing {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
 }
 
-/// A batch of attempts folded into one row per delivery, sorted by delivery id: (id, first
-/// attempt time, highest attempt number, the latest attempt — the later one in the batch on a
-/// tie, as one upsert per attempt in batch order would have left it).
-fn delivery_rows(batch: &[Attempt]) -> Vec<(String, i64, u32, &Attempt)> {
-    let mut rows: std::collections::BTreeMap<String, (i64, u32, &Attempt)> = std::collections::BTreeMap::new();
+/// The columns of a delivery in lists (not the event it may keep).
+const DELIVERY_COLUMNS: &str =
+    "id, route, event_id, event_type, status, attempts, last_status, last_error, first_at, last_at";
+
+/// One delivery's share of a batch of attempts.
+struct DeliveryRow<'a> {
+    id: String,
+    /// The earliest attempt's time.
+    first_at: i64,
+    /// The highest attempt number.
+    attempts: u32,
+    /// The latest attempt (the later one in the batch on a tie, as one upsert per attempt in
+    /// batch order would have left it).
+    latest: &'a Attempt,
+    /// The event, if an attempt carries it.
+    event: Option<&'a [u8]>,
+}
+
+/// A batch of attempts folded into one row per delivery, sorted by delivery id.
+fn delivery_rows(batch: &[Attempt]) -> Vec<DeliveryRow<'_>> {
+    let mut rows: std::collections::BTreeMap<String, DeliveryRow<'_>> = std::collections::BTreeMap::new();
     for a in batch {
-        let row = rows.entry(delivery_id(&a.route, &a.event_id)).or_insert((a.at_ms, a.attempt, a));
-        row.0 = row.0.min(a.at_ms);
-        row.1 = row.1.max(a.attempt);
-        if a.at_ms >= row.2.at_ms {
-            row.2 = a;
+        let id = delivery_id(&a.route, &a.event_id);
+        let row = rows.entry(id.clone()).or_insert(DeliveryRow {
+            id,
+            first_at: a.at_ms,
+            attempts: a.attempt,
+            latest: a,
+            event: None,
+        });
+        row.first_at = row.first_at.min(a.at_ms);
+        row.attempts = row.attempts.max(a.attempt);
+        if a.at_ms >= row.latest.at_ms {
+            row.latest = a;
         }
+        row.event = row.event.or(a.event.as_deref());
     }
-    rows.into_iter().map(|(id, (first, attempts, latest))| (id, first, attempts, latest)).collect()
+    rows.into_values().collect()
 }
 
 fn opt_u16(v: Option<i64>) -> Option<u16> {
@@ -211,15 +283,13 @@ macro_rules! impl_store {
                 }
             }
 
-            /// Runs `UPDATE dead_letters SET {set} WHERE {condition} AND id IN (ids) RETURNING id` in
-            /// one transaction, a chunk of ids per statement; returns the ids it changed, in the
-            /// order asked, once each.
+            /// Runs `UPDATE dead_letters SET … WHERE … AND id IN (ids) RETURNING id` in one
+            /// transaction, a chunk of ids per statement; `set_where` pushes the `SET … WHERE …`
+            /// part (ending in a condition). Returns the ids it changed, in the order asked, once each.
             async fn update_dead_letters(
                 &self,
                 ids: &[String],
-                set: &str,
-                at_ms: Option<i64>,
-                condition: &str,
+                set_where: impl Fn(&mut QueryBuilder<$db>),
             ) -> Result<Vec<String>, StoreError> {
                 let ids = distinct(ids);
                 if ids.is_empty() {
@@ -232,11 +302,8 @@ macro_rules! impl_store {
                 let mut tx = self.write_tx().await?;
                 for chunk in sorted.chunks(IDS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<$db>::new("UPDATE dead_letters SET ");
-                    q.push(set);
-                    if let Some(at) = at_ms {
-                        q.push_bind(at);
-                    }
-                    q.push(" WHERE ").push(condition).push(" AND id IN (");
+                    set_where(&mut q);
+                    q.push(" AND id IN (");
                     let mut list = q.separated(", ");
                     for id in chunk {
                         list.push_bind((*id).clone());
@@ -327,19 +394,21 @@ macro_rules! impl_store {
                 let rows = delivery_rows(batch);
                 let mut q = QueryBuilder::<$db>::new(
                     "INSERT INTO deliveries (id, route, event_id, event_type, status, attempts, last_status, \
-                     last_error, first_at, last_at) ",
+                     last_error, first_at, last_at, event) ",
                 );
-                q.push_values(&rows, |mut b, (id, first_at, attempts, a)| {
-                    b.push_bind(id.clone())
+                q.push_values(&rows, |mut b, row| {
+                    let a = row.latest;
+                    b.push_bind(row.id.clone())
                         .push_bind(a.route.clone())
                         .push_bind(a.event_id.clone())
                         .push_bind(a.event_type.clone())
                         .push_bind(a.outcome.as_str())
-                        .push_bind(i64::from(*attempts))
+                        .push_bind(i64::from(row.attempts))
                         .push_bind(a.status.map(i64::from))
                         .push_bind(a.error.clone())
-                        .push_bind(*first_at)
-                        .push_bind(a.at_ms);
+                        .push_bind(row.first_at)
+                        .push_bind(a.at_ms)
+                        .push_bind(row.event.map(<[u8]>::to_vec));
                 });
                 q.push(
                     " ON CONFLICT (id) DO UPDATE SET \
@@ -348,7 +417,8 @@ macro_rules! impl_store {
                      last_error = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_error ELSE deliveries.last_error END, \
                      attempts = CASE WHEN excluded.attempts > deliveries.attempts THEN excluded.attempts ELSE deliveries.attempts END, \
                      first_at = CASE WHEN excluded.first_at < deliveries.first_at THEN excluded.first_at ELSE deliveries.first_at END, \
-                     last_at = CASE WHEN excluded.last_at > deliveries.last_at THEN excluded.last_at ELSE deliveries.last_at END",
+                     last_at = CASE WHEN excluded.last_at > deliveries.last_at THEN excluded.last_at ELSE deliveries.last_at END, \
+                     event = COALESCE(excluded.event, deliveries.event)",
                 );
                 q.build().execute(&mut *tx).await?;
                 tx.commit().await?;
@@ -356,7 +426,7 @@ macro_rules! impl_store {
             }
 
             async fn deliveries(&self, f: &DeliveryFilter) -> Result<Page<Delivery>, StoreError> {
-                let mut q = QueryBuilder::<$db>::new("SELECT * FROM deliveries WHERE 1 = 1");
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE 1 = 1"));
                 if let Some(r) = &f.route {
                     q.push(" AND route = ").push_bind(r.clone());
                 }
@@ -390,8 +460,19 @@ macro_rules! impl_store {
             }
 
             async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-                let row = sqlx::query("SELECT * FROM deliveries WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1")))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
                 Ok(row.as_ref().map(Self::delivery_row).transpose()?)
+            }
+
+            async fn delivery_event(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                let event: Option<Option<Vec<u8>>> = sqlx::query_scalar("SELECT event FROM deliveries WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(event.flatten())
             }
 
             async fn attempts(&self, delivery_id: &str) -> Result<Vec<Attempt>, StoreError> {
@@ -412,6 +493,7 @@ macro_rules! impl_store {
                         response_body: row.try_get("response_body")?,
                         error: row.try_get("error")?,
                         payload: row.try_get("payload")?,
+                        event: None,
                         config_version: row.try_get::<i64, _>("config_version")? as u64,
                         config_revision: row.try_get("config_revision")?,
                         at_ms: row.try_get("at")?,
@@ -470,12 +552,37 @@ macro_rules! impl_store {
                 Ok(row.as_ref().map(Self::dead_letter_row).transpose()?)
             }
 
-            async fn mark_replayed(&self, ids: &[String], at_ms: i64) -> Result<Vec<String>, StoreError> {
-                self.update_dead_letters(ids, "replayed_at = ", Some(at_ms), "replayed_at IS NULL").await
+            async fn claim_replay(
+                &self,
+                ids: &[String],
+                claim: &str,
+                at_ms: i64,
+                lease_ms: i64,
+            ) -> Result<Vec<String>, StoreError> {
+                self.update_dead_letters(ids, |q| {
+                    q.push("replay_claim = ").push_bind(claim.to_string());
+                    q.push(", replay_claimed_at = ").push_bind(at_ms);
+                    q.push(" WHERE replayed_at IS NULL AND (replay_claimed_at IS NULL OR replay_claimed_at <= ");
+                    q.push_bind(at_ms.saturating_sub(lease_ms)).push(")");
+                })
+                .await
             }
 
-            async fn release_replayed(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
-                self.update_dead_letters(ids, "replayed_at = NULL", None, "replayed_at IS NOT NULL").await
+            async fn mark_replayed(&self, ids: &[String], claim: &str, at_ms: i64) -> Result<Vec<String>, StoreError> {
+                self.update_dead_letters(ids, |q| {
+                    q.push("replayed_at = ").push_bind(at_ms);
+                    q.push(", replay_claim = NULL, replay_claimed_at = NULL WHERE replay_claim = ");
+                    q.push_bind(claim.to_string()).push(" AND replayed_at IS NULL");
+                })
+                .await
+            }
+
+            async fn release_replay(&self, ids: &[String], claim: &str) -> Result<Vec<String>, StoreError> {
+                self.update_dead_letters(ids, |q| {
+                    q.push("replay_claim = NULL, replay_claimed_at = NULL WHERE replay_claim = ");
+                    q.push_bind(claim.to_string());
+                })
+                .await
             }
 
             async fn dead_letter_ids(&self, f: &DeadLetterFilter, max: u32) -> Result<Vec<String>, StoreError> {
@@ -486,9 +593,14 @@ macro_rules! impl_store {
                 Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
             }
 
-            async fn prune_attempts(&self, before_ms: i64) -> Result<u64, StoreError> {
-                let done = sqlx::query("DELETE FROM attempts WHERE at < $1").bind(before_ms).execute(&self.pool).await?;
-                Ok(done.rows_affected())
+            async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
+                let mut tx = self.write_tx().await?;
+                let attempts = sqlx::query("DELETE FROM attempts WHERE at < $1").bind(before_ms).execute(&mut *tx).await?;
+                // `last_at` is the latest attempt's time: below the cut, every attempt is gone.
+                let deliveries =
+                    sqlx::query("DELETE FROM deliveries WHERE last_at < $1").bind(before_ms).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(Pruned { attempts: attempts.rows_affected(), deliveries: deliveries.rows_affected() })
             }
 
             async fn stats(&self, since_ms: i64, until_ms: i64, route: Option<&str>) -> Result<Vec<RouteStats>, StoreError> {
@@ -702,6 +814,10 @@ macro_rules! impl_store {
                 Ok(sqlx::query_scalar("SELECT value FROM generations WHERE name = 'subscriptions'")
                     .fetch_one(&self.pool)
                     .await?)
+            }
+
+            async fn subscription_changes(&self) -> Result<Option<mpsc::Receiver<()>>, StoreError> {
+                self.changes().await
             }
 
             async fn append_audit(&self, entry: &AuditEntry) -> Result<bool, StoreError> {

@@ -4,7 +4,7 @@
 //! wait for the log. Dead letters do not go through here: they are stored durably before their
 //! ack (see `broker::dead_letters`).
 
-use super::{Attempt, Store};
+use super::{Attempt, Pruned, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -94,13 +94,14 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Attempt>, stop: Can
     }
 }
 
-/// Prunes attempts older than `retention`, now and then every hour, until `stop`.
+/// Prunes attempts older than `retention`, and the deliveries left without any, now and then
+/// every hour, until `stop`.
 pub async fn prune(store: Arc<dyn Store>, retention: Duration, stop: CancellationToken) {
     loop {
         let before = crate::broker::now_ms() as i64 - retention.as_millis() as i64;
-        match store.prune_attempts(before).await {
-            Ok(0) => {}
-            Ok(n) => debug!(n, "pruned old delivery attempts"),
+        match store.prune(before).await {
+            Ok(p) if p == Pruned::default() => {}
+            Ok(p) => debug!(attempts = p.attempts, deliveries = p.deliveries, "pruned the delivery log"),
             Err(e) => warn!(error = %e, "pruning the delivery log failed"),
         }
         tokio::select! {

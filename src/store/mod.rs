@@ -2,16 +2,19 @@
 //! through sqlx: SQLite (default, one file, zero set-up) and PostgreSQL (several replicas share
 //! it). Both run the same SQL (see `backend.rs`); only the DDL differs (`migrations/sqlite`,
 //! `migrations/postgres`). The migrations are embedded and applied, in order, when a store is
-//! opened: `0001_delivery_log`, then `0002_subscriptions_audit_stats`.
+//! opened: `0001_delivery_log`, `0002_subscriptions_audit_stats`, then `0003_replay_leases`.
 //!
 //! What it keeps:
 //! - the delivery log: every attempt ([`Attempt`], written in batches by [`log::AttemptLog`]) and
-//!   one [`Delivery`] per route and event; [`Store::stats`] summarises attempts per route
-//!   ([`RouteStats`]);
-//! - dead letters, indexed from the dead-letter queue, with claims for replay
-//!   ([`Store::mark_replayed`], [`Store::release_replayed`], [`Store::dead_letter_ids`]);
+//!   one [`Delivery`] per route and event (with the event itself for routes that log payloads,
+//!   [`Store::delivery_event`]); [`Store::stats`] summarises attempts per route ([`RouteStats`]);
+//!   [`Store::prune`] drops attempts, and then deliveries, past the retention;
+//! - dead letters, indexed from the dead-letter queue, replayed under leases
+//!   ([`Store::claim_replay`], [`Store::mark_replayed`], [`Store::release_replay`],
+//!   [`Store::dead_letter_ids`]);
 //! - subscriptions, the API-managed routes ([`SubscriptionRecord`]), with optimistic concurrency
-//!   ([`Conflict`]) and a generation counter that replicas poll to notice changes;
+//!   ([`Conflict`]) and a generation counter that replicas poll to notice changes, and that
+//!   PostgreSQL also announces with `NOTIFY` ([`Store::subscription_changes`]);
 //! - the audit trail of changes made through the admin API ([`AuditEntry`]).
 //!
 //! Times are Unix milliseconds. Lists are newest first with keyset cursors ([`Page`]).
@@ -117,9 +120,14 @@ pub struct Attempt {
     pub response_body: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
-    /// The body sent, only for routes that opt in.
+    /// The body sent, only for routes that opt in (`log_payload`).
     #[serde(skip)]
     pub payload: Option<Vec<u8>>,
+    /// The event as the route took it from its queue (the CloudEvent), only for routes that opt
+    /// in (`log_payload`). Kept once per delivery, not per attempt, so that the delivery can be
+    /// retried whatever its outcome ([`Store::delivery_event`]).
+    #[serde(skip)]
+    pub event: Option<Vec<u8>>,
     /// `version` of the config that made the attempt.
     pub config_version: u64,
     /// Its revision.
@@ -193,8 +201,17 @@ pub struct DeadLetter {
     pub headers: String,
     /// When it was dead-lettered (Unix ms).
     pub dead_at_ms: i64,
-    /// When it was replayed, if it was.
+    /// When it was replayed (republished with a broker confirm), if it was.
     pub replayed_at_ms: Option<i64>,
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Attempts older than the retention.
+    pub attempts: u64,
+    /// Deliveries whose every attempt is older than the retention (so none is left).
+    pub deliveries: u64,
 }
 
 /// Filters and paging for deliveries, newest first.
@@ -256,6 +273,9 @@ pub(crate) fn parse_cursor(c: &str) -> Result<(i64, String), StoreError> {
     Ok((at.parse().map_err(|_| StoreError::Cursor(c.to_string()))?, id.to_string()))
 }
 
+/// The PostgreSQL `NOTIFY` channel of subscription changes (see `0003_replay_leases.sql`).
+pub const SUBSCRIPTIONS_CHANNEL: &str = "hookrelay_subscriptions";
+
 /// The store's operations, the same on every backend (the conformance suite in
 /// `tests/it/store.rs` holds both to it).
 #[async_trait]
@@ -278,20 +298,40 @@ pub trait Store: Send + Sync {
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Page<DeadLetter>, StoreError>;
     /// One dead letter.
     async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StoreError>;
-    /// Claims dead letters for replay (sets their `replayed_at`); returns, in the order asked and
-    /// once each, the ids that were not claimed before. Concurrent calls claim each id once.
-    /// Replay is "claim, then republish, then keep the claim": undo a claim whose republish
-    /// failed with [`release_replayed`](Self::release_replayed).
-    async fn mark_replayed(&self, ids: &[String], at_ms: i64) -> Result<Vec<String>, StoreError>;
-    /// Undoes claims (clears `replayed_at`) whose republish failed, so the dead letters can be
-    /// replayed again; returns the ids that were claimed, in the order asked, once each.
-    async fn release_replayed(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;
+    /// Claims dead letters for replay under a lease: each of `ids` that is not replayed and not
+    /// claimed since `at_ms - lease_ms` (a claim that old belongs to a replay that crashed or
+    /// stalled, and is taken over) gets the claim `claim` at `at_ms`. Returns, in the order asked
+    /// and once each, the ids claimed. Concurrent calls claim each id once while its lease runs.
+    ///
+    /// Replay is "claim, republish, then [`mark_replayed`](Self::mark_replayed)" (after the
+    /// broker's confirm); a republish that failed ends its claim with
+    /// [`release_replay`](Self::release_replay). A crash in between leaves a claim that expires,
+    /// never a dead letter marked replayed that was not republished.
+    async fn claim_replay(
+        &self,
+        ids: &[String],
+        claim: &str,
+        at_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Marks replayed, at `at_ms`, the dead letters of `ids` that `claim` still holds, and ends
+    /// the claim; returns the ids marked, in the order asked, once each. An id whose lease was
+    /// taken over meanwhile is left to the replay that took it.
+    async fn mark_replayed(&self, ids: &[String], claim: &str, at_ms: i64) -> Result<Vec<String>, StoreError>;
+    /// Ends `claim` on `ids` without marking them (their republish failed), so that they can be
+    /// replayed again at once; returns the ids released, in the order asked, once each.
+    async fn release_replay(&self, ids: &[String], claim: &str) -> Result<Vec<String>, StoreError>;
     /// The ids of the dead letters `filter` matches (route, reason, time; not replayed unless
     /// `include_replayed`), **oldest first** (the order to republish in), at most `max`. For bulk
     /// replay by filter; `filter.cursor` and `filter.limit` are ignored.
     async fn dead_letter_ids(&self, filter: &DeadLetterFilter, max: u32) -> Result<Vec<String>, StoreError>;
-    /// Deletes attempts recorded before `before_ms`; returns how many.
-    async fn prune_attempts(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// The event a delivery kept (see [`Attempt::event`]): `None` when there is no such delivery
+    /// or its route does not log payloads.
+    async fn delivery_event(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Retention, in one transaction: deletes the attempts recorded before `before_ms`, and the
+    /// deliveries whose latest attempt is before it (so they have no attempt left), with the
+    /// events they kept. Dead letters stay until they are replayed or removed.
+    async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError>;
     /// Per-route statistics of the attempts made in `[since_ms, until_ms)`, all routes or one,
     /// ordered by route name; routes without attempts in the window are absent.
     async fn stats(&self, since_ms: i64, until_ms: i64, route: Option<&str>) -> Result<Vec<RouteStats>, StoreError>;
@@ -345,6 +385,15 @@ pub trait Store: Send + Sync {
     /// A number that changes with every subscription change (bumped in the change's transaction).
     /// One cheap read: replicas sharing a database poll it and reload subscriptions when it moves.
     async fn subscriptions_generation(&self) -> Result<i64, StoreError>;
+    /// A feed that wakes its reader soon after any process commits a subscription change, so
+    /// that replicas sharing the database apply it promptly instead of at their next poll: on
+    /// PostgreSQL, `LISTEN` on the channel the generation's `NOTIFY` trigger announces to
+    /// ([`SUBSCRIPTIONS_CHANNEL`]). A wake means "read the generation", not "it moved": one is
+    /// also sent after the listening connection was lost and re-established (notifications may
+    /// have been missed meanwhile). `None` where there is no such thing (SQLite: one process);
+    /// readers keep polling [`subscriptions_generation`](Self::subscriptions_generation) as a
+    /// fallback either way. The feed ends its listening task when the receiver is dropped.
+    async fn subscription_changes(&self) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, StoreError>;
 
     /// Appends to the audit trail; false when an entry with its id is already there. Never pass
     /// secrets (see [`AuditEntry`]).

@@ -4,7 +4,7 @@
 
 use crate::common::PgDatabase;
 use hookrelay::store::{
-    self, Attempt, AuditEntry, AuditFilter, Conflict, DeadLetter, DeadLetterFilter, DeliveryFilter, Outcome,
+    self, Attempt, AuditEntry, AuditFilter, Conflict, DeadLetter, DeadLetterFilter, DeliveryFilter, Outcome, Pruned,
     SealedSecret, SecretBox, Store, StoreError, SubscriptionRecord, delivery_id,
 };
 use serde_json::json;
@@ -24,6 +24,7 @@ fn attempt(route: &str, event: &str, n: u32, outcome: Outcome, status: Option<u1
         response_body: status.map(|s| format!("answer {s}")),
         error: (outcome != Outcome::Delivered).then(|| "HTTP 503".to_string()),
         payload: None,
+        event: None,
         config_version: 3,
         config_revision: "abc123def456".into(),
         at_ms,
@@ -139,16 +140,35 @@ async fn conformance(s: Arc<dyn Store>) {
     assert_eq!((page.items.len(), rest.items.len(), rest.next), (2, 1, None));
     let got = s.dead_letter("d2").await.unwrap().unwrap();
     assert_eq!((got.body.as_slice(), got.last_status), (br#"{"id":"x"}"#.as_slice(), Some(400)));
-    assert_eq!(s.mark_replayed(&["d1".into(), "d2".into()], 99).await.unwrap(), ["d1", "d2"]);
-    assert!(s.mark_replayed(&["d1".into()], 100).await.unwrap().is_empty(), "replaying twice is refused");
+    assert_eq!(s.claim_replay(&["d1".into(), "d2".into()], "r1", 90, LEASE).await.unwrap(), ["d1", "d2"]);
+    assert_eq!(s.mark_replayed(&["d1".into(), "d2".into()], "r1", 99).await.unwrap(), ["d1", "d2"]);
+    assert!(s.claim_replay(&["d1".into()], "r2", 100, LEASE).await.unwrap().is_empty(), "replaying twice is refused");
     assert_eq!(dl(Default::default()).await.len(), 1, "replayed ones are hidden by default");
     assert_eq!(dl(DeadLetterFilter { include_replayed: true, ..Default::default() }).await.len(), 3);
     assert_eq!(s.dead_letter("d1").await.unwrap().unwrap().replayed_at_ms, Some(99));
 
-    // Retention.
-    assert_eq!(s.prune_attempts(1_600).await.unwrap(), 4);
+    // Retention: the attempts before the cut go, and the deliveries whose every attempt went
+    // ((erp, e2) at 1 500 and (crm, e1) at 1 200); the others stay, with what is left.
+    assert_eq!(s.prune(1_600).await.unwrap(), Pruned { attempts: 4, deliveries: 2 });
     assert_eq!(s.attempts(&delivery_id("erp", "e1")).await.unwrap().len(), 1);
+    assert_eq!(s.delivery(&delivery_id("erp", "e1")).await.unwrap().unwrap().attempts, 2, "the delivery is kept whole");
+    assert!(s.delivery(&delivery_id("erp", "e2")).await.unwrap().is_none());
+    assert!(s.delivery(&delivery_id("crm", "e1")).await.unwrap().is_none());
+    assert_eq!(s.deliveries(&DeliveryFilter { limit: 50, ..Default::default() }).await.unwrap().items.len(), 2);
+    assert_eq!(s.prune(1_600).await.unwrap(), Pruned::default(), "nothing more to prune");
+    assert_eq!(
+        s.dead_letters(&DeadLetterFilter { include_replayed: true, limit: 50, ..Default::default() })
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3,
+        "dead letters are not pruned"
+    );
 }
+
+/// The replay lease used by these tests (ms).
+const LEASE: i64 = 60_000;
 
 #[tokio::test]
 async fn sqlite_store_conforms_and_survives_reopening() {
@@ -414,12 +434,12 @@ async fn concurrent_writers_conflict_cleanly(s: Arc<dyn Store>) {
         for (i, id) in ids.iter().enumerate() {
             s.add_dead_letter(&dead(id, &route, "rejected", i as i64)).await.unwrap();
         }
-        let claim = |ids: Vec<String>| {
+        let claim = |ids: Vec<String>, claim_name: &'static str| {
             let s = s.clone();
-            tokio::spawn(async move { s.mark_replayed(&ids, 99).await.unwrap() })
+            tokio::spawn(async move { s.claim_replay(&ids, claim_name, 99, LEASE).await.unwrap() })
         };
         let reversed: Vec<String> = ids.iter().rev().cloned().collect();
-        let (a, b) = (claim(ids.clone()), claim(reversed));
+        let (a, b) = (claim(ids.clone(), "a"), claim(reversed, "b"));
         let (a, b) = (a.await.unwrap(), b.await.unwrap());
         let a: HashSet<String> = a.into_iter().collect();
         let b: HashSet<String> = b.into_iter().collect();
@@ -565,20 +585,34 @@ async fn dead_letter_replay_claims_conform(s: Arc<dyn Store>) {
     // Paging fields do not narrow it.
     assert_eq!(ids(DeadLetterFilter { limit: 1, cursor: Some("garbage".into()), ..erp.clone() }, 100).await.len(), 5);
 
-    // Claims: once each, repeats and unknown ids ignored, in the order asked.
-    let claimed = s.mark_replayed(&["d4".into(), "d2".into(), "d4".into(), "nope".into()], 99).await.unwrap();
+    // Claims: once each, repeats and unknown ids ignored, in the order asked. A claim is not a
+    // replay: the dead letters stay unreplayed until marked.
+    let claimed =
+        s.claim_replay(&["d4".into(), "d2".into(), "d4".into(), "nope".into()], "r1", 99, LEASE).await.unwrap();
     assert_eq!(claimed, ["d4", "d2"]);
-    assert_eq!(ids(erp.clone(), 100).await, ["d1", "d3", "d5"], "claimed ones are left out");
-    assert_eq!(ids(DeadLetterFilter { include_replayed: true, ..erp.clone() }, 100).await.len(), 5);
+    assert_eq!(s.dead_letter("d4").await.unwrap().unwrap().replayed_at_ms, None, "claimed, not replayed");
+    assert!(s.claim_replay(&["d2".into()], "r2", 100, LEASE).await.unwrap().is_empty(), "the lease holds");
 
-    // A failed republish releases its claim; only claimed ids are released.
-    assert_eq!(s.release_replayed(&["d1".into(), "d4".into(), "nope".into()]).await.unwrap(), ["d4"]);
-    assert_eq!(s.dead_letter("d4").await.unwrap().unwrap().replayed_at_ms, None);
-    assert_eq!(s.dead_letter("d2").await.unwrap().unwrap().replayed_at_ms, Some(99));
-    assert_eq!(s.mark_replayed(&["d4".into()], 120).await.unwrap(), ["d4"], "released, it can be claimed again");
-    assert_eq!(s.dead_letter("d4").await.unwrap().unwrap().replayed_at_ms, Some(120));
-    assert!(s.release_replayed(&[]).await.unwrap().is_empty());
-    assert!(s.mark_replayed(&[], 1).await.unwrap().is_empty());
+    // A failed republish releases its claim; only what that claim holds is released.
+    assert!(s.release_replay(&["d4".into()], "r2").await.unwrap().is_empty(), "another replay's claim");
+    assert_eq!(s.release_replay(&["d1".into(), "d4".into(), "nope".into()], "r1").await.unwrap(), ["d4"]);
+    assert_eq!(
+        s.claim_replay(&["d4".into()], "r3", 120, LEASE).await.unwrap(),
+        ["d4"],
+        "released, it can be claimed again"
+    );
+    // Marked replayed once republished; only by the claim that holds it.
+    assert!(s.mark_replayed(&["d4".into()], "r1", 130).await.unwrap().is_empty(), "r1 no longer holds d4");
+    assert_eq!(s.mark_replayed(&["d2".into(), "d4".into()], "r1", 130).await.unwrap(), ["d2"]);
+    assert_eq!(s.mark_replayed(&["d4".into()], "r3", 140).await.unwrap(), ["d4"]);
+    assert_eq!(s.dead_letter("d2").await.unwrap().unwrap().replayed_at_ms, Some(130));
+    assert_eq!(s.dead_letter("d4").await.unwrap().unwrap().replayed_at_ms, Some(140));
+    assert_eq!(ids(erp.clone(), 100).await, ["d1", "d3", "d5"], "replayed ones are left out");
+    assert_eq!(ids(DeadLetterFilter { include_replayed: true, ..erp.clone() }, 100).await.len(), 5);
+    assert!(s.claim_replay(&["d2".into()], "r4", 1_000_000, LEASE).await.unwrap().is_empty(), "replayed is for good");
+    assert!(s.release_replay(&[], "r1").await.unwrap().is_empty());
+    assert!(s.mark_replayed(&[], "r1", 1).await.unwrap().is_empty());
+    assert!(s.claim_replay(&[], "r1", 1, LEASE).await.unwrap().is_empty());
 
     // More ids than one statement binds.
     let bulk: Vec<String> = (0..1_001).map(|i| format!("bulk-{i:04}")).collect();
@@ -588,9 +622,128 @@ async fn dead_letter_replay_claims_conform(s: Arc<dyn Store>) {
     let by_filter = ids(DeadLetterFilter { route: Some("bulk".into()), ..Default::default() }, 5_000).await;
     assert_eq!(by_filter, bulk);
     let reversed: Vec<String> = bulk.iter().rev().cloned().collect();
-    assert_eq!(s.mark_replayed(&reversed, 200).await.unwrap(), reversed, "all claimed, in the order asked");
-    assert!(s.mark_replayed(&bulk, 201).await.unwrap().is_empty());
-    assert_eq!(s.release_replayed(&bulk).await.unwrap(), bulk);
+    assert_eq!(
+        s.claim_replay(&reversed, "bulk", 200, LEASE).await.unwrap(),
+        reversed,
+        "all claimed, in the order asked"
+    );
+    assert!(s.claim_replay(&bulk, "other", 201, LEASE).await.unwrap().is_empty());
+    assert_eq!(s.release_replay(&bulk, "bulk").await.unwrap(), bulk);
+    assert_eq!(s.claim_replay(&bulk, "again", 202, LEASE).await.unwrap(), bulk);
+    assert_eq!(s.mark_replayed(&reversed, "again", 203).await.unwrap(), reversed);
+}
+
+/// A replay that crashed between its claim and its publish (or stalled past the lease) leaves a
+/// claim that expires: the dead letter is not marked replayed, the next replay takes it over
+/// once the lease is over, and the stale claim can no longer mark or release it.
+async fn expired_replay_leases_are_taken_over(s: Arc<dyn Store>) {
+    for (i, id) in ["x1", "x2", "x3"].iter().enumerate() {
+        s.add_dead_letter(&dead(id, "erp", "rejected", i as i64)).await.unwrap();
+    }
+    let all: Vec<String> = vec!["x1".into(), "x2".into(), "x3".into()];
+    assert_eq!(s.claim_replay(&all, "crashed", 10_000, LEASE).await.unwrap(), all);
+    // The crashed replay never republished nor marked anything: nothing shows as replayed.
+    let unreplayed = s.dead_letter_ids(&DeadLetterFilter { route: Some("erp".into()), ..Default::default() }, 10).await;
+    assert_eq!(unreplayed.unwrap(), all, "claimed is not replayed");
+    // While the lease runs, nobody else takes them (up to its last millisecond).
+    assert!(s.claim_replay(&all, "early", 10_000 + LEASE - 1, LEASE).await.unwrap().is_empty());
+    // Once it is over, the next replay does.
+    let late = 10_000 + LEASE;
+    assert_eq!(s.claim_replay(&all[..2], "next", late, LEASE).await.unwrap(), &all[..2]);
+    assert!(s.mark_replayed(&all[..2], "crashed", late + 1).await.unwrap().is_empty(), "the stale claim marks nothing");
+    assert!(s.release_replay(&all[..2], "crashed").await.unwrap().is_empty(), "nor releases what it lost");
+    assert_eq!(s.mark_replayed(&all[..2], "next", late + 2).await.unwrap(), &all[..2]);
+    assert_eq!(s.dead_letter("x1").await.unwrap().unwrap().replayed_at_ms, Some(late + 2));
+    // x3's lease is over too, but nobody took it over: its stale claim may still end it.
+    assert_eq!(s.mark_replayed(&all[2..], "crashed", late + 3).await.unwrap(), &all[2..]);
+    assert!(s.claim_replay(&all, "after", late * 10, LEASE).await.unwrap().is_empty(), "all replayed, once each");
+}
+
+/// Routes that log payloads keep the event once per delivery (for a retry) and the body sent per
+/// attempt; routes that do not, keep neither. Retention prunes attempts, and a delivery only
+/// with its last attempt.
+async fn delivery_log_keeps_events_and_prunes(s: Arc<dyn Store>) {
+    let kept = |n: u32, outcome: Outcome, status: Option<u16>, at_ms: i64| Attempt {
+        payload: Some(br#"{"type":"order.paid","data":{"n":1}}"#.to_vec()),
+        event: Some(br#"{"id":"k1","type":"order.paid"}"#.to_vec()),
+        ..attempt("kept", "k1", n, outcome, status, at_ms)
+    };
+    s.record_attempts(&[kept(1, Outcome::Retrying, Some(503), 1_000)]).await.unwrap();
+    s.record_attempts(&[attempt("plain", "p1", 1, Outcome::Delivered, Some(200), 1_100)]).await.unwrap();
+    // A later attempt without the event (the route stopped logging payloads) does not erase it.
+    s.record_attempts(&[Attempt { event: None, ..kept(2, Outcome::Delivered, Some(200), 5_000) }]).await.unwrap();
+    let (k1, p1) = (delivery_id("kept", "k1"), delivery_id("plain", "p1"));
+    assert_eq!(s.delivery_event(&k1).await.unwrap().as_deref(), Some(br#"{"id":"k1","type":"order.paid"}"#.as_slice()));
+    assert_eq!(s.delivery_event(&p1).await.unwrap(), None, "a route without log_payload keeps no event");
+    assert_eq!(s.delivery_event("nope").await.unwrap(), None);
+    let attempts = s.attempts(&k1).await.unwrap();
+    assert_eq!(attempts[0].payload.as_deref(), Some(br#"{"type":"order.paid","data":{"n":1}}"#.as_slice()));
+    assert_eq!(attempts[0].event, None, "the event is kept once, with its delivery");
+    assert_eq!(s.attempts(&p1).await.unwrap()[0].payload, None, "a route without log_payload keeps no body");
+    // Lists do not carry events.
+    assert_eq!(s.deliveries(&DeliveryFilter { limit: 10, ..Default::default() }).await.unwrap().items.len(), 2);
+
+    assert_eq!(s.prune(2_000).await.unwrap(), Pruned { attempts: 2, deliveries: 1 });
+    assert!(s.delivery(&p1).await.unwrap().is_none(), "its only attempt is gone, and so is it");
+    let k = s.delivery(&k1).await.unwrap().unwrap();
+    assert_eq!((k.status, k.attempts), (Outcome::Delivered, 2), "a delivery with an attempt left stays whole");
+    assert_eq!(s.attempts(&k1).await.unwrap().len(), 1);
+    assert!(s.delivery_event(&k1).await.unwrap().is_some());
+    assert_eq!(s.prune(5_001).await.unwrap(), Pruned { attempts: 1, deliveries: 1 });
+    assert!(s.delivery(&k1).await.unwrap().is_none());
+    assert_eq!(s.delivery_event(&k1).await.unwrap(), None, "its event goes with it");
+}
+
+#[tokio::test]
+async fn sqlite_expired_replay_leases_are_taken_over() {
+    on_sqlite(expired_replay_leases_are_taken_over).await;
+}
+
+#[tokio::test]
+async fn postgres_expired_replay_leases_are_taken_over() {
+    on_postgres(expired_replay_leases_are_taken_over).await;
+}
+
+#[tokio::test]
+async fn sqlite_delivery_log_keeps_events_and_prunes() {
+    on_sqlite(delivery_log_keeps_events_and_prunes).await;
+}
+
+#[tokio::test]
+async fn postgres_delivery_log_keeps_events_and_prunes() {
+    on_postgres(delivery_log_keeps_events_and_prunes).await;
+}
+
+/// Waits (generously) for a wake of a change feed.
+async fn woke(feed: &mut tokio::sync::mpsc::Receiver<()>) -> bool {
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(60), feed.recv()).await, Ok(Some(())))
+}
+
+/// PostgreSQL announces every subscription change to every process that listens (another pool
+/// here, as another replica would be): the feed wakes without any poll.
+#[tokio::test]
+async fn postgres_announces_subscription_changes_to_other_processes() {
+    let db = PgDatabase::new().await;
+    let (a, b) = (store::open(&db.url).await.unwrap(), store::open(&db.url).await.unwrap());
+    let mut feed = a.subscription_changes().await.unwrap().expect("PostgreSQL has a change feed");
+
+    let g = a.subscriptions_generation().await.unwrap();
+    b.create_subscription(&subscription("sub-1", "erp", vec![]), None).await.unwrap();
+    assert!(woke(&mut feed).await, "no notification of a create made through another pool");
+    assert_eq!(a.subscriptions_generation().await.unwrap(), g + 1);
+    b.delete_subscription("sub-1", None).await.unwrap();
+    assert!(woke(&mut feed).await, "no notification of a delete made through another pool");
+    assert_eq!(a.subscriptions_generation().await.unwrap(), g + 2);
+    // A refused change commits nothing and announces nothing; the feed has nothing pending.
+    assert!(b.update_subscription(&subscription("ghost", "x", vec![]), 1, 1, None).await.unwrap().is_none());
+    assert!(feed.try_recv().is_err(), "a change that was not made was announced");
+    drop((feed, a, b));
+    db.drop_it().await;
+}
+
+#[tokio::test]
+async fn sqlite_has_no_change_feed() {
+    on_sqlite(|s| async move { assert!(s.subscription_changes().await.unwrap().is_none()) }).await;
 }
 
 #[tokio::test]
@@ -669,7 +822,7 @@ fn rows_0001(bytes: &str) -> String {
     )
 }
 
-/// The store opened on a database at `0001`: upgraded to `0002`, old rows intact, new parts working.
+/// The store opened on a database at `0001`: upgraded to `0003`, old rows intact, new parts working.
 async fn upgraded_from_0001(s: Arc<dyn Store>) {
     let old = s.dead_letter("old-dl").await.unwrap().unwrap();
     assert_eq!((old.body.as_slice(), old.reason.as_str(), old.dead_at_ms), (b"{}".as_slice(), "rejected", 50));
@@ -681,6 +834,10 @@ async fn upgraded_from_0001(s: Arc<dyn Store>) {
     assert_eq!(s.subscriptions_generation().await.unwrap(), 1);
     assert!(s.append_audit(&AuditEntry::new(1, "ops", "subscription.create", "sub-1", json!({}))).await.unwrap());
     assert_eq!(s.dead_letter_ids(&Default::default(), 10).await.unwrap(), ["old-dl"]);
+    // 0003: an old dead letter replays under a lease; an old delivery has no event kept.
+    assert_eq!(s.claim_replay(&["old-dl".into()], "r", 2_000, LEASE).await.unwrap(), ["old-dl"]);
+    assert_eq!(s.mark_replayed(&["old-dl".into()], "r", 2_001).await.unwrap(), ["old-dl"]);
+    assert_eq!(s.delivery_event(&delivery_id("erp", "ev-1")).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -697,8 +854,8 @@ async fn sqlite_store_upgrades_from_0001() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2]);
-    // Opening again finds both applied, with the checksums it knows.
+    assert_eq!(versions, [1, 2, 3]);
+    // Opening again finds them applied, with the checksums it knows.
     assert_eq!(store::open(&url).await.unwrap().subscriptions().await.unwrap().len(), 1);
     pool.close().await;
 }
@@ -715,7 +872,7 @@ async fn postgres_store_upgrades_from_0001() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     assert_eq!(store::open(&db.url).await.unwrap().subscriptions().await.unwrap().len(), 1);
     pool.close().await;
     db.drop_it().await;
