@@ -282,7 +282,7 @@ async fn running_api(dir: &std::path::Path) -> Option<String> {
 }
 
 fn print_errors(e: &ConfigErrors) {
-    for err in &e.0 {
+    for err in &e.errors {
         eprintln!("error: {err}");
     }
 }
@@ -296,7 +296,7 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
         Ok(s) => s,
         Err(e) => {
             print_errors(&e);
-            eprintln!("{} error(s) in {}: not starting", e.0.len(), dir.display());
+            eprintln!("{} error(s) in {}: not starting", e.errors.len(), dir.display());
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -426,10 +426,10 @@ fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: boo
             );
         }
         (Err(e), OutFormat::Text) => {
-            for err in &e.0 {
+            for err in &e.errors {
                 println!("error: {err}");
             }
-            println!("{} error(s)", e.0.len());
+            println!("{} error(s)", e.errors.len());
         }
         (Ok(s), OutFormat::Json) => println!(
             "{}",
@@ -440,7 +440,7 @@ fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: boo
         (Err(e), OutFormat::Json) => {
             println!(
                 "{}",
-                serde_json::json!({"valid": false, "errors": e.0.iter().map(loc).collect::<Vec<_>>(), "warnings": []})
+                serde_json::json!({"valid": false, "errors": e.errors.iter().map(loc).collect::<Vec<_>>(), "warnings": []})
             )
         }
     }
