@@ -246,6 +246,33 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_that_does_not_compile_is_reported_at_the_failing_keyword() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |ty: &str, text: &str| {
+            std::fs::create_dir_all(dir.path().join("schemas").join(ty)).unwrap();
+            std::fs::write(dir.path().join("schemas").join(ty).join("v1.json"), text).unwrap();
+        };
+        write("a.type", "{\n  \"properties\": {\n    \"a/b\": {\"minimum\": \"x\"}\n  }\n}");
+        write("b.ref", "{\"$defs\": {},\n \"items\": {\"$ref\": \"#/$defs/nope\"}}");
+        write("c.regex", "{\"pattern\": \"(\"}");
+        let (mut files, mut errors) = (vec![], vec![]);
+        SchemaRegistry::load(dir.path(), &dir.path().join("schemas"), &mut files, &mut errors);
+        let at: Vec<(String, usize, usize)> =
+            errors.iter().map(|e| (e.file.display().to_string(), e.line, e.col)).collect();
+        assert_eq!(
+            at,
+            [
+                ("schemas/a.type/v1.json".to_string(), 3, 24),
+                ("schemas/b.ref/v1.json".to_string(), 2, 20),
+                ("schemas/c.regex/v1.json".to_string(), 1, 13),
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[0].message.starts_with("schema does not compile at /properties/a~1b/minimum: "), "{errors:?}");
+        assert!(errors[1].message.contains("at /items/$ref"), "{errors:?}");
+    }
+
+    #[test]
     fn unknown_type_and_version() {
         let reg = registry();
         let data = serde_json::json!({});
