@@ -1,16 +1,26 @@
-//! Reload cost for 10, 100 and 1,000 routes, in one run:
+//! Reload cost for 10, 100 and 1,000 routes, in one run, on the benchmarks' realistic route
+//! (JSON Schema, a Rhai filter, redaction, Standard Webhooks signing; one route in four ordered),
+//! every config written by `common::write_config`:
 //!
-//! - load: parse every file, compile schemas and scripts, check the policy (in-process,
-//!   `config::load`, best of 3);
-//! - start: a fresh router declaring the whole topology until it consumes (quorum queues,
-//!   bindings, wait queues), from the log;
-//! - reload: SIGHUP with one route changed and one added, to "config reloaded" (load, compile,
-//!   topology of what changed, atomic swap), from the log.
+//! - load: parse every file, compile schemas and scripts, check the policy, in this process
+//!   (`hookrelay::config::load`, the library call a reload makes; best of 5);
+//! - validate: `hookrelay validate` as a process, what a pre-commit hook pays (best of 3);
+//! - start: a fresh router declaring the whole topology (N quorum queues, their bindings, the
+//!   wait queues) until it consumes, from the log;
+//! - reload, all changed: SIGHUP with a header changed on every route and one route added, to the
+//!   `config reloaded` line (load, compile, diff, the added route's topology, the swap of N
+//!   running routes);
+//! - reload, all rebound: SIGHUP with an event pattern added to every route, to the line: the
+//!   same, plus the topology reconciled for every route (each queue declared and bound again).
 //!
 //! Needs RabbitMQ with the management plugin (a vhost per size, deleted at the end).
 //! `cargo bench --bench reload [-- --sizes 10,100,1000]`. Prints figures; never pass/fail.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use base64::Engine as _;
+use common::{BrokerSpec, RouteSpec};
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -39,6 +49,12 @@ impl Vhost {
             .expect("permissions");
         Self(name)
     }
+
+    fn amqp_url(&self) -> String {
+        let base =
+            std::env::var("HOOKRELAY_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into());
+        format!("{base}/{}", self.0)
+    }
 }
 
 impl Drop for Vhost {
@@ -48,62 +64,109 @@ impl Drop for Vhost {
     }
 }
 
-fn write(dir: &Path, rel: &str, text: &str) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
-fn route(i: usize, url: &str) -> String {
-    format!(
-        "events = [\"t{}.created\", \"t{}.paid\"]\nurl = \"{url}/r{i}\"\nordered = {}\nfilter = \"plugins/p{}.rhai\"\nredact = [\"data.customer.email\"]\n[signing]\nsecret_env = \"BENCH_SECRET\"\n[retry]\nbackoff = [\"5s\", \"1m\"]\n",
-        i % 20,
-        i % 20,
-        i.is_multiple_of(4),
-        i % 5
-    )
-}
-
-fn config(dir: &Path, vhost: &str, n: usize) {
-    write(
-        dir,
-        "hookrelay.toml",
-        &format!(
-            "version = 1\n[broker]\nurl = \"amqp://guest:guest@127.0.0.1:5672/{vhost}\"\n[security]\nallow_http = true\nallow_private_networks = true\n[store]\nurl = \"sqlite://{}/hookrelay.db\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
-            dir.display()
-        ),
-    );
-    for t in 0..20 {
-        for ev in ["created", "paid"] {
-            write(
-                dir,
-                &format!("schemas/t{t}.{ev}/v1.json"),
-                r#"{"type":"object","required":["id","total"],"properties":{"id":{"type":"string"},"total":{"type":"number","minimum":0},"customer":{"type":"object","properties":{"email":{"type":"string","format":"email"}}}}}"#,
-            );
-        }
-    }
-    for p in 0..5 {
-        write(
-            dir,
-            &format!("plugins/p{p}.rhai"),
-            &format!("fn filter(event) {{ event.data.total > {p} && event.subject != \"test\" }}\n"),
-        );
-    }
-    for i in 0..n {
-        write(dir, &format!("routes/r{i}.toml"), &route(i, "http://127.0.0.1:9"));
+/// Route `i` of a config: one in four ordered (with 5 attempts, whose waits stay under
+/// RabbitMQ's consumer_timeout), `rev` in a header, and the given patterns.
+fn route(i: usize, rev: usize, events: &[&str]) -> RouteSpec {
+    let ordered = i.is_multiple_of(4);
+    RouteSpec {
+        events: events.iter().map(|e| e.to_string()).collect(),
+        headers: vec![("x-config-rev".into(), rev.to_string())],
+        max_attempts: ordered.then_some(5),
+        ..RouteSpec::realistic(format!("r{i}"), format!("http://127.0.0.1:9/r{i}"), ordered, 16)
     }
 }
 
-fn log_has(log: &Path, needle: &str) -> bool {
-    std::fs::read_to_string(log).unwrap_or_default().contains(needle)
+fn log_count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains(needle)).count()
 }
 
-fn wait_log(log: &Path, needle: &str, start: Instant) -> Duration {
-    while !log_has(log, needle) {
-        assert!(start.elapsed() < Duration::from_secs(600), "no {needle:?} in the log");
+/// Waits until `needle` is in `n` lines of the log; the time since `start`.
+fn wait_log(log: &Path, needle: &str, n: usize, start: Instant) -> Duration {
+    while log_count(log, needle) < n {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(!text.contains("reload rejected"), "a reload was rejected:\n{text}");
+        assert!(start.elapsed() < Duration::from_secs(600), "no {needle:?} in the log:\n{text}");
         std::thread::sleep(Duration::from_millis(2));
     }
     start.elapsed()
+}
+
+struct Row {
+    routes: usize,
+    load: Duration,
+    validate: Duration,
+    start: Duration,
+    reload_changed: Duration,
+    reload_rebound: Duration,
+}
+
+fn measure(n: usize) -> Row {
+    let vh = Vhost::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = BrokerSpec::RabbitMq { url: vh.amqp_url(), prefetch: 64 };
+    let write = |routes: Vec<RouteSpec>| common::write_config(dir.path(), &broker, "127.0.0.1:0", &routes);
+    write((0..n).map(|i| route(i, 1, &["order.*"])).collect());
+
+    let load = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let snapshot = hookrelay::config::load(dir.path()).unwrap_or_else(|e| panic!("bench config: {e}"));
+            let took = t.elapsed();
+            assert_eq!(snapshot.routes.len(), n);
+            assert!(snapshot.warnings.is_empty(), "{:?}", snapshot.warnings);
+            took
+        })
+        .min()
+        .expect("five runs");
+    let validate = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+                .args(["validate", "--config"])
+                .arg(dir.path())
+                .output()
+                .expect("run validate");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+            t.elapsed()
+        })
+        .min()
+        .expect("three runs");
+
+    let log = dir.path().join("router.log");
+    let t = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
+        .args(["run", "--config"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start hookrelay");
+    let start = wait_log(&log, "consuming", 1, t);
+    let hup = |child: &std::process::Child| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP)
+            .expect("SIGHUP")
+    };
+
+    // Every route changed (its header), one added.
+    write((0..=n).map(|i| route(i, 2, &["order.*"])).collect());
+    let t = Instant::now();
+    hup(&child);
+    let reload_changed = wait_log(&log, "config reloaded", 1, t);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let line = text.lines().find(|l| l.contains("config reloaded")).unwrap_or_default();
+    let changed = line.split("changed=[").nth(1).map_or(0, |c| c.matches('"').count() / 2);
+    assert!(line.contains(&format!("added=[\"r{n}\"]")) && changed == n, "every route changed: {line}");
+
+    // Every route rebound: a pattern added to each, so each queue is declared and bound again.
+    write((0..=n).map(|i| route(i, 2, &["order.*", "refund.*"])).collect());
+    let t = Instant::now();
+    hup(&child);
+    let reload_rebound = wait_log(&log, "config reloaded", 2, t);
+
+    let _ = child.kill();
+    let _ = child.wait();
+    Row { routes: n, load, validate, start, reload_changed, reload_rebound }
 }
 
 fn main() {
@@ -114,63 +177,34 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![10, 100, 1000]);
-    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let mut rows = Vec::new();
-    for n in sizes {
-        let vh = Vhost::new();
-        let dir = tempfile::tempdir().unwrap();
-        config(dir.path(), &vh.0, n);
-        let load = (0..3)
-            .map(|_| {
-                let t = Instant::now();
-                let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-                    .args(["validate", "--allow-missing-secrets", "--config"])
-                    .arg(dir.path())
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-                t.elapsed()
-            })
-            .min()
-            .unwrap();
-        let log = dir.path().join("router.log");
-        let t = Instant::now();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookrelay"))
-            .args(["run", "--config"])
-            .arg(dir.path())
-            .env("BENCH_SECRET", secret)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let start = wait_log(&log, "consuming", t);
-        write(dir.path(), "routes/r0.toml", &route(0, "http://127.0.0.1:10"));
-        write(dir.path(), &format!("routes/r{n}.toml"), &route(n, "http://127.0.0.1:9"));
-        let t = Instant::now();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP)
-            .unwrap();
-        let reload = wait_log(&log, "config reloaded", t);
-        let _ = child.kill();
-        let _ = child.wait();
-        rows.push((n, load, start, reload));
-    }
-    println!("\nhookrelay config load and reload (20 event types, 5 shared plugins, 1 in 4 routes ordered)");
+    let rows: Vec<Row> = sizes.into_iter().map(measure).collect();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("\nhookrelay config load and reload (the realistic route, 1 in 4 ordered; milliseconds)");
     println!(
-        "{:>7} {:>22} {:>26} {:>30}",
-        "routes", "validate (load+compile)", "start (topology, consume)", "SIGHUP reload (1 changed, 1 added)"
+        "{:>7} {:>12} {:>10} {:>12} {:>22} {:>22}",
+        "routes", "load (lib)", "validate", "start", "reload: all changed", "reload: all rebound"
     );
-    for (n, load, start, reload) in &rows {
+    println!(
+        "{:>7} {:>12} {:>10} {:>12} {:>22} {:>22}",
+        "", "in process", "process", "declare", "+1 added, swap", "declare N+1, swap"
+    );
+    for r in &rows {
         println!(
-            "{n:>7} {:>20.1}ms {:>24.1}ms {:>30.1}ms",
-            load.as_secs_f64() * 1e3,
-            start.as_secs_f64() * 1e3,
-            reload.as_secs_f64() * 1e3
+            "{:>7} {:>12.1} {:>10.1} {:>12.1} {:>22.1} {:>22.1}",
+            r.routes,
+            ms(r.load),
+            ms(r.validate),
+            ms(r.start),
+            ms(r.reload_changed),
+            ms(r.reload_rebound)
         );
     }
     let json: Vec<_> = rows
         .iter()
-        .map(|(n, l, s, r)| json!({"routes": n, "validate_ms": l.as_secs_f64() * 1e3, "start_ms": s.as_secs_f64() * 1e3, "reload_ms": r.as_secs_f64() * 1e3}))
+        .map(|r| {
+            json!({"routes": r.routes, "load_ms": ms(r.load), "validate_ms": ms(r.validate), "start_ms": ms(r.start),
+                "reload_all_changed_ms": ms(r.reload_changed), "reload_all_rebound_ms": ms(r.reload_rebound)})
+        })
         .collect();
     println!("{}", serde_json::Value::Array(json));
 }

@@ -1,6 +1,6 @@
 //! The `hookrelay` command line: thin wrappers over the library. `anyhow` lives here only.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hookrelay::config::{self, LoadOptions, error::ConfigErrors};
 use hookrelay::deliver::sign::SigningKey;
@@ -55,8 +55,8 @@ enum Command {
         #[arg(long = "type", short = 't')]
         ty: String,
         /// `data`, as JSON.
-        #[arg(long, short, default_value = "{}")]
-        data: String,
+        #[arg(long, short, default_value = "{}", value_parser = parse_json)]
+        data: Box<serde_json::Value>,
         /// Event id (default: a new UUID; with --count, suffixed -1, -2, …).
         #[arg(long)]
         id: Option<String>,
@@ -98,11 +98,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
         /// The route's secret (`whsec_...`); requests that fail verification get 401.
-        #[arg(long, env = "HOOKRELAY_LISTEN_SECRET")]
-        secret: Option<String>,
+        #[arg(long, env = "HOOKRELAY_LISTEN_SECRET", value_parser = parse_secret)]
+        secret: Option<SigningKey>,
         /// Status to answer, e.g. 503 to watch retries or 400 to watch a dead letter.
-        #[arg(long, default_value_t = 200)]
-        status: u16,
+        #[arg(long, default_value = "200", value_parser = parse_status)]
+        status: http::StatusCode,
         /// Answer --status only to the first N requests, then 200.
         #[arg(long, default_value_t = 0)]
         fail_first: u64,
@@ -122,7 +122,7 @@ enum Command {
         #[arg(long, default_value = "operator")]
         name: String,
         /// Comma-separated: ingest, read, admin.
-        #[arg(long, value_delimiter = ',', default_value = "admin")]
+        #[arg(long, value_delimiter = ',', default_value = "admin", value_parser = ["ingest", "read", "admin"])]
         scopes: Vec<String>,
     },
     /// Make a key for HOOKRELAY_SECRET_KEY, which seals subscription secrets at rest.
@@ -150,6 +150,35 @@ enum OutFormat {
     Json,
 }
 
+/// A bad argument the user typed, found after clap's parsing (a route name that does not
+/// exist, an event file that cannot be read): reported like clap's own, with exit status 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Exit status of a usage error, as clap's.
+const USAGE: u8 = 2;
+
+fn parse_json(s: &str) -> Result<Box<serde_json::Value>, String> {
+    serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+fn parse_secret(s: &str) -> Result<SigningKey, String> {
+    SigningKey::from_whsec(s)
+}
+
+fn parse_status(s: &str) -> Result<http::StatusCode, String> {
+    let n: u16 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    http::StatusCode::from_u16(n).map_err(|_| format!("{n} is not an HTTP status (100 to 999)"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let telemetry = telemetry::init(cli.log_format);
@@ -162,6 +191,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command, telemetry)) {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<Usage>().is_some() => {
+            eprintln!("error: {e:#}\n\nFor more information, try '--help'.");
+            ExitCode::from(USAGE)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -189,8 +222,8 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
             api,
             api_key,
         } => {
-            let data: serde_json::Value = serde_json::from_str(&data).context("--data is not valid JSON")?;
-            let ev = hookrelay::broker::publish::EventSpec { ty, data, id, source, subject, dataversion, sequence };
+            let ev =
+                hookrelay::broker::publish::EventSpec { ty, data: *data, id, source, subject, dataversion, sequence };
             if let Some(base) = api {
                 hookrelay::broker::publish::post_events(&base, api_key.as_deref(), &ev, count).await?;
                 return Ok(ExitCode::SUCCESS);
@@ -215,13 +248,7 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
             published?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Listen { port, bind, secret, status, fail_first, json } => {
-            let key = secret
-                .map(|s| SigningKey::from_whsec(&s))
-                .transpose()
-                .map_err(anyhow::Error::msg)
-                .context("--secret")?;
-            let status = http::StatusCode::from_u16(status).context("--status")?;
+        Command::Listen { port, bind, secret: key, status, fail_first, json } => {
             let stop = CancellationToken::new();
             let (tx, rx) = tokio::sync::oneshot::channel();
             let opts = hookrelay::listen::ListenOptions { key, status, fail_first, json };
@@ -237,11 +264,6 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
         }
         Command::Route { command: RouteCommand::Test { name, event, config } } => route_test(&config, &name, &event),
         Command::ApiKey { name, scopes } => {
-            for s in &scopes {
-                if !["ingest", "read", "admin"].contains(&s.as_str()) {
-                    bail!("--scopes: {s:?} is not one of ingest, read, admin");
-                }
-            }
             let (key, hash) = hookrelay::api::auth::generate_key();
             println!("key (give it to the caller; it is not stored anywhere): {key}");
             println!();
@@ -282,7 +304,10 @@ async fn running_api(dir: &std::path::Path) -> Option<String> {
 }
 
 fn print_errors(e: &ConfigErrors) {
-    for err in &e.0 {
+    for w in &e.warnings {
+        eprintln!("warning: {w}");
+    }
+    for err in &e.errors {
         eprintln!("error: {err}");
     }
 }
@@ -296,7 +321,7 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
         Ok(s) => s,
         Err(e) => {
             print_errors(&e);
-            eprintln!("{} error(s) in {}: not starting", e.0.len(), dir.display());
+            eprintln!("{} error(s) in {}: not starting", e.errors.len(), dir.display());
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -408,40 +433,47 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// Exit 0 valid, 1 invalid; warnings are reported either way.
 fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: bool) -> ExitCode {
     let loaded = config::load_with(dir, LoadOptions { allow_missing_secrets });
-    let loc = |e: &config::error::ConfigError| serde_json::json!({"file": e.file.display().to_string(), "line": e.line, "col": e.col, "message": e.message});
-    match (&loaded, format) {
-        (Ok(s), OutFormat::Text) => {
-            for w in &s.warnings {
+    let (errors, warnings) = match &loaded {
+        Ok(s) => (&[][..], &s.warnings[..]),
+        Err(e) => (&e.errors[..], &e.warnings[..]),
+    };
+    match format {
+        OutFormat::Text => {
+            for w in warnings {
                 println!("warning: {w}");
             }
-            println!(
-                "ok: {} — version {}, revision {}, {} route(s), {} event type(s)",
-                dir.display(),
-                s.version,
-                s.revision,
-                s.routes.len(),
-                s.schemas.types().len()
-            );
-        }
-        (Err(e), OutFormat::Text) => {
-            for err in &e.0 {
-                println!("error: {err}");
+            for e in errors {
+                println!("error: {e}");
             }
-            println!("{} error(s)", e.0.len());
+            match &loaded {
+                Ok(s) => println!(
+                    "ok: {} — version {}, revision {}, {} route(s), {} event type(s), {} warning(s)",
+                    dir.display(),
+                    s.version,
+                    s.revision,
+                    s.routes.len(),
+                    s.schemas.types().len(),
+                    warnings.len()
+                ),
+                Err(_) => println!("{} error(s), {} warning(s)", errors.len(), warnings.len()),
+            }
         }
-        (Ok(s), OutFormat::Json) => println!(
-            "{}",
-            serde_json::json!({"valid": true, "version": s.version, "revision": s.revision,
-                "routes": s.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
-                "errors": [], "warnings": s.warnings.iter().map(loc).collect::<Vec<_>>()})
-        ),
-        (Err(e), OutFormat::Json) => {
-            println!(
-                "{}",
-                serde_json::json!({"valid": false, "errors": e.0.iter().map(loc).collect::<Vec<_>>(), "warnings": []})
-            )
+        OutFormat::Json => {
+            let loc = |e: &config::error::ConfigError| serde_json::json!({"file": e.file.display().to_string(), "line": e.line, "col": e.col, "message": e.message});
+            let mut report = serde_json::json!({
+                "valid": loaded.is_ok(),
+                "errors": errors.iter().map(loc).collect::<Vec<_>>(),
+                "warnings": warnings.iter().map(loc).collect::<Vec<_>>(),
+            });
+            if let Ok(s) = &loaded {
+                report["version"] = s.version.into();
+                report["revision"] = s.revision.clone().into();
+                report["routes"] = s.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>().into();
+            }
+            println!("{report}");
         }
     }
     if loaded.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
@@ -457,10 +489,11 @@ fn route_test(dir: &std::path::Path, name: &str, event: &std::path::Path) -> Res
     };
     let Some(route) = snapshot.route(name) else {
         let names: Vec<&str> = snapshot.routes.iter().map(|r| r.name.as_str()).collect();
-        bail!("no route named {name:?} (routes: {})", names.join(", "));
+        return Err(Usage(format!("no route named {name:?} (routes: {})", names.join(", "))).into());
     };
-    let raw = std::fs::read(event).with_context(|| format!("reading {}", event.display()))?;
-    let ev = hookrelay::event::CloudEvent::decode(&raw).map_err(anyhow::Error::msg)?;
+    let raw = std::fs::read(event).map_err(|e| Usage(format!("--event {}: cannot be read: {e}", event.display())))?;
+    let ev = hookrelay::event::CloudEvent::decode(&raw)
+        .map_err(|e| Usage(format!("--event {}: not a CloudEvent: {e}", event.display())))?;
     if !route.events.iter().any(|p| hookrelay::broker::topic::matches(p, &ev.ty)) {
         println!("note: route {name} does not subscribe to {:?} (events: {})", ev.ty, route.events.join(", "));
     }

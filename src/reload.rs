@@ -23,7 +23,12 @@ pub async fn reload_from_disk(router: &Router, dir: &Path, trigger: &str) -> Rel
             }
             router.reload(snapshot).await
         }
-        Ok(Err(errors)) => router.reject(errors.0.iter().map(ToString::to_string).collect()),
+        Ok(Err(failed)) => {
+            for w in &failed.warnings {
+                warn!("{w}");
+            }
+            router.reject(failed.errors.iter().map(ToString::to_string).collect())
+        }
         Err(e) => router.reject(vec![format!("loading the config failed: {e}")]),
     }
 }

@@ -92,6 +92,12 @@ pub(crate) struct RouteSpec {
     pub(crate) transform: bool,
     /// Per-attempt timeout (default 10 s).
     pub(crate) timeout: Option<&'static str>,
+    /// Event patterns (default `order.*`).
+    pub(crate) events: Vec<String>,
+    /// Static headers, as `headers = { … }`.
+    pub(crate) headers: Vec<(String, String)>,
+    /// `[retry] max_attempts` (default: the route default, 8).
+    pub(crate) max_attempts: Option<u32>,
 }
 
 impl RouteSpec {
@@ -102,7 +108,17 @@ impl RouteSpec {
         ordered: bool,
         concurrency: usize,
     ) -> Self {
-        Self { name: name.into(), url: url.into(), ordered, concurrency, transform: false, timeout: None }
+        Self {
+            name: name.into(),
+            url: url.into(),
+            ordered,
+            concurrency,
+            transform: false,
+            timeout: None,
+            events: vec!["order.*".to_string()],
+            headers: Vec::new(),
+            max_attempts: None,
+        }
     }
 }
 
@@ -150,9 +166,13 @@ pub(crate) fn write_config(dir: &Path, broker: &BrokerSpec, api_listen: &str, ro
     w("secret", SECRET);
     for r in routes {
         let mut text = format!(
-            "events = [\"order.*\"]\nurl = \"{}\"\nordered = {}\nconcurrency = {}\nfilter = \"plugins/filter.rhai\"\nredact = {:?}\n",
-            r.url, r.ordered, r.concurrency, REDACT
+            "events = {:?}\nurl = \"{}\"\nordered = {}\nconcurrency = {}\nfilter = \"plugins/filter.rhai\"\nredact = {:?}\n",
+            r.events, r.url, r.ordered, r.concurrency, REDACT
         );
+        if !r.headers.is_empty() {
+            let pairs: Vec<String> = r.headers.iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
+            text.push_str(&format!("headers = {{ {} }}\n", pairs.join(", ")));
+        }
         if let Some(t) = r.timeout {
             text.push_str(&format!("timeout = \"{t}\"\n"));
         }
@@ -160,6 +180,9 @@ pub(crate) fn write_config(dir: &Path, broker: &BrokerSpec, api_listen: &str, ro
             text.push_str("transform = \"plugins/transform.rhai\"\n");
         }
         text.push_str("[signing]\nsecret_file = \"secret\"\n");
+        if let Some(n) = r.max_attempts {
+            text.push_str(&format!("[retry]\nmax_attempts = {n}\n"));
+        }
         w(&format!("routes/{}.toml", r.name), &text);
     }
 }

@@ -46,13 +46,20 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every problem found in one load of a config set.
+/// Every problem found in one load of a config set that does not load: the errors, and the
+/// warnings found on the way (reported too, so that fixing the errors brings no surprise).
 #[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
+pub struct ConfigErrors {
+    /// What stops the load.
+    pub errors: Vec<ConfigError>,
+    /// What would only be warned about.
+    pub warnings: Vec<ConfigError>,
+}
 
 impl fmt::Display for ConfigErrors {
+    /// The errors, one a line (warnings are not part of it).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
+        for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }

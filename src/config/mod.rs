@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod files;
+pub mod locate;
 
 use crate::broker::topic;
 use crate::deliver::guard::Policy;
@@ -29,6 +30,10 @@ use std::time::Duration;
 
 /// The main config file's name.
 pub const MAIN_FILE: &str = "hookrelay.toml";
+
+/// RabbitMQ's default `consumer_timeout`: a delivery unacked for longer gets its channel closed.
+/// An ordered route whose retry waits add up to more is warned about.
+pub const RABBITMQ_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A route, compiled.
 #[derive(Debug)]
@@ -247,6 +252,18 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
             }
         };
         let name_at = file.name.as_ref().map_or(0, |n| n.span().start);
+        // Warned about even when the route has errors, so that fixing them brings no surprise.
+        for ev in file.events.get_ref() {
+            let pattern = ev.get_ref();
+            if topic::valid_pattern(pattern).is_ok() && !schemas.types().iter().any(|t| topic::matches(pattern, t)) {
+                warnings.push(ConfigError::at_offset(
+                    &shown,
+                    &text,
+                    ev.span().start,
+                    format!("event pattern `{pattern}` matches no type in schemas/"),
+                ));
+            }
+        }
         let mut ctx = RouteCtx { dir, shown: &shown, text: &text, errors: &mut errors, opts };
         let Some(route) = ctx.compile(file, &path, security, &engine, &mut scripts, &mut files) else { continue };
         if let Some(first) = seen.get(&route.name) {
@@ -262,18 +279,15 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
             ));
             continue;
         }
-        for pattern in &route.events {
-            if !schemas.types().iter().any(|t| topic::matches(pattern, t)) {
-                warnings
-                    .push(ConfigError::file(&shown, format!("event pattern `{pattern}` matches no type in schemas/")));
-            }
+        if route.ordered && broker_kind == BrokerKind::Rabbitmq {
+            warnings.extend(ordered_waits_warning(&shown, &text, &route));
         }
         seen.insert(route.name.clone(), shown.clone());
         routes.push(Arc::new(route));
     }
 
     if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
+        return Err(ConfigErrors { errors, warnings });
     }
     files.sort();
     let mut hash = Sha256::new();
@@ -420,22 +434,56 @@ fn toml_error(shown: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
+/// An ordered route on RabbitMQ retries in place, holding the message unacked through every
+/// wait; past the broker's `consumer_timeout` the channel is closed and the event starts over.
+fn ordered_waits_warning(shown: &Path, text: &str, route: &Route) -> Option<ConfigError> {
+    let waits: Duration = (1..route.retry.max_attempts).map(|a| route.retry.delay(a, None, 0.0)).sum();
+    if waits <= RABBITMQ_CONSUMER_TIMEOUT {
+        return None;
+    }
+    let at = [&["retry", "backoff"][..], &["retry", "max_attempts"], &["ordered"]]
+        .iter()
+        .find_map(|path| locate::toml_value(text, path))
+        .map_or(0, |span| span.start);
+    let backoff: Vec<String> = route.retry.backoff.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
+    Some(ConfigError::at_offset(
+        shown,
+        text,
+        at,
+        format!(
+            "route `{}` is ordered and its retry waits add up to {} (max_attempts {}, backoff [{}]): an ordered \
+             retry holds the message unacked, and RabbitMQ closes the channel of a delivery unacked for longer than \
+             its consumer_timeout ({} by default), after which the event starts over at attempt 1. Keep the waits \
+             under that (fewer max_attempts or shorter backoff) or raise consumer_timeout in rabbitmq.conf \
+             (README.md#delivery-semantics)",
+            route.name,
+            humantime::format_duration(waits),
+            route.retry.max_attempts,
+            backoff.join(", "),
+            humantime::format_duration(RABBITMQ_CONSUMER_TIMEOUT),
+        ),
+    ))
+}
+
 /// Adds a hint to serde's "unknown field `x`, expected one of `a`, `b`" when one of the
 /// expected names is a likely typo of `x`.
 fn did_you_mean(msg: &str) -> String {
     let Some(rest) = msg.strip_prefix("unknown field `") else { return msg.to_string() };
     let Some((field, expected)) = rest.split_once('`') else { return msg.to_string() };
-    let best = expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|cand| (edit_distance(field, cand), cand))
-        .filter(|(d, cand)| *d <= 2.max(cand.len() / 3))
-        .min();
-    match best {
-        Some((_, cand)) => format!("unknown field `{field}` (did you mean `{cand}`?){expected}"),
+    match closest(field, expected.split('`').skip(1).step_by(2)) {
+        Some(cand) => format!("unknown field `{field}` (did you mean `{cand}`?){expected}"),
         None => msg.to_string(),
     }
+}
+
+/// The candidate `word` is most likely a typo of, if any is close enough.
+fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|cand| (edit_distance(word, cand), cand))
+        .filter(|(d, cand)| *d <= 2.max(cand.len() / 3))
+        .min()
+        .map(|(_, cand)| cand)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -487,12 +535,54 @@ fn load_main(dir: &Path, files: &mut Vec<(String, Vec<u8>)>, errors: &mut Vec<Co
         Ok(m) => m,
         Err(e) => {
             for e in e {
-                let var = format!("HOOKRELAY_{}", e.path.join("__").to_uppercase());
-                errors.push(ConfigError::file("environment", format!("{var}: {}", e.kind)));
+                errors.extend(env_error(&e));
             }
             from_file
         }
     }
+}
+
+/// A `HOOKRELAY_*` variable figment refused, reported as `environment: VAR: message`. An unknown
+/// key names the variables that hold it, with the likely intended one.
+fn env_error(e: &figment::Error) -> Vec<ConfigError> {
+    let at = |var: String, m: String| ConfigError::file("environment", format!("{var}: {m}"));
+    let figment::error::Kind::UnknownField(field, expected) = &e.kind else {
+        return vec![at(format!("HOOKRELAY_{}", e.path.join("__").to_uppercase()), e.kind.to_string())];
+    };
+    let mut parent: Vec<String> = e.path.clone();
+    if parent.last() == Some(field) {
+        parent.pop();
+    }
+    let depth = parent.len();
+    let mut key = parent.clone();
+    key.push(field.clone());
+    let hint = closest(field, expected.iter().copied());
+    let known = expected.iter().map(|k| k.to_uppercase()).collect::<Vec<_>>().join(", ");
+    let mut vars: Vec<(String, Vec<String>)> = std::env::vars()
+        .filter_map(|(name, _)| {
+            let rest = name.strip_prefix("HOOKRELAY_")?;
+            let parts: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            parts.starts_with(&key).then_some((name, parts))
+        })
+        .collect();
+    if vars.is_empty() {
+        vars.push((format!("HOOKRELAY_{}", key.join("__").to_uppercase()), key.clone()));
+    }
+    vars.sort();
+    vars.into_iter()
+        .map(|(name, mut parts)| {
+            let mut msg = match depth {
+                0 => format!("unknown section `{}`", field.to_uppercase()),
+                _ => format!("unknown key `{}` in [{}]", field.to_uppercase(), parent.join(".")),
+            };
+            if let Some(h) = hint {
+                parts[depth] = h.to_string();
+                msg.push_str(&format!(" (did you mean {}?)", format!("HOOKRELAY_{}", parts.join("__")).to_uppercase()));
+            }
+            msg.push_str(&format!("; known: {known}"));
+            at(name, msg)
+        })
+        .collect()
 }
 
 struct RouteCtx<'a> {
@@ -506,6 +596,16 @@ struct RouteCtx<'a> {
 impl RouteCtx<'_> {
     fn err(&mut self, span: std::ops::Range<usize>, msg: impl Into<String>) {
         self.errors.push(ConfigError::at_offset(self.shown, self.text, span.start, msg));
+    }
+
+    /// An error at the key or value `path` of the route file (`key` picks the key), or about the
+    /// whole file when the text does not hold it.
+    fn err_at(&mut self, path: &[&str], key: bool, msg: impl Into<String>) {
+        let span = if key { locate::toml_key(self.text, path) } else { locate::toml_value(self.text, path) };
+        match span {
+            Some(span) => self.err(span, msg),
+            None => self.errors.push(ConfigError::file(self.shown, msg)),
+        }
     }
 
     #[allow(clippy::too_many_arguments)] // one call site; the pieces are the load's shared state
@@ -526,10 +626,15 @@ impl RouteCtx<'_> {
             .unwrap_or_else(|| path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string());
         if name.is_empty() || name.len() > 200 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            self.errors.push(ConfigError::file(
-                self.shown,
-                format!("route name {name:?} must be 1 to 200 characters of A-Z a-z 0-9 - _ ."),
-            ));
+            let msg = format!("route name {name:?} must be 1 to 200 characters of A-Z a-z 0-9 - _ .");
+            match &file.name {
+                Some(n) => self.err(n.span(), msg),
+                // The name comes from the file's name: there is no place in the text to show.
+                None => self.errors.push(ConfigError::file(
+                    self.shown,
+                    format!("{msg} (it is the file's name: rename the file, or set `name = \"...\"`)"),
+                )),
+            }
         }
         if file.events.get_ref().is_empty() {
             self.err(file.events.span(), "`events` must name at least one event type or pattern");
@@ -553,13 +658,18 @@ impl RouteCtx<'_> {
             }
         };
         if file.concurrency == 0 {
-            self.errors.push(ConfigError::file(self.shown, "`concurrency` must be at least 1"));
+            self.err_at(&["concurrency"], false, "`concurrency` must be at least 1");
         }
         if file.retry.max_attempts == 0 {
-            self.errors.push(ConfigError::file(self.shown, "`retry.max_attempts` must be at least 1"));
+            self.err_at(&["retry", "max_attempts"], false, "`retry.max_attempts` must be at least 1");
         }
-        if file.retry.backoff.is_empty() || file.retry.backoff.iter().any(|d| d.0.is_zero()) {
-            self.errors.push(ConfigError::file(self.shown, "`retry.backoff` must list at least one non-zero duration"));
+        let zero = file.retry.backoff.iter().position(|d| d.0.is_zero());
+        if file.retry.backoff.is_empty() || zero.is_some() {
+            let msg = "`retry.backoff` must list at least one duration, none of them zero";
+            match zero.and_then(|i| locate::toml_item(self.text, &["retry", "backoff"], i)) {
+                Some(span) => self.err(span, msg),
+                None => self.err_at(&["retry", "backoff"], false, msg),
+            }
         }
         let filter = file.filter.as_ref().and_then(|p| self.script(p, EntryPoint::Filter, engine, scripts, files));
         let transform =
@@ -577,10 +687,12 @@ impl RouteCtx<'_> {
                 (Ok(k), Ok(v)) => {
                     headers.insert(k, v);
                 }
-                _ => self.errors.push(ConfigError::file(
-                    self.shown,
-                    format!("header {k:?} is not a valid HTTP header name and value"),
-                )),
+                (Err(_), _) => self.err_at(&["headers", k], true, format!("{k:?} is not a valid HTTP header name")),
+                (_, Err(_)) => self.err_at(
+                    &["headers", k],
+                    false,
+                    format!("the value of header {k:?} is not a valid HTTP header value (control characters?)"),
+                ),
             }
         }
         let signer = self.signer(&file);

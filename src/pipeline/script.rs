@@ -93,7 +93,11 @@ impl Script {
             None => Ok(false),
             Some(1) => Ok(true),
             Some(n) => {
-                Err(ConfigError::file(shown, format!("`fn {name}` must take one parameter (the event), not {n}")))
+                let msg = format!("`fn {name}` must take one parameter (the event), not {n}");
+                Err(match fn_name_offset(text, name) {
+                    Some(at) => ConfigError::at_offset(shown, text, at, msg),
+                    None => ConfigError::file(shown, msg),
+                })
             }
         };
         let has_filter = check("filter")?;
@@ -151,6 +155,69 @@ impl Script {
     }
 }
 
+/// Where `fn <name>` is defined in a script that compiled: the offset of the name. Rhai's AST
+/// keeps no position for a function, so the source is scanned for the `fn` keyword, skipping
+/// comments (`//`, nested `/* */`), strings (`"…"`, `` `…` ``) and characters (`'…'`).
+fn fn_name_offset(text: &str, name: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                while i < b.len() {
+                    if b[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            q @ (b'"' | b'`' | b'\'') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'f' if b[i..].starts_with(b"fn")
+                && (i == 0 || !word(b[i - 1]))
+                && b.get(i + 2).is_some_and(|c| !word(*c)) =>
+            {
+                let mut j = i + 2;
+                while b.get(j).is_some_and(u8::is_ascii_whitespace) {
+                    j += 1;
+                }
+                let end = j + name.len();
+                if b.get(j..end) == Some(name.as_bytes()) && b.get(end).is_none_or(|c| !word(*c)) {
+                    return Some(j);
+                }
+                i = j;
+            }
+            c if word(c) => {
+                while i < b.len() && word(b[i]) {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 /// The engine shared by all scripts of a snapshot.
 pub type SharedEngine = Arc<Engine>;
 
@@ -185,6 +252,13 @@ mod tests {
         assert!(err.line >= 2, "{err}");
         let err = compile("fn filter(a, b) { true }").unwrap_err();
         assert!(err.message.contains("one parameter"), "{err}");
+        assert_eq!((err.line, err.col), (1, 4), "{err}");
+        let err = compile(
+            "// fn transform(x, y) in a comment\n/* and fn transform(z) /* nested */ here */\nlet s = \"fn transform\";\n\
+             fn filter(e) { true }\nprivate fn  transform(a, b) { a }\n",
+        )
+        .unwrap_err();
+        assert_eq!((err.line, err.col), (5, 13), "{err}");
     }
 
     #[test]

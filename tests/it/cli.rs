@@ -33,48 +33,356 @@ fn validate_accepts_the_repository_example_config() {
     assert!(text(&out).contains("2 route(s)"), "{}", text(&out));
 }
 
-#[test]
-fn config_errors_say_file_line_and_column_and_exit_1() {
-    let cases: &[(&str, &str, &str)] = &[
-        ("urll = \"x\"\nevents = [\"a\"]\n", "routes/r.toml:1:1", "unknown field `urll`"),
-        (
-            "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"5 parsecs\"\n",
-            "routes/r.toml:3:11",
-            "invalid duration",
+/// Where an error must be reported.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    /// `file:line:col`.
+    Pos(&'static str, usize, usize),
+    /// `environment: VAR`.
+    Env(&'static str),
+}
+
+/// One class of config error: the config that has it, where it must be reported, what the
+/// message must say, and the exit status.
+struct Case {
+    class: &'static str,
+    /// `hookrelay.toml`, when not the loopback-allowing default.
+    main: Option<&'static str>,
+    /// `routes/<name>.toml` bodies (the test secret's `[signing]` is appended).
+    routes: &'static [(&'static str, &'static str)],
+    /// Other files, written as given.
+    files: &'static [(&'static str, &'static str)],
+    env: &'static [(&'static str, &'static str)],
+    at: At,
+    says: &'static str,
+    code: i32,
+}
+
+/// Every class of config error the issue lists, with the exact place it is reported.
+fn cases() -> Vec<Case> {
+    let c = |class, routes, at, says| Case { class, main: None, routes, files: &[], env: &[], at, says, code: 1 };
+    vec![
+        c("TOML syntax error", &[("r", "events = [\"a\"\nurl = \"x\"\n")], At::Pos("routes/r.toml", 2, 1), "array"),
+        c(
+            "unknown key in a route, with did-you-mean",
+            &[("r", "events = [\"a\"]\nurll = \"x\"\n")],
+            At::Pos("routes/r.toml", 2, 1),
+            "unknown field `urll` (did you mean `url`?)",
         ),
-        ("events = [\"order..paid\"]\nurl = \"http://127.0.0.1:1/\"\n", "routes/r.toml:1:11", "empty word"),
-        ("events = [\"order.paid\"]\nurl = \"not a url\"\n", "routes/r.toml:2:7", "not an absolute URL"),
-        (
-            "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nfilter = \"plugins/missing.rhai\"\n",
-            "routes/r.toml:3:10",
-            "cannot be read",
+        Case {
+            main: Some("version = 1\n[brokr]\nurl = \"x\"\n"),
+            ..c(
+                "unknown key in hookrelay.toml, with did-you-mean",
+                &[],
+                At::Pos("hookrelay.toml", 2, 2),
+                "unknown field `brokr` (did you mean `broker`?)",
+            )
+        },
+        c(
+            "wrong type (string for a bool)",
+            &[("r", "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\nordered = \"yes\"\n")],
+            At::Pos("routes/r.toml", 3, 11),
+            "invalid type",
         ),
-        ("events = [\"a\"]\nurll = \"x\"\n", "routes/r.toml:2:1", "did you mean `url`?"),
-        ("events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\nordered = \"yes\"\n", "routes/r.toml:3:11", "invalid type"),
-        (
-            "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\n[retry]\nbackoff = [\"1s\", \"fast\"]\n",
-            "routes/r.toml:4:18",
-            "invalid duration",
-        ),
-        (
-            "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\nformat = \"xml\"\n",
-            "routes/r.toml:3:10",
-            "unknown variant",
-        ),
-        (
-            "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\n[retry]\nmax_attempts = -1\n",
-            "routes/r.toml:4:16",
+        c(
+            "wrong type (negative count)",
+            &[("r", "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\n[retry]\nmax_attempts = -1\n")],
+            At::Pos("routes/r.toml", 4, 16),
             "invalid value",
         ),
-    ];
-    for (route, at, says) in cases {
-        let cfg = local_cfg();
-        cfg.route("r", route);
-        let out = hookrelay(&["validate"], &cfg);
-        assert_eq!(out.status.code(), Some(1), "{route}: {}", text(&out));
-        assert!(text(&out).contains(&format!("{at}: ")), "{route}: expected {at}, got {}", text(&out));
-        assert!(text(&out).contains(says), "{route}: expected {says:?}, got {}", text(&out));
+        c(
+            "wrong type (unknown variant)",
+            &[("r", "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\nformat = \"xml\"\n")],
+            At::Pos("routes/r.toml", 3, 10),
+            "unknown variant",
+        ),
+        c(
+            "bad duration",
+            &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\ntimeout = \"5 parsecs\"\n")],
+            At::Pos("routes/r.toml", 3, 11),
+            "invalid duration",
+        ),
+        c(
+            "bad duration in a list",
+            &[("r", "events = [\"a\"]\nurl = \"http://127.0.0.1:1/\"\n[retry]\nbackoff = [\"1s\", \"fast\"]\n")],
+            At::Pos("routes/r.toml", 4, 18),
+            "invalid duration",
+        ),
+        c(
+            "missing file (a plugin the route names)",
+            &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nfilter = \"plugins/missing.rhai\"\n")],
+            At::Pos("routes/r.toml", 3, 10),
+            "plugin plugins/missing.rhai cannot be read",
+        ),
+        c(
+            "duplicate route names",
+            &[
+                ("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\""),
+                ("s", "name = \"r\"\nevents = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\""),
+            ],
+            At::Pos("routes/s.toml", 1, 8),
+            "duplicate route name `r` (also defined by routes/r.toml)",
+        ),
+        Case {
+            files: &[("schemas/order.paid/v1.json", "{\n  \"type\": \"object\",\n  \"required\": [\"n\"\n}")],
+            ..c("schema that is not JSON", &[], At::Pos("schemas/order.paid/v1.json", 4, 1), "invalid JSON")
+        },
+        Case {
+            files: &[(
+                "schemas/order.paid/v1.json",
+                "{\n  \"type\": \"object\",\n  \"properties\": {\n    \"n\": {\"type\": \"numbr\"}\n  }\n}",
+            )],
+            ..c(
+                "schema that does not compile (a keyword's value)",
+                &[],
+                At::Pos("schemas/order.paid/v1.json", 4, 19),
+                "schema does not compile at /properties/n/type",
+            )
+        },
+        Case {
+            files: &[(
+                "schemas/order.paid/v1.json",
+                "{\n  \"type\": \"object\",\n  \"properties\": {\n    \"n\": {\"$ref\": \"#/$defs/count\"}\n  }\n}",
+            )],
+            ..c(
+                "schema that does not compile (a $ref to nowhere)",
+                &[],
+                At::Pos("schemas/order.paid/v1.json", 4, 19),
+                "schema does not compile at /properties/n/$ref",
+            )
+        },
+        Case {
+            files: &[("plugins/p.rhai", "fn filter(event) {\n  event.data.n >\n}\n")],
+            ..c(
+                "script that does not compile",
+                &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nfilter = \"plugins/p.rhai\"")],
+                At::Pos("plugins/p.rhai", 3, 1),
+                "script does not compile",
+            )
+        },
+        Case {
+            files: &[("plugins/t.rhai", "fn transform(event) { event }\n")],
+            ..c(
+                "script without the entry point the route calls",
+                &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nfilter = \"plugins/t.rhai\"")],
+                At::Pos("routes/r.toml", 3, 10),
+                "plugin plugins/t.rhai does not define `fn filter(event)`",
+            )
+        },
+        Case {
+            files: &[(
+                "plugins/t.rhai",
+                "// turns the event into the ERP's shape\n\nfn transform(event, extra) {\n  event\n}\n",
+            )],
+            ..c(
+                "script whose entry point takes the wrong parameter count",
+                &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\ntransform = \"plugins/t.rhai\"")],
+                At::Pos("plugins/t.rhai", 3, 4),
+                "`fn transform` must take one parameter (the event), not 2",
+            )
+        },
+        Case {
+            main: Some("version = 1\n"),
+            ..c(
+                "URL refused by the security policy (plain http)",
+                &[("r", "events = [\"order.paid\"]\nurl = \"http://example.com/hook\"")],
+                At::Pos("routes/r.toml", 2, 7),
+                "plain http:// targets are blocked",
+            )
+        },
+        Case {
+            main: Some("version = 1\n"),
+            ..c(
+                "URL refused by the security policy (private network)",
+                &[("r", "events = [\"order.paid\"]\nurl = \"https://10.0.0.7/hook\"")],
+                At::Pos("routes/r.toml", 2, 7),
+                "requests to 10.0.0.7 are blocked",
+            )
+        },
+        c(
+            "URL that is not absolute",
+            &[("r", "events = [\"order.paid\"]\nurl = \"not a url\"\n")],
+            At::Pos("routes/r.toml", 2, 7),
+            "not an absolute URL",
+        ),
+        Case {
+            files: &[(
+                "routes/r.toml",
+                "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n[signing]\nsecret_env = \"HOOKRELAY_TEST_ABSENT\"\n",
+            )],
+            ..c(
+                "missing secret",
+                &[],
+                At::Pos("routes/r.toml", 4, 14),
+                "environment variable HOOKRELAY_TEST_ABSENT (the route's secret) is not set",
+            )
+        },
+        Case {
+            env: &[("HOOKRELAY_BROKER__PREFETCH", "many")],
+            ..c(
+                "bad HOOKRELAY_* variable (wrong type)",
+                &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"")],
+                At::Env("HOOKRELAY_BROKER__PREFETCH"),
+                "invalid type: found string \"many\", expected u16",
+            )
+        },
+        Case {
+            env: &[("HOOKRELAY_BROKER__PREFECH", "10")],
+            ..c(
+                "bad HOOKRELAY_* variable (unknown key, with did-you-mean)",
+                &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"")],
+                At::Env("HOOKRELAY_BROKER__PREFECH"),
+                "unknown key `PREFECH` in [broker] (did you mean HOOKRELAY_BROKER__PREFETCH?)",
+            )
+        },
+        Case {
+            env: &[("HOOKRELAY_SECURTY__ALLOW_HTTP", "true")],
+            ..c(
+                "bad HOOKRELAY_* variable (unknown section, with did-you-mean)",
+                &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"")],
+                At::Env("HOOKRELAY_SECURTY__ALLOW_HTTP"),
+                "unknown section `SECURTY` (did you mean HOOKRELAY_SECURITY__ALLOW_HTTP?)",
+            )
+        },
+        c(
+            "malformed event pattern",
+            &[("r", "events = [\"order..paid\"]\nurl = \"http://127.0.0.1:1/\"\n")],
+            At::Pos("routes/r.toml", 1, 11),
+            "has an empty word",
+        ),
+        c(
+            "no event pattern",
+            &[("r", "events = []\nurl = \"http://127.0.0.1:1/\"\n")],
+            At::Pos("routes/r.toml", 1, 10),
+            "`events` must name at least one",
+        ),
+        c(
+            "concurrency of 0",
+            &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nconcurrency = 0\n")],
+            At::Pos("routes/r.toml", 3, 15),
+            "`concurrency` must be at least 1",
+        ),
+        c(
+            "max_attempts of 0",
+            &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n[retry]\nmax_attempts = 0\n")],
+            At::Pos("routes/r.toml", 4, 16),
+            "`retry.max_attempts` must be at least 1",
+        ),
+        c(
+            "a zero backoff step",
+            &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n[retry]\nbackoff = [\"1s\", \"0s\"]\n")],
+            At::Pos("routes/r.toml", 4, 18),
+            "`retry.backoff` must list at least one duration, none of them zero",
+        ),
+        c(
+            "an empty backoff",
+            &[("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nretry.backoff = []\n")],
+            At::Pos("routes/r.toml", 3, 17),
+            "`retry.backoff` must list at least one duration",
+        ),
+        c(
+            "a header name that is not one",
+            &[(
+                "r",
+                "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n[headers]\nx-ok = \"1\"\n\"x bad\" = \"2\"\n",
+            )],
+            At::Pos("routes/r.toml", 5, 1),
+            "\"x bad\" is not a valid HTTP header name",
+        ),
+        c(
+            "a header value that is not one",
+            &[(
+                "r",
+                "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nheaders = { x-tenant = \"a\\u0007b\" }\n",
+            )],
+            At::Pos("routes/r.toml", 3, 24),
+            "the value of header \"x-tenant\" is not a valid HTTP header value",
+        ),
+        c(
+            "a route name that is not one",
+            &[("r", "# the ERP\nname = \"erp orders\"\nevents = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n")],
+            At::Pos("routes/r.toml", 2, 8),
+            "route name \"erp orders\" must be 1 to 200 characters",
+        ),
+    ]
+}
+
+fn case_config(case: &Case) -> ConfigDir {
+    let cfg = match case.main {
+        Some(main) => ConfigDir::with_main(main),
+        None => local_cfg(),
+    };
+    for (name, body) in case.routes {
+        cfg.route(name, body);
     }
+    for (rel, text) in case.files {
+        cfg.file(rel, text);
+    }
+    cfg
+}
+
+fn validate_case(case: &Case, cfg: &ConfigDir, format: &str) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(["validate", "--format", format, "--config"]).arg(cfg.path()).env(SECRET_ENV, SECRET).env("NO_COLOR", "1");
+    for (k, v) in case.env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn every_class_of_config_error_says_where_and_exits_1() {
+    let mut failures = Vec::new();
+    for case in cases() {
+        let cfg = case_config(&case);
+        // Text: `error: file:line:col: message` (or `error: environment: VAR: message`).
+        let out = validate_case(&case, &cfg, "text");
+        let all = text(&out);
+        let place = match case.at {
+            At::Pos(file, line, col) => format!("error: {file}:{line}:{col}: "),
+            At::Env(var) => format!("error: environment: {var}: "),
+        };
+        let line = all.lines().find(|l| l.starts_with(&place));
+        if out.status.code() != Some(case.code) || !line.is_some_and(|l| l.contains(case.says)) {
+            failures.push(format!(
+                "{}: expected exit {} and a line `{place}…{}…`, got exit {:?}:\n{all}",
+                case.class,
+                case.code,
+                case.says,
+                out.status.code()
+            ));
+            continue;
+        }
+        // JSON: the same error, with its file, line and column as fields, and no other error.
+        let out = validate_case(&case, &cfg, "json");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let errors = report["errors"].as_array().cloned().unwrap_or_default();
+        let (file, line, col, prefix) = match case.at {
+            At::Pos(file, line, col) => (file, line, col, String::new()),
+            At::Env(var) => ("environment", 0, 0, format!("{var}: ")),
+        };
+        let matches = |e: &serde_json::Value| {
+            e["file"] == file
+                && e["line"] == line
+                && e["col"] == col
+                && e["message"].as_str().is_some_and(|m| m.starts_with(&prefix) && m.contains(case.says))
+        };
+        if out.status.code() != Some(case.code)
+            || report["valid"] != false
+            || errors.len() != 1
+            || !errors.iter().any(matches)
+        {
+            failures.push(format!(
+                "{}: expected exit {} and one error {{file: {file}, line: {line}, col: {col}, message: {prefix}…{}…}} in \
+                 --format json, got exit {:?}: {report}",
+                case.class,
+                case.code,
+                case.says,
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases().len(), failures.join("\n\n"));
 }
 
 #[test]
@@ -101,16 +409,13 @@ fn every_error_is_reported_not_only_the_first() {
 }
 
 #[test]
-fn security_policy_is_enforced_at_load() {
+fn run_refuses_a_config_that_does_not_validate() {
     let cfg = ConfigDir::with_main("version = 1\n");
     cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://example.com/hook\"");
-    cfg.route("s", "events = [\"order.paid\"]\nurl = \"https://10.0.0.7/hook\"");
-    let out = hookrelay(&["validate"], &cfg);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("routes/r.toml:2:7: plain http:// targets are blocked"), "{}", text(&out));
-    assert!(text(&out).contains("routes/s.toml:2:7: requests to 10.0.0.7 are blocked"), "{}", text(&out));
     let run = hookrelay(&["run"], &cfg);
-    assert_eq!(run.status.code(), Some(1), "run refuses a bad config: {}", text(&run));
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    assert!(text(&run).contains("routes/r.toml:2:7: plain http:// targets are blocked"), "{}", text(&run));
+    assert!(text(&run).contains("1 error(s)") && text(&run).contains("not starting"), "{}", text(&run));
 }
 
 #[test]
@@ -181,59 +486,13 @@ async fn publish_and_listen_work_end_to_end() {
 }
 
 #[test]
-fn main_file_schema_plugin_and_environment_errors_say_where() {
-    let cfg = ConfigDir::with_main("version = 1\n[brokr]\nurl = \"x\"\n");
-    let out = hookrelay(&["validate"], &cfg);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("hookrelay.toml:2:2: unknown field `brokr` (did you mean `broker`?)"),
-        "{}",
-        text(&out)
-    );
-
-    let cfg = local_cfg();
-    cfg.file("schemas/order.paid/v1.json", "{\n  \"type\": \"object\",\n  \"required\": [\"n\"\n}");
-    cfg.file("schemas/order.created/v1.json", r#"{"type": "no-such-type"}"#);
-    cfg.file("plugins/p.rhai", "fn filter(event) {\n  event.data.n >\n}\n");
-    cfg.file("plugins/t.rhai", "fn transform(a, b) { a }\n");
-    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nfilter = \"plugins/p.rhai\"");
-    cfg.route("t", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\ntransform = \"plugins/t.rhai\"");
-    let out = hookrelay(&["validate"], &cfg);
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("schemas/order.paid/v1.json:4:1: invalid JSON"), "{all}");
-    assert!(all.contains("schemas/order.created/v1.json:1:1: schema does not compile"), "{all}");
-    assert!(all.contains("plugins/p.rhai:3:1: script does not compile"), "{all}");
-    assert!(all.contains("plugins/t.rhai: `fn transform` must take one parameter"), "{all}");
-
-    let cfg = local_cfg();
-    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"");
-    cfg.file(
-        "routes/s.toml",
-        "name = \"r\"\nevents = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n[signing]\nsecret_env = \"TEST_WEBHOOK_SECRET\"\n",
-    );
-    let out = hookrelay(&["validate"], &cfg);
-    assert!(text(&out).contains("routes/s.toml:1:8: duplicate route name `r`"), "{}", text(&out));
-
-    let cfg = local_cfg();
-    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"");
-    let out = Command::new(bin())
-        .args(["validate", "--config"])
-        .arg(cfg.path())
-        .env(SECRET_ENV, SECRET)
-        .env("HOOKRELAY_BROKER__PREFETCH", "many")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("environment: HOOKRELAY_BROKER__PREFETCH: invalid type"), "{}", text(&out));
-    assert!(!text(&out).contains("http:// targets are blocked"), "the file's own settings still apply: {}", text(&out));
-
+fn a_directory_without_hookrelay_toml_is_named_in_the_error() {
     let missing = tempfile::tempdir().unwrap();
     let out = Command::new(bin()).args(["validate", "--config"]).arg(missing.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("hookrelay.toml: cannot read the main config file"), "{}", text(&out));
-    let usage = Command::new(bin()).args(["validate", "--no-such-flag"]).output().unwrap();
-    assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
+    let expected = format!("{}: cannot read the main config file", missing.path().join("hookrelay.toml").display());
+    assert!(text(&out).contains(&expected), "{}", text(&out));
+    assert!(text(&out).contains("is --config pointing at the config directory?"), "{}", text(&out));
 }
 
 #[test]
@@ -244,14 +503,123 @@ fn missing_secrets_are_errors_unless_the_run_provides_them() {
         "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n[signing]\nsecret_env = \"HOOKRELAY_TEST_ABSENT\"\n",
     );
     let strict = hookrelay(&["validate"], &cfg);
-    assert_eq!(strict.status.code(), Some(1));
-    assert!(
-        text(&strict).contains("routes/r.toml:4:14: environment variable HOOKRELAY_TEST_ABSENT"),
-        "{}",
-        text(&strict)
-    );
+    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict));
     let lenient = hookrelay(&["validate", "--allow-missing-secrets"], &cfg);
     assert!(lenient.status.success(), "{}", text(&lenient));
+}
+
+#[test]
+fn warnings_are_reported_with_their_place_beside_errors() {
+    // On RabbitMQ ([broker] present): an ordered route with the default retry (8 attempts, waits
+    // of 5s 30s 2m 10m 30m 1h 2h: 3h 42m 35s in all) holds a message unacked past RabbitMQ's
+    // 30 minute consumer_timeout.
+    let cfg = ConfigDir::with_main(
+        "version = 1\n[broker]\nurl = \"amqp://127.0.0.1:1/%2f\"\n[security]\nallow_http = true\nallow_private_networks = true\n",
+    );
+    cfg.route("erp", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true");
+    cfg.route("typo", "events = [\"order.paid\", \"ordr.created\"]\nurl = \"http://127.0.0.1:1/\"");
+    cfg.route("short", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true\n[retry]\nmax_attempts = 4\nbackoff = [\"1m\", \"10m\"]");
+    cfg.route("broken", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nconcurrency = 0");
+
+    let out = hookrelay(&["validate", "--format", "json"], &cfg);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let places = |key: &str| -> Vec<(String, u64, u64, String)> {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let m = e["message"].as_str().unwrap().to_string();
+                (e["file"].as_str().unwrap().to_string(), e["line"].as_u64().unwrap(), e["col"].as_u64().unwrap(), m)
+            })
+            .collect()
+    };
+    let (errors, warnings) = (places("errors"), places("warnings"));
+    assert_eq!(errors.len(), 1, "{report}");
+    assert_eq!((errors[0].0.as_str(), errors[0].1, errors[0].2), ("routes/broken.toml", 3, 15), "{report}");
+    assert_eq!(warnings.len(), 2, "only the long ordered route and the typo: {report}");
+    let ordered = warnings.iter().find(|w| w.0 == "routes/erp.toml").expect("the ordered route is warned about");
+    assert_eq!((ordered.1, ordered.2), (3, 11), "at `ordered`, as the route sets no [retry]: {report}");
+    for says in ["route `erp` is ordered", "add up to 3h 42m 35s", "consumer_timeout (30m by default)", "max_attempts"]
+    {
+        assert!(ordered.3.contains(says), "{says:?} in {}", ordered.3);
+    }
+    assert!(ordered.3.contains("README.md#delivery-semantics"), "{}", ordered.3);
+    let typo = warnings.iter().find(|w| w.0 == "routes/typo.toml").expect("the pattern is warned about");
+    assert_eq!((typo.1, typo.2), (1, 25), "{report}");
+    assert!(typo.3.contains("event pattern `ordr.created` matches no type in schemas/"), "{}", typo.3);
+
+    // Text: both kinds, each with its place; the summary counts both.
+    let out = hookrelay(&["validate"], &cfg);
+    let all = text(&out);
+    assert!(all.contains("warning: routes/erp.toml:3:11: route `erp` is ordered"), "{all}");
+    assert!(all.contains("warning: routes/typo.toml:1:25: event pattern"), "{all}");
+    assert!(all.contains("error: routes/broken.toml:3:15: `concurrency` must be at least 1"), "{all}");
+    assert!(all.contains("1 error(s), 2 warning(s)"), "{all}");
+
+    // With the error fixed, the config is valid and the warnings stay; the warning points at the
+    // backoff when the route writes one.
+    cfg.route("broken", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nconcurrency = 1");
+    cfg.route(
+        "erp",
+        "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true\n[retry]\nbackoff = [\"1m\", \"5m\"]",
+    );
+    let out = hookrelay(&["validate"], &cfg);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("warning: routes/erp.toml:5:11: route `erp` is ordered and its retry waits add up to 31m"),
+        "{all}"
+    );
+    assert!(all.contains("2 warning(s)"), "{all}");
+
+    // On the embedded broker (no [broker]) there is no consumer_timeout: no warning.
+    let embedded = local_cfg();
+    embedded.route("erp", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true");
+    let out = hookrelay(&["validate"], &embedded);
+    assert!(out.status.success() && !text(&out).contains("warning:"), "{}", text(&out));
+}
+
+#[test]
+fn usage_errors_exit_2_and_runtime_failures_exit_1() {
+    let cfg = local_cfg();
+    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"");
+    cfg.file("ok.json", r#"{"specversion":"1.0","id":"e1","source":"s","type":"order.paid","data":{"n":1}}"#);
+    let event = cfg.path().join("ok.json").display().to_string();
+    let missing = cfg.path().join("missing.json").display().to_string();
+    let not_an_event = cfg.path().join("hookrelay.toml").display().to_string();
+    let usage: &[(&[&str], &str)] = &[
+        (&["validate", "--no-such-flag"], "unexpected argument '--no-such-flag'"),
+        (&["validate", "--format", "yaml"], "invalid value 'yaml' for '--format"),
+        (&["publish", "--type", "order.paid", "--data", "not json"], "invalid value 'not json' for '--data"),
+        (&["publish", "--data", "{}"], "--type"),
+        (&["listen", "--status", "99"], "99 is not an HTTP status"),
+        (&["listen", "--secret", "whsec_!!"], "the secret is not `whsec_` followed by base64"),
+        (&["api-key", "--scopes", "ingest,root"], "invalid value 'root' for '--scopes"),
+        (&["route", "test", "nope", "--event", &event], "no route named \"nope\" (routes: r)"),
+        (&["route", "test", "r", "--event", &missing], "cannot be read"),
+        (&["route", "test", "r", "--event", &not_an_event], "not a CloudEvent"),
+    ];
+    for (args, says) in usage {
+        let out = Command::new(bin())
+            .args(*args)
+            .env(SECRET_ENV, SECRET)
+            .env("HOOKRELAY_CONFIG", cfg.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: expected {says:?} in {}", text(&out));
+        assert!(text(&out).contains("--help"), "{args:?}: points at --help: {}", text(&out));
+    }
+    // A broker that does not answer is a failure of the run, not of the arguments.
+    let out = Command::new(bin())
+        .args(["publish", "--type", "order.paid", "--data", "{}", "--broker-url", "amqp://guest:guest@127.0.0.1:1/%2f"])
+        .env("HOOKRELAY_CONFIG", cfg.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("--help"), "{}", text(&out));
 }
 
 #[test]

@@ -480,7 +480,7 @@ fn the_telemetry_section_loads_with_defaults_and_refuses_bad_values() {
     ] {
         let cfg = ConfigDir::with_main(&format!("version = 1\n{section}"));
         let errs = hookrelay::config::load(cfg.path()).expect_err(section);
-        let text = errs.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        let text = errs.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         assert!(text.contains(expect), "{section}: expected {expect:?} in:\n{text}");
     }
 }
