@@ -502,7 +502,8 @@ pub(crate) struct Backlog {
 
 /// Fills the route queue with `events` (the router stopped), starts a router on it with the
 /// receiver answering, and samples its resident memory every 250 ms for `window` while it
-/// delivers the head of the backlog and the rest waits.
+/// delivers the head of the backlog and the rest waits; the window ends early once half the
+/// backlog is delivered, so that at least half of it waits throughout.
 pub(crate) async fn backlog(
     kind: BusKind,
     rx: &Receiver,
@@ -529,7 +530,7 @@ pub(crate) async fn backlog(
     let (pid, cpu0, n0) = (router.pid(), CpuSample::take(router.pid()), rx.count());
     let began = Instant::now();
     let mut samples = Vec::new();
-    while began.elapsed() < window {
+    while began.elapsed() < window && rx.count() < events * s.routes / 2 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let rss = sys::rss_mib(pid);
         if rss == 0.0 {
