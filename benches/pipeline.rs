@@ -7,7 +7,8 @@
 //! - `to_value`: the event as the JSON map scripts and redaction work on;
 //! - `filter` / `transform`: one Rhai call each (the conversion to and from Rhai included);
 //! - `redact`: the route's two redaction paths;
-//! - `render`: the `standard` body serialized;
+//! - `render/standard`, `render/cloudevents`, `render/data`: the body in each route `format`
+//!   (`pipeline::render`, the last step of `prepare`);
 //! - `sign`: `Signer::headers` (one HMAC-SHA256 over id, timestamp and body);
 //! - `headers`: every request header of one attempt (`router::request_headers`, signing included);
 //! - `prepare`: the whole pipeline from bytes to the rendered body (`pipeline::prepare`);
@@ -22,9 +23,10 @@ mod common;
 use common::{BrokerSpec, RouteSpec, Size};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hookrelay::config::Snapshot;
+use hookrelay::config::files::BodyFormat;
 use hookrelay::event::CloudEvent;
 use hookrelay::pipeline::{self, Prepared};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::hint::black_box;
 
 struct Fixture {
@@ -77,9 +79,21 @@ fn pieces(c: &mut Criterion) {
                 criterion::BatchSize::SmallInput,
             )
         });
-        let body = json!({"type": event.ty, "timestamp": event.time, "data": data});
-        g.bench_function(id("render"), |b| b.iter(|| serde_json::to_vec(black_box(&body)).expect("renders")));
-        let rendered = serde_json::to_vec(&body).expect("renders");
+        // `render` on what the route's steps leave: the redacted event, or its `data`.
+        let mut redacted = value.clone();
+        route.redact.iter().for_each(|p| p.apply(&mut redacted));
+        let redacted_data = redacted.get("data").cloned().unwrap_or(Value::Null);
+        let time = event.time.as_deref();
+        for (format, name, content) in [
+            (BodyFormat::Standard, "render/standard", &redacted_data),
+            (BodyFormat::Cloudevents, "render/cloudevents", &redacted),
+            (BodyFormat::Data, "render/data", &redacted_data),
+        ] {
+            g.bench_function(id(name), |b| {
+                b.iter(|| pipeline::render(format, &event.ty, time, black_box(content)).expect("renders"))
+            });
+        }
+        let (rendered, _) = pipeline::render(BodyFormat::Standard, &event.ty, time, &redacted_data).expect("renders");
         g.bench_function(id("sign"), |b| {
             b.iter(|| route.signer.headers(black_box(&event.id), 1_700_000_000, black_box(&rendered)))
         });

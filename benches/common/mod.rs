@@ -138,6 +138,12 @@ pub(crate) enum BrokerSpec {
     Unused,
 }
 
+/// The embedded broker's queue file of a config directory [`write_config`] wrote (`[embedded]
+/// path`), so that no run uses the working directory's file and the harness can fill it.
+pub(crate) fn queue_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("hookrelay-queue.db")
+}
+
 /// Writes a complete config directory: `hookrelay.toml`, the schema, the plugins, one file per
 /// route, and the secret (as `secret_file`, so nothing touches the environment).
 ///
@@ -154,7 +160,10 @@ pub(crate) fn write_config(dir: &Path, broker: &BrokerSpec, api_listen: &str, ro
         BrokerSpec::RabbitMq { url, prefetch } => {
             main.push_str(&format!("[broker]\nurl = \"{url}\"\nprefetch = {prefetch}\n"));
         }
-        BrokerSpec::Embedded | BrokerSpec::Unused => {}
+        BrokerSpec::Embedded => {
+            main.push_str(&format!("[embedded]\npath = \"{}\"\n", queue_file(dir).display()));
+        }
+        BrokerSpec::Unused => {}
     }
     main.push_str("[security]\nallow_http = true\nallow_private_networks = true\n");
     main.push_str(&format!("[store]\nurl = \"sqlite://{}/hookrelay.db\"\n", dir.display()));

@@ -1,30 +1,40 @@
-//! hookrelay against its ceilings, in one run on one machine, with a real RabbitMQ and a minimal
-//! HTTP receiver on loopback (issue #7). It measures:
+//! hookrelay against its ceilings, in one run on one machine, with a real RabbitMQ, the
+//! embedded broker and a minimal HTTP receiver on loopback (issue #7). It measures:
 //!
-//! 1. the ceilings: a bare consumer that only acks (quorum queue, same prefetch), a bare hyper
-//!    client that only POSTs the same bodies to the same receiver, and a bare relay (consume →
-//!    POST → ack) at 32 in flight and at one in flight;
+//! 1. the ceilings, per broker: a bare consumer that only acks (RabbitMQ: lapin on a quorum
+//!    queue; embedded: the library's `Broker` API on a queue file of the harness's own, same
+//!    settings as the router's; prefetch 100 both), a bare relay (consume → POST → ack) at 32 in
+//!    flight and at one in flight, and a bare hyper client that only POSTs the same bodies to the
+//!    same receiver;
 //! 2. hookrelay end to end (the release binary, as a process) on a realistic route (JSON Schema,
-//!    a Rhai filter, redaction, Standard Webhooks signing): events per second for an unordered
-//!    and an ordered route, router CPU per event, publish-to-receive latency p50/p99 at half the
-//!    unordered maximum (and the bare relay's at the same rate, for the latency hookrelay adds),
-//!    peak resident memory, and resident memory with 10,000 deliveries in flight;
-//! 3. scaling: N routes with fan-out (10 by default; `--fanout 10,100` adds 100, which declares
-//!    800 quorum queues and can leave a 2-core RabbitMQ 3.10 refusing connections until the run's
-//!    vhost is deleted), and 64 KiB events;
-//! 4. the embedded broker the same way, where the build has it.
+//!    a Rhai filter, redaction, Standard Webhooks signing), draining a queue filled before it
+//!    started: events per second for an unordered and an ordered route, router CPU per event,
+//!    publish-to-receive latency p50/p99 at half the unordered maximum (and the bare relay's at
+//!    the same rate, for the latency hookrelay adds), peak resident memory, and resident memory
+//!    with 10,000 deliveries in flight; on the embedded broker also with producers POSTing to
+//!    `/v1/events` while it delivers;
+//! 3. scaling: 1, 10 and 100 routes with fan-out (`--fanout` to choose; N routes get N/routes
+//!    events each, so every run makes the same number of deliveries; on RabbitMQ a route is one
+//!    quorum queue, the wait queues of retries being shared by every route per backoff step),
+//!    and 64 KiB events;
+//! 4. backlog: a router started on an embedded queue with 1,000,000 events waiting (and on
+//!    RabbitMQ with 200,000), its resident memory while they wait, its start-up time and the
+//!    queue's size (once per invocation: 1 to 4 minutes on 2 cores, 1 GiB of queue file).
 //!
-//! It prints a table of medians with, beside each, its ratio to the ceiling measured in the same
-//! repetition, then the issue's targets, and writes JSON with `--json FILE`.
+//! It prints a table of medians with, beside each figure that has a ceiling, its ratio to the
+//! ceiling measured in the same repetition, then the issue's targets, and writes JSON with
+//! `--json FILE`.
 //!
 //! `cargo bench --bench throughput -- [--quick] [--events N] [--repeat K] [--json FILE]
-//! [--only GROUP,…] [--latency-secs S] [--in-flight N] [--fanout 10,100] [--wrap 'CMD ARGS']`
-//! (groups: ceilings, unordered, ordered, latency, memory, payload, fanout, embedded).
-//! Needs RabbitMQ with the management plugin: every run uses a vhost of its own, deleted at the
-//! end. Never a pass/fail test: it prints figures.
+//! [--only GROUP,…] [--latency-secs S] [--in-flight N] [--fanout 1,10,100] [--backlog N]
+//! [--backlog-rabbitmq N] [--backlog-secs S] [--wrap 'CMD ARGS']` (groups: ceilings, unordered,
+//! ordered, latency, memory, payload, fanout, backlog; brokers: rabbitmq, embedded, both when
+//! neither is named). Needs RabbitMQ with the management plugin: every run uses a vhost of its
+//! own, deleted at the end. Never a pass/fail test: it prints figures.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod embedded;
 mod http;
 mod process;
 mod rabbit;
@@ -33,19 +43,21 @@ mod report;
 mod sys;
 
 use common::Size;
-use process::{BusKind, Launch, Scenario};
+use process::{BusKind, Feed, Launch, Scenario};
 use rabbit::Vhost;
 use receiver::{Receiver, Timeline};
 use report::{Bound, Report, Target, Unit, Versus};
 use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Prefetch of the route queues and of the bare consumers.
 const PREFETCH: u32 = 100;
 /// Deliveries at once on an unordered route, and the bare client's and relay's concurrency.
 const CONCURRENCY: usize = 32;
 
-const GROUPS: [&str; 8] = ["ceilings", "unordered", "ordered", "latency", "memory", "payload", "fanout", "embedded"];
+/// What `--only` can name: measures, then brokers.
+const GROUPS: [&str; 8] = ["ceilings", "unordered", "ordered", "latency", "memory", "payload", "fanout", "backlog"];
+const BROKERS: [&str; 2] = ["rabbitmq", "embedded"];
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -53,9 +65,13 @@ struct Opts {
     repeat: usize,
     json: Option<String>,
     only: Vec<String>,
+    brokers: Vec<String>,
     latency_secs: f64,
     in_flight: usize,
     fanout: Vec<usize>,
+    backlog: usize,
+    backlog_rabbitmq: usize,
+    backlog_secs: f64,
     launch: Launch,
 }
 
@@ -67,16 +83,24 @@ impl Opts {
             value(name).map(|v| v.parse::<f64>().unwrap_or_else(|_| panic!("{name} takes a number, not {v:?}")))
         };
         let quick = args.iter().any(|a| a == "--quick");
-        let only: Vec<String> =
+        let named: Vec<String> =
             value("--only").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
-        for g in &only {
-            assert!(GROUPS.contains(&g.as_str()), "unknown group {g:?} in --only (groups: {})", GROUPS.join(", "));
+        for g in &named {
+            assert!(
+                GROUPS.contains(&g.as_str()) || BROKERS.contains(&g.as_str()),
+                "unknown group {g:?} in --only (groups: {}; brokers: {})",
+                GROUPS.join(", "),
+                BROKERS.join(", ")
+            );
         }
+        let (brokers, only): (Vec<String>, Vec<String>) =
+            named.into_iter().partition(|g| BROKERS.contains(&g.as_str()));
         Self {
             events: number("--events").map_or(if quick { 5_000 } else { 20_000 }, |v| v as usize),
             repeat: number("--repeat").map_or(if quick { 1 } else { 3 }, |v| v as usize).max(1),
             json: value("--json"),
             only,
+            brokers,
             latency_secs: number("--latency-secs").unwrap_or(if quick { 5.0 } else { 10.0 }),
             in_flight: number("--in-flight").map_or(10_000, |v| v as usize),
             fanout: value("--fanout")
@@ -85,7 +109,10 @@ impl Opts {
                         .map(|n| n.trim().parse().unwrap_or_else(|_| panic!("--fanout takes route counts, not {v:?}")))
                         .collect()
                 })
-                .unwrap_or_else(|| vec![10]),
+                .unwrap_or_else(|| vec![1, 10, 100]),
+            backlog: number("--backlog").map_or(1_000_000, |v| v as usize).max(1),
+            backlog_rabbitmq: number("--backlog-rabbitmq").map_or(200_000, |v| v as usize),
+            backlog_secs: number("--backlog-secs").unwrap_or(if quick { 10.0 } else { 20.0 }),
             launch: Launch {
                 wrap: value("--wrap").map(|w| w.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
             },
@@ -95,10 +122,23 @@ impl Opts {
     fn wants(&self, group: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|g| g == group)
     }
+
+    fn on(&self, broker: &str) -> bool {
+        self.brokers.is_empty() || self.brokers.iter().any(|b| b == broker)
+    }
 }
 
 fn scenario(routes: usize, ordered: bool, size: Size) -> Scenario {
     Scenario { routes, ordered, size, concurrency: CONCURRENCY, prefetch: PREFETCH, timeout: None }
+}
+
+/// The key of a ceiling on a broker: RabbitMQ's keep the names they had before the embedded
+/// broker had ceilings of its own (`ceiling.consume.1k`), so JSON files compare across commits.
+fn ceil(kind: BusKind, what: &str) -> String {
+    match kind {
+        BusKind::RabbitMq => format!("ceiling.{what}"),
+        BusKind::Embedded => format!("ceiling.embedded.{what}"),
+    }
 }
 
 struct Bench {
@@ -108,20 +148,37 @@ struct Bench {
     started: Instant,
 }
 
-const G_CEIL: &str = "ceilings, 1 KiB events (quorum queue, prefetch 100; hyper client; receiver on loopback)";
+const G_CEIL: &str =
+    "ceilings, RabbitMQ, 1 KiB events (lapin, quorum queue, prefetch 100; hyper client; receiver on loopback)";
+const G_EMB_CEIL: &str = "ceilings, embedded broker, 1 KiB events (the library's Broker API on a queue file of the harness's own, prefetch 100)";
 const G_RMQ: &str = "hookrelay + RabbitMQ, realistic route (schema, Rhai filter, redaction, signing), 1 KiB";
+const G_EMB: &str = "hookrelay + embedded broker, realistic route, 1 KiB";
 const G_PAYLOAD: &str = "64 KiB events (1 route, unordered)";
 const G_FANOUT: &str = "fan-out: every event to each of N routes (1 KiB, unordered); rates are deliveries/s";
-const G_EMB: &str = "hookrelay + embedded broker (producers POST /v1/events), realistic route, 1 KiB";
+const G_BACKLOG: &str = "backlog: a router started on a queue with events waiting (1 route, unordered, 1 KiB)";
+
+fn group_of(kind: BusKind) -> &'static str {
+    match kind {
+        BusKind::RabbitMq => G_RMQ,
+        BusKind::Embedded => G_EMB,
+    }
+}
+
+fn ceiling_group(kind: BusKind) -> &'static str {
+    match kind {
+        BusKind::RabbitMq => G_CEIL,
+        BusKind::Embedded => G_EMB_CEIL,
+    }
+}
 
 /// Seconds since the start at the last progress line, for the watchdog.
 static LAST_PROGRESS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Ends the process if no step reports for `limit`: a stalled broker must not hang a CI job.
-fn watchdog(started: Instant, limit: std::time::Duration) {
+fn watchdog(started: Instant, limit: Duration) {
     std::thread::spawn(move || {
         loop {
-            std::thread::sleep(std::time::Duration::from_secs(5));
+            std::thread::sleep(Duration::from_secs(5));
             let last = LAST_PROGRESS.load(std::sync::atomic::Ordering::Relaxed);
             if started.elapsed().as_secs().saturating_sub(last) > limit.as_secs() {
                 eprintln!("no step finished within {limit:?}: the run is stuck (is RabbitMQ healthy?); exiting");
@@ -131,200 +188,387 @@ fn watchdog(started: Instant, limit: std::time::Duration) {
     });
 }
 
+fn mark_progress(started: Instant) {
+    LAST_PROGRESS.store(started.elapsed().as_secs(), std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Bench {
     fn progress(&self, what: &str, figures: &str) {
-        LAST_PROGRESS.store(self.started.elapsed().as_secs(), std::sync::atomic::Ordering::Relaxed);
+        mark_progress(self.started);
         eprintln!("[{:>6.1}s] {what}: {figures}", self.started.elapsed().as_secs_f64());
     }
 
     fn fail(&mut self, group: &str, what: &str, e: &str) {
-        LAST_PROGRESS.store(self.started.elapsed().as_secs(), std::sync::atomic::Ordering::Relaxed);
+        mark_progress(self.started);
         self.report.note(group, format!("{what} failed: {}", e.lines().next().unwrap_or(e)));
         eprintln!("{what} failed:\n{e}");
     }
 
     fn declare_rows(&mut self) {
+        let fanout = self.opts.fanout.clone();
         let r = &mut self.report;
         let p = Versus::Nothing;
-        r.row(G_CEIL, "ceiling.consume.1k", "bare consumer, ack only", Unit::PerSec, p.clone());
-        r.row(G_CEIL, "ceiling.post.1k", "bare hyper POST, 32 at once", Unit::PerSec, p.clone());
-        r.row(
-            G_CEIL,
-            "ceiling.relay.1k",
-            "bare relay (consume → POST → ack), 32 at once",
-            Unit::PerSec,
-            Versus::Ratio("ceiling.consume.1k".into()),
-        );
-        r.row(
-            G_CEIL,
-            "ceiling.relay1.1k",
-            "bare relay, one at a time",
-            Unit::PerSec,
-            Versus::Ratio("ceiling.consume.1k".into()),
-        );
-        r.row(G_CEIL, "ceiling.relay.p50", "bare relay latency p50 (at the latency-run rate)", Unit::Millis, p.clone());
-        r.row(G_CEIL, "ceiling.relay.p99", "bare relay latency p99 (at the latency-run rate)", Unit::Millis, p.clone());
-        for (g, kind) in [(G_RMQ, "rabbitmq"), (G_EMB, "embedded")] {
-            let k = |s: &str| format!("{kind}.{s}");
-            let rate_vs = if kind == "rabbitmq" { "ceiling.consume.1k" } else { "ceiling.post.1k" };
-            r.row(g, k("unordered.1k.rate"), "unordered route, events/s", Unit::PerSec, Versus::Ratio(rate_vs.into()));
-            r.row(g, k("unordered.1k.cpu"), "router CPU per event, unordered", Unit::Micros, p.clone());
-            r.row(g, k("unordered.1k.broker_cpu"), "RabbitMQ node CPU per event, unordered", Unit::Micros, p.clone());
+        let ratio = |key: String| Versus::Ratio(key);
+        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
+            let (g, b) = (ceiling_group(kind), kind.label());
+            let c = |s: &str| ceil(kind, s);
+            r.row(g, c("consume.1k"), format!("{b}: bare consumer, ack only"), Unit::PerSec, p.clone());
+            if kind == BusKind::RabbitMq {
+                r.row(g, "ceiling.post.1k", "bare hyper POST, 32 at once", Unit::PerSec, p.clone());
+            }
+            let relay = format!("{b}: bare relay (consume → POST → ack), 32 at once");
+            r.row(g, c("relay.1k"), relay, Unit::PerSec, ratio(c("consume.1k")));
+            let relay1 = format!("{b}: bare relay, one at a time");
+            r.row(g, c("relay1.1k"), relay1, Unit::PerSec, ratio(c("consume.1k")));
+            r.row(g, c("relay.p50"), format!("{b}: bare relay p50 at the latency-run rate"), Unit::Millis, p.clone());
+            r.row(g, c("relay.p99"), format!("{b}: bare relay p99 at the latency-run rate"), Unit::Millis, p.clone());
+        }
+        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
+            let (g, b) = (group_of(kind), kind.label());
+            let k = |s: &str| format!("{b}.{s}");
+            let c = |s: &str| ceil(kind, s);
             r.row(
                 g,
-                k("unordered.1k.harness_cpu"),
-                "harness CPU per event (receiver, producers)",
-                Unit::Micros,
-                p.clone(),
-            );
-            r.row(g, k("unordered.1k.rss_peak"), "router peak RSS, unordered run", Unit::MiB, p.clone());
-            r.row(g, k("idle.rss"), "router RSS once consuming, before any event", Unit::MiB, p.clone());
-            r.row(
-                g,
-                k("ordered.1k.rate"),
-                "ordered route, events/s",
+                k("unordered.1k.rate"),
+                "unordered route, events/s (queue filled before the start)",
                 Unit::PerSec,
-                Versus::Ratio("ceiling.relay1.1k".into()),
+                ratio(c("consume.1k")),
             );
+            r.row(g, k("unordered.1k.cpu"), "router CPU per event, unordered", Unit::Micros, p.clone());
+            if kind == BusKind::RabbitMq {
+                r.row(
+                    g,
+                    k("unordered.1k.broker_cpu"),
+                    "RabbitMQ node CPU per event, unordered",
+                    Unit::Micros,
+                    p.clone(),
+                );
+            }
+            r.row(g, k("unordered.1k.harness_cpu"), "harness CPU per event (receiver)", Unit::Micros, p.clone());
+            r.row(g, k("unordered.1k.rss_peak"), "router peak RSS, unordered run", Unit::MiB, p.clone());
+            r.row(g, k("idle.rss"), "router RSS once consuming an empty queue", Unit::MiB, p.clone());
+            if kind == BusKind::Embedded {
+                // Ingest, broker and delivery in one process at once: no bare equivalent; events
+                // cannot enter faster than a bare client POSTs.
+                r.row(
+                    g,
+                    k("ingest.1k.rate"),
+                    "producers POST /v1/events while it delivers, events/s",
+                    Unit::PerSec,
+                    ratio("ceiling.post.1k".into()),
+                );
+                r.row(g, k("ingest.1k.cpu"), "router CPU per event, ingest API included", Unit::Micros, p.clone());
+                r.row(
+                    g,
+                    k("ingest.1k.harness_cpu"),
+                    "harness CPU per event (producers, receiver)",
+                    Unit::Micros,
+                    p.clone(),
+                );
+            }
+            r.row(g, k("ordered.1k.rate"), "ordered route, events/s", Unit::PerSec, ratio(c("relay1.1k")));
             r.row(g, k("ordered.1k.cpu"), "router CPU per event, ordered", Unit::Micros, p.clone());
             r.row(
                 g,
                 k("latency.rate"),
-                "latency runs: publish rate (half the unordered rate)",
+                if kind == BusKind::Embedded {
+                    "latency runs: rate (half the lower of drain and POST rates)"
+                } else {
+                    "latency runs: publish rate (half the unordered rate)"
+                },
                 Unit::PerSec,
                 p.clone(),
             );
+            let published = if kind == BusKind::Embedded { "publish (POST /v1/events)" } else { "publish" };
             r.row(
                 g,
                 k("latency.p50"),
-                "publish → receive p50",
+                format!("{published} → receive p50"),
                 Unit::Millis,
-                Versus::Minus("ceiling.relay.p50".into()),
+                Versus::Minus(c("relay.p50")),
             );
             r.row(
                 g,
                 k("latency.p99"),
-                "publish → receive p99",
+                format!("{published} → receive p99"),
                 Unit::Millis,
-                Versus::Minus("ceiling.relay.p99".into()),
+                Versus::Minus(c("relay.p99")),
             );
             r.row(g, k("inflight.held"), "deliveries held open by the receiver", Unit::Count, p.clone());
             r.row(g, k("inflight.rss"), "router RSS with those deliveries in flight", Unit::MiB, p.clone());
             r.row(g, k("inflight.peak"), "router peak RSS, in-flight run", Unit::MiB, p.clone());
-            if kind == "rabbitmq" {
-                r.row(G_PAYLOAD, "ceiling.consume.64k", "bare consumer, ack only", Unit::PerSec, p.clone());
+        }
+        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
+            let (b, c) = (kind.label(), |s: &str| ceil(kind, s));
+            let k = |s: &str| format!("{b}.{s}");
+            r.row(G_PAYLOAD, c("consume.64k"), format!("{b}: bare consumer, ack only"), Unit::PerSec, p.clone());
+            if kind == BusKind::RabbitMq {
                 r.row(G_PAYLOAD, "ceiling.post.64k", "bare hyper POST, 32 at once", Unit::PerSec, p.clone());
             }
-            let gp = if kind == "rabbitmq" { G_PAYLOAD } else { G_EMB };
-            let vs64 = if kind == "rabbitmq" { "ceiling.consume.64k" } else { "ceiling.post.64k" };
             r.row(
-                gp,
+                G_PAYLOAD,
                 k("unordered.64k.rate"),
-                format!("{kind}: unordered route, 64 KiB"),
+                format!("{b}: unordered route"),
                 Unit::PerSec,
-                Versus::Ratio(vs64.into()),
+                ratio(c("consume.64k")),
             );
-            r.row(gp, k("unordered.64k.cpu"), format!("{kind}: router CPU per event, 64 KiB"), Unit::Micros, p.clone());
-            r.row(gp, k("unordered.64k.rss_peak"), format!("{kind}: router peak RSS, 64 KiB"), Unit::MiB, p.clone());
-            for n in self.opts.fanout.clone() {
-                let gf = if kind == "rabbitmq" { G_FANOUT } else { G_EMB };
-                if kind == "rabbitmq" {
-                    let c = format!("ceiling.consume.fanout{n}");
-                    r.row(gf, c, format!("bare consumer, {n} queues"), Unit::PerSec, p.clone());
-                }
-                let ceiling = format!("ceiling.consume.fanout{n}");
+            r.row(G_PAYLOAD, k("unordered.64k.cpu"), format!("{b}: router CPU per event"), Unit::Micros, p.clone());
+            r.row(G_PAYLOAD, k("unordered.64k.rss_peak"), format!("{b}: router peak RSS"), Unit::MiB, p.clone());
+        }
+        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
+            let b = kind.label();
+            for &n in &fanout {
+                let (k, c) = (format!("{b}.fanout{n}"), ceil(kind, &format!("consume.fanout{n}")));
+                let (queues, routes) = if n == 1 { ("queue", "route") } else { ("queues", "routes") };
+                r.row(G_FANOUT, c.clone(), format!("{b}: bare consumer, {n} {queues}"), Unit::PerSec, p.clone());
+                r.row(G_FANOUT, format!("{k}.rate"), format!("{b}: {n} {routes}"), Unit::PerSec, ratio(c));
                 r.row(
-                    gf,
-                    k(&format!("fanout{n}.rate")),
-                    format!("{kind}: {n} routes"),
-                    Unit::PerSec,
-                    Versus::Ratio(ceiling),
-                );
-                r.row(
-                    gf,
-                    k(&format!("fanout{n}.cpu")),
-                    format!("{kind}: router CPU per delivery, {n} routes"),
+                    G_FANOUT,
+                    format!("{k}.cpu"),
+                    format!("{b}: router CPU per delivery, {n} {routes}"),
                     Unit::Micros,
                     p.clone(),
                 );
                 r.row(
-                    gf,
-                    k(&format!("fanout{n}.rss_peak")),
-                    format!("{kind}: router peak RSS, {n} routes"),
+                    G_FANOUT,
+                    format!("{k}.rss_peak"),
+                    format!("{b}: router peak RSS, {n} {routes}"),
                     Unit::MiB,
                     p.clone(),
                 );
             }
         }
+        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
+            let b = kind.label();
+            let k = |s: &str| format!("{b}.backlog.{s}");
+            let row = |r: &mut Report, key: &str, label: &str, unit| {
+                r.row(G_BACKLOG, k(key), format!("{b}: {label}"), unit, Versus::Nothing)
+            };
+            row(r, "events", "events waiting when the router starts", Unit::Count);
+            row(r, "fill_rate", "queue fill rate, router stopped", Unit::PerSec);
+            row(
+                r,
+                "queue_mib",
+                if kind == BusKind::Embedded { "queue file size" } else { "queue message bytes" },
+                Unit::MiB,
+            );
+            row(r, "start_s", "router start to consuming", Unit::Secs);
+            row(r, "rss_start", "router RSS once consuming", Unit::MiB);
+            row(r, "rss_steady", "router RSS, median of the window's 2nd half", Unit::MiB);
+            row(r, "rss_end", "router RSS at the window's end", Unit::MiB);
+            // Beside the same router's peak on a queue of `--events` (the unordered run).
+            let peak = format!("{b}: router peak RSS (VmHWM)");
+            r.row(G_BACKLOG, k("rss_peak"), peak, Unit::MiB, ratio(format!("{b}.unordered.1k.rss_peak")));
+            let rate = format!("{b}: deliveries/s with the backlog");
+            r.row(G_BACKLOG, k("rate"), rate, Unit::PerSec, ratio(ceil(kind, "consume.1k")));
+            row(r, "cpu", "router CPU per delivery", Unit::Micros);
+            row(r, "waiting", "events still waiting at the window's end", Unit::Count);
+        }
     }
 
-    async fn ceilings(&mut self, size: Size, n: usize, key: &str) {
-        let vh = Vhost::new();
-        let consume = rabbit::bare_consumer(&vh.url(), 1, n, size, PREFETCH as u16).await;
-        drop(vh);
-        self.report.record(format!("ceiling.consume.{key}"), consume);
+    /// The bare consumer on `kind` with `queues` queues of `n` events: `ceiling.<…>.consume.<key>`.
+    async fn ceiling_consume(&mut self, kind: BusKind, queues: usize, n: usize, size: Size, key: &str) {
+        let rate = match kind {
+            BusKind::RabbitMq => {
+                let vh = Vhost::new();
+                Ok(rabbit::bare_consumer(&vh.url(), queues, n, size, PREFETCH as u16).await)
+            }
+            BusKind::Embedded => match tempfile::tempdir() {
+                Ok(dir) => embedded::bare_consumer(dir.path(), queues, n, size, PREFETCH as u16).await,
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let what = format!("{} bare consumer, {queues} queue(s), {}", kind.label(), size.label());
+        match rate {
+            Ok(r) => {
+                self.report.record(ceil(kind, &format!("consume.{key}")), r);
+                self.progress(&what, &format!("{r:.0} deliveries/s"));
+            }
+            Err(e) => self.fail(ceiling_group(kind), &what, &e),
+        }
+    }
+
+    async fn ceiling_post(&mut self, size: Size, n: usize, key: &str) {
         let post = http::bare_post(&format!("{}/bare", self.rx.addr), n, size, CONCURRENCY).await;
         self.report.record(format!("ceiling.post.{key}"), post);
-        self.progress(&format!("ceilings {}", size.label()), &format!("consume {consume:.0}/s, POST {post:.0}/s"));
+        self.progress(&format!("bare POST {}", size.label()), &format!("{post:.0}/s"));
     }
 
-    async fn bare_relay(&mut self, n: usize, in_flight: usize) -> f64 {
-        let vh = Vhost::new();
-        rabbit::declare_bare(&vh.url(), 1).await;
-        rabbit::publish_bulk(&vh.url(), "bare", "order.paid", Size::Kib1, n).await;
-        self.rx.reset(None);
-        rabbit::bare_relay(&vh.url(), &format!("{}/bare", self.rx.addr), n, PREFETCH as u16, in_flight).await;
-        self.rx.rate()
+    /// Measures what `key` needs when this repetition has not measured it yet.
+    async fn ensure(&mut self, kind: BusKind, key: &str) {
+        if self.report.current(&ceil(kind, key)).is_some() {
+            return;
+        }
+        let n = self.opts.events;
+        match key {
+            "consume.1k" => self.ceiling_consume(kind, 1, n, Size::Kib1, "1k").await,
+            "relay1.1k" => self.ceiling_relay(kind, (n / 4).max(100), 1).await,
+            _ => unreachable!("no ceiling {key}"),
+        }
     }
 
-    async fn bare_relay_latency(&mut self, rate: f64, events: usize) -> process::Latency {
-        let vh = Vhost::new();
-        rabbit::declare_bare(&vh.url(), 1).await;
+    async fn ensure_post(&mut self) {
+        if self.report.current("ceiling.post.1k").is_none() {
+            self.ceiling_post(Size::Kib1, self.opts.events, "1k").await;
+        }
+    }
+
+    /// The bare relay on `kind`, `n` events from a filled queue, `in_flight` at once.
+    async fn ceiling_relay(&mut self, kind: BusKind, n: usize, in_flight: usize) {
+        let target = format!("{}/bare", self.rx.addr);
+        let done = match kind {
+            BusKind::RabbitMq => {
+                let vh = Vhost::new();
+                rabbit::declare_bare(&vh.url(), 1).await;
+                rabbit::publish_bulk(&vh.url(), "bare", "order.paid", Size::Kib1, n).await;
+                self.rx.reset(None);
+                rabbit::bare_relay(&vh.url(), &target, n, PREFETCH as u16, in_flight).await;
+                Ok(())
+            }
+            BusKind::Embedded => match tempfile::tempdir() {
+                Ok(dir) => {
+                    self.rx.reset(None);
+                    embedded::bare_relay(dir.path(), &target, n, PREFETCH as u16, in_flight).await
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let key = if in_flight == 1 { "relay1.1k" } else { "relay.1k" };
+        let what = format!("{} bare relay, {in_flight} at once", kind.label());
+        match done {
+            Ok(()) => {
+                let rate = self.rx.rate();
+                self.report.record(ceil(kind, key), rate);
+                self.progress(&what, &format!("{rate:.0}/s"));
+            }
+            Err(e) => self.fail(ceiling_group(kind), &what, &e),
+        }
+    }
+
+    /// The bare relay's latency on `kind`, events published at `rate`.
+    async fn ceiling_relay_latency(&mut self, kind: BusKind, rate: f64, events: usize) {
         let timeline = Timeline::new(events);
         self.rx.reset(Some(timeline.clone()));
-        let (url, target) = (vh.url(), format!("{}/bare", self.rx.addr));
-        let relay =
-            tokio::spawn(async move { rabbit::bare_relay(&url, &target, events, PREFETCH as u16, CONCURRENCY).await });
-        rabbit::publish_paced(&vh.url(), "bare", "order.paid", Size::Kib1, events, rate, &timeline).await;
-        relay.await.expect("relay task");
+        let target = format!("{}/bare", self.rx.addr);
+        let done = match kind {
+            BusKind::RabbitMq => {
+                let vh = Vhost::new();
+                rabbit::declare_bare(&vh.url(), 1).await;
+                let url = vh.url();
+                let t = target.clone();
+                let relay =
+                    tokio::spawn(
+                        async move { rabbit::bare_relay(&url, &t, events, PREFETCH as u16, CONCURRENCY).await },
+                    );
+                rabbit::publish_paced(&vh.url(), "bare", "order.paid", Size::Kib1, events, rate, &timeline).await;
+                relay.await.map_err(|e| e.to_string())
+            }
+            BusKind::Embedded => match tempfile::tempdir() {
+                Ok(dir) => {
+                    embedded::bare_relay_paced(
+                        dir.path(),
+                        &target,
+                        events,
+                        rate,
+                        &timeline,
+                        PREFETCH as u16,
+                        CONCURRENCY,
+                    )
+                    .await
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
         self.rx.reset(None);
-        process::summarize(&timeline, events)
+        let what = format!("{} bare relay latency", kind.label());
+        match done {
+            Ok(()) => {
+                let l = process::summarize(&timeline, events);
+                self.report.record(ceil(kind, "relay.p50"), l.p50_ms);
+                self.report.record(ceil(kind, "relay.p99"), l.p99_ms);
+                self.progress(&what, &format!("{rate:.0}/s: p50 {:.2} ms, p99 {:.2} ms", l.p50_ms, l.p99_ms));
+            }
+            Err(e) => self.fail(ceiling_group(kind), &what, &e),
+        }
     }
 
-    fn throughput_row(&mut self, prefix: &str, t: &process::Throughput, cpu_detail: bool) {
+    fn throughput_row(&mut self, kind: BusKind, prefix: &str, t: &process::Throughput, cpu_detail: bool) {
         self.report.record(format!("{prefix}.rate"), t.rate);
         self.report.record(format!("{prefix}.cpu"), t.cpu_us.router);
         self.report.record(format!("{prefix}.rss_peak"), t.peak_rss_mib);
         if cpu_detail {
-            self.report.record(format!("{prefix}.broker_cpu"), t.cpu_us.broker);
+            // The embedded broker runs inside the router: beam.smp's CPU would be other work's.
+            if kind == BusKind::RabbitMq {
+                self.report.record(format!("{prefix}.broker_cpu"), t.cpu_us.broker);
+            }
             self.report.record(format!("{prefix}.harness_cpu"), t.cpu_us.harness);
         }
+        let broker = if kind == BusKind::RabbitMq {
+            format!(", broker {:.1} µs/event", t.cpu_us.broker)
+        } else {
+            String::new()
+        };
         self.progress(
             prefix,
             &format!(
-                "{:.0}/s, router {:.1} µs/event, broker {:.1} µs/event, harness {:.1} µs/event, peak RSS {:.1} MiB",
-                t.rate, t.cpu_us.router, t.cpu_us.broker, t.cpu_us.harness, t.peak_rss_mib
+                "{:.0}/s, router {:.1} µs/event{broker}, harness {:.1} µs/event, peak RSS {:.1} MiB",
+                t.rate, t.cpu_us.router, t.cpu_us.harness, t.peak_rss_mib
             ),
         );
     }
 
+    /// The ceilings of one broker (the whole `ceilings` group).
+    async fn ceilings(&mut self, kind: BusKind) {
+        let n = self.opts.events;
+        self.ceiling_consume(kind, 1, n, Size::Kib1, "1k").await;
+        if kind == BusKind::RabbitMq {
+            self.ceiling_post(Size::Kib1, n, "1k").await;
+        }
+        self.ceiling_relay(kind, n, CONCURRENCY).await;
+        self.ceiling_relay(kind, (n / 4).max(100), 1).await;
+    }
+
     /// Every hookrelay measure on one broker.
-    async fn hookrelay(&mut self, kind: BusKind) {
+    async fn hookrelay(&mut self, kind: BusKind, first_repetition: bool) {
         let (n, launch) = (self.opts.events, self.opts.launch.clone());
         let b = kind.label();
-        let group = if kind == BusKind::RabbitMq { G_RMQ } else { G_EMB };
+        let group = group_of(kind);
         if self.opts.wants("unordered") || self.opts.wants("latency") {
-            match process::throughput(kind, &self.rx, &scenario(1, false, Size::Kib1), n, &launch).await {
+            if self.opts.wants("unordered") {
+                self.ensure(kind, "consume.1k").await;
+            }
+            let s = scenario(1, false, Size::Kib1);
+            match process::throughput(kind, &self.rx, &s, n, Feed::Prefilled, &launch).await {
                 Ok(t) => {
-                    self.throughput_row(&format!("{b}.unordered.1k"), &t, true);
+                    self.throughput_row(kind, &format!("{b}.unordered.1k"), &t, true);
                     self.report.record(format!("{b}.idle.rss"), t.idle_rss_mib);
                 }
                 Err(e) => self.fail(group, &format!("{b} unordered"), &e),
             }
         }
+        // Producers POSTing: what the embedded broker's ingest adds, and the rate the latency
+        // run's producers can sustain.
+        if (self.opts.wants("unordered") || self.opts.wants("latency")) && kind == BusKind::Embedded {
+            self.ensure_post().await;
+            let s = scenario(1, false, Size::Kib1);
+            match process::throughput(kind, &self.rx, &s, n, Feed::Posted, &launch).await {
+                Ok(t) => {
+                    self.report.record(format!("{b}.ingest.1k.rate"), t.rate);
+                    self.report.record(format!("{b}.ingest.1k.cpu"), t.cpu_us.router);
+                    self.report.record(format!("{b}.ingest.1k.harness_cpu"), t.cpu_us.harness);
+                    self.progress(
+                        &format!("{b} producers POSTing"),
+                        &format!("{:.0}/s, router {:.1} µs/event", t.rate, t.cpu_us.router),
+                    );
+                }
+                Err(e) => self.fail(group, &format!("{b} producers POSTing"), &e),
+            }
+        }
         if self.opts.wants("ordered") {
+            self.ensure(kind, "relay1.1k").await;
             let n = (n / 4).max(100);
-            match process::throughput(kind, &self.rx, &scenario(1, true, Size::Kib1), n, &launch).await {
+            match process::throughput(kind, &self.rx, &scenario(1, true, Size::Kib1), n, Feed::Prefilled, &launch).await
+            {
                 Ok(t) => {
                     self.report.record(format!("{b}.ordered.1k.rate"), t.rate);
                     self.report.record(format!("{b}.ordered.1k.cpu"), t.cpu_us.router);
@@ -337,22 +581,18 @@ impl Bench {
             }
         }
         if self.opts.wants("latency") {
-            let max = self.report.current(&format!("{b}.unordered.1k.rate")).unwrap_or(f64::NAN);
+            // Half the maximum rate through the path the latency run's events take: on the
+            // embedded broker they enter by POST, so the lower of the drain and POST rates.
+            let drain = self.report.current(&format!("{b}.unordered.1k.rate")).unwrap_or(f64::NAN);
+            let posted = self.report.current(&format!("{b}.ingest.1k.rate")).unwrap_or(f64::INFINITY);
+            let max = if drain.is_nan() { f64::NAN } else { drain.min(posted) };
             if max.is_nan() {
                 self.fail(group, &format!("{b} latency"), "no unordered rate to take half of");
             } else {
                 let rate = (max / 2.0).max(10.0);
                 let events = ((rate * self.opts.latency_secs) as usize).max(200);
                 self.report.record(format!("{b}.latency.rate"), rate);
-                if self.report.current("ceiling.relay.p99").is_none() {
-                    let l = self.bare_relay_latency(rate, events).await;
-                    self.report.record("ceiling.relay.p50", l.p50_ms);
-                    self.report.record("ceiling.relay.p99", l.p99_ms);
-                    self.progress(
-                        "bare relay latency",
-                        &format!("{rate:.0}/s: p50 {:.2} ms, p99 {:.2} ms", l.p50_ms, l.p99_ms),
-                    );
-                }
+                self.ceiling_relay_latency(kind, rate, events).await;
                 match process::latency(kind, &self.rx, &scenario(1, false, Size::Kib1), rate, events, &launch).await {
                     Ok(l) => {
                         self.report.record(format!("{b}.latency.p50"), l.p50_ms);
@@ -392,58 +632,103 @@ impl Bench {
         }
         if self.opts.wants("payload") {
             let n = (n / 8).max(100);
-            if kind == BusKind::RabbitMq || self.report.current("ceiling.consume.64k").is_none() {
-                self.ceilings(Size::Kib64, n, "64k").await;
+            self.ceiling_consume(kind, 1, n, Size::Kib64, "64k").await;
+            if kind == BusKind::RabbitMq || self.report.current("ceiling.post.64k").is_none() {
+                self.ceiling_post(Size::Kib64, n, "64k").await;
             }
-            match process::throughput(kind, &self.rx, &scenario(1, false, Size::Kib64), n, &launch).await {
-                Ok(t) => self.throughput_row(&format!("{b}.unordered.64k"), &t, false),
-                Err(e) => {
-                    self.fail(if kind == BusKind::RabbitMq { G_PAYLOAD } else { G_EMB }, &format!("{b} 64 KiB"), &e)
-                }
+            match process::throughput(kind, &self.rx, &scenario(1, false, Size::Kib64), n, Feed::Prefilled, &launch)
+                .await
+            {
+                Ok(t) => self.throughput_row(kind, &format!("{b}.unordered.64k"), &t, false),
+                Err(e) => self.fail(G_PAYLOAD, &format!("{b} 64 KiB"), &e),
             }
         }
         if self.opts.wants("fanout") {
             for routes in self.opts.fanout.clone() {
                 let per = (n / routes).max(50);
-                let ceiling = format!("ceiling.consume.fanout{routes}");
-                if self.report.current(&ceiling).is_none() {
-                    let vh = Vhost::new();
-                    let c = rabbit::bare_consumer(&vh.url(), routes, per, Size::Kib1, PREFETCH as u16).await;
-                    self.report.record(&ceiling, c);
-                    self.progress(&format!("bare consumer, {routes} queues"), &format!("{c:.0} deliveries/s"));
+                self.ceiling_consume(kind, routes, per, Size::Kib1, &format!("fanout{routes}")).await;
+                let s = scenario(routes, false, Size::Kib1);
+                match process::throughput(kind, &self.rx, &s, per, Feed::Prefilled, &launch).await {
+                    Ok(t) => self.throughput_row(kind, &format!("{b}.fanout{routes}"), &t, false),
+                    Err(e) => self.fail(G_FANOUT, &format!("{b} {routes} routes"), &e),
                 }
-                match process::throughput(kind, &self.rx, &scenario(routes, false, Size::Kib1), per, &launch).await {
-                    Ok(t) => self.throughput_row(&format!("{b}.fanout{routes}"), &t, false),
-                    Err(e) => {
-                        let g = if kind == BusKind::RabbitMq { G_FANOUT } else { G_EMB };
-                        self.fail(g, &format!("{b} {routes} routes"), &e)
-                    }
-                }
+            }
+        }
+        // Memory with a backlog is not a rate: measured once, in the first repetition.
+        if self.opts.wants("backlog") && first_repetition {
+            let events = match kind {
+                BusKind::RabbitMq => self.opts.backlog_rabbitmq,
+                BusKind::Embedded => self.opts.backlog,
+            };
+            if events > 0 {
+                self.backlog(kind, events).await;
             }
         }
     }
 
-    async fn repetition(&mut self, embedded: bool) {
-        let n = self.opts.events;
-        if self.opts.wants("ceilings") {
-            self.ceilings(Size::Kib1, n, "1k").await;
-            let relay = self.bare_relay(n, CONCURRENCY).await;
-            self.report.record("ceiling.relay.1k", relay);
-            let relay1 = self.bare_relay((n / 4).max(100), 1).await;
-            self.report.record("ceiling.relay1.1k", relay1);
-            self.progress("bare relay", &format!("32 at once {relay:.0}/s, one at a time {relay1:.0}/s"));
+    async fn backlog(&mut self, kind: BusKind, events: usize) {
+        let b = kind.label();
+        self.ensure(kind, "consume.1k").await;
+        let window = Duration::from_secs_f64(self.opts.backlog_secs);
+        let started = self.started;
+        let progress = move |done: usize| {
+            mark_progress(started);
+            eprintln!("[{:>6.1}s] {b} backlog: {done} events published", started.elapsed().as_secs_f64());
+        };
+        self.progress(&format!("{b} backlog"), &format!("filling the queue with {events} events"));
+        let s = scenario(1, false, Size::Kib1);
+        match process::backlog(kind, &self.rx, &s, events, window, &self.opts.launch, progress).await {
+            Ok(r) => {
+                let k = |s: &str| format!("{b}.backlog.{s}");
+                self.report.record(k("events"), events as f64);
+                self.report.record(k("fill_rate"), r.fill_rate);
+                self.report.record(k("queue_mib"), r.queue_mib);
+                self.report.record(k("start_s"), r.start_s);
+                self.report.record(k("rss_start"), r.rss_start_mib);
+                self.report.record(k("rss_steady"), r.rss_steady_mib);
+                self.report.record(k("rss_end"), r.rss_end_mib);
+                self.report.record(k("rss_peak"), r.peak_rss_mib);
+                self.report.record(k("rate"), r.rate);
+                self.report.record(k("cpu"), r.cpu_us);
+                self.report.record(k("waiting"), r.waiting as f64);
+                self.progress(
+                    &format!("{b} backlog"),
+                    &format!(
+                        "{events} filled at {:.0}/s ({:.0} MiB), consuming after {:.1} s; RSS {:.1} MiB at start, \
+                         {:.1} MiB steady, peak {:.1} MiB; {} delivered at {:.0}/s, {} waiting",
+                        r.fill_rate,
+                        r.queue_mib,
+                        r.start_s,
+                        r.rss_start_mib,
+                        r.rss_steady_mib,
+                        r.peak_rss_mib,
+                        r.delivered,
+                        r.rate,
+                        r.waiting
+                    ),
+                );
+            }
+            Err(e) => self.fail(G_BACKLOG, &format!("{b} backlog"), &e),
         }
-        self.hookrelay(BusKind::RabbitMq).await;
-        if embedded {
-            self.hookrelay(BusKind::Embedded).await;
+    }
+
+    async fn repetition(&mut self, embedded: bool, first: bool) {
+        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
+            if !self.opts.on(kind.label()) || (kind == BusKind::Embedded && !embedded) {
+                continue;
+            }
+            if self.opts.wants("ceilings") {
+                self.ceilings(kind).await;
+            }
+            self.hookrelay(kind, first).await;
         }
     }
 }
 
-fn targets(embedded: bool) -> Vec<Target> {
+fn targets(rabbitmq: bool, embedded: bool) -> Vec<Target> {
     let mut out = Vec::new();
-    for (b, name) in [("rabbitmq", "RabbitMQ"), ("embedded", "embedded")] {
-        if b == "embedded" && !embedded {
+    for (b, name, on) in [("rabbitmq", "RabbitMQ", rabbitmq), ("embedded", "embedded", embedded)] {
+        if !on {
             continue;
         }
         let t = |text: &str, key: &str, on_compared, bound, limit| Target {
@@ -453,9 +738,7 @@ fn targets(embedded: bool) -> Vec<Target> {
             bound,
             limit,
         };
-        if b == "rabbitmq" {
-            out.push(t("unordered route, share of the bare consumer", "unordered.1k.rate", true, Bound::AtLeast, 0.8));
-        }
+        out.push(t("unordered route, share of the bare consumer", "unordered.1k.rate", true, Bound::AtLeast, 0.8));
         out.push(t("router CPU per event (µs), realistic unordered", "unordered.1k.cpu", false, Bound::AtMost, 25.0));
         out.push(t("p99 latency added at half load (ms)", "latency.p99", true, Bound::Below, 5.0));
         out.push(t("RSS (MiB) with 10,000 events in flight", "inflight.rss", false, Bound::Below, 64.0));
@@ -472,11 +755,11 @@ fn git_commit() -> Option<String> {
 async fn main() {
     let opts = Opts::parse();
     let started = Instant::now();
-    watchdog(started, std::time::Duration::from_secs(900));
+    watchdog(started, Duration::from_secs(900));
     let rx = Receiver::start().await;
     let mut bench = Bench { opts: opts.clone(), rx, report: Report::default(), started };
     bench.declare_rows();
-    let embedded = if opts.wants("embedded") {
+    let embedded = if opts.on("embedded") {
         match process::embedded_available(&bench.rx, &opts.launch).await {
             Ok(()) => true,
             Err(why) => {
@@ -496,16 +779,17 @@ async fn main() {
             opts.repeat,
             load.split_whitespace().next().unwrap_or("?")
         );
-        bench.repetition(embedded).await;
+        bench.repetition(embedded, rep == 0).await;
     }
-    let targets = targets(embedded);
+    let targets = targets(opts.on("rabbitmq"), embedded);
+    let fanout: Vec<String> = opts.fanout.iter().map(|r| format!("{r} × {}", (opts.events / r).max(50))).collect();
     let title = format!(
-        "hookrelay throughput — {} events of ~1 KiB per run (ordered: {}, 64 KiB: {}, fan-out: N × {}/N), \
+        "hookrelay throughput — {} events of ~1 KiB per run (ordered: {}, 64 KiB: {}, fan-out routes × events: {}), \
          prefetch {PREFETCH}, route concurrency {CONCURRENCY}, {} repetition(s), {:.0} s",
         opts.events,
         (opts.events / 4).max(100),
         (opts.events / 8).max(100),
-        opts.events,
+        fanout.join(", "),
         opts.repeat,
         started.elapsed().as_secs_f64()
     );
@@ -518,7 +802,9 @@ async fn main() {
             "load_average_at_start": load.trim(),
             "events": opts.events, "repeat": opts.repeat, "prefetch": PREFETCH, "concurrency": CONCURRENCY,
             "latency_secs": opts.latency_secs, "latency_warmup_share": process::WARMUP, "in_flight": opts.in_flight,
-            "only": opts.only, "wrap": opts.launch.wrap,
+            "fanout": opts.fanout, "backlog": opts.backlog, "backlog_rabbitmq": opts.backlog_rabbitmq,
+            "backlog_secs": opts.backlog_secs,
+            "only": opts.only, "brokers": opts.brokers, "embedded": embedded, "wrap": opts.launch.wrap,
             "seconds": started.elapsed().as_secs_f64(),
         });
         let text = serde_json::to_string_pretty(&bench.report.json(meta, &targets)).expect("JSON");

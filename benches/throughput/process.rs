@@ -1,12 +1,17 @@
 //! hookrelay as users run it: the release binary started as a process on a config directory the
 //! harness writes, with RabbitMQ (a vhost of its own) or the embedded broker behind it. The runs:
 //!
-//! - throughput: events per second first to last arrival, router CPU per delivery, peak RSS;
+//! - throughput: events per second first to last arrival, router CPU per delivery, peak RSS,
+//!   from a queue filled before the router starts (both brokers), or with producers POSTing to
+//!   the router's `/v1/events` while it delivers (embedded broker);
 //! - latency: publish-to-receive p50/p99 at a fixed publish rate;
-//! - in flight: resident memory with N deliveries held open by the receiver.
+//! - in flight: resident memory with N deliveries held open by the receiver;
+//! - backlog: resident memory of a router started on a queue with a million events waiting.
 //!
-//! A run is a function of the broker ([`Bus`]) and the [`Scenario`]; the embedded broker is one
-//! more `Bus`, reached through the router's `POST /v1/events`.
+//! A run is a function of the broker ([`Bus`]) and the [`Scenario`]. A queue is filled with
+//! the router stopped: on RabbitMQ with lapin, on the embedded broker through the library's
+//! `Broker::publish` on the router's own queue file (the router holds the file's lock while it
+//! runs, so producers reach a running router through `POST /v1/events`).
 
 use crate::common::{self, BrokerSpec, RouteSpec, Size};
 use crate::rabbit::{self, Vhost};
@@ -208,13 +213,29 @@ impl Bus {
         }
     }
 
-    async fn publish_bulk(&self, size: Size, n: usize) -> Result<(), String> {
+    /// Fills the route queues of the config in `dir` with events `0..n`, the router stopped (its
+    /// first start declared them). Publishes per second.
+    async fn prefill(&self, dir: &Path, size: Size, n: usize, progress: impl Fn(usize)) -> Result<f64, String> {
+        let start = Instant::now();
         match self {
             Bus::RabbitMq(vh) => {
                 rabbit::publish_bulk(&vh.url(), "hookrelay.events", "order.paid", size, n).await;
-                Ok(())
+                Ok(n as f64 / start.elapsed().as_secs_f64())
             }
-            Bus::Embedded { .. } => crate::http::ingest_bulk(&self.ingest_url().expect("embedded"), size, n, 32).await,
+            Bus::Embedded { .. } => {
+                let broker = crate::embedded::open(&common::queue_file(dir)).await?;
+                let rate = crate::embedded::publish_bulk(&broker, size, n, progress).await;
+                broker.shutdown().await;
+                rate
+            }
+        }
+    }
+
+    /// Producers POSTing events `0..n` to the running router's `/v1/events`, 32 at once.
+    async fn post_bulk(&self, size: Size, n: usize) -> Result<(), String> {
+        match self.ingest_url() {
+            Some(url) => crate::http::ingest_bulk(&url, size, n, 32).await,
+            None => Err("producers POST to the embedded broker only".into()),
         }
     }
 
@@ -301,40 +322,52 @@ fn wait_limit(deliveries: usize, launch: &Launch) -> Duration {
     Duration::from_secs(60) + Duration::from_millis(per * deliveries as u64)
 }
 
-/// Events per second with the queue pre-filled (RabbitMQ: declare, stop, publish `events`,
-/// start a fresh router and time it draining the queue), or with producers POSTing as fast as
-/// they can while the router delivers (embedded: its broker lives in the router).
+/// How the events of a throughput run reach the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feed {
+    /// The queue is filled before the router starts: it drains a full queue.
+    Prefilled,
+    /// Producers POST to the running router's `/v1/events` as fast as they can while it
+    /// delivers (embedded broker only): ingest, broker and delivery at once.
+    Posted,
+}
+
+/// Events per second. Pre-filled: a first router declares the topology and stops, `events` are
+/// published, and a fresh router is timed draining the queue. Posted: producers POST while the
+/// router delivers.
 pub(crate) async fn throughput(
     kind: BusKind,
     rx: &Receiver,
     s: &Scenario,
     events: usize,
+    feed: Feed,
     launch: &Launch,
 ) -> Result<Throughput, String> {
     let bus = kind.open();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     s.write(dir.path(), &bus, rx);
     let deliveries = events * s.routes;
-    let (router, startup) = match &bus {
-        Bus::RabbitMq(_) => {
+    let (router, startup, idle_rss_mib) = match feed {
+        Feed::Prefilled => {
             // The first start declares the topology and tells what start-up alone costs.
             let (first, declared) = start(dir.path(), &bus, launch).await?;
             first.stop();
-            bus.publish_bulk(s.size, events).await?;
+            bus.prefill(dir.path(), s.size, events, |_| {}).await?;
             rx.reset(None);
             let (router, measured) = start(dir.path(), &bus, launch).await?;
             // The router's own baseline is the first process's start-up (the same work: load,
             // connect, declare), so that events delivered before the `consuming` line count;
             // the broker's and the harness's are taken now, after the pre-fill.
             let cpu = CpuSample { router: declared.cpu.router, ..measured.cpu };
-            (router, Consuming { cpu, ..measured })
+            (router, Consuming { cpu, ..measured }, declared.rss_mib)
         }
-        Bus::Embedded { .. } => {
+        Feed::Posted => {
             let (router, consuming) = start(dir.path(), &bus, launch).await?;
             rx.reset(None);
             let c = Consuming { cpu: CpuSample::take(router.pid()), ..consuming };
-            bus.publish_bulk(s.size, events).await.map_err(|e| format!("{e}\n{}", router.tail()))?;
-            (router, c)
+            bus.post_bulk(s.size, events).await.map_err(|e| format!("{e}\n{}", router.tail()))?;
+            let idle = c.rss_mib;
+            (router, c, idle)
         }
     };
     let waited = rx.wait(deliveries, wait_limit(deliveries, launch)).await;
@@ -347,7 +380,7 @@ pub(crate) async fn throughput(
         rate: rx.rate(),
         cpu_us: startup.cpu.per_event_us(&end, deliveries),
         peak_rss_mib: peak,
-        idle_rss_mib: startup.rss_mib,
+        idle_rss_mib,
     })
 }
 
@@ -413,21 +446,11 @@ pub(crate) async fn in_flight(
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     s.write(dir.path(), &bus, rx);
     rx.reset(None);
-    let router = match &bus {
-        Bus::RabbitMq(_) => {
-            let (first, _) = start(dir.path(), &bus, launch).await?;
-            first.stop();
-            bus.publish_bulk(s.size, events).await?;
-            rx.hold(true);
-            start(dir.path(), &bus, launch).await?.0
-        }
-        Bus::Embedded { .. } => {
-            let (router, _) = start(dir.path(), &bus, launch).await?;
-            rx.hold(true);
-            bus.publish_bulk(s.size, events).await?;
-            router
-        }
-    };
+    let (first, _) = start(dir.path(), &bus, launch).await?;
+    first.stop();
+    bus.prefill(dir.path(), s.size, events, |_| {}).await?;
+    rx.hold(true);
+    let router = start(dir.path(), &bus, launch).await?.0;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut stable = (0, Instant::now());
     while rx.held() < events && Instant::now() < deadline {
@@ -448,6 +471,90 @@ pub(crate) async fn in_flight(
     router.stop();
     waited.map_err(|e| format!("{e}\n{tail}"))?;
     Ok(InFlight { held, rss_mib: rss, peak_rss_mib: peak })
+}
+
+/// A router started on a queue with a backlog, and what it held while the backlog waited.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backlog {
+    /// Publishes per second while filling the queue, the router stopped.
+    pub(crate) fill_rate: f64,
+    /// The queue's size once filled: the embedded broker's file, or RabbitMQ's message bytes
+    /// (management API); NaN when unknown.
+    pub(crate) queue_mib: f64,
+    /// From the router's start to its `consuming` line, in seconds.
+    pub(crate) start_s: f64,
+    /// Resident memory at the `consuming` line.
+    pub(crate) rss_start_mib: f64,
+    /// The median resident memory over the second half of the window.
+    pub(crate) rss_steady_mib: f64,
+    /// Resident memory at the end of the window.
+    pub(crate) rss_end_mib: f64,
+    /// Peak resident memory (`VmHWM`) at the end of the window.
+    pub(crate) peak_rss_mib: f64,
+    /// Deliveries during the window, and events still waiting at its end.
+    pub(crate) delivered: usize,
+    pub(crate) waiting: usize,
+    /// Deliveries per second, first to last arrival.
+    pub(crate) rate: f64,
+    /// Router CPU per delivery over the window, in µs.
+    pub(crate) cpu_us: f64,
+}
+
+/// Fills the route queue with `events` (the router stopped), starts a router on it with the
+/// receiver answering, and samples its resident memory every 250 ms for `window` while it
+/// delivers the head of the backlog and the rest waits; the window ends early once half the
+/// backlog is delivered, so that at least half of it waits throughout.
+pub(crate) async fn backlog(
+    kind: BusKind,
+    rx: &Receiver,
+    s: &Scenario,
+    events: usize,
+    window: Duration,
+    launch: &Launch,
+    progress: impl Fn(usize),
+) -> Result<Backlog, String> {
+    let bus = kind.open();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    s.write(dir.path(), &bus, rx);
+    let (first, _) = start(dir.path(), &bus, launch).await?;
+    first.stop();
+    let fill_rate = bus.prefill(dir.path(), s.size, events, progress).await?;
+    let queue_bytes = match &bus {
+        Bus::Embedded { .. } => Some(crate::embedded::file_bytes(&common::queue_file(dir.path()))),
+        Bus::RabbitMq(vh) => vh.queue_bytes("hookrelay.route.bench-0", events as u64),
+    };
+    rx.reset(None);
+    let t0 = Instant::now();
+    let (router, c) = start(dir.path(), &bus, launch).await?;
+    let start_s = t0.elapsed().as_secs_f64();
+    let (pid, cpu0, n0) = (router.pid(), CpuSample::take(router.pid()), rx.count());
+    let began = Instant::now();
+    let mut samples = Vec::new();
+    while began.elapsed() < window && rx.count() < events * s.routes / 2 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let rss = sys::rss_mib(pid);
+        if rss == 0.0 {
+            return Err(format!("the router exited during the backlog run:\n{}", router.tail()));
+        }
+        samples.push(rss);
+    }
+    let (cpu1, n1, peak) = (CpuSample::take(pid), rx.count(), sys::peak_rss_mib(pid));
+    let rate = rx.rate();
+    router.stop();
+    let steady = crate::report::median(&samples[samples.len() / 2..]);
+    Ok(Backlog {
+        fill_rate,
+        queue_mib: queue_bytes.map_or(f64::NAN, |b| b as f64 / 1_048_576.0),
+        start_s,
+        rss_start_mib: c.rss_mib,
+        rss_steady_mib: steady,
+        rss_end_mib: samples.last().copied().unwrap_or(f64::NAN),
+        peak_rss_mib: peak,
+        delivered: n1,
+        waiting: (events * s.routes).saturating_sub(n1),
+        rate,
+        cpu_us: cpu0.per_event_us(&cpu1, n1.saturating_sub(n0)).router,
+    })
 }
 
 /// Whether this build has the embedded broker and its ingest API: a router on a config without

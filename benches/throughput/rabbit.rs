@@ -78,6 +78,29 @@ impl Vhost {
     pub(crate) fn url(&self) -> String {
         format!("{}/{}", amqp_base(), self.0)
     }
+
+    /// The bytes of the messages in `queue` (`message_bytes` of the management API) once it
+    /// reports `messages` of them (its statistics lag by a few seconds); `None` when it does not
+    /// within 30 s. Blocks: for when nothing else runs.
+    pub(crate) fn queue_bytes(&self, queue: &str, messages: u64) -> Option<u64> {
+        let (api, auth) = mgmt();
+        let url = format!("{api}/queues/{}/{queue}", self.0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let q = ureq::get(&url)
+                .header("authorization", &auth)
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok());
+            if let Some(q) = q
+                && q["messages"].as_u64().is_some_and(|m| m >= messages)
+            {
+                return q["message_bytes"].as_u64();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        None
+    }
 }
 
 impl Drop for Vhost {
@@ -107,9 +130,9 @@ pub(crate) fn delete_default_vhost_queues(prefix: &str) {
 /// Connection attempts of 15 s each before giving up.
 const ATTEMPTS: u32 = 20;
 
-/// Connects, trying again when the handshake stalls: on 2 cores, a RabbitMQ node that has just
-/// seen 100 consumers leave 800 quorum queues (a 100-route run) stops accepting connections for
-/// a minute or more.
+/// Connects, trying again when the handshake stalls: on 2 cores, a RabbitMQ node busy with
+/// many quorum queues (consumers of a 100-route run leaving them, a vhost of them being
+/// deleted) can stop accepting connections for a while.
 async fn connect(url: &str) -> Connection {
     for attempt in 1..=ATTEMPTS {
         match tokio::time::timeout(Duration::from_secs(15), Connection::connect(url, ConnectionProperties::default()))

@@ -17,6 +17,8 @@ pub(crate) enum Unit {
     Micros,
     /// Milliseconds (latency).
     Millis,
+    /// Seconds (start-up).
+    Secs,
     /// Mebibytes (resident memory).
     MiB,
     /// A plain count.
@@ -29,6 +31,7 @@ impl Unit {
             Unit::PerSec => "per_s",
             Unit::Micros => "us",
             Unit::Millis => "ms",
+            Unit::Secs => "s",
             Unit::MiB => "MiB",
             Unit::Count => "count",
         }
@@ -42,6 +45,7 @@ impl Unit {
             Unit::PerSec => format!("{}/s", thousands(v)),
             Unit::Micros => format!("{v:.1} µs"),
             Unit::Millis => format!("{v:.2} ms"),
+            Unit::Secs => format!("{v:.1} s"),
             Unit::MiB => format!("{v:.1} MiB"),
             Unit::Count => thousands(v),
         }

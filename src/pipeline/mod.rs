@@ -10,7 +10,7 @@ use crate::config::{Route, Snapshot, files::BodyFormat};
 use crate::event::CloudEvent;
 use bytes::Bytes;
 use schema::{SchemaError, Violation};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Why an event ends in the dead letters instead of at its receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -136,7 +136,8 @@ pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> R
     let script_err = |e: script::ScriptError| Rejection::new(Reason::ScriptError, e.to_string());
 
     let (id, ty, time) = (event.id.clone(), event.ty.clone(), event.time.clone());
-    let (data, full) = if needs_value {
+    // What the body is made of: the whole event for `cloudevents`, `data` for the others.
+    let content = if needs_value {
         let mut value = event.into_value();
         if let Some(f) = &route.filter
             && !f.filter(&snapshot.engine, &value).map_err(script_err)?
@@ -151,23 +152,15 @@ pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> R
             path.apply(&mut value);
         }
         match route.format {
-            BodyFormat::Cloudevents => (Value::Null, Some(value)),
-            BodyFormat::Standard | BodyFormat::Data => (take(&mut value, "data"), None),
+            BodyFormat::Cloudevents => value,
+            BodyFormat::Standard | BodyFormat::Data => take(&mut value, "data"),
         }
     } else {
-        (event.data.unwrap_or(Value::Null), None)
+        event.data.unwrap_or(Value::Null)
     };
 
-    let (body, content_type) = match route.format {
-        BodyFormat::Standard => {
-            let timestamp =
-                time.unwrap_or_else(|| humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
-            (json!({"type": ty, "timestamp": timestamp, "data": data}), "application/json")
-        }
-        BodyFormat::Cloudevents => (full.unwrap_or(Value::Null), "application/cloudevents+json"),
-        BodyFormat::Data => (data, "application/json"),
-    };
-    let body = serde_json::to_vec(&body).map_err(|e| Rejection::new(Reason::Malformed, e.to_string()))?;
+    let (body, content_type) = render(route.format, &ty, time.as_deref(), &content)
+        .map_err(|e| Rejection::new(Reason::Malformed, e.to_string()))?;
     Ok(Prepared::Deliver(Payload {
         event_id: id,
         event_type: ty,
@@ -177,6 +170,42 @@ pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> R
         traceparent,
         time: event_time,
     }))
+}
+
+/// The `standard` body: the Standard Webhooks payload shape, serialized from borrowed parts.
+#[derive(serde::Serialize)]
+struct StandardBody<'a> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    timestamp: &'a str,
+    data: &'a Value,
+}
+
+/// Renders the body of a delivery in `format`, with its `content-type`: for `standard`,
+/// `{"type", "timestamp", "data"}` with `content` as `data` and the event's `time` as the
+/// timestamp (now, when the event has none); for `cloudevents`, `content` is the whole event;
+/// for `data`, `content` alone. The last step of [`prepare_event`].
+pub fn render(
+    format: BodyFormat,
+    ty: &str,
+    time: Option<&str>,
+    content: &Value,
+) -> Result<(Vec<u8>, &'static str), serde_json::Error> {
+    match format {
+        BodyFormat::Standard => {
+            let now;
+            let timestamp = match time {
+                Some(t) => t,
+                None => {
+                    now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+                    &now
+                }
+            };
+            Ok((serde_json::to_vec(&StandardBody { ty, timestamp, data: content })?, "application/json"))
+        }
+        BodyFormat::Cloudevents => Ok((serde_json::to_vec(content)?, "application/cloudevents+json")),
+        BodyFormat::Data => Ok((serde_json::to_vec(content)?, "application/json")),
+    }
 }
 
 /// Moves a member out of a JSON object (`null` when absent), without copying it.
@@ -191,4 +220,42 @@ fn e_message(ty: &str, violations: &[Violation]) -> String {
         violations.len(),
         first.unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_format_renders_its_body_and_content_type() {
+        let data = json!({"order_id": "o-1", "total": 12.5, "customer": {"name": "Ana \"A\" Souza"}, "items": [1, 2]});
+        let (body, ct) = render(BodyFormat::Standard, "order.paid", Some("2026-11-22T10:00:00Z"), &data).unwrap();
+        let expected = json!({"type": "order.paid", "timestamp": "2026-11-22T10:00:00Z", "data": data});
+        assert_eq!(body, serde_json::to_vec(&expected).unwrap());
+        assert_eq!(ct, "application/json");
+
+        let event = json!({"specversion": "1.0", "id": "e-1", "type": "order.paid", "data": data});
+        let (body, ct) = render(BodyFormat::Cloudevents, "order.paid", None, &event).unwrap();
+        assert_eq!(body, serde_json::to_vec(&event).unwrap());
+        assert_eq!(ct, "application/cloudevents+json");
+
+        let (body, ct) = render(BodyFormat::Data, "order.paid", None, &data).unwrap();
+        assert_eq!(body, serde_json::to_vec(&data).unwrap());
+        assert_eq!(ct, "application/json");
+    }
+
+    #[test]
+    fn a_standard_body_without_event_time_is_stamped_now() {
+        let before = std::time::SystemTime::now();
+        let (body, _) = render(BodyFormat::Standard, "order.paid", None, &json!({"n": 1})).unwrap();
+        let after = std::time::SystemTime::now();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["type", "timestamp", "data"]);
+        let stamped = humantime::parse_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
+        // The timestamp has milliseconds: `before` truncated to them is not after it.
+        let ms = std::time::Duration::from_millis(1);
+        assert!(stamped + ms > before && stamped <= after, "timestamp {} is not the time of rendering", v["timestamp"]);
+    }
 }
