@@ -236,6 +236,12 @@ impl Subscriptions {
             }
         };
         let mut seen = self.store.subscriptions_generation().await.ok();
+        // The routes the router started with were read before listening began: a change another
+        // replica made in between moved the generation before `seen` read it, and would otherwise
+        // never be applied here. One apply now covers it; every later change wakes the loop.
+        if let Err(e) = self.apply().await {
+            warn!(error = %e, "applying subscriptions failed");
+        }
         loop {
             let expiry = self.next_expiry().await;
             let wait = expiry.map_or(poll, |at| Duration::from_millis((at - now_ms()).max(0) as u64).min(poll));
