@@ -358,6 +358,17 @@ async fn the_readme_quick_start_works_as_written() {
     let mut router = Proc::spawn("hookrelay run", dir.path(), &with_api(run), run.hookrelay_args().unwrap());
     router.wait_stderr("broker=\"embedded\"").await;
     assert!(router.stderr().contains("consuming routes=2"), "{}", router.stderr());
+    // One `route` line per route, naming where its webhooks go, as the README says.
+    for (route, path) in [("franchise-erp", "/erp/orders"), ("analytics", "/analytics")] {
+        let target = format!("target=http://127.0.0.1:{receiver_port}{path}");
+        let stderr = router.stderr();
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(" route ") && l.contains(&format!("route={route}")) && l.contains(&target)),
+            "no start-up line for route {route} with {target}:\n{stderr}"
+        );
+    }
     assert!(dir.path().join("hookrelay-queue.db").exists(), "the queue file is in the working directory");
 
     // The receiver, then an event: verified on both routes.
