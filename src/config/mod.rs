@@ -524,19 +524,47 @@ fn load_main(dir: &Path, files: &mut Vec<(String, Vec<u8>)>, errors: &mut Vec<Co
     };
     // Only variables that name a section (`HOOKRELAY_BROKER__URL`) or `HOOKRELAY_VERSION` are
     // config; others with the prefix (a route's `secret_env`, say) are left alone.
-    let env = Env::prefixed("HOOKRELAY_")
-        .filter(|k| k.as_str().contains("__") || k.as_str().eq_ignore_ascii_case("version"))
-        .split("__");
-    match Figment::from(Serialized::defaults(MainFile::default()))
-        .merge(Toml::string(&text))
-        .merge(env)
-        .extract::<MainFile>()
-    {
+    let is_config = |k: &str| k.contains("__") || k.eq_ignore_ascii_case("version");
+    let layered = |only: Option<String>| {
+        let env = Env::prefixed("HOOKRELAY_")
+            .filter(move |k| {
+                is_config(k.as_str()) && only.as_deref().is_none_or(|o| k.as_str().eq_ignore_ascii_case(o))
+            })
+            .split("__");
+        Figment::from(Serialized::defaults(MainFile::default()))
+            .merge(Toml::string(&text))
+            .merge(env)
+            .extract::<MainFile>()
+    };
+    match layered(None) {
         Ok(m) => m,
-        Err(e) => {
-            for e in e {
-                errors.extend(env_error(&e));
+        Err(all) => {
+            // Deserialising stops at the first bad value: try each variable on its own so that
+            // every bad one is reported, not only the first (a mistake that shows only in
+            // combination falls back to the combined error).
+            let mut names: Vec<String> = std::env::vars_os()
+                .filter_map(|(k, _)| k.to_str()?.strip_prefix("HOOKRELAY_").map(str::to_string))
+                .filter(|k| is_config(k))
+                .collect();
+            names.sort();
+            let mut found = Vec::new();
+            for name in &names {
+                if let Err(e) = layered(Some(name.clone())) {
+                    for e in e {
+                        for err in env_error(&e) {
+                            if !found.contains(&err) {
+                                found.push(err);
+                            }
+                        }
+                    }
+                }
             }
+            if found.is_empty() {
+                for e in all {
+                    found.extend(env_error(&e));
+                }
+            }
+            errors.extend(found);
             from_file
         }
     }

@@ -408,6 +408,40 @@ fn every_error_is_reported_not_only_the_first() {
     assert!(all.contains("NOT_SET_ANYWHERE"), "{all}");
 }
 
+/// Three bad `HOOKRELAY_*` variables at once: each is named with what is wrong with it (figment
+/// stops at the first bad value; the loader tries each variable on its own).
+#[test]
+fn every_bad_environment_variable_is_reported_not_only_the_first() {
+    let cfg = local_cfg();
+    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"");
+    let out = Command::new(bin())
+        .args(["validate", "--format", "json", "--config"])
+        .arg(cfg.path())
+        .env(SECRET_ENV, SECRET)
+        .env("HOOKRELAY_BROKER__PREFETCH", "many")
+        .env("HOOKRELAY_API__ENABLED", "sometimes")
+        .env("HOOKRELAY_BROKER__PREFECH", "10")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<(String, String)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["file"].as_str().unwrap_or_default().to_string(), e["message"].as_str().unwrap().to_string()))
+        .collect();
+    for (var, says) in [
+        ("HOOKRELAY_BROKER__PREFETCH", "expected u16"),
+        ("HOOKRELAY_API__ENABLED", "expected a boolean"),
+        ("HOOKRELAY_BROKER__PREFECH", "did you mean HOOKRELAY_BROKER__PREFETCH?"),
+    ] {
+        let hits = errors.iter().filter(|(_, m)| m.starts_with(&format!("{var}:")) && m.contains(says)).count();
+        assert_eq!(hits, 1, "{var} reported once, saying {says:?}: {errors:?}");
+    }
+    assert!(errors.iter().all(|(f, _)| f == "environment"), "{errors:?}");
+}
+
 #[test]
 fn run_refuses_a_config_that_does_not_validate() {
     let cfg = ConfigDir::with_main("version = 1\n");
