@@ -535,6 +535,7 @@ fn load_main(dir: &Path, files: &mut Vec<(String, Vec<u8>)>, errors: &mut Vec<Co
             .merge(Toml::string(&text))
             .merge(env)
             .extract::<MainFile>()
+            .map_err(Box::new)
     };
     match layered(None) {
         Ok(m) => m,
@@ -550,7 +551,7 @@ fn load_main(dir: &Path, files: &mut Vec<(String, Vec<u8>)>, errors: &mut Vec<Co
             let mut found = Vec::new();
             for name in &names {
                 if let Err(e) = layered(Some(name.clone())) {
-                    for e in e {
+                    for e in *e {
                         for err in env_error(&e) {
                             if !found.contains(&err) {
                                 found.push(err);
@@ -560,7 +561,7 @@ fn load_main(dir: &Path, files: &mut Vec<(String, Vec<u8>)>, errors: &mut Vec<Co
                 }
             }
             if found.is_empty() {
-                for e in all {
+                for e in *all {
                     found.extend(env_error(&e));
                 }
             }
