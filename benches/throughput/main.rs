@@ -308,9 +308,21 @@ impl Bench {
             };
             // (a) Events in the router: prefetched and unacked, 32 of them being delivered.
             let idle = k("inflight_router.idle");
-            row(r, "inflight_router.idle", "(a) router RSS idle, same config (prefetch N, 32 at once)", Unit::MiB, p.clone());
+            row(
+                r,
+                "inflight_router.idle",
+                "(a) router RSS idle, same config (prefetch N, 32 at once)",
+                Unit::MiB,
+                p.clone(),
+            );
             row(r, "inflight_router.unacked", "(a) events in the router, unacked", Unit::Count, p.clone());
-            row(r, "inflight_router.held", "(a) of which being delivered (held by the receiver)", Unit::Count, p.clone());
+            row(
+                r,
+                "inflight_router.held",
+                "(a) of which being delivered (held by the receiver)",
+                Unit::Count,
+                p.clone(),
+            );
             row(r, "inflight_router.rss", "(a) router RSS with them in flight", Unit::MiB, Versus::Minus(idle.clone()));
             row(r, "inflight_router.peak", "(a) router peak RSS (VmHWM)", Unit::MiB, Versus::Minus(idle));
             row(r, "inflight_router.per_event", "(a) (peak − idle) per event in flight", Unit::KiB, p.clone());
