@@ -11,8 +11,10 @@
 //!    started: events per second for an unordered and an ordered route, router CPU per event,
 //!    publish-to-receive latency p50/p99 at half the unordered maximum (and the bare relay's at
 //!    the same rate, for the latency hookrelay adds), peak resident memory, and resident memory
-//!    with 10,000 deliveries in flight; on the embedded broker also with producers POSTing to
-//!    `/v1/events` while it delivers;
+//!    with 10,000 events in flight, two ways, each beside the idle router on the same config:
+//!    (a) prefetched into the router and unacked while the route delivers 32 at once, and
+//!    (b) 10,000 deliveries at once over 10,000 open connections; on the embedded broker also
+//!    with producers POSTing to `/v1/events` while it delivers;
 //! 3. scaling: 1, 10 and 100 routes with fan-out (`--fanout` to choose; N routes get N/routes
 //!    events each, so every run makes the same number of deliveries; on RabbitMQ a route is one
 //!    quorum queue, the wait queues of retries being shared by every route per backoff step),
@@ -153,6 +155,9 @@ const G_CEIL: &str =
 const G_EMB_CEIL: &str = "ceilings, embedded broker, 1 KiB events (the library's Broker API on a queue file of the harness's own, prefetch 100)";
 const G_RMQ: &str = "hookrelay + RabbitMQ, realistic route (schema, Rhai filter, redaction, signing), 1 KiB";
 const G_EMB: &str = "hookrelay + embedded broker, realistic route, 1 KiB";
+const G_MEM: &str = "memory with N events in flight (--in-flight, default 10,000; 1 route, unordered, 1 KiB): \
+                     (a) in the router, prefetched and unacked, the route delivering 32 at once; \
+                     (b) N deliveries at once over N open connections";
 const G_PAYLOAD: &str = "64 KiB events (1 route, unordered)";
 const G_FANOUT: &str = "fan-out: every event to each of N routes (1 KiB, unordered); rates are deliveries/s";
 const G_BACKLOG: &str = "backlog: a router started on a queue with events waiting (1 route, unordered, 1 KiB)";
@@ -294,9 +299,42 @@ impl Bench {
                 Unit::Millis,
                 Versus::Minus(c("relay.p99")),
             );
-            r.row(g, k("inflight.held"), "deliveries held open by the receiver", Unit::Count, p.clone());
-            r.row(g, k("inflight.rss"), "router RSS with those deliveries in flight", Unit::MiB, p.clone());
-            r.row(g, k("inflight.peak"), "router peak RSS, in-flight run", Unit::MiB, p.clone());
+        }
+        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
+            let b = kind.label();
+            let k = |s: &str| format!("{b}.{s}");
+            let row = |r: &mut Report, key: &str, label: &str, unit, versus| {
+                r.row(G_MEM, k(key), format!("{b}: {label}"), unit, versus)
+            };
+            // (a) Events in the router: prefetched and unacked, 32 of them being delivered.
+            let idle = k("inflight_router.idle");
+            row(
+                r,
+                "inflight_router.idle",
+                "(a) router RSS idle, same config (prefetch N, 32 at once)",
+                Unit::MiB,
+                p.clone(),
+            );
+            row(r, "inflight_router.unacked", "(a) events in the router, unacked", Unit::Count, p.clone());
+            row(
+                r,
+                "inflight_router.held",
+                "(a) of which being delivered (held by the receiver)",
+                Unit::Count,
+                p.clone(),
+            );
+            row(r, "inflight_router.rss", "(a) router RSS with them in flight", Unit::MiB, Versus::Minus(idle.clone()));
+            row(r, "inflight_router.peak", "(a) router peak RSS (VmHWM)", Unit::MiB, Versus::Minus(idle));
+            row(r, "inflight_router.per_event", "(a) (peak − idle) per event in flight", Unit::KiB, p.clone());
+            row(r, "inflight_router.huge", "(a) of its RSS, in transparent huge pages", Unit::MiB, p.clone());
+            // (b) Deliveries in flight: one open connection each.
+            let idle = k("inflight.idle");
+            row(r, "inflight.idle", "(b) router RSS idle, same config (prefetch N, N at once)", Unit::MiB, p.clone());
+            row(r, "inflight.held", "(b) deliveries in flight (connections held open)", Unit::Count, p.clone());
+            row(r, "inflight.rss", "(b) router RSS with them in flight", Unit::MiB, Versus::Minus(idle.clone()));
+            row(r, "inflight.peak", "(b) router peak RSS (VmHWM)", Unit::MiB, Versus::Minus(idle));
+            row(r, "inflight.per_event", "(b) (peak − idle) per delivery in flight", Unit::KiB, p.clone());
+            row(r, "inflight.huge", "(b) of its RSS, in transparent huge pages", Unit::MiB, p.clone());
         }
         for kind in [BusKind::RabbitMq, BusKind::Embedded] {
             let (b, c) = (kind.label(), |s: &str| ceil(kind, s));
@@ -607,28 +645,7 @@ impl Bench {
             }
         }
         if self.opts.wants("memory") {
-            let k = self.opts.in_flight;
-            let s = Scenario {
-                concurrency: k,
-                prefetch: k as u32,
-                timeout: Some("600s"),
-                ..scenario(1, false, Size::Kib1)
-            };
-            match process::in_flight(kind, &self.rx, &s, k, &launch).await {
-                Ok(m) => {
-                    self.report.record(format!("{b}.inflight.held"), m.held as f64);
-                    self.report.record(format!("{b}.inflight.rss"), m.rss_mib);
-                    self.report.record(format!("{b}.inflight.peak"), m.peak_rss_mib);
-                    self.progress(
-                        &format!("{b} in flight"),
-                        &format!("{} held, RSS {:.1} MiB, peak {:.1} MiB", m.held, m.rss_mib, m.peak_rss_mib),
-                    );
-                }
-                Err(e) => {
-                    self.rx.hold(false);
-                    self.fail(group, &format!("{b} in flight"), &e)
-                }
-            }
+            self.memory(kind).await;
         }
         if self.opts.wants("payload") {
             let n = (n / 8).max(100);
@@ -662,6 +679,59 @@ impl Bench {
             };
             if events > 0 {
                 self.backlog(kind, events).await;
+            }
+        }
+    }
+
+    /// The `memory` group on one broker: (a) N events prefetched into the router while the route
+    /// delivers 32 at once (RabbitMQ only: the embedded broker's prefetch is `[broker] prefetch`,
+    /// which cannot be set without choosing RabbitMQ, so it stays 64 there); (b) N deliveries at
+    /// once, each on a connection of its own held open by the receiver.
+    async fn memory(&mut self, kind: BusKind) {
+        let (n, launch, b) = (self.opts.in_flight, self.opts.launch.clone(), kind.label());
+        let base = Scenario { prefetch: n as u32, timeout: Some("600s"), ..scenario(1, false, Size::Kib1) };
+        let readings = [
+            ("inflight_router", "(a) in the router", Scenario { concurrency: CONCURRENCY, ..base.clone() }),
+            ("inflight", "(b) on open connections", Scenario { concurrency: n, ..base }),
+        ];
+        for (key, what, s) in readings {
+            if key == "inflight_router" && kind == BusKind::Embedded {
+                self.report.note(
+                    G_MEM,
+                    "(a) RabbitMQ only: the embedded broker's prefetch is [broker] prefetch, which cannot be set \
+                     without choosing RabbitMQ (it stays 64, at least the route's concurrency)",
+                );
+                continue;
+            }
+            let k = |s: &str| format!("{b}.{key}.{s}");
+            match process::in_flight(kind, &self.rx, &s, n, &launch).await {
+                Ok(m) => {
+                    // Per event in flight: unacked events for (a), held deliveries for (b).
+                    let count = m.unacked.filter(|_| key == "inflight_router").unwrap_or(m.held);
+                    let per = (m.peak_rss_mib - m.idle_rss_mib) * 1024.0 / count.max(1) as f64;
+                    self.report.record(k("idle"), m.idle_rss_mib);
+                    self.report.record(k("held"), m.held as f64);
+                    if let Some(u) = m.unacked {
+                        self.report.record(k("unacked"), u as f64);
+                    }
+                    self.report.record(k("rss"), m.rss_mib);
+                    self.report.record(k("peak"), m.peak_rss_mib);
+                    self.report.record(k("per_event"), per);
+                    self.report.record(k("huge"), m.huge_mib);
+                    let unacked = m.unacked.map_or(String::new(), |u| format!(", {u} unacked"));
+                    self.progress(
+                        &format!("{b} in flight, {what}"),
+                        &format!(
+                            "{} held{unacked}; RSS idle {:.1} MiB, now {:.1} MiB ({:.1} MiB in huge pages), \
+                             peak {:.1} MiB: {per:.1} KiB per event",
+                            m.held, m.idle_rss_mib, m.rss_mib, m.huge_mib, m.peak_rss_mib
+                        ),
+                    );
+                }
+                Err(e) => {
+                    self.rx.hold(false);
+                    self.fail(G_MEM, &format!("{b} in flight, {what}"), &e)
+                }
             }
         }
     }
@@ -741,7 +811,12 @@ fn targets(rabbitmq: bool, embedded: bool) -> Vec<Target> {
         out.push(t("unordered route, share of the bare consumer", "unordered.1k.rate", true, Bound::AtLeast, 0.8));
         out.push(t("router CPU per event (µs), realistic unordered", "unordered.1k.cpu", false, Bound::AtMost, 25.0));
         out.push(t("p99 latency added at half load (ms)", "latency.p99", true, Bound::Below, 5.0));
-        out.push(t("RSS (MiB) with 10,000 events in flight", "inflight.rss", false, Bound::Below, 64.0));
+        if b == "rabbitmq" {
+            let text = "peak RSS (MiB), 10,000 events in the router (prefetched, 32 delivering)";
+            out.push(t(text, "inflight_router.peak", false, Bound::Below, 64.0));
+        }
+        let text = "peak RSS (MiB), 10,000 deliveries on 10,000 connections";
+        out.push(t(text, "inflight.peak", false, Bound::Below, 64.0));
     }
     out
 }

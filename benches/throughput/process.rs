@@ -5,7 +5,8 @@
 //!   from a queue filled before the router starts (both brokers), or with producers POSTing to
 //!   the router's `/v1/events` while it delivers (embedded broker);
 //! - latency: publish-to-receive p50/p99 at a fixed publish rate;
-//! - in flight: resident memory with N deliveries held open by the receiver;
+//! - in flight: resident memory with N events in the router (prefetched, a few being delivered)
+//!   or N deliveries held open by the receiver, beside the idle router on the same config;
 //! - backlog: resident memory of a router started on a queue with a million events waiting.
 //!
 //! A run is a function of the broker ([`Bus`]) and the [`Scenario`]. A queue is filled with
@@ -424,17 +425,42 @@ pub(crate) fn summarize(timeline: &Timeline, events: usize) -> Latency {
     Latency { p50_ms: quantile(&l, 0.5), p99_ms: quantile(&l, 0.99) }
 }
 
-/// Resident memory with deliveries held open.
+/// Resident memory with events in flight.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InFlight {
     /// Deliveries the receiver held open when memory was read.
     pub(crate) held: usize,
+    /// Events delivered to the router and not yet acked when memory was read: RabbitMQ's
+    /// `messages_unacknowledged` (management API); `None` on the embedded broker, whose file
+    /// the router holds.
+    pub(crate) unacked: Option<usize>,
+    /// Resident memory of a router on the same config, consuming the empty queue (2 s after its
+    /// `consuming` line).
+    pub(crate) idle_rss_mib: f64,
     pub(crate) rss_mib: f64,
     pub(crate) peak_rss_mib: f64,
+    /// Of the resident memory when read: anonymous memory in transparent huge pages
+    /// (`AnonHugePages` of `/proc/PID/smaps_rollup`).
+    pub(crate) huge_mib: f64,
 }
 
-/// Publishes `events`, has the receiver hold every request open, and reads the router's
-/// resident memory once `events` deliveries are in flight (or after 120 s with fewer).
+/// Starts a router on the route's config with an empty queue, reads its resident memory once
+/// it has consumed for 2 s, and stops it: the baseline of the in-flight readings (the same
+/// config, so the same prefetch, concurrency, client and topology). The start also declares
+/// the topology the prefill needs.
+async fn idle_rss(dir: &Path, bus: &Bus, launch: &Launch) -> Result<f64, String> {
+    let (router, _) = start(dir, bus, launch).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = sys::rss_mib(router.pid());
+    router.stop();
+    Ok(rss)
+}
+
+/// Publishes `events` with the router stopped, has the receiver hold every request open, starts
+/// the router, and reads its resident memory once the receiver holds as many deliveries as the
+/// route's concurrency allows (`min(events, concurrency)`) and, on RabbitMQ, every event is
+/// delivered to the router and unacked (the prefetch being at least `events`); or once nothing
+/// has moved for 10 s, or after 120 s. Then releases them and waits until all are delivered.
 pub(crate) async fn in_flight(
     kind: BusKind,
     rx: &Receiver,
@@ -446,31 +472,50 @@ pub(crate) async fn in_flight(
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     s.write(dir.path(), &bus, rx);
     rx.reset(None);
-    let (first, _) = start(dir.path(), &bus, launch).await?;
-    first.stop();
+    let idle_rss_mib = idle_rss(dir.path(), &bus, launch).await?;
     bus.prefill(dir.path(), s.size, events, |_| {}).await?;
     rx.hold(true);
     let router = start(dir.path(), &bus, launch).await?.0;
+    let want_held = events.min(s.concurrency);
+    let unacked = || async {
+        match &bus {
+            Bus::RabbitMq(vh) => {
+                let vh = vh.name().to_string();
+                tokio::task::spawn_blocking(move || rabbit::queue_counts(&vh, "hookrelay.route.bench-0"))
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|(_, unacked)| unacked as usize)
+            }
+            Bus::Embedded { .. } => None,
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut stable = (0, Instant::now());
-    while rx.held() < events && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // Stop waiting once the count has not moved for 10 s: the router holds no more.
-        if rx.held() != stable.0 {
-            stable = (rx.held(), Instant::now());
-        } else if stable.1.elapsed() > Duration::from_secs(10) {
+    let mut stable = ((0, None), Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = (rx.held(), unacked().await);
+        if now.0 >= want_held && (kind == BusKind::Embedded || now.1.is_some_and(|u| u >= events)) {
+            break;
+        }
+        // Stop waiting once nothing has moved for 10 s: the router holds no more.
+        if now != stable.0 {
+            stable = (now, Instant::now());
+        } else if stable.1.elapsed() > Duration::from_secs(10) || Instant::now() > deadline {
             break;
         }
     }
+    // A moment for what the last deliveries allocate to settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let held = rx.held();
-    let rss = sys::rss_mib(router.pid());
-    let peak = sys::peak_rss_mib(router.pid());
+    let unacked = unacked().await;
+    let (rss, peak, huge) = (sys::rss_mib(router.pid()), sys::peak_rss_mib(router.pid()), sys::huge_mib(router.pid()));
     rx.hold(false);
     let waited = rx.wait(events, Duration::from_secs(300)).await;
     let tail = router.tail();
     router.stop();
     waited.map_err(|e| format!("{e}\n{tail}"))?;
-    Ok(InFlight { held, rss_mib: rss, peak_rss_mib: peak })
+    Ok(InFlight { held, unacked, idle_rss_mib, rss_mib: rss, peak_rss_mib: peak, huge_mib: huge })
 }
 
 /// A router started on a queue with a backlog, and what it held while the backlog waited.

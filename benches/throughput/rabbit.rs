@@ -75,6 +75,10 @@ impl Vhost {
         Self(name)
     }
 
+    pub(crate) fn name(&self) -> &str {
+        &self.0
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("{}/{}", amqp_base(), self.0)
     }
@@ -101,6 +105,18 @@ impl Vhost {
         }
         None
     }
+}
+
+/// `(messages_ready, messages_unacknowledged)` of `queue` in `vhost` (management API; its
+/// statistics lag by a few seconds), `None` when the API does not answer. Blocks.
+pub(crate) fn queue_counts(vhost: &str, queue: &str) -> Option<(u64, u64)> {
+    let (api, auth) = mgmt();
+    let q = ureq::get(&format!("{api}/queues/{vhost}/{queue}"))
+        .header("authorization", &auth)
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())?;
+    Some((q["messages_ready"].as_u64()?, q["messages_unacknowledged"].as_u64()?))
 }
 
 impl Drop for Vhost {

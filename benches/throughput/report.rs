@@ -21,6 +21,8 @@ pub(crate) enum Unit {
     Secs,
     /// Mebibytes (resident memory).
     MiB,
+    /// Kibibytes (resident memory per event).
+    KiB,
     /// A plain count.
     Count,
 }
@@ -33,6 +35,7 @@ impl Unit {
             Unit::Millis => "ms",
             Unit::Secs => "s",
             Unit::MiB => "MiB",
+            Unit::KiB => "KiB",
             Unit::Count => "count",
         }
     }
@@ -47,6 +50,7 @@ impl Unit {
             Unit::Millis => format!("{v:.2} ms"),
             Unit::Secs => format!("{v:.1} s"),
             Unit::MiB => format!("{v:.1} MiB"),
+            Unit::KiB => format!("{v:.1} KiB"),
             Unit::Count => thousands(v),
         }
     }

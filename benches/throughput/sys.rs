@@ -1,6 +1,6 @@
 //! What the harness reads from `/proc`: CPU time (user + system) of a process, its resident
-//! memory now (`VmRSS`) and at its peak (`VmHWM`), and the RabbitMQ node's CPU time, so that a
-//! run can say where the machine's CPU went per event.
+//! memory now (`VmRSS`), at its peak (`VmHWM`) and in transparent huge pages, and the RabbitMQ
+//! node's CPU time, so that a run can say where the machine's CPU and memory went per event.
 
 use std::path::Path;
 
@@ -43,6 +43,18 @@ pub(crate) fn rss_mib(pid: u32) -> f64 {
 /// Peak resident memory of `pid` so far, in MiB.
 pub(crate) fn peak_rss_mib(pid: u32) -> f64 {
     status_kib(pid, "VmHWM:") as f64 / 1024.0
+}
+
+/// Anonymous memory of `pid` in transparent huge pages now (`AnonHugePages` of
+/// `/proc/PID/smaps_rollup`), in MiB.
+pub(crate) fn huge_mib(pid: u32) -> f64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// CPU seconds used so far by the local RabbitMQ node (every `beam.smp` process), or 0 when it
