@@ -529,8 +529,8 @@ fn refusals(old: &Snapshot, new: &Snapshot) -> Vec<String> {
 
 /// How many routes' topology goes to the broker at once, at start and on reload. Declaring a
 /// route (its queue, wait queues and bindings) or unbinding it is a few round trips on a channel
-/// of its own: overlapped, N routes take about N / 16 times one route's time instead of N times,
-/// and a config of thousands of routes still opens no more than 16 such channels at once.
+/// of its own: these overlap instead of adding up (the broker's own work, a quorum queue's log,
+/// then bounds the time), and a config of thousands of routes opens no more than 16 at once.
 const TOPOLOGY_AT_ONCE: usize = 16;
 
 /// Runs `op` on every item, up to [`TOPOLOGY_AT_ONCE`] at once, and returns the outputs in the
