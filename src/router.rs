@@ -363,16 +363,7 @@ impl Router {
             }));
         }
         let mut failed = Vec::new();
-        // Declarations are round trips to the broker: up to 16 routes at once.
-        let declared: Vec<_> = futures_util::stream::iter(&snap.routes)
-            .map(|route| {
-                let s = &s;
-                let snap = &snap;
-                async move { (route, s.declare(snap, route).await) }
-            })
-            .buffered(16)
-            .collect()
-            .await;
+        let declared = s.declare_all(&snap, &snap.routes).await;
         for (route, result) in declared {
             match result {
                 Ok(()) => s.consume(&snap, route.clone()).await.map_err(|e| e.to_string())?,
@@ -536,6 +527,32 @@ fn refusals(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     out
 }
 
+/// How many routes' topology goes to the broker at once, at start and on reload. Declaring a
+/// route (its queue, wait queues and bindings) or unbinding it is a few round trips on a channel
+/// of its own: these overlap instead of adding up (the broker's own work, a quorum queue's log,
+/// then bounds the time), and a config of thousands of routes opens no more than 16 at once.
+const TOPOLOGY_AT_ONCE: usize = 16;
+
+/// Runs `op` on every item, up to [`TOPOLOGY_AT_ONCE`] at once, and returns the outputs in the
+/// items' order. One operation failing cancels none of the others.
+async fn at_once<I, F, Fut>(items: I, op: F) -> Vec<Fut::Output>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: std::future::Future,
+{
+    futures_util::stream::iter(items).map(op).buffered(TOPOLOGY_AT_ONCE).collect().await
+}
+
+/// A route's failed declaration as a rejected reload reports it: the route and the queue.
+fn declare_error(route: &Route, e: &BrokerError) -> String {
+    match e {
+        // It names the queue the broker refused: the route's, or a wait queue.
+        BrokerError::Mismatch { .. } => format!("route `{}`: {e}", route.name),
+        _ => format!("route `{}` (queue {}): {e}", route.name, route.queue()),
+    }
+}
+
 /// A consuming route in a session.
 struct RouteHandle {
     route: Arc<ArcSwap<Route>>,
@@ -615,52 +632,88 @@ impl Session {
         });
     }
 
-    async fn unbind(&self, route: &str, patterns: &[String]) -> Result<(), BrokerError> {
-        self.broker.unbind(&crate::config::route_queue(route), patterns).await
+    /// Declares the queues and bindings of `routes`, [`TOPOLOGY_AT_ONCE`] routes at a time, at
+    /// start and on reload: each route with its result, in the order given. Every declaration
+    /// runs to its end, so a caller learns every failure and which routes were declared.
+    async fn declare_all<'r>(
+        &self,
+        snap: &Snapshot,
+        routes: impl IntoIterator<Item = &'r Arc<Route>>,
+    ) -> Vec<(&'r Arc<Route>, Result<(), BrokerError>)> {
+        at_once(routes, |route| async move { (route, self.declare(snap, route).await) }).await
     }
 
-    /// Applies a reload: topology first (a failure changes nothing), then the swap.
+    /// Removes bindings, given as (route, patterns), [`TOPOLOGY_AT_ONCE`] routes at a time. A
+    /// binding that cannot be removed is logged and stays: its queue keeps receiving those
+    /// events, so nothing is lost.
+    async fn unbind_all(&self, unbinds: Vec<(String, Vec<String>)>) {
+        let unbinds = unbinds.into_iter().filter(|(_, patterns)| !patterns.is_empty());
+        let done = at_once(unbinds, |(route, patterns)| async move {
+            let result = self.broker.unbind(&crate::config::route_queue(&route), &patterns).await;
+            (route, patterns, result)
+        })
+        .await;
+        for (route, patterns, result) in done {
+            if let Err(e) = result {
+                warn!(route = %route, ?patterns, error = %e, "could not remove a binding");
+            }
+        }
+    }
+
+    /// Applies a reload: topology first (a failure changes nothing), then the swap, then the
+    /// bindings the new config no longer has. Declarations and unbindings go to the broker
+    /// [`TOPOLOGY_AT_ONCE`] routes at a time, as at start.
+    ///
+    /// - Before the swap, the queues, wait queues and bindings of every new or changed route are
+    ///   declared. If any is refused, the reload is rejected with every error, each naming its
+    ///   route and queue, and the bindings the other declarations added are removed again: the
+    ///   old config keeps serving what it served, and no queue of it receives the new patterns.
+    /// - After the swap, running routes take their new config and new routes start; then the
+    ///   patterns a route dropped, and those of removed routes, are unbound (not before the swap:
+    ///   until then the old config still serves them, so no event is lost in between); then
+    ///   removed routes stop after their in-flight deliveries.
     async fn apply(&mut self, new: Arc<Snapshot>) -> ReloadOutcome {
         let old = self.router.snapshot();
-        let mut fresh = Vec::new();
-        let mut errors = Vec::new();
-        for route in &new.routes {
-            // Only routes whose queues or bindings change go to the broker: a reload of many
-            // unchanged routes costs no round trips.
+        // Only routes whose queues or bindings change go to the broker: a reload of many
+        // unchanged routes costs no round trips.
+        let touched = new.routes.iter().filter(|route| {
             let unchanged = self.running.get(&route.name).is_some_and(|h| h.concurrency == route.concurrency)
                 && old
                     .route(&route.name)
                     .is_some_and(|o| o.events == route.events && o.retry.tiers() == route.retry.tiers());
-            if unchanged {
-                fresh.push(route.clone());
-                continue;
-            }
-            match self.declare(&new, route).await {
-                Ok(()) => fresh.push(route.clone()),
-                Err(e) => errors.push(format!("route `{}`: {e}", route.name)),
-            }
-        }
+            !unchanged
+        });
+        let declared = self.declare_all(&new, touched).await;
+        let errors: Vec<String> =
+            declared.iter().filter_map(|(route, r)| r.as_ref().err().map(|e| declare_error(route, e))).collect();
         if !errors.is_empty() {
+            // A queue the broker refused got no binding (bindings are declared last); the
+            // bindings it has belong to whoever made it, so they are left alone.
+            let undo = declared
+                .iter()
+                .filter(|(_, r)| !matches!(r, Err(BrokerError::Mismatch { .. })))
+                .map(|(route, _)| {
+                    let before = old.route(&route.name).map(|o| o.events.as_slice()).unwrap_or_default();
+                    let added = route.events.iter().filter(|p| !before.contains(p)).cloned().collect();
+                    (route.name.clone(), added)
+                })
+                .collect();
+            self.unbind_all(undo).await;
             return ReloadOutcome::Rejected { errors };
         }
         let outcome = self.router.swap(new.clone());
-        for route in fresh {
-            let restart = self.running.get(&route.name).map(|h| h.concurrency != route.concurrency);
-            match restart {
-                Some(false) => {
-                    // Same worker; deliveries that start from now use the new config.
-                    let gone: Vec<String> = old
-                        .route(&route.name)
-                        .map(|o| o.events.iter().filter(|p| !route.events.contains(p)).cloned().collect())
-                        .unwrap_or_default();
-                    if let Err(e) = self.unbind(&route.name, &gone).await {
-                        warn!(route = %route.name, error = %e, "could not remove a binding");
-                    }
-                    if let Some(h) = self.running.get(&route.name) {
-                        h.route.store(route.clone());
-                    }
-                }
-                Some(true) | None => {
+        let mut unbinds = Vec::new();
+        for route in &new.routes {
+            if let Some(o) = old.route(&route.name) {
+                unbinds.push((
+                    route.name.clone(),
+                    o.events.iter().filter(|p| !route.events.contains(p)).cloned().collect(),
+                ));
+            }
+            match self.running.get(&route.name) {
+                // Same worker; deliveries that start from now use the new config.
+                Some(h) if h.concurrency == route.concurrency => h.route.store(route.clone()),
+                _ => {
                     if let Some(h) = self.running.remove(&route.name) {
                         self.retire(h);
                     }
@@ -671,12 +724,9 @@ impl Session {
             }
         }
         let removed: Vec<String> = self.running.keys().filter(|n| new.route(n).is_none()).cloned().collect();
+        unbinds.extend(removed.iter().filter_map(|name| Some((name.clone(), old.route(name)?.events.clone()))));
+        self.unbind_all(unbinds).await;
         for name in removed {
-            if let Some(o) = old.route(&name)
-                && let Err(e) = self.unbind(&name, &o.events).await
-            {
-                warn!(route = %name, error = %e, "could not remove a binding");
-            }
             if let Some(h) = self.running.remove(&name) {
                 self.retire(h);
             }

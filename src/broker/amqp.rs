@@ -124,16 +124,6 @@ impl Broker for AmqpBroker {
         args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
         args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
         ch.queue_declare(t.queue.into(), durable(), args).await.map_err(|e| mismatch(t.queue, e))?;
-        for p in t.patterns {
-            ch.queue_bind(
-                t.queue.into(),
-                self.exchange.as_str().into(),
-                p.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        }
         for tier in &t.tiers {
             let name = retry_queue(*tier);
             let opts = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
@@ -149,6 +139,17 @@ impl Broker for AmqpBroker {
                 name.as_str().into(),
                 name.as_str().into(),
                 "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        // Bindings last: a queue or wait queue the broker refuses leaves no binding behind.
+        for p in t.patterns {
+            ch.queue_bind(
+                t.queue.into(),
+                self.exchange.as_str().into(),
+                p.as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )

@@ -236,8 +236,8 @@ pub trait Broker: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Declares the events exchange and the dead-letter queue. Idempotent.
     async fn declare_base(&self) -> Result<(), BrokerError>;
-    /// Declares a route's queue, bindings and wait queues. Idempotent; a queue that exists with
-    /// other arguments gives [`BrokerError::Mismatch`].
+    /// Declares a route's queue, wait queues and bindings, the bindings last. Idempotent; a queue
+    /// that exists with other arguments gives [`BrokerError::Mismatch`], and no binding is added.
     async fn declare_route(&self, t: &RouteTopology<'_>) -> Result<(), BrokerError>;
     /// Removes bindings of a route's queue (the queue and its messages stay).
     async fn unbind(&self, queue: &str, patterns: &[String]) -> Result<(), BrokerError>;

@@ -225,3 +225,140 @@ async fn watch_reloads_once_for_a_burst_of_changes_then_again_for_a_later_one() 
     );
     assert!(reloads[1].contains(&format!("revision={later}")), "{}", reloads[1]);
 }
+
+/// Route `r<i>` of the many-route tests: ordered (so that an event routed to its queue before a
+/// later one is also delivered before it), bound to `t<i>.<kind>`, delivering to `/<at>/<i>`.
+fn many_route(rx: &Receiver, i: usize, kind: &str, at: &str) -> String {
+    format!("events = [\"t{i}.{kind}\"]\nurl = \"{}\"\nordered = true", rx.url(&format!("/{at}/{i}")))
+}
+
+/// Schemas for `t<i>.old` and `t<i>.new`, `i` below `n`.
+fn many_schemas(cfg: &ConfigDir, n: usize) {
+    for i in 0..n {
+        for kind in ["old", "new"] {
+            cfg.file(&format!("schemas/t{i}.{kind}/v1.json"), r#"{"type":"object"}"#);
+        }
+    }
+}
+
+/// The events exchange's bindings of route `name`'s queue, as routing keys.
+fn bound(vh: &Vhost, name: &str) -> Vec<String> {
+    let mut keys: Vec<String> = vh
+        .bindings(&format!("hookrelay.route.{name}"))
+        .into_iter()
+        .filter(|(source, _)| source == "hookrelay.events")
+        .map(|(_, key)| key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_routes_moved_to_new_patterns_in_one_sighup_get_only_their_new_events() {
+    const N: usize = 40;
+    let vh = Vhost::new();
+    let rx = Receiver::ok().await;
+    let cfg = ConfigDir::new(&vh);
+    many_schemas(&cfg, N);
+    // A route on every `*.old` type, unchanged throughout: the old types stay routable, so a
+    // route that kept its old binding by mistake would get a copy too.
+    cfg.route("witness", &format!("events = [\"*.old\"]\nurl = \"{}\"", rx.url("/witness")));
+    for i in 0..N {
+        cfg.route(&format!("r{i}"), &many_route(&rx, i, "old", "r"));
+    }
+    let router = RouterProc::ready(&cfg).await;
+    vh.publish(&(0..N).map(|i| event(&format!("t{i}.old"), &format!("before-{i}"), json!({}))).collect::<Vec<_>>())
+        .await;
+    for i in 0..N {
+        rx.wait_distinct(&format!("/r/{i}"), 1, T).await;
+    }
+
+    // Every route moves to its new type in one reload: N routes declared and bound, then N
+    // old bindings removed after the swap.
+    for i in 0..N {
+        cfg.route(&format!("r{i}"), &many_route(&rx, i, "new", "r"));
+    }
+    let line = router.reload().await;
+    assert!(line.contains("config reloaded"), "{line}");
+    let changed =
+        line.split("changed=[").nth(1).map_or(0, |c| c.split(']').next().unwrap_or("").matches('"').count() / 2);
+    assert_eq!(changed, N, "every route is reported as changed: {line}");
+    for i in 0..N {
+        assert_eq!(bound(&vh, &format!("r{i}")), [format!("t{i}.new")], "route r{i}: only its new binding is left");
+    }
+
+    // Per route, its old type first, then its new one: an ordered route that still got the old
+    // one would deliver it before the new one.
+    let mut after = Vec::new();
+    for i in 0..N {
+        after.push(event(&format!("t{i}.old"), &format!("old-{i}"), json!({})));
+        after.push(event(&format!("t{i}.new"), &format!("new-{i}"), json!({})));
+    }
+    vh.publish(&after).await;
+    for i in 0..N {
+        let got = rx.wait_distinct(&format!("/r/{i}"), 2, T).await;
+        assert_eq!(first_arrivals(&got), [format!("before-{i}"), format!("new-{i}")], "route r{i}");
+    }
+    let witness = rx.wait_distinct("/witness", 2 * N, T).await;
+    let mut ids = first_arrivals(&witness);
+    ids.sort();
+    let mut expected: Vec<String> = (0..N).flat_map(|i| [format!("before-{i}"), format!("old-{i}")]).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "the old types were still published and routed, to the witness only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_fails_half_way_through_declaring_leaves_the_old_config_serving() {
+    const N: usize = 40;
+    let vh = Vhost::new();
+    let rx = Receiver::ok().await;
+    let cfg = ConfigDir::new(&vh);
+    many_schemas(&cfg, N);
+    for i in 0..N {
+        cfg.route(&format!("r{i}"), &many_route(&rx, i, "old", "old"));
+    }
+    let router = RouterProc::ready(&cfg).await;
+    // The queue of a route about to be added exists already, as a classic queue: RabbitMQ
+    // refuses to declare it as a quorum queue.
+    let conn = vh.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let durable = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("hookrelay.route.r20-clash".into(), durable, Default::default()).await.unwrap();
+
+    // Every route moves to a new type and a new URL, and the clashing route is added, sorted
+    // among them, so that routes on either side of it are declared in the same reload.
+    for i in 0..N {
+        cfg.route(&format!("r{i}"), &many_route(&rx, i, "new", "new"));
+    }
+    cfg.route("r20-clash", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/clash")));
+    let line = router.reload().await;
+    assert!(line.contains("reload rejected"), "{line}");
+    assert!(
+        line.contains("route `r20-clash`")
+            && line.contains("queue hookrelay.route.r20-clash exists with different arguments"),
+        "the error names the route and its queue: {line}"
+    );
+    assert!(router.log_text().contains("the previous config keeps running"));
+    // What the reload bound before the refusal is undone: every queue has its old binding only,
+    // so no queue of the old config receives the new types while the old config serves.
+    for i in 0..N {
+        assert_eq!(bound(&vh, &format!("r{i}")), [format!("t{i}.old")], "route r{i}");
+    }
+    vh.publish(&(0..N).map(|i| event(&format!("t{i}.old"), &format!("old-{i}"), json!({}))).collect::<Vec<_>>()).await;
+    for i in 0..N {
+        let got = rx.wait_distinct(&format!("/old/{i}"), 1, T).await;
+        assert_eq!(first_arrivals(&got), [format!("old-{i}")], "route r{i}, on its old config");
+    }
+    assert!(rx.all().iter().all(|r| r.path.starts_with("/old/")), "nothing went to the new config's URLs");
+
+    // Once the queue is out of the way, the same config applies.
+    ch.queue_delete("hookrelay.route.r20-clash".into(), Default::default()).await.unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    let line = router.reload().await;
+    assert!(line.contains("config reloaded") && line.contains("added=[\"r20-clash\"]"), "{line}");
+    vh.publish(&(0..N).map(|i| event(&format!("t{i}.new"), &format!("new-{i}"), json!({}))).collect::<Vec<_>>()).await;
+    for i in 0..N {
+        let got = rx.wait_distinct(&format!("/new/{i}"), 1, T).await;
+        assert_eq!(first_arrivals(&got), [format!("new-{i}")], "route r{i}, on its new config");
+    }
+}
