@@ -666,8 +666,8 @@ impl Session {
     ///
     /// - Before the swap, the queues, wait queues and bindings of every new or changed route are
     ///   declared. If any is refused, the reload is rejected with every error, each naming its
-    ///   route and queue, and the bindings the other declarations added are removed again: the
-    ///   old config keeps serving what it served, and no queue of it receives the new patterns.
+    ///   route and queue; the old config keeps serving what it served (the bindings the other
+    ///   declarations added stay, see below).
     /// - After the swap, running routes take their new config and new routes start; then the
     ///   patterns a route dropped, and those of removed routes, are unbound (not before the swap:
     ///   until then the old config still serves them, so no event is lost in between); then
@@ -687,18 +687,11 @@ impl Session {
         let errors: Vec<String> =
             declared.iter().filter_map(|(route, r)| r.as_ref().err().map(|e| declare_error(route, e))).collect();
         if !errors.is_empty() {
-            // A queue the broker refused got no binding (bindings are declared last); the
-            // bindings it has belong to whoever made it, so they are left alone.
-            let undo = declared
-                .iter()
-                .filter(|(_, r)| !matches!(r, Err(BrokerError::Mismatch { .. })))
-                .map(|(route, _)| {
-                    let before = old.route(&route.name).map(|o| o.events.as_slice()).unwrap_or_default();
-                    let added = route.events.iter().filter(|p| !before.contains(p)).cloned().collect();
-                    (route.name.clone(), added)
-                })
-                .collect();
-            self.unbind_all(undo).await;
+            // The bindings the other declarations added stay: the old config's queue of a route
+            // may then also receive events of the route's new patterns, delivered under the old
+            // config until a reload applies, which loses nothing. Removing them could: replicas
+            // share the route queues, and one whose reload failed for a passing reason (a dropped
+            // channel) would unbind what a replica that applied the same config relies on.
             return ReloadOutcome::Rejected { errors };
         }
         let outcome = self.router.swap(new.clone());

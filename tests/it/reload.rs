@@ -339,10 +339,13 @@ async fn a_reload_that_fails_half_way_through_declaring_leaves_the_old_config_se
         "the error names the route and its queue: {line}"
     );
     assert!(router.log_text().contains("the previous config keeps running"));
-    // What the reload bound before the refusal is undone: every queue has its old binding only,
-    // so no queue of the old config receives the new types while the old config serves.
+    // Every queue keeps its old binding; what the reload bound before the refusal stays (undoing
+    // it could unbind what another replica sharing the queues applied), and is at most one new
+    // binding per route.
     for i in 0..N {
-        assert_eq!(bound(&vh, &format!("r{i}")), [format!("t{i}.old")], "route r{i}");
+        let b = bound(&vh, &format!("r{i}"));
+        assert!(b.contains(&format!("t{i}.old")), "route r{i}: {b:?}");
+        assert!(b.iter().all(|k| *k == format!("t{i}.old") || *k == format!("t{i}.new")), "route r{i}: {b:?}");
     }
     vh.publish(&(0..N).map(|i| event(&format!("t{i}.old"), &format!("old-{i}"), json!({}))).collect::<Vec<_>>()).await;
     for i in 0..N {
