@@ -8,14 +8,18 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, KeyInit, Mac};
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// A signing key, decoded once at config load.
+/// A signing key, decoded once at config load, with its HMAC key schedule (the inner and
+/// outer padded key blocks hashed once): each signature clones the keyed state instead of
+/// hashing the key again.
 #[derive(Clone)]
-pub struct SigningKey(Vec<u8>);
+pub struct SigningKey {
+    mac: HmacSha256,
+}
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,7 +35,7 @@ impl SigningKey {
         if key.len() < 16 {
             return Err(format!("the secret's key is {} bytes; use at least 16 (24 to 64 recommended)", key.len()));
         }
-        Ok(Self(key))
+        Ok(Self::keyed(&key))
     }
 
     /// A legacy secret used as its raw bytes.
@@ -40,7 +44,11 @@ impl SigningKey {
         if s.is_empty() {
             return Err("the secret is empty".into());
         }
-        Ok(Self(s.as_bytes().to_vec()))
+        Ok(Self::keyed(s.as_bytes()))
+    }
+
+    fn keyed(key: &[u8]) -> Self {
+        Self { mac: HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length") }
     }
 
     /// A fresh random `whsec_` secret of 32 bytes.
@@ -51,19 +59,50 @@ impl SigningKey {
     }
 
     fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(&self.0).expect("HMAC accepts keys of any length")
+        self.mac.clone()
     }
 }
 
 /// `v1,<base64>` for one key.
 pub fn standard_signature(key: &SigningKey, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut out = String::with_capacity(SIGNATURE_LEN);
+    push_standard_signature(&mut out, key, id, timestamp, body);
+    out
+}
+
+/// `v1,` and 44 characters of base64 (32 bytes of HMAC-SHA256).
+const SIGNATURE_LEN: usize = 3 + 44;
+
+/// Appends `v1,<base64>` for one key to `out`, without a temporary string.
+fn push_standard_signature(out: &mut String, key: &SigningKey, id: &str, timestamp: i64, body: &[u8]) {
     let mut mac = key.mac();
     mac.update(id.as_bytes());
     mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
+    let mut ts = [0u8; 20];
+    mac.update(decimal(timestamp, &mut ts));
     mac.update(b".");
     mac.update(body);
-    format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+    out.push_str("v1,");
+    B64.encode_string(mac.finalize().into_bytes(), out);
+}
+
+/// `n` in decimal, written into `buf` (an `i64` has at most 20 characters with its sign).
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
 }
 
 /// Checks a `webhook-signature` header value (space-separated `v1,` signatures) in constant time.
@@ -105,17 +144,32 @@ impl Signer {
     /// The signature headers for one attempt. The id and timestamp headers are sent by every
     /// scheme so receivers can dedupe and refuse stale requests.
     pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> Vec<(HeaderName, HeaderValue)> {
-        let text = |s: String| HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        let mut out =
-            vec![(WEBHOOK_ID.clone(), text(id.to_string())), (WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp))];
+        let mut map = HeaderMap::with_capacity(3);
+        self.insert_headers(&mut map, id, timestamp, body);
+        map.into_iter().filter_map(|(k, v)| Some((k?, v))).collect()
+    }
+
+    /// [`Signer::headers`] inserted straight into a request's headers (replacing any of the
+    /// same name), the way every attempt is signed.
+    pub fn insert_headers(&self, map: &mut HeaderMap, id: &str, timestamp: i64, body: &[u8]) {
+        let text = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        map.insert(WEBHOOK_ID.clone(), text(id));
+        map.insert(WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
         match self {
             Self::Standard(keys) => {
-                let sigs: Vec<String> = keys.iter().map(|k| standard_signature(k, id, timestamp, body)).collect();
-                out.push((WEBHOOK_SIGNATURE.clone(), text(sigs.join(" "))));
+                let mut sigs = String::with_capacity(keys.len() * (SIGNATURE_LEN + 1));
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        sigs.push(' ');
+                    }
+                    push_standard_signature(&mut sigs, k, id, timestamp, body);
+                }
+                map.insert(WEBHOOK_SIGNATURE.clone(), text(&sigs));
             }
-            Self::Hex { key, header } => out.push((header.clone(), text(hex_signature(key, body)))),
+            Self::Hex { key, header } => {
+                map.insert(header.clone(), text(&hex_signature(key, body)));
+            }
         }
-        out
     }
 }
 
@@ -148,6 +202,18 @@ mod tests {
         assert_eq!(sig.split(' ').count(), 2);
         assert!(verify_standard(&old, ID, TS, BODY, &sig));
         assert!(verify_standard(&new, ID, TS, BODY, &sig));
+    }
+
+    #[test]
+    fn timestamps_are_signed_in_decimal() {
+        let key = SigningKey::from_whsec(SECRET).unwrap();
+        for ts in [0, 7, -7, 1614265330, i64::MAX, i64::MIN] {
+            let mut mac = key.mac();
+            mac.update(format!("{ID}.{ts}.").as_bytes());
+            mac.update(BODY);
+            let expected = format!("v1,{}", B64.encode(mac.finalize().into_bytes()));
+            assert_eq!(standard_signature(&key, ID, ts, BODY), expected, "timestamp {ts}");
+        }
     }
 
     #[test]

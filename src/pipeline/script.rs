@@ -147,12 +147,73 @@ impl Script {
                 message: format!("transform must return the event (a map), not {}", out.type_name()),
             });
         }
-        rhai::serde::from_dynamic::<Value>(&out).map_err(|e| self.error(&e))
+        match json_of(&out) {
+            Some(v) => Ok(v),
+            // Something JSON has no direct form for (a blob, a timestamp, a function pointer, a
+            // shared value...): rhai's own conversion decides, with its own errors.
+            None => rhai::serde::from_dynamic::<Value>(&out).map_err(|e| self.error(&e)),
+        }
     }
 
     fn to_dynamic(&self, event: &Value) -> Result<Dynamic, ScriptError> {
-        rhai::serde::to_dynamic(event).map_err(|e| self.error(&e))
+        Ok(dynamic_of(event))
     }
+}
+
+/// `value` as Rhai sees it, converted directly: the same result as `rhai::serde::to_dynamic`
+/// (integers that fit an `i64` are integers, other numbers floats; `null` is `()`; objects are
+/// maps), without going through serde's data model.
+pub fn dynamic_of(value: &Value) -> Dynamic {
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => s.as_str().into(),
+        Value::Array(a) => Dynamic::from_array(a.iter().map(dynamic_of).collect()),
+        Value::Object(m) => Dynamic::from_map(m.iter().map(|(k, v)| (k.as_str().into(), dynamic_of(v))).collect()),
+    }
+}
+
+/// A script's result as JSON, converted directly: the same result as
+/// `rhai::serde::from_dynamic::<Value>` for units, booleans, integers, floats, strings,
+/// characters, arrays and maps; `None` when `value` holds anything else (then rhai's own
+/// conversion, and its errors, apply).
+pub fn json_of(value: &Dynamic) -> Option<Value> {
+    if value.is_shared() {
+        return None;
+    }
+    if value.is_unit() {
+        return Some(Value::Null);
+    }
+    if let Ok(b) = value.as_bool() {
+        return Some(Value::Bool(b));
+    }
+    if let Ok(i) = value.as_int() {
+        return Some(Value::Number(i.into()));
+    }
+    if let Ok(f) = value.as_float() {
+        return Some(serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number));
+    }
+    if let Ok(c) = value.as_char() {
+        return Some(Value::String(c.to_string()));
+    }
+    if let Some(s) = value.read_lock::<rhai::ImmutableString>() {
+        return Some(Value::String(s.as_str().to_string()));
+    }
+    if let Some(a) = value.read_lock::<rhai::Array>() {
+        return a.iter().map(json_of).collect::<Option<Vec<_>>>().map(Value::Array);
+    }
+    if let Some(m) = value.read_lock::<rhai::Map>() {
+        let mut out = serde_json::Map::with_capacity(m.len());
+        for (k, v) in m.iter() {
+            out.insert(k.to_string(), json_of(v)?);
+        }
+        return Some(Value::Object(out));
+    }
+    None
 }
 
 /// Where `fn <name>` is defined in a script that compiled: the offset of the name. Rhai's AST
@@ -277,6 +338,42 @@ mod tests {
             assert!(s.filter(&e, &json!({})).is_err());
         }
         assert!(compile("fn filter(event) { eval(\"true\") }").is_err());
+    }
+
+    #[test]
+    fn direct_conversions_agree_with_rhai_serde() {
+        let v = json!({
+            "s": "text", "n": null, "t": true, "i": -3, "u": 7, "big": 18446744073709551615u64,
+            "f": 2.5, "a": [1, "x", [], {}, null], "m": {"z": 1, "a": {"k": [0.5]}},
+        });
+        let direct = dynamic_of(&v);
+        let serde = rhai::serde::to_dynamic(&v).unwrap();
+        assert_eq!(format!("{direct:?}"), format!("{serde:?}"));
+        assert_eq!(json_of(&direct).unwrap(), rhai::serde::from_dynamic::<Value>(&serde).unwrap());
+
+        let e = sandboxed_engine();
+        let s = compile(
+            "fn transform(event) { event.data.c = 'c'; event.data.nan = 0.0 / 0.0; event.data.half = 1.0 / 2.0; \
+             event.data.list = [1, 2.0, (), true]; event }",
+        )
+        .unwrap();
+        let out = s.transform(&e, &json!({"data": {"z": 1}})).unwrap();
+        let via_serde: Value = {
+            let d =
+                s.call(&e, EntryPoint::Transform, rhai::serde::to_dynamic(json!({"data": {"z": 1}})).unwrap()).unwrap();
+            rhai::serde::from_dynamic(&d).unwrap()
+        };
+        assert_eq!(out, via_serde);
+        assert_eq!(out["data"]["c"], "c");
+        assert_eq!(serde_json::to_string(&out).unwrap(), serde_json::to_string(&via_serde).unwrap(), "same order");
+    }
+
+    #[test]
+    fn what_json_cannot_hold_goes_through_rhai_serde() {
+        let e = sandboxed_engine();
+        let s = compile("fn transform(event) { event.data.f = Fn(\"x\"); event }").unwrap();
+        assert!(json_of(&s.call(&e, EntryPoint::Transform, dynamic_of(&json!({"data": {}}))).unwrap()).is_none());
+        assert!(s.transform(&e, &json!({"data": {}})).is_err(), "a function pointer is not JSON");
     }
 
     #[test]
