@@ -1142,13 +1142,8 @@ pub fn request_headers(
 ) -> HeaderMap {
     // The route's own headers, then the ones every attempt gets (a dozen in all, so the map is
     // made once at its final size).
-    let mut h = if route.headers.is_empty() {
-        HeaderMap::with_capacity(ATTEMPT_HEADERS)
-    } else {
-        let mut h = route.headers.clone();
-        h.reserve(ATTEMPT_HEADERS);
-        h
-    };
+    let mut h = route.headers.clone();
+    h.reserve(ATTEMPT_HEADERS);
     route.signer.insert_headers(&mut h, &p.event_id, timestamp, &p.body);
     let text = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(p.content_type));

@@ -131,7 +131,7 @@ impl Script {
 
     /// Runs `fn filter(event)`: true keeps the event.
     pub fn filter(&self, engine: &Engine, event: &Value) -> Result<bool, ScriptError> {
-        let out = self.call(engine, EntryPoint::Filter, self.to_dynamic(event)?)?;
+        let out = self.call(engine, EntryPoint::Filter, dynamic_of(event))?;
         out.as_bool().map_err(|ty| ScriptError {
             path: self.path.display().to_string(),
             message: format!("filter must return a bool, not {ty}"),
@@ -140,7 +140,7 @@ impl Script {
 
     /// Runs `fn transform(event)` and returns the event it gives back.
     pub fn transform(&self, engine: &Engine, event: &Value) -> Result<Value, ScriptError> {
-        let out = self.call(engine, EntryPoint::Transform, self.to_dynamic(event)?)?;
+        let out = self.call(engine, EntryPoint::Transform, dynamic_of(event))?;
         if !out.is_map() {
             return Err(ScriptError {
                 path: self.path.display().to_string(),
@@ -153,10 +153,6 @@ impl Script {
             // shared value...): rhai's own conversion decides, with its own errors.
             None => rhai::serde::from_dynamic::<Value>(&out).map_err(|e| self.error(&e)),
         }
-    }
-
-    fn to_dynamic(&self, event: &Value) -> Result<Dynamic, ScriptError> {
-        Ok(dynamic_of(event))
     }
 }
 
