@@ -20,6 +20,7 @@
 //! - [`listen`] is the local receiver behind `hookrelay listen`.
 //! - [`metrics`] is the Prometheus recorder and what the router reports to it; [`telemetry`] is
 //!   logs and OTLP traces.
+//! - [`tenant`] matches events to tenants; [`tokens`] signs and verifies tenant tokens.
 
 pub mod api;
 pub mod broker;
@@ -34,3 +35,5 @@ pub mod router;
 pub mod store;
 pub mod subscriptions;
 pub mod telemetry;
+pub mod tenant;
+pub mod tokens;

@@ -127,6 +127,23 @@ enum Command {
     },
     /// Make a key for HOOKRELAY_SECRET_KEY, which seals subscription secrets at rest.
     SecretKey,
+    /// Make a tenant token (a JWT signed with HOOKRELAY_TOKEN_KEY, or a key derived from
+    /// HOOKRELAY_SECRET_KEY): a Bearer credential for the API, and a login for /portal/, that
+    /// reaches that tenant's routes only. Printed on the last line.
+    Token {
+        /// The config directory (checked, so that the token is made for a config that loads).
+        #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
+        config: PathBuf,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// `read` (see) or `manage` (also change, test, rotate, replay).
+        #[arg(long, default_value = "read", value_parser = ["read", "manage"])]
+        scope: String,
+        /// How long it is valid, e.g. 1h, 30d (at most 366d).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +189,10 @@ fn parse_json(s: &str) -> Result<Box<serde_json::Value>, String> {
 
 fn parse_secret(s: &str) -> Result<SigningKey, String> {
     SigningKey::from_whsec(s)
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration such as 1h or 30d: {e}"))
 }
 
 fn parse_status(s: &str) -> Result<http::StatusCode, String> {
@@ -286,6 +307,22 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
             println!("scopes = {scopes:?}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token { config, tenant, scope, ttl } => {
+            if let Err(e) = config::load_with(&config, LoadOptions { allow_missing_secrets: true }) {
+                print_errors(&e);
+                return Ok(ExitCode::FAILURE);
+            }
+            let key = hookrelay::tokens::TokenKey::from_env()?.ok_or(hookrelay::tokens::TokenError::NoKey)?;
+            let scope = hookrelay::tokens::TokenScope::parse(&scope).expect("clap allows read and manage only");
+            let token = key.issue(&tenant, scope, ttl).map_err(|e| Usage(e.to_string()))?;
+            eprintln!(
+                "tenant {tenant}, scope {}, valid for {}: use it as `Authorization: Bearer <token>` or paste it at /portal/login",
+                scope.as_str(),
+                humantime::format_duration(ttl)
+            );
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::SecretKey => {
             let key = hookrelay::store::SecretBox::generate_key().map_err(anyhow::Error::msg)?;
             println!("{key}");
@@ -365,6 +402,13 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
             return Ok(ExitCode::FAILURE);
         }
     };
+    let token_key = match hookrelay::tokens::TokenKey::from_env() {
+        Ok(k) => k.map(std::sync::Arc::new),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let subscriptions = hookrelay::subscriptions::Subscriptions::new(store.clone(), sealer);
     if let Err(e) = subscriptions.check_startup().await {
         eprintln!("error: {e}");
@@ -411,6 +455,10 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
             subscriptions: subscriptions.clone(),
             config_dir: dir.clone(),
             metrics: Some(std::sync::Arc::new(move || metrics.render())),
+            session_key: token_key
+                .clone()
+                .unwrap_or_else(|| std::sync::Arc::new(hookrelay::tokens::TokenKey::random())),
+            token_key: token_key.clone(),
         };
         tokio::spawn(hookrelay::api::serve(listener, state, shutdown.clone()))
     });

@@ -104,6 +104,13 @@ subscription_definition! {
     /// subscription's state.
     #[serde(default, skip_serializing)]
     pub enabled: Option<bool>,
+    /// The tenant that owns the subscription (1 to 128 characters of `A-Z a-z 0-9 - _ . : @`):
+    /// it then receives only the events whose tenant attribute (`[tenants] attribute`, default
+    /// `subject`) is this id, and only this tenant's tokens (and operators) see it. Absent on an
+    /// update: unchanged. A tenant token creates and updates its own tenant's only. Not part of
+    /// the stored definition: it is the subscription's owner.
+    #[serde(default, skip_serializing)]
+    pub tenant: Option<String>,
 }
 
 /// One problem with a subscription definition.
@@ -362,11 +369,18 @@ impl Subscriptions {
             secrets: vec![SealedSecret { sealed, expires_at_ms: None }],
             enabled: spec.enabled.unwrap_or(true),
             disabled_reason: (spec.enabled == Some(false)).then(|| format!("created disabled by {actor}")),
+            tenant: spec.tenant.clone(),
             created_at_ms: now,
             updated_at_ms: now,
             version: 1,
         };
-        let audit = AuditEntry::new(now, actor, "subscription.create", &id, serde_json::json!({"spec": rec.spec}));
+        let audit = AuditEntry::new(
+            now,
+            actor,
+            "subscription.create",
+            &id,
+            serde_json::json!({"spec": rec.spec, "tenant": rec.tenant}),
+        );
         let stored = self.store.create_subscription(&rec, Some(&audit)).await?;
         info!(subscription = %id, name = %stored.name, actor, "subscription created");
         self.applied().await?;
@@ -378,12 +392,15 @@ impl Subscriptions {
     pub async fn update(
         &self,
         id: &str,
-        spec: SubscriptionSpec,
+        mut spec: SubscriptionSpec,
         expected_version: Option<i64>,
         actor: &str,
     ) -> Result<SubscriptionRecord, SubscriptionError> {
         let enabled = spec.enabled;
         let current = self.store.subscription(id).await?.ok_or_else(|| SubscriptionError::NotFound(id.into()))?;
+        if spec.tenant.is_none() {
+            spec.tenant = current.tenant.clone();
+        }
         let old: Option<SubscriptionSpec> = serde_json::from_value(current.spec.clone()).ok();
         let mut problems = Vec::new();
         if spec.name != current.name {
@@ -411,6 +428,7 @@ impl Subscriptions {
         }
         let mut next = current.clone();
         next.spec = serde_json::to_value(&spec).unwrap_or_default();
+        next.tenant = spec.tenant.clone();
         if let Some(e) = enabled {
             next.enabled = e;
             if e {
@@ -425,7 +443,7 @@ impl Subscriptions {
             actor,
             "subscription.update",
             id,
-            serde_json::json!({"spec": next.spec, "enabled": next.enabled}),
+            serde_json::json!({"spec": next.spec, "enabled": next.enabled, "tenant": next.tenant}),
         );
         let stored = self
             .store
@@ -502,9 +520,10 @@ impl Subscriptions {
     }
 
     fn compile_record(&self, rec: &SubscriptionRecord, snapshot: &Snapshot) -> Result<Route, SubscriptionError> {
-        let spec: SubscriptionSpec = serde_json::from_value(rec.spec.clone()).map_err(|e| {
+        let mut spec: SubscriptionSpec = serde_json::from_value(rec.spec.clone()).map_err(|e| {
             SubscriptionError::Invalid(vec![FieldError { field: "spec".into(), message: format!("stored spec: {e}") }])
         })?;
+        spec.tenant = rec.tenant.clone();
         let secrets = self.open_secrets(rec)?;
         let mut route = self.compile(&rec.id, &spec, &secrets, snapshot).map_err(SubscriptionError::Invalid)?;
         route.digest = {
@@ -610,9 +629,14 @@ pub fn compile(
         }
         None => crate::config::files::RetryFile::default().backoff.iter().map(|d: &Dur| d.0).collect(),
     };
+    if let Some(Err(m)) = spec.tenant.as_deref().map(crate::tenant::check_id) {
+        push(&mut errors, "tenant", m);
+    }
+    let tenant = crate::tenant::TenantScope::new(&snapshot.tenants.attribute, spec.tenant.as_deref());
     let (Some(url), Some(timeout), true) = (url, timeout, errors.is_empty()) else { return Err(errors) };
     let mut digest = Sha256::new();
     digest.update(serde_json::to_vec(spec).unwrap_or_default());
+    digest.update(tenant.digest_input().as_bytes());
     Ok(Route {
         name: spec.name.clone(),
         events: spec.events.clone(),
@@ -630,6 +654,7 @@ pub fn compile(
         retry: RetryPolicy { max_attempts, backoff },
         digest: hex::encode(digest.finalize()),
         origin: Origin::Api { subscription: id.to_string() },
+        tenant,
     })
 }
 

@@ -4,7 +4,7 @@
 //! the delivery log where the route logs payloads).
 
 use super::ApiState;
-use super::auth::Caller;
+use super::auth::{Access, Caller};
 use super::dead_letters::replay_ids;
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, Query};
 use super::{page_limit, parse_time, rfc3339};
@@ -162,7 +162,8 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<DeliveryQuery>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
+    let routes = super::tenants::visible_routes(&state, access).await?;
     let status = match q.status.as_deref() {
         None => None,
         Some("delivered") => Some(Outcome::Delivered),
@@ -174,6 +175,7 @@ pub async fn list(
     };
     let filter = DeliveryFilter {
         route: q.route,
+        routes,
         status,
         event_type: q.event_type,
         since_ms: q.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
@@ -200,10 +202,18 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
-    caller.require(Scope::Read)?;
-    let d = state.store.delivery(&id).await?.ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
+    let access = caller.access(Scope::Read)?;
+    let d = visible(&state, access, &id).await?;
     let attempts = state.store.attempts(&id).await?;
     Ok(Json(DeliveryDetail { delivery: d.into(), attempt_log: attempts.into_iter().map(AttemptView::from).collect() }))
+}
+
+/// The delivery `id`, if the caller may see it (404 otherwise, also for another tenant's).
+async fn visible(state: &ApiState, access: Access<'_>, id: &str) -> Result<Delivery, ApiError> {
+    match state.store.delivery(id).await? {
+        Some(d) if super::tenants::owns_route(state, access, &d.route).await? => Ok(d),
+        _ => Err(ApiError::not_found(format!("no delivery {id:?}"))),
+    }
 }
 
 /// What a retry republished.
@@ -241,8 +251,8 @@ pub async fn retry(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(http::StatusCode, Json<Retried>), ApiError> {
-    caller.require(Scope::Admin)?;
-    let d = state.store.delivery(&id).await?.ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
+    let access = caller.access(Scope::Admin)?;
+    let d = visible(&state, access, &id).await?;
     if d.status == Outcome::Retrying {
         return Err(ApiError::conflict(format!(
             "delivery {id} is still being retried by the router (attempt {}); it needs no retry from here",

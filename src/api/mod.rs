@@ -1,6 +1,6 @@
 //! The admin and ingest API (axum) on `[api] listen`: JSON in and out, every error in one shape
 //! (`{"error": {"code", "message", "details"}}`, see [`error`]), Bearer API keys with scopes
-//! ([`auth`]). Handlers are thin: they check the caller and the input, call the router, the
+//! ([`auth`]), and tenant tokens that reach one tenant's routes only ([`tenants`]). Handlers are thin: they check the caller and the input, call the router, the
 //! store or [`crate::subscriptions`], and shape the answer. The OpenAPI document is built from
 //! the same handler annotations that register the routes, so it cannot drift.
 //!
@@ -22,6 +22,7 @@
 //! GET    /v1/stats                           per route over a window                        read
 //! GET    /v1/audit                           every change made through the API              read
 //! GET    /v1/config   POST /v1/config/reload                                                read / admin
+//! POST   /v1/tenants/{id}/portal-link        a one-time URL into the tenant portal          admin
 //! GET    /healthz /readyz /metrics /openapi.json                                            open
 //! ```
 
@@ -36,6 +37,7 @@ pub mod health;
 pub mod routes;
 pub mod stats;
 pub mod subscriptions;
+pub mod tenants;
 
 use crate::router::Router;
 use crate::store::Store;
@@ -62,6 +64,11 @@ pub struct ApiState {
     pub config_dir: PathBuf,
     /// Renders `/metrics`, when metrics are on.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Signs and verifies tenant tokens and portal sessions (`HOOKRELAY_TOKEN_KEY`, or derived
+    /// from `HOOKRELAY_SECRET_KEY`); without one, tenant tokens are refused.
+    pub token_key: Option<Arc<crate::tokens::TokenKey>>,
+    /// Signs console sessions and CSRF tokens: the token key, else a key of this process.
+    pub session_key: Arc<crate::tokens::TokenKey>,
 }
 
 #[derive(OpenApi)]
@@ -79,7 +86,10 @@ pub struct ApiState {
         (name = "subscriptions", description = "API-managed routes"),
         (name = "deliveries", description = "The delivery log"),
         (name = "dead-letters", description = "Dead letters and replay"),
-        (name = "operations", description = "Statistics, audit, config, health")
+        (name = "operations", description = "Statistics, audit, config, health"),
+        (name = "tenants", description = "Tenant tokens and portal links. A Bearer credential shaped like a JWT is a tenant token \
+            (`hookrelay token`): it reaches its tenant's subscriptions, deliveries, dead letters and statistics, and the event types; \
+            another tenant's ids answer 404; every other endpoint answers 403.")
     )
 )]
 struct ApiDoc;
@@ -116,6 +126,7 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(stats::audit))
         .routes(routes!(config::get))
         .routes(routes!(config::reload))
+        .routes(routes!(tenants::portal_link))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

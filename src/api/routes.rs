@@ -2,7 +2,7 @@
 //! `POST /v1/routes/{name}/test` (send a signed test event to the route's receiver now).
 
 use super::ApiState;
-use super::auth::Caller;
+use super::auth::{Access, Caller};
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, RawBody};
 use crate::config::files::{BodyFormat, Scope};
 use crate::config::{Origin, Route};
@@ -55,6 +55,8 @@ pub struct RouteView {
     pub signing_keys: usize,
     /// The route's queue.
     pub queue: String,
+    /// The tenant whose events alone it takes, if it has one.
+    pub tenant: Option<String>,
 }
 
 impl From<&Route> for RouteView {
@@ -91,6 +93,7 @@ impl From<&Route> for RouteView {
             signing: signing.into(),
             signing_keys,
             queue: r.queue(),
+            tenant: r.tenant.tenant().map(str::to_string),
         }
     }
 }
@@ -107,9 +110,11 @@ pub struct Routes {
     responses((status = 200, body = Routes), KeyRefusals),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Routes>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
     let s = state.router.snapshot();
-    Ok(Json(Routes { items: s.routes.iter().map(|r| RouteView::from(r.as_ref())).collect() }))
+    Ok(Json(Routes {
+        items: s.routes.iter().filter(|r| sees(access, r)).map(|r| RouteView::from(r.as_ref())).collect(),
+    }))
 }
 
 /// One route.
@@ -126,10 +131,21 @@ pub async fn get(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<RouteView>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
     let s = state.router.snapshot();
-    let r = s.route(&name).ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
+    let r = s
+        .route(&name)
+        .filter(|r| sees(access, r))
+        .ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
     Ok(Json(RouteView::from(r.as_ref())))
+}
+
+/// Whether the caller may see a running route: operators all, a tenant its own.
+pub(crate) fn sees(access: Access<'_>, route: &Route) -> bool {
+    match access {
+        Access::All => true,
+        Access::Tenant(t) => route.tenant.tenant() == Some(t),
+    }
 }
 
 /// What a test send did.
@@ -226,9 +242,12 @@ pub async fn test(
     Path(name): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<TestResult>, ApiError> {
-    caller.require(Scope::Admin)?;
+    let access = caller.access(Scope::Admin)?;
     let snapshot = state.router.snapshot();
-    let route = snapshot.route(&name).ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
+    let route = snapshot
+        .route(&name)
+        .filter(|r| sees(access, r))
+        .ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
     let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
     let payload = if empty {
         ping(&format!("test event for route {name}"))

@@ -68,6 +68,9 @@ pub struct MainFile {
     /// Traces over OTLP.
     #[serde(default)]
     pub telemetry: TelemetryFile,
+    /// How events are matched to tenants.
+    #[serde(default)]
+    pub tenants: crate::tenant::TenantsFile,
 }
 
 /// `[api]`: the admin and ingest API.
@@ -351,6 +354,9 @@ pub struct RouteFile {
     /// Extra static headers sent with every request.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The tenant that owns the route: it then receives only that tenant's events (see
+    /// `[tenants] attribute`), and that tenant's tokens see it.
+    pub tenant: Option<Spanned<String>>,
     /// How the body is signed.
     pub signing: Spanned<SigningFile>,
     /// Retry policy.

@@ -70,6 +70,8 @@ pub struct Route {
     pub digest: String,
     /// Where the route is defined.
     pub origin: Origin,
+    /// The tenant whose events alone the route takes, if it has one.
+    pub tenant: crate::tenant::TenantScope,
 }
 
 /// Where a route is defined.
@@ -139,6 +141,8 @@ pub struct Snapshot {
     pub api: files::ApiFile,
     /// `[telemetry]`.
     pub telemetry: files::TelemetryFile,
+    /// `[tenants]`.
+    pub tenants: crate::tenant::TenantsFile,
     /// Routes, sorted by name.
     pub routes: Vec<Arc<Route>>,
     /// Compiled schemas.
@@ -220,6 +224,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let extra_roots =
         main.security.ca_file.as_ref().map(|f| load_ca_file(dir, f, &mut files, &mut errors)).unwrap_or_default();
     check_api(&main.api, &mut errors);
+    errors.extend(main.tenants.problem().map(|m| ConfigError::file(MAIN_FILE, m)));
     let schemas = SchemaRegistry::load(dir, &dir.join("schemas"), &mut files, &mut errors);
     let engine = Arc::new(sandboxed_engine());
     let mut scripts: HashMap<PathBuf, Option<Arc<Script>>> = HashMap::new();
@@ -264,7 +269,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
                 ));
             }
         }
-        let mut ctx = RouteCtx { dir, shown: &shown, text: &text, errors: &mut errors, opts };
+        let mut ctx = RouteCtx { dir, shown: &shown, text: &text, errors: &mut errors, opts, tenants: &main.tenants };
         let Some(route) = ctx.compile(file, &path, security, &engine, &mut scripts, &mut files) else { continue };
         if let Some(first) = seen.get(&route.name) {
             errors.push(ConfigError::at_offset(
@@ -312,6 +317,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         store: main.store,
         api: main.api,
         telemetry: main.telemetry,
+        tenants: main.tenants,
         routes,
         schemas,
         engine,
@@ -620,6 +626,7 @@ struct RouteCtx<'a> {
     text: &'a str,
     errors: &'a mut Vec<ConfigError>,
     opts: LoadOptions,
+    tenants: &'a crate::tenant::TenantsFile,
 }
 
 impl RouteCtx<'_> {
@@ -725,6 +732,15 @@ impl RouteCtx<'_> {
             }
         }
         let signer = self.signer(&file);
+        if let Some(t) = &file.tenant
+            && let Err(m) = crate::tenant::check_id(t.get_ref())
+        {
+            self.err(t.span(), m);
+        }
+        let tenant = crate::tenant::TenantScope::new(
+            &self.tenants.attribute,
+            file.tenant.as_ref().map(|t| t.get_ref().as_str()),
+        );
         if self.errors.len() > before {
             return None;
         }
@@ -733,6 +749,7 @@ impl RouteCtx<'_> {
         for s in [&filter, &transform].into_iter().flatten() {
             digest.update(s.digest.as_bytes());
         }
+        digest.update(tenant.digest_input().as_bytes());
         Some(Route {
             name,
             events: file.events.into_inner().into_iter().map(|e| e.into_inner()).collect(),
@@ -753,6 +770,7 @@ impl RouteCtx<'_> {
             },
             digest: hex::encode(digest.finalize()),
             origin: Origin::File { file: self.shown.display().to_string() },
+            tenant,
         })
     }
 

@@ -115,6 +115,11 @@ pub fn prepare(snapshot: &Snapshot, route: &Route, raw: &[u8]) -> Result<Prepare
 
 /// The pipeline from a decoded event on.
 pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> Result<Prepared, Rejection> {
+    // A tenant's route takes only that tenant's events (before the schema: another tenant's
+    // event is none of this route's business, not a dead letter).
+    if !route.tenant.admits(&event) {
+        return Ok(Prepared::Filtered);
+    }
     let null = Value::Null;
     snapshot.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(|e| {
         match e {

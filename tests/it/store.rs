@@ -243,6 +243,7 @@ fn subscription(id: &str, name: &str, secrets: Vec<SealedSecret>) -> Subscriptio
         secrets,
         enabled: true,
         disabled_reason: None,
+        tenant: None,
         created_at_ms: 1_000,
         // The store sets these two on create, whatever they say.
         updated_at_ms: 0,

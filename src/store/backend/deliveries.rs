@@ -99,6 +99,9 @@ where
         if let Some(r) = &f.route {
             q.push(" AND route = ").push_bind(r.clone());
         }
+        if let Some(routes) = &f.routes {
+            super::push_routes(&mut q, routes);
+        }
         if let Some(s) = f.status {
             q.push(" AND status = ").push_bind(s.as_str());
         }
