@@ -21,12 +21,15 @@
 //! - [`metrics`] is the Prometheus recorder and what the router reports to it; [`telemetry`] is
 //!   logs and OTLP traces.
 //! - [`tenant`] matches events to tenants; [`tokens`] signs and verifies tenant tokens.
+//! - [`ui`] is the operators' console (`/ui/`) and the tenants' portal (`/portal/`), served with
+//!   the API; [`example`] makes example payloads from schemas.
 
 pub mod api;
 pub mod broker;
 pub mod config;
 pub mod deliver;
 pub mod event;
+pub mod example;
 pub mod listen;
 pub mod metrics;
 pub mod pipeline;
@@ -37,3 +40,4 @@ pub mod subscriptions;
 pub mod telemetry;
 pub mod tenant;
 pub mod tokens;
+pub mod ui;

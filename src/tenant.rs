@@ -94,6 +94,19 @@ impl TenantScope {
         value == Some(tenant.as_ref())
     }
 
+    /// Makes a CloudEvent (as a JSON object) one this route takes: sets the tenant attribute to
+    /// the tenant, when the route has one.
+    pub fn stamp(&self, event: &mut serde_json::Map<String, serde_json::Value>) {
+        if let Some((attribute, tenant)) = &self.0 {
+            let key = match attribute {
+                Attribute::Subject => "subject",
+                Attribute::Source => "source",
+                Attribute::Extension(name) => name.as_ref(),
+            };
+            event.insert(key.to_string(), serde_json::Value::String(tenant.to_string()));
+        }
+    }
+
     /// Bytes that change when the check changes (for the route's digest).
     pub fn digest_input(&self) -> String {
         match &self.0 {

@@ -9,6 +9,7 @@
 //! GET    /v1/event-types[/{type}]            the schema catalogue                           read
 //! GET    /v1/routes[/{name}]                 file and API routes, with origin               read
 //! POST   /v1/routes/{name}/test              send a signed test event now                   admin
+//! POST   /v1/routes/{name}/example           queue an example event (delivered and logged)  admin
 //! POST   /v1/subscriptions                   create (the secret is returned once)           admin
 //! GET    /v1/subscriptions[/{id}]                                                           read
 //! PUT    /v1/subscriptions/{id}              replace (If-Match: version)                    admin
@@ -105,6 +106,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API's routes and its OpenAPI document, built from the same annotations.
 pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let ui_state = state.clone();
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::ingest))
         .routes(routes!(event_types::list))
@@ -112,6 +114,7 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::list))
         .routes(routes!(routes::get))
         .routes(routes!(routes::test))
+        .routes(routes!(routes::example))
         .routes(routes!(subscriptions::create, subscriptions::list))
         .routes(routes!(subscriptions::get, subscriptions::update, subscriptions::delete))
         .routes(routes!(subscriptions::validate))
@@ -134,6 +137,7 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let doc = Arc::new(openapi.clone());
     let router = router
+        .merge(crate::ui::router(ui_state))
         .route(
             "/openapi.json",
             axum::routing::get(move || {

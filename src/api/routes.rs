@@ -148,6 +148,98 @@ pub(crate) fn sees(access: Access<'_>, route: &Route) -> bool {
     }
 }
 
+/// An example event queued to a route.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExampleQueued {
+    /// The route.
+    pub route: String,
+    /// The event's id (`webhook-id`).
+    pub event_id: String,
+    /// Its type: the first type with a schema that the route subscribes to.
+    pub event_type: String,
+    /// The delivery to follow at `GET /v1/deliveries/{id}`.
+    pub delivery: String,
+    /// The event queued.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
+/// Queue an example event to a route: the first event type with a schema that the route
+/// subscribes to, with data made from its schema (its `examples` where it has them), and the
+/// route's tenant as the tenant attribute. Unlike `/test`, it goes through the route's queue:
+/// delivered, retried, logged and dead-lettered like any event (only this route gets it).
+#[utoipa::path(post, path = "/v1/routes/{name}/example", tag = "catalogue",
+    params(("name" = String, Path, description = "Route name")),
+    responses(
+        (status = 202, description = "Queued with a broker confirm", body = ExampleQueued),
+        (status = 400, description = "The name is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such route (or another tenant's)", body = ErrorBody),
+        (status = 422, description = "No event type with a schema matches the route, or its schema has no example that validates (`no_example`)", body = ErrorBody),
+        (status = 503, description = "The broker is not connected or did not confirm", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn example(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(http::StatusCode, Json<ExampleQueued>), ApiError> {
+    let access = caller.access(Scope::Admin)?;
+    let snapshot = state.router.snapshot();
+    let route = snapshot
+        .route(&name)
+        .filter(|r| sees(access, r))
+        .ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
+    let types = snapshot.schemas.types();
+    let ty =
+        types.iter().find(|t| route.events.iter().any(|p| crate::broker::topic::matches(p, t))).ok_or_else(|| {
+            ApiError::unprocessable(
+                "no_example",
+                format!(
+                    "route {name} subscribes to {} and no event type with a schema matches",
+                    route.events.join(", ")
+                ),
+            )
+        })?;
+    let schema = snapshot.schemas.get(ty).and_then(|s| s.documents.values().next_back().cloned());
+    let data = schema.map(|s| crate::example::example(&s)).unwrap_or(serde_json::Value::Null);
+    snapshot.schemas.validate(ty, None, &data).map_err(|e| {
+        ApiError::unprocessable(
+            "no_example",
+            format!("the example made from the schema of {ty} does not satisfy it ({e}): add `examples` to the schema"),
+        )
+    })?;
+    let id = format!("example_{}", uuid::Uuid::new_v4().simple());
+    let mut event = serde_json::Map::new();
+    event.insert("specversion".into(), "1.0".into());
+    event.insert("id".into(), id.clone().into());
+    event.insert("source".into(), "hookrelay/example".into());
+    event.insert("type".into(), (*ty).into());
+    event.insert("time".into(), humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string().into());
+    route.tenant.stamp(&mut event);
+    event.insert("data".into(), data);
+    let event = serde_json::Value::Object(event);
+    let broker = state.router.broker().ok_or_else(|| {
+        ApiError::unavailable("broker_unavailable", "the router is not connected to its broker right now; retry")
+    })?;
+    let body = serde_json::to_vec(&event).unwrap_or_default();
+    let mut headers = crate::broker::Headers::default();
+    headers.set("hookrelay-example", "true");
+    broker
+        .publish(crate::broker::Destination::Queue(&route.queue()), &body, &headers, Some(&id))
+        .await
+        .map_err(|e| ApiError::unavailable("broker_unavailable", format!("the broker did not confirm: {e}; retry")))?;
+    Ok((
+        http::StatusCode::ACCEPTED,
+        Json(ExampleQueued {
+            delivery: crate::store::delivery_id(&name, &id),
+            route: name,
+            event_id: id,
+            event_type: ty.to_string(),
+            event,
+        }),
+    ))
+}
+
 /// What a test send did.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TestResult {
