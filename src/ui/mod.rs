@@ -19,7 +19,8 @@
 //! /ui/login  /ui/logout     an API key in, a session cookie out (not needed without keys)
 //! /portal/enter?link=…      a one-time portal link, exchanged (by a button) for a session
 //! /portal/login             a tenant token (`hookrelay token`) in, a session out
-//! /portal/, endpoints, deliveries, dead-letters, event-types, verify   one tenant's view
+//! /portal/, endpoints, deliveries, dead-letters, event-types   one tenant's view
+//! /ui/verify  /portal/verify  how receivers verify signatures
 //! ```
 //!
 //! Security: the middleware ([`guard`]) sets a strict Content-Security-Policy (no inline script
@@ -77,6 +78,7 @@ pub fn router(state: ApiState) -> axum::Router {
             .route(&format!("{b}/dead-letters"), get(deliveries::dead_letters).post(deliveries::replay))
             .route(&format!("{b}/dead-letters/{{id}}"), get(deliveries::dead_letter))
             .route(&format!("{b}/logout"), post(session_out))
+            .route(&format!("{b}/verify"), get(portal::verify))
     };
     let (ui, portal) = ("/ui", "/portal");
     let r = shared(shared(axum::Router::new(), ui), portal)
@@ -93,7 +95,6 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/ui/audit", get(operations::audit))
         .route("/portal/enter", get(portal::enter_page).post(portal::enter))
         .route("/portal/login", get(portal::login_page).post(portal::login))
-        .route("/portal/verify", get(portal::verify))
         .route("/portal/endpoints", get(subscriptions::list).post(subscriptions::create))
         .route("/portal/endpoints/new", get(subscriptions::new_form))
         .route("/portal/endpoints/{id}", get(subscriptions::detail).post(subscriptions::update))

@@ -138,7 +138,7 @@ fn secret_page(ctx: &Ctx, w: &WithSecret, created: bool) -> Response {
             div.alert.warn { "Copy it now: it is shown only this once. Receivers verify every request with it." }
             (copyable(&w.secret))
             @if !created { p.muted { "The previous secret stays valid until " (s.secrets.previous_valid_until.as_deref().unwrap_or("now")) "; requests carry both signatures meanwhile." } }
-            p { "How to verify a request: " a href=(ctx.link(if ctx.area == Area::Portal { "verify" } else { "event-types" })) { (if ctx.area == Area::Portal { "Verifying signatures" } else { "the event types and their bodies" }) } "." }
+            p { "How receivers verify a request: " a href=(ctx.link("verify")) { "verifying signatures" } "." }
         }
         div.actions {
             a.button href=(ctx.link(&format!("{}/{}", ctx.subs(), s.id))) { "Continue" }
@@ -203,6 +203,7 @@ async fn detail_page(ctx: &Ctx, id: &str, form: Option<&SubForm>, e: Option<&Api
             ])) }
             div.card {
                 h2 { "Signing secret" }
+                p.small { a href=(ctx.link("verify")) { "How to verify a signature" } }
                 p { (s.secrets.active) " secret" (if s.secrets.active == 1 { "" } else { "s" }) " in use."
                     @if let Some(t) = &s.secrets.previous_valid_until { " The previous one is valid until " (when(t)) "." } }
                 @if can_manage {
