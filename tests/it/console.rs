@@ -82,7 +82,7 @@ async fn router(admin_entry: &str) -> (ConfigDir, RouterProc, String) {
         ),
     );
     let router = RouterProc::start(&cfg);
-    let base = router.api().await;
+    let base = crate::tokens::ready_api(&router).await;
     (cfg, router, base)
 }
 

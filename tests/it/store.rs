@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
-fn attempt(route: &str, event: &str, n: u32, outcome: Outcome, status: Option<u16>, at_ms: i64) -> Attempt {
+pub(crate) fn attempt(route: &str, event: &str, n: u32, outcome: Outcome, status: Option<u16>, at_ms: i64) -> Attempt {
     Attempt {
         route: route.into(),
         event_id: event.into(),
@@ -31,7 +31,7 @@ fn attempt(route: &str, event: &str, n: u32, outcome: Outcome, status: Option<u1
     }
 }
 
-fn dead(id: &str, route: &str, reason: &str, at_ms: i64) -> DeadLetter {
+pub(crate) fn dead(id: &str, route: &str, reason: &str, at_ms: i64) -> DeadLetter {
     DeadLetter {
         id: id.into(),
         route: route.into(),
@@ -215,7 +215,7 @@ async fn unsupported_store_urls_are_refused() {
 }
 
 /// Runs a part of the suite on a fresh SQLite store.
-async fn on_sqlite<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) -> F) {
+pub(crate) async fn on_sqlite<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) -> F) {
     let dir = tempfile::tempdir().unwrap();
     let s = store::open(&format!("sqlite://{}", dir.path().join("hookrelay.db").display())).await.unwrap();
     assert_eq!(s.backend(), "sqlite");
@@ -223,7 +223,7 @@ async fn on_sqlite<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) ->
 }
 
 /// Runs a part of the suite on a fresh PostgreSQL database.
-async fn on_postgres<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) -> F) {
+pub(crate) async fn on_postgres<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) -> F) {
     let db = PgDatabase::new().await;
     let s = store::open(&db.url).await.unwrap();
     assert_eq!(s.backend(), "postgres");
@@ -235,7 +235,7 @@ fn secret_box() -> SecretBox {
     SecretBox::from_env_value(&SecretBox::generate_key().unwrap()).unwrap()
 }
 
-fn subscription(id: &str, name: &str, secrets: Vec<SealedSecret>) -> SubscriptionRecord {
+pub(crate) fn subscription(id: &str, name: &str, secrets: Vec<SealedSecret>) -> SubscriptionRecord {
     SubscriptionRecord {
         id: id.into(),
         name: name.into(),
@@ -823,7 +823,8 @@ fn rows_0001(bytes: &str) -> String {
     )
 }
 
-/// The store opened on a database at `0001`: upgraded to `0003`, old rows intact, new parts working.
+/// The store opened on a database at `0001`: upgraded to the latest (`0004`), old rows intact, new
+/// parts working (`0004` is checked in `tokens.rs`).
 async fn upgraded_from_0001(s: Arc<dyn Store>) {
     let old = s.dead_letter("old-dl").await.unwrap().unwrap();
     assert_eq!((old.body.as_slice(), old.reason.as_str(), old.dead_at_ms), (b"{}".as_slice(), "rejected", 50));
@@ -855,7 +856,7 @@ async fn sqlite_store_upgrades_from_0001() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     // Opening again finds them applied, with the checksums it knows.
     assert_eq!(store::open(&url).await.unwrap().subscriptions().await.unwrap().len(), 1);
     pool.close().await;
@@ -873,7 +874,7 @@ async fn postgres_store_upgrades_from_0001() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     assert_eq!(store::open(&db.url).await.unwrap().subscriptions().await.unwrap().len(), 1);
     pool.close().await;
     db.drop_it().await;

@@ -30,6 +30,17 @@ fn config(admin_entry: &str) -> ConfigDir {
     cfg
 }
 
+/// The router's API, once it is ready (broker connected, store reachable).
+pub(crate) async fn ready_api(router: &RouterProc) -> String {
+    let base = router.api().await;
+    let deadline = Instant::now() + T;
+    while Api::new(&base, None).get("/readyz").await.status != 200 {
+        assert!(Instant::now() < deadline, "the router never got ready:\n{}", router.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    base
+}
+
 /// `hookrelay token` for `tenant`, as the CLI prints it (the last line).
 fn token(cfg: &ConfigDir, tenant: &str, scope: &str, ttl: &str) -> String {
     let out = std::process::Command::new(bin())
@@ -63,7 +74,7 @@ async fn a_tenant_token_reaches_its_own_tenant_and_nothing_else() {
     let (admin_key, admin_entry) = api_key("ops", &["admin"]);
     let cfg = config(&admin_entry);
     let router = RouterProc::start(&cfg);
-    let base = router.api().await;
+    let base = ready_api(&router).await;
     let admin = Api::new(&base, Some(&admin_key));
     let sub = |name: &str, tenant: &str| json!({"name": name, "url": receiver.url(&format!("/{name}")), "events": ["order.paid"], "tenant": tenant, "max_attempts": 1});
     let acme = admin.post("/v1/subscriptions", sub("acme-orders", "acme")).await.expect(201)["id"]
@@ -175,7 +186,7 @@ async fn expired_foreign_unsigned_and_tampered_tokens_are_refused() {
     let (_, admin_entry) = api_key("ops", &["admin"]);
     let cfg = config(&admin_entry);
     let router = RouterProc::start(&cfg);
-    let base = router.api().await;
+    let base = ready_api(&router).await;
     let key = hookrelay::tokens::TokenKey::from_values(None, Some(SEALING_KEY)).unwrap().unwrap();
     let now = hookrelay::tokens::unix_now();
     let claims = |exp: u64, aud: &str| json!({"tenant": "acme", "scope": "manage", "exp": exp, "iat": now - 100, "iss": "hookrelay", "aud": aud});
@@ -279,7 +290,7 @@ async fn a_portal_link_opens_one_session_once_and_forms_need_their_csrf_token() 
     let (admin_key, admin_entry) = api_key("ops", &["admin"]);
     let cfg = config(&admin_entry);
     let router = RouterProc::start(&cfg);
-    let base = router.api().await;
+    let base = ready_api(&router).await;
     let admin = Api::new(&base, Some(&admin_key));
     let link =
         admin.post("/v1/tenants/acme/portal-link", json!({"scope": "read", "ttl": "5m"})).await.expect(201).clone();
@@ -320,4 +331,94 @@ async fn a_portal_link_opens_one_session_once_and_forms_need_their_csrf_token() 
     assert_eq!(status, 403, "a link works once: {text}");
     assert!(text.contains("used already"), "{text}");
     drop(router);
+}
+
+/// What tenants add to the store, the same on both backends: a subscription's tenant, the
+/// route lists a tenant's views filter by, the dead-letter count, the series of the overview's
+/// chart, and one-time portal links.
+async fn tenant_store_parts_conform(s: std::sync::Arc<dyn hookrelay::store::Store>) {
+    use crate::store::{attempt, dead, subscription};
+    use hookrelay::store::{DeadLetterFilter, DeliveryFilter, Outcome, PortalLink, SeriesBucket};
+
+    let mut sub = subscription("sub-t", "acme-orders", vec![]);
+    sub.tenant = Some("acme".into());
+    assert_eq!(s.create_subscription(&sub, None).await.unwrap().tenant.as_deref(), Some("acme"));
+    let stored = s.subscription("sub-t").await.unwrap().unwrap();
+    assert_eq!(stored.tenant.as_deref(), Some("acme"));
+    let moved = hookrelay::store::SubscriptionRecord { tenant: Some("globex".into()), ..stored.clone() };
+    let updated = s.update_subscription(&moved, stored.version, 5_000, None).await.unwrap().unwrap();
+    assert_eq!(updated.tenant.as_deref(), Some("globex"));
+    assert_eq!(s.subscriptions().await.unwrap()[0].tenant.as_deref(), Some("globex"));
+
+    let batch = vec![
+        attempt("a", "e1", 1, Outcome::Delivered, Some(200), 1_000),
+        attempt("b", "e2", 1, Outcome::Retrying, Some(503), 1_500),
+        attempt("b", "e2", 2, Outcome::Delivered, Some(200), 2_500),
+        attempt("c", "e3", 1, Outcome::Dead, Some(400), 3_100),
+    ];
+    s.record_attempts(&batch).await.unwrap();
+    let routes_of = |f: DeliveryFilter| {
+        let s = s.clone();
+        async move {
+            let mut r: Vec<String> = s.deliveries(&f).await.unwrap().items.into_iter().map(|d| d.route).collect();
+            r.sort();
+            r
+        }
+    };
+    let only = |r: &[&str]| Some(r.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        routes_of(DeliveryFilter { routes: only(&["a", "c"]), limit: 10, ..Default::default() }).await,
+        ["a", "c"]
+    );
+    assert!(routes_of(DeliveryFilter { routes: only(&[]), limit: 10, ..Default::default() }).await.is_empty());
+    assert_eq!(routes_of(DeliveryFilter { limit: 10, ..Default::default() }).await, ["a", "b", "c"]);
+
+    for (id, route, at) in [("d1", "a", 10), ("d2", "b", 20), ("d3", "b", 30)] {
+        s.add_dead_letter(&dead(id, route, "rejected", at)).await.unwrap();
+    }
+    let count = |f: DeadLetterFilter| {
+        let s = s.clone();
+        async move { s.count_dead_letters(&f).await.unwrap() }
+    };
+    assert_eq!(count(DeadLetterFilter::default()).await, 3);
+    assert_eq!(count(DeadLetterFilter { routes: only(&["b"]), ..Default::default() }).await, 2);
+    assert_eq!(count(DeadLetterFilter { routes: only(&[]), ..Default::default() }).await, 0);
+    assert_eq!(count(DeadLetterFilter { since_ms: Some(25), ..Default::default() }).await, 1);
+    let page =
+        s.dead_letters(&DeadLetterFilter { routes: only(&["a"]), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(page.items.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["d1"]);
+
+    // Buckets of 1 s from 1 000: [1 000, 2 000) holds two attempts, one delivered; an empty
+    // bucket is absent; the window's end is exclusive.
+    let series = s.attempt_series(1_000, 3_100, 1_000, None).await.unwrap();
+    let b = |start_ms, attempts, delivered| SeriesBucket { start_ms, attempts, delivered };
+    assert_eq!(series, [b(1_000, 2, 1), b(2_000, 1, 1)]);
+    assert_eq!(s.attempt_series(0, 10_000, 5_000, only(&["c"]).as_deref()).await.unwrap(), [b(0, 1, 0)]);
+
+    let link = |hash: &str, expires_at_ms| PortalLink {
+        nonce_hash: hash.into(),
+        tenant: "acme".into(),
+        scope: "manage".into(),
+        created_by: "ops".into(),
+        created_at_ms: 1_000,
+        expires_at_ms,
+    };
+    s.create_portal_link(&link("h1", 10_000)).await.unwrap();
+    s.create_portal_link(&link("h2", 2_000)).await.unwrap();
+    assert_eq!(s.use_portal_link("h1", 5_000).await.unwrap(), Some(link("h1", 10_000)));
+    assert_eq!(s.use_portal_link("h1", 5_001).await.unwrap(), None, "a link works once");
+    assert_eq!(s.use_portal_link("h2", 2_000).await.unwrap(), None, "an expired link does not work");
+    assert_eq!(s.use_portal_link("nope", 1_500).await.unwrap(), None);
+    s.prune(3_000).await.unwrap();
+    s.create_portal_link(&link("h2", 50_000)).await.expect("the expired link was pruned, its hash is free");
+}
+
+#[tokio::test]
+async fn sqlite_tenant_store_parts_conform() {
+    crate::store::on_sqlite(tenant_store_parts_conform).await;
+}
+
+#[tokio::test]
+async fn postgres_tenant_store_parts_conform() {
+    crate::store::on_postgres(tenant_store_parts_conform).await;
 }
