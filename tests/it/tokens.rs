@@ -73,6 +73,11 @@ async fn a_tenant_token_reaches_its_own_tenant_and_nothing_else() {
     let receiver = Receiver::ok().await;
     let (admin_key, admin_entry) = api_key("ops", &["admin"]);
     let cfg = config(&admin_entry);
+    // A file route of tenant acme, beside its subscription.
+    cfg.route(
+        "acme-file",
+        &format!("tenant = \"acme\"\nevents = [\"order.paid\"]\nurl = \"{}\"", receiver.url("/acme-file")),
+    );
     let router = RouterProc::start(&cfg);
     let base = ready_api(&router).await;
     let admin = Api::new(&base, Some(&admin_key));
@@ -96,9 +101,12 @@ async fn a_tenant_token_reaches_its_own_tenant_and_nothing_else() {
     }
     let got = receiver.wait_distinct("/acme-orders", 1, T).await;
     assert_eq!(got[0].id(), "e-acme");
+    assert_eq!(receiver.wait_distinct("/acme-file", 1, T).await[0].id(), "e-acme");
     receiver.wait_distinct("/globex-orders", 1, T).await;
-    wait_deliveries(&admin, "/v1/deliveries", 2).await;
-    assert_eq!(receiver.on("/acme-orders").len(), 1, "acme's route got another tenant's event: {:?}", receiver.all());
+    wait_deliveries(&admin, "/v1/deliveries", 3).await;
+    for path in ["/acme-orders", "/acme-file"] {
+        assert_eq!(receiver.on(path).len(), 1, "{path} got another tenant's event: {:?}", receiver.all());
+    }
 
     let manage = Api::new(&base, Some(&token(&cfg, "acme", "manage", "1h")));
     // Lists hold its own only.
@@ -106,17 +114,19 @@ async fn a_tenant_token_reaches_its_own_tenant_and_nothing_else() {
     let names: Vec<&str> = subs["items"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["acme-orders"]);
     let deliveries = manage.get("/v1/deliveries").await.expect(200).clone();
-    let routes: Vec<&str> =
+    let mut routes: Vec<&str> =
         deliveries["items"].as_array().unwrap().iter().map(|d| d["route"].as_str().unwrap()).collect();
-    assert_eq!(routes, ["acme-orders"]);
+    routes.sort();
+    assert_eq!(routes, ["acme-file", "acme-orders"]);
     let stats = manage.get("/v1/stats").await.expect(200).clone();
     let stat_routes: Vec<&str> =
         stats["routes"].as_array().unwrap().iter().map(|r| r["route"].as_str().unwrap()).collect();
-    assert_eq!(stat_routes, ["acme-orders"]);
+    assert_eq!(stat_routes, ["acme-file", "acme-orders"]);
     let routes = manage.get("/v1/routes").await.expect(200).clone();
-    assert_eq!(routes["items"].as_array().unwrap().len(), 1);
+    let names: Vec<&str> = routes["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["acme-file", "acme-orders"]);
     let types = manage.get("/v1/event-types/order.paid").await.expect(200).clone();
-    assert_eq!(types["routes"], json!(["acme-orders"]), "the catalogue names its own routes only");
+    assert_eq!(types["routes"], json!(["acme-file", "acme-orders"]), "the catalogue names its own routes only");
 
     // Another tenant's ids are not there: 404, whatever the operation.
     let globex_delivery = hookrelay::store::delivery_id("globex-orders", "e-globex");
@@ -259,6 +269,22 @@ fn hookrelay_token_needs_a_key_and_prints_the_token_last() {
     let claims = k.verify_tenant(token).unwrap();
     assert_eq!((claims.tenant.as_str(), claims.scope), ("acme", hookrelay::tokens::TokenScope::Manage));
     assert!((7190..=7200).contains(&(claims.exp - claims.iat)), "ttl 2h: {claims:?}");
+}
+
+#[test]
+fn tenants_in_the_config_are_checked_with_their_place() {
+    let cfg = ConfigDir::with_main("version = 1\n[tenants]\nattribute = \"Tenant-Id\"\n");
+    cfg.route("shop", "events = [\"order.paid\"]\ntenant = \"a/b\"\nurl = \"https://shop.example.com/hooks\"");
+    let out = std::process::Command::new(bin())
+        .args(["validate", "--allow-missing-secrets", "--config"])
+        .arg(cfg.path())
+        .env_remove("HOOKRELAY_BROKER__URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("routes/shop.toml:2:10: tenant \"a/b\" must be 1 to 128 characters"), "{text}");
+    assert!(text.contains("hookrelay.toml: [tenants] attribute = \"Tenant-Id\""), "{text}");
 }
 
 /// A form post with cookies, answered without following redirects.
