@@ -1,6 +1,7 @@
 //! The portal's own pages: entering through a one-time link (a page with a button, so that a
 //! link preview fetching the URL does not use it up; the POST uses the link and sets the session
-//! cookie), signing in with a tenant token, and how to verify a webhook's signature.
+//! cookie), signing in with a tenant token, and how to verify a webhook's signature (also served
+//! by the console, at `/ui/verify`).
 
 use super::layout::{self, csrf_field};
 use super::session::{self, Area};
