@@ -102,7 +102,7 @@ fn pieces(c: &mut Criterion) {
         };
         g.bench_function(id("headers"), |b| {
             b.iter(|| {
-                hookrelay::router::request_headers(
+                hookrelay::delivery::attempt::request_headers(
                     &route,
                     black_box(&payload),
                     "1763805600000000",

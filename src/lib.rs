@@ -24,7 +24,7 @@
 pub mod api;
 pub mod broker;
 pub mod config;
-pub mod deliver;
+pub mod delivery;
 pub mod event;
 pub mod listen;
 pub mod metrics;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hookrelay::config::{self, LoadOptions, error::ConfigErrors};
-use hookrelay::deliver::sign::SigningKey;
+use hookrelay::delivery::http::sign::SigningKey;
 use hookrelay::router::Router;
 use hookrelay::telemetry::{self, LogFormat};
 use std::path::PathBuf;
@@ -517,7 +517,14 @@ fn route_test(dir: &std::path::Path, name: &str, event: &std::path::Path) -> Res
         Ok(hookrelay::pipeline::Prepared::Deliver(p)) => {
             let seq = p.sequence.clone().unwrap_or_else(|| "<assigned at delivery>".into());
             let tp = p.traceparent.clone().unwrap_or_else(hookrelay::telemetry::new_traceparent);
-            let headers = hookrelay::router::request_headers(route, &p, &seq, &tp, 1, hookrelay::router::unix_now());
+            let headers = hookrelay::delivery::attempt::request_headers(
+                route,
+                &p,
+                &seq,
+                &tp,
+                1,
+                hookrelay::delivery::attempt::unix_now(),
+            );
             println!("POST {}", route.url);
             for (k, v) in &headers {
                 println!("{k}: {}", v.to_str().unwrap_or("<binary>"));

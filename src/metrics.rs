@@ -32,8 +32,7 @@
 //! | `hookrelay_deliveries_in_flight` | gauge | `route` |
 //! | `hookrelay_queue_depth` | gauge | `route` |
 
-use crate::deliver::client::SendError;
-use crate::pipeline::Reason;
+use crate::delivery::verdict::{AttemptFailure, Reason};
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::{BTreeMap, HashMap};
@@ -104,85 +103,6 @@ pub const LAG_BUCKETS: &[f64] = &[
     43200.0,
 ];
 
-/// Why one HTTP attempt failed: the `result` label of [`DELIVERY_ATTEMPTS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptFailure {
-    /// A 3xx (redirects are not followed).
-    Http3xx,
-    /// A 4xx other than 429.
-    Http4xx,
-    /// 429 Too Many Requests.
-    Http429,
-    /// A 5xx.
-    Http5xx,
-    /// A status outside 200–599.
-    HttpOther,
-    /// No complete response within the route's timeout.
-    Timeout,
-    /// TCP connect or DNS failure.
-    Connect,
-    /// The TLS handshake failed.
-    Tls,
-    /// The SSRF guard refused the target.
-    Blocked,
-    /// Anything else between sending and the end of the response.
-    Other,
-}
-
-impl AttemptFailure {
-    /// Every value, in label order.
-    pub const ALL: [AttemptFailure; 10] = [
-        Self::Http3xx,
-        Self::Http4xx,
-        Self::Http429,
-        Self::Http5xx,
-        Self::HttpOther,
-        Self::Timeout,
-        Self::Connect,
-        Self::Tls,
-        Self::Blocked,
-        Self::Other,
-    ];
-
-    /// The failure a non-2xx status stands for.
-    pub fn from_status(status: u16) -> Self {
-        match status {
-            429 => Self::Http429,
-            300..=399 => Self::Http3xx,
-            400..=499 => Self::Http4xx,
-            500..=599 => Self::Http5xx,
-            _ => Self::HttpOther,
-        }
-    }
-
-    /// The failure of a request that got no response.
-    pub fn from_send_error(e: &SendError) -> Self {
-        match e {
-            SendError::Blocked(_) => Self::Blocked,
-            SendError::Timeout(_) => Self::Timeout,
-            SendError::Connect(_) => Self::Connect,
-            SendError::Tls(_) => Self::Tls,
-            SendError::Other(_) => Self::Other,
-        }
-    }
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http3xx => "http_3xx",
-            Self::Http4xx => "http_4xx",
-            Self::Http429 => "http_429",
-            Self::Http5xx => "http_5xx",
-            Self::HttpOther => "http_other",
-            Self::Timeout => "timeout",
-            Self::Connect => "connect",
-            Self::Tls => "tls",
-            Self::Blocked => "blocked",
-            Self::Other => "other",
-        }
-    }
-}
-
 /// The result of a config reload: the `result` label of [`CONFIG_RELOADS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadResult {
@@ -203,18 +123,7 @@ impl ReloadResult {
 }
 
 /// Every dead-letter reason, so that each route shows all of them from 0.
-const REASONS: [Reason; 10] = [
-    Reason::Malformed,
-    Reason::TooLarge,
-    Reason::UnknownType,
-    Reason::Schema,
-    Reason::ScriptError,
-    Reason::Rejected,
-    Reason::Gone,
-    Reason::Exhausted,
-    Reason::Blocked,
-    Reason::DeliveryLimit,
-];
+const REASONS: [Reason; 10] = Reason::ALL;
 
 fn reason_index(r: Reason) -> usize {
     // Exhaustive: a new reason fails to compile here until it has a slot in REASONS.
@@ -716,12 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn statuses_map_to_bounded_failure_labels() {
-        assert_eq!(AttemptFailure::from_status(429), AttemptFailure::Http429);
-        assert_eq!(AttemptFailure::from_status(408), AttemptFailure::Http4xx);
-        assert_eq!(AttemptFailure::from_status(302), AttemptFailure::Http3xx);
-        assert_eq!(AttemptFailure::from_status(503), AttemptFailure::Http5xx);
-        assert_eq!(AttemptFailure::from_status(101), AttemptFailure::HttpOther);
+    fn every_label_has_its_series() {
         for (i, f) in AttemptFailure::ALL.iter().enumerate() {
             assert_eq!(failure_index(*f), i);
         }

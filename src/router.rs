@@ -23,47 +23,24 @@ use crate::broker::{
     Broker, BrokerError, Consumer, H_ATTEMPT, H_NOT_BEFORE, H_TRACEPARENT, Message, RouteTopology, now_ms,
 };
 use crate::config::{Route, Snapshot};
-use crate::deliver::client::{SendError, WebhookClient};
-use crate::deliver::retry::{Class, classify};
-use crate::metrics::{self, AttemptFailure, ReloadResult};
-use crate::pipeline::{self, Payload, Prepared, Reason, Rejection};
+use crate::delivery::attempt::{Attempt as Send, Sequencer};
+use crate::delivery::http::client::WebhookClient;
+use crate::delivery::verdict::{self, Reason, Verdict};
+use crate::metrics::{self, ReloadResult};
+use crate::pipeline::{self, Payload, Prepared, Rejection};
 use crate::store::log::AttemptLog;
 use crate::store::{Attempt, Outcome, Store};
 use crate::telemetry;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
-
-/// Router-assigned sequence numbers: a hybrid clock in microseconds since the Unix epoch that
-/// never repeats or goes back within a process, and starts above anything an earlier process
-/// on a clock-synchronised host assigned (it starts from the current time).
-#[derive(Debug, Default)]
-pub struct Sequencer(AtomicU64);
-
-impl Sequencer {
-    /// The next sequence number: greater than every earlier one.
-    pub fn next(&self) -> u64 {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        let mut prev = self.0.load(Ordering::Relaxed);
-        loop {
-            let n = now.max(prev + 1);
-            match self.0.compare_exchange_weak(prev, n, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return n,
-                Err(p) => prev = p,
-            }
-        }
-    }
-}
 
 /// The outcome of a reload, as the log, the API and the metrics report it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -168,6 +145,11 @@ impl Router {
     /// The webhook client now live (for test sends from the API).
     pub fn client(&self) -> Arc<WebhookClient> {
         self.client.load_full()
+    }
+
+    /// The sequencer of every delivery (for test sends from the API).
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.sequencer
     }
 
     /// The delivery log, when the router records attempts.
@@ -951,7 +933,7 @@ impl Worker {
         header_tp: Option<&str>,
     ) -> Result<Handled, BrokerError> {
         let client = self.router.client.load_full();
-        let sequence = payload.sequence.clone().unwrap_or_else(|| self.router.sequencer.next().to_string());
+        let sequence = self.router.sequencer.of(payload);
         // With traces off, every attempt sends the producer's traceparent, or one made once for
         // this event, so that all attempts share a trace.
         let incoming: Cow<'_, str> = match header_tp
@@ -960,37 +942,19 @@ impl Worker {
             Some(tp) => Cow::Borrowed(tp),
             None => Cow::Owned(telemetry::new_traceparent()),
         };
+        let keep = snap.limits.response_body_bytes;
         let mut attempt = first_attempt;
         loop {
-            let span = telemetry::attempt_span(attempt, &route.url);
-            let traceparent = telemetry::traceparent(&span, Some(&incoming));
-            let headers = request_headers(route, payload, &sequence, &traceparent, attempt, unix_now());
-            let sent = client
-                .post(&route.url, headers, payload.body.clone(), route.timeout, snap.limits.response_body_bytes)
-                .instrument(span.clone())
-                .await;
-            let (status, body, retry_after, error) = match &sent {
-                Ok(r) => (Some(r.status), Some(r.body.as_str()), r.retry_after, format!("HTTP {}", r.status)),
-                Err(e) => (None, None, None, e.to_string()),
-            };
-            let class = match &sent {
-                Ok(r) => classify(r.status),
-                Err(SendError::Blocked(_)) => Class::Permanent,
-                Err(_) => Class::Retryable,
-            };
-            let failure = match &sent {
-                Ok(_) if class == Class::Success => None,
-                Ok(r) => Some(AttemptFailure::from_status(r.status)),
-                Err(e) => Some(AttemptFailure::from_send_error(e)),
-            };
-            telemetry::record_attempt(&span, status, failure);
-            drop(span);
-            let ms = sent.as_ref().map_or(0, |r| r.duration.as_millis() as u64);
+            let send = Send { route, payload, sequence: &sequence, number: attempt, traceparent: &incoming };
+            let result = send.send(&client, keep).await;
+            let verdict = verdict::decide(&result, &route.retry, attempt, route.ordered, fastrand::f64());
+            let (status, error, ms) = (result.status(), result.error(), result.duration().as_millis() as u64);
+            let body = result.response().map(|r| r.body.as_str());
             if let Some(log) = &self.router.log {
-                let outcome = match class {
-                    Class::Success => Outcome::Delivered,
-                    Class::Retryable if route.retry.may_retry(attempt) => Outcome::Retrying,
-                    _ => Outcome::Dead,
+                let outcome = match verdict {
+                    Verdict::Delivered => Outcome::Delivered,
+                    Verdict::RetryInPlace(_) | Verdict::Park(_) => Outcome::Retrying,
+                    Verdict::DeadLetter(_) => Outcome::Dead,
                 };
                 log.record(Attempt {
                     route: route.name.clone(),
@@ -1009,18 +973,17 @@ impl Worker {
                     at_ms: now_ms() as i64,
                 });
             }
-            let Some(failure) = failure else {
-                let latency = sent.as_ref().map_or(Duration::ZERO, |r| r.duration);
-                self.meter.delivered(latency, payload.time.and_then(metrics::lag));
+            let Some(failure) = result.failure() else {
+                self.meter.delivered(result.duration(), payload.time.and_then(metrics::lag));
                 debug!(revision = %snap.revision, attempt, status, ms, "delivered");
                 return ack(d).await;
             };
             self.meter.attempt_failed(failure);
-            match class {
-                Class::Retryable if route.retry.may_retry(attempt) => {
-                    let delay = route.retry.delay(attempt, retry_after, fastrand::f64());
+            match verdict {
+                Verdict::Delivered => return ack(d).await,
+                Verdict::Park(delay) | Verdict::RetryInPlace(delay) => {
                     warn!(revision = %snap.revision, attempt, status, reason = failure.as_str(), error = %error, retry_in = ?delay, "delivery failed; will retry");
-                    if !route.ordered {
+                    if let Verdict::Park(_) = verdict {
                         let parked = self.park(route, d, attempt + 1, delay).await;
                         if parked.is_ok() {
                             self.meter.retried();
@@ -1035,13 +998,7 @@ impl Worker {
                     }
                     attempt += 1;
                 }
-                _ => {
-                    let reason = match (&sent, class) {
-                        (Err(SendError::Blocked(_)), _) => Reason::Blocked,
-                        (_, Class::Gone) => Reason::Gone,
-                        (_, Class::Retryable) => Reason::Exhausted,
-                        _ => Reason::Rejected,
-                    };
+                Verdict::DeadLetter(reason) => {
                     warn!(revision = %snap.revision, attempt, status, reason = reason.as_str(), failure = failure.as_str(), error = %error, "delivery failed; dead-lettering");
                     if let (Reason::Gone, crate::config::Origin::Api { subscription }) = (reason, &route.origin) {
                         let _ = self.router.gone.send(Gone {
@@ -1123,42 +1080,3 @@ async fn ack(d: &Message) -> Result<Handled, BrokerError> {
     d.ack().await?;
     Ok(Handled::Done)
 }
-
-/// Now as Unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Every header of one attempt: the route's static headers, the signature headers, and
-/// `content-type`, `user-agent`, `hookrelay-sequence`, `hookrelay-attempt`, `hookrelay-route`,
-/// `traceparent`.
-pub fn request_headers(
-    route: &Route,
-    p: &pipeline::Payload,
-    sequence: &str,
-    traceparent: &str,
-    attempt: u32,
-    timestamp: i64,
-) -> HeaderMap {
-    // The route's own headers, then the ones every attempt gets (a dozen in all, so the map is
-    // made once at its final size).
-    let mut h = route.headers.clone();
-    h.reserve(ATTEMPT_HEADERS);
-    route.signer.insert_headers(&mut h, &p.event_id, timestamp, &p.body);
-    let text = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(p.content_type));
-    h.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-    h.insert(HOOKRELAY_SEQUENCE.clone(), text(sequence));
-    h.insert(HOOKRELAY_ATTEMPT.clone(), HeaderValue::from(attempt));
-    h.insert(HOOKRELAY_ROUTE.clone(), text(&route.name));
-    h.insert(TRACEPARENT.clone(), text(traceparent));
-    h
-}
-
-/// Headers [`request_headers`] adds to the route's: three of signing and six others.
-const ATTEMPT_HEADERS: usize = 9;
-const USER_AGENT: &str = concat!("hookrelay/", env!("CARGO_PKG_VERSION"));
-static HOOKRELAY_SEQUENCE: HeaderName = HeaderName::from_static("hookrelay-sequence");
-static HOOKRELAY_ATTEMPT: HeaderName = HeaderName::from_static("hookrelay-attempt");
-static HOOKRELAY_ROUTE: HeaderName = HeaderName::from_static("hookrelay-route");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");

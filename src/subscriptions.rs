@@ -17,8 +17,8 @@
 use crate::broker::topic;
 use crate::config::files::{BodyFormat, Dur};
 use crate::config::{Origin, Route, Snapshot};
-use crate::deliver::retry::RetryPolicy;
-use crate::deliver::sign::{Signer, SigningKey};
+use crate::delivery::http::retry::RetryPolicy;
+use crate::delivery::http::sign::{Signer, SigningKey};
 use crate::pipeline::redact::RedactPath;
 use crate::pipeline::script::{EntryPoint, Script};
 use crate::router::{Gone, ReloadOutcome, Router};

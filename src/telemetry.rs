@@ -19,7 +19,7 @@
 //! through, or makes a new one, exactly as the router did before.
 
 use crate::config::files::{OtlpProtocol, TelemetryFile};
-use crate::metrics::AttemptFailure;
+use crate::delivery::verdict::AttemptFailure;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;

@@ -8,7 +8,7 @@ use super::{
     Broker, DEAD_LETTERS, Destination, H_ATTEMPT, H_DEAD_AT, H_DETAILS, H_ERROR, H_LAST_RESPONSE, H_LAST_STATUS,
     H_NOT_BEFORE, H_REASON, H_ROUTE, Headers, Message, now_ms,
 };
-use crate::pipeline::Reason;
+use crate::delivery::verdict::Reason;
 use crate::store::{self, Store};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;

@@ -84,8 +84,8 @@ pub async fn publish_events(broker: &dyn Broker, spec: &EventSpec, count: u64) -
 /// at once, and prints each event id once the router has accepted it (its broker confirmed).
 /// An answer other than 202 stops with the API's error message.
 pub async fn post_events(base: &str, api_key: Option<&str>, spec: &EventSpec, count: u64) -> Result<(), BrokerError> {
-    use crate::deliver::client::WebhookClient;
-    use crate::deliver::guard::Policy;
+    use crate::delivery::http::client::WebhookClient;
+    use crate::delivery::http::guard::Policy;
     // The caller chose this address: the SSRF guard is for webhook targets, not for this.
     let client = WebhookClient::new(Policy { allow_http: true, allow_private_networks: true }, &[]);
     let url: http::Uri = format!("{}/v1/events", base.trim_end_matches('/'))

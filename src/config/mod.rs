@@ -11,9 +11,9 @@ pub mod files;
 pub mod locate;
 
 use crate::broker::topic;
-use crate::deliver::guard::Policy;
-use crate::deliver::retry::RetryPolicy;
-use crate::deliver::sign::{Signer, SigningKey};
+use crate::delivery::http::guard::Policy;
+use crate::delivery::http::retry::RetryPolicy;
+use crate::delivery::http::sign::{Signer, SigningKey};
 use crate::pipeline::redact::RedactPath;
 use crate::pipeline::schema::SchemaRegistry;
 use crate::pipeline::script::{EntryPoint, Script, sandboxed_engine};

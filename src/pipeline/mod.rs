@@ -7,54 +7,11 @@ pub mod schema;
 pub mod script;
 
 use crate::config::{Route, Snapshot, files::BodyFormat};
+use crate::delivery::verdict::Reason;
 use crate::event::CloudEvent;
 use bytes::Bytes;
 use schema::{SchemaError, Violation};
 use serde_json::Value;
-
-/// Why an event ends in the dead letters instead of at its receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// Not a CloudEvent in structured JSON mode.
-    Malformed,
-    /// Over `[limits] max_event_bytes`.
-    TooLarge,
-    /// No schema for the type (or the requested version).
-    UnknownType,
-    /// `data` breaks the schema.
-    Schema,
-    /// A filter or transform script failed.
-    ScriptError,
-    /// The receiver answered a permanent 4xx.
-    Rejected,
-    /// `410 Gone`: the receiver no longer wants the events.
-    Gone,
-    /// Every attempt failed with a retryable outcome.
-    Exhausted,
-    /// The SSRF guard refused the target address.
-    Blocked,
-    /// The broker gave up on the message (`x-delivery-limit`), e.g. after repeated crashes.
-    DeliveryLimit,
-}
-
-impl Reason {
-    /// The wire name, as in dead-letter headers and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::TooLarge => "too_large",
-            Self::UnknownType => "unknown_type",
-            Self::Schema => "schema",
-            Self::ScriptError => "script_error",
-            Self::Rejected => "rejected",
-            Self::Gone => "gone",
-            Self::Exhausted => "exhausted",
-            Self::Blocked => "blocked",
-            Self::DeliveryLimit => "delivery_limit",
-        }
-    }
-}
 
 /// An event refused before delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
