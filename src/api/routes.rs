@@ -4,7 +4,7 @@
 use super::ApiState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, RawBody};
-use crate::config::files::{BodyFormat, Scope};
+use crate::config::files::Scope;
 use crate::config::{Origin, Route};
 use crate::delivery::attempt::Attempt;
 use crate::delivery::http::sign::Signer;
@@ -76,17 +76,12 @@ impl From<&Route> for RouteView {
             events: r.events.clone(),
             url: r.url.to_string(),
             ordered: r.ordered,
-            format: match r.format {
-                BodyFormat::Standard => "standard",
-                BodyFormat::Cloudevents => "cloudevents",
-                BodyFormat::Data => "data",
-            }
-            .into(),
+            format: r.steps.format.as_str().into(),
             timeout_ms: r.timeout.as_millis() as u64,
             concurrency: r.concurrency,
-            filter: r.filter.is_some(),
-            transform: r.transform.is_some(),
-            redact: r.redact.iter().map(|p| p.as_str().to_string()).collect(),
+            filter: r.steps.filter.is_some(),
+            transform: r.steps.transform.is_some(),
+            redact: r.steps.redact.iter().map(|p| p.as_str().to_string()).collect(),
             max_attempts: r.retry.max_attempts,
             backoff_ms: r.retry.backoff.iter().map(|d| d.as_millis() as u64).collect(),
             signing: signing.into(),
@@ -220,7 +215,7 @@ pub async fn test(
         ping(&format!("test event for route {name}"))
     } else {
         let ev = CloudEvent::decode(&body).map_err(|e| ApiError::unprocessable("malformed", e.to_string()))?;
-        match pipeline::prepare_event(&snapshot, route, ev) {
+        match pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
             Ok(Prepared::Deliver(p)) => p,
             Ok(Prepared::Filtered) => {
                 return Ok(Json(TestResult {

@@ -16,8 +16,9 @@ pub struct RetryPolicy {
 /// The longest `Retry-After` honoured; longer values are cut to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 
-/// Jitter adds up to this fraction to each backoff step.
-pub const JITTER: f64 = 0.2;
+/// Jitter adds up to this fraction to each backoff step: as much as a wait queue holds past its
+/// tier, so that a jittered step waits in one pass.
+pub const JITTER: f64 = crate::broker::TIER_SPREAD;
 
 impl RetryPolicy {
     /// The wait after failed attempt `attempt` (1-based), given the receiver's `Retry-After`

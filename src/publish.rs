@@ -1,8 +1,9 @@
-//! Publishing CloudEvents to the events exchange, as `hookrelay publish` does: structured JSON,
-//! routing key = type, confirmed, many confirms pipelined. A publish that reaches no queue means
-//! no route subscribes to the type, and is reported as an error.
+//! `hookrelay publish`: CloudEvents (structured JSON) to the events exchange of a broker
+//! (routing key = type, confirmed, many confirms pipelined), or through a running router's
+//! ingest API. A publish that reaches no queue means no route subscribes to the type, and is
+//! reported as an error.
 
-use super::{Broker, BrokerError, Destination, Headers};
+use crate::broker::{Broker, BrokerError, Destination, Headers};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
