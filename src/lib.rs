@@ -45,3 +45,6 @@ pub mod runtime;
 pub mod store;
 pub mod subscriptions;
 pub mod telemetry;
+
+#[cfg(test)]
+mod layering;
