@@ -317,7 +317,7 @@ pub struct RouteFile {
     /// Strict FIFO: one delivery at a time, retries in place. Default false.
     #[serde(default)]
     pub ordered: bool,
-    /// Per-attempt timeout (connect, send, response). Default 10s.
+    /// Per-attempt timeout (connect, send, response), above zero. Default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: Dur,
     /// Deliveries at once on an unordered route, 1 to 10,000. Default 16.

@@ -1,5 +1,5 @@
 //! The route compiler, one for both sources of routes: route files (`routes/<name>.toml`, see
-//! [`super::route_files`]) and API subscriptions ([`crate::subscriptions`]). Each source turns
+//! `route_files`) and API subscriptions ([`crate::subscriptions`]). Each source turns
 //! what it holds into a [`Definition`] (reading its script files or inline sources, its secrets,
 //! its digest) and reports problems at its own places (a file's line and column, a
 //! subscription's field); this module checks every value against the same limits, fills in the

@@ -1,5 +1,5 @@
 //! A route's worker: the consume loop, and the stages of one message read top to bottom in
-//! [`Dispatch`]: prepare (the pipeline) → attempt → decide → report → settle.
+//! `Dispatch`: prepare (the pipeline) → attempt → decide → report → settle.
 //!
 //! Ordered routes (single active consumer) are a plain sequential loop: one message at a time,
 //! retried in place, so later events wait. Unordered routes run up to `concurrency` messages at
@@ -10,7 +10,7 @@
 //!
 //! Contexts by lifetime, as svix-server's worker does: [`Shared`] for the process (the live
 //! config and client, the sequencer, the delivery log), [`Worker`] for one route's consumer, and
-//! [`Dispatch`] for one message (the config and route it read once, when it started).
+//! `Dispatch` for one message (the config and route it read once, when it started).
 
 use super::attempt::{Attempt, Sequencer};
 use super::http::client::WebhookClient;

@@ -1,5 +1,5 @@
 //! The process around the route workers, with no per-message decision: connecting to the broker
-//! (with backoff), one session per connection ([`session`]: declare the topology, start and
+//! (with backoff), one session per connection (`session`: declare the topology, start and
 //! retire workers, wind down), reloads ([`reload`], each applying one [`diff::ConfigDiff`]), the
 //! dead-letter indexer ([`indexer`]) and the queue-depth poller ([`depths`]).
 //!
