@@ -5,10 +5,10 @@
 
 use crate::common::*;
 use hookrelay::broker::amqp::AmqpBroker;
-use hookrelay::broker::dead_letters::from_message;
 use hookrelay::broker::embedded::EmbeddedBroker;
 use hookrelay::broker::{Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology};
 use hookrelay::config::files::EmbeddedSync;
+use hookrelay::runtime::indexer::from_message;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -788,7 +788,7 @@ async fn publish_uses_the_embedded_file_unless_the_environment_names_rabbitmq() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_delivers_signed_webhooks_from_the_embedded_broker() {
     use hookrelay::broker::H_REASON;
-    use hookrelay::router::ReloadOutcome;
+    use hookrelay::runtime::ReloadOutcome;
     // Every first attempt on /flaky answers 503: its retry goes through a delayed publish.
     let rx =
         Receiver::start(|r, earlier| if r.path == "/flaky" && earlier == 0 { (503, vec![]) } else { (200, vec![]) })
@@ -818,14 +818,14 @@ async fn the_router_delivers_signed_webhooks_from_the_embedded_broker() {
     let store = cfg.store().await;
     let log_stop = tokio_util::sync::CancellationToken::new();
     let (log, log_writer) = hookrelay::store::log::AttemptLog::start(store.clone(), log_stop.clone());
-    let router = hookrelay::router::Router::new(snapshot, Some((store, log)));
+    let router = hookrelay::runtime::Runtime::new(snapshot, Some((store, log)));
     let shutdown = tokio_util::sync::CancellationToken::new();
     // Router::run's future is not `Send` (a borrow across its declaration stream), as in main:
     // run it beside the test instead of spawning it.
     let test = async {
         // The same engine as the router's: connect hands out connections to one instance.
         let s = router.snapshot();
-        let b = hookrelay::broker::connect(&s.broker, &s.broker_kind, "test").await.unwrap();
+        let b = hookrelay::broker::connect(s.broker_endpoint(), "test").await.unwrap();
         assert_eq!(b.kind(), "embedded");
         let mut events = numbered("e", 100);
         events.push(event("order.paid", "bad", json!({"n": "one"})));

@@ -13,3 +13,4 @@ mod resilience;
 mod signatures;
 mod store;
 mod telemetry;
+mod worker;

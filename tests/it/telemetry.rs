@@ -7,8 +7,8 @@
 use crate::common::otlp::{OtlpReceiver, ReceivedSpan};
 use crate::common::{ConfigDir, Received, Receiver, RouterProc, Vhost, numbered};
 use hookrelay::config::files::{MainFile, OtlpProtocol, TelemetryFile};
-use hookrelay::metrics::{self, AttemptFailure, ReloadResult};
-use hookrelay::pipeline::Reason;
+use hookrelay::delivery::verdict::{AttemptFailure, Reason};
+use hookrelay::metrics::{self, ReloadResult};
 use hookrelay::telemetry::{self, LogFormat};
 use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider};
 use std::collections::{BTreeMap, HashMap};
