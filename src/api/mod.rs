@@ -1,8 +1,11 @@
 //! The admin and ingest API (axum) on `[api] listen`: JSON in and out, every error in one shape
 //! (`{"error": {"code", "message", "details"}}`, see [`error`]), Bearer API keys with scopes
-//! ([`auth`]), and tenant tokens that reach one tenant's routes only ([`tenants`]). Handlers are thin: they check the caller and the input, call the router, the
-//! store or [`crate::subscriptions`], and shape the answer. The OpenAPI document is built from
-//! the same handler annotations that register the routes, so it cannot drift.
+//! ([`auth`]), and tenant tokens that reach one tenant's routes only ([`tenants`]). Handlers are
+//! thin: they check the caller and the input, call the runtime, the store or
+//! [`crate::subscriptions`], and shape the answer. The OpenAPI document is built from the same
+//! handler annotations that register the routes, so it cannot drift. The console and the portal
+//! are served on the same listener, mounted by the caller of [`serve`] (they use this module,
+//! not the other way round).
 //!
 //! ```text
 //! POST   /v1/events                          ingest one event (202 after broker confirm)   ingest
@@ -40,7 +43,7 @@ pub mod stats;
 pub mod subscriptions;
 pub mod tenants;
 
-use crate::router::Router;
+use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::subscriptions::Subscriptions;
 use error::ApiError;
@@ -56,7 +59,7 @@ use utoipa_axum::routes;
 #[derive(Clone)]
 pub struct ApiState {
     /// The running router: live config, broker, client, reload.
-    pub router: Arc<Router>,
+    pub router: Arc<Runtime>,
     /// The store: delivery log, dead letters, subscriptions, audit.
     pub store: Arc<dyn Store>,
     /// API-managed routes.
@@ -104,9 +107,10 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The API's routes and its OpenAPI document, built from the same annotations.
-pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
-    let ui_state = state.clone();
+/// The API's routes and its OpenAPI document, built from the same annotations, with `pages`
+/// (the console and the portal, `crate::ui`, which call this module's handlers: the API does not
+/// know them) served beside, under the same fallbacks.
+pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::openapi::OpenApi) {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::ingest))
         .routes(routes!(event_types::list))
@@ -137,7 +141,7 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let doc = Arc::new(openapi.clone());
     let router = router
-        .merge(crate::ui::router(ui_state))
+        .merge(pages)
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -158,9 +162,15 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
-/// Serves the API on `listener` until `stop`; requests in flight finish first.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, stop: CancellationToken) -> std::io::Result<()> {
-    let (app, _) = app(state);
+/// Serves the API and `pages` (see [`app`]) on `listener` until `stop`; requests in flight
+/// finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    pages: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let (app, _) = app(state, pages);
     axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
 }
 

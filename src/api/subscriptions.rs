@@ -10,8 +10,8 @@ use super::routes::{TestResult, ping, send_now};
 use super::tenants::owns_subscription;
 use crate::config::files::Scope;
 use crate::config::{Origin, Route};
-use crate::deliver::retry::RetryPolicy;
-use crate::deliver::sign::{Signer, SigningKey};
+use crate::delivery::http::retry::RetryPolicy;
+use crate::delivery::http::sign::{Signer, SigningKey};
 use crate::store::SubscriptionRecord;
 use crate::subscriptions::{SubscriptionDefinition, SubscriptionError, SubscriptionSpec};
 use axum::extract::State;
@@ -383,17 +383,13 @@ pub async fn validate(
         ordered: false,
         timeout,
         concurrency: 1,
-        filter: None,
-        transform: None,
-        redact: Vec::new(),
-        format: Default::default(),
+        steps: Default::default(),
         headers: HeaderMap::new(),
         log_payload: false,
         signer: Signer::Standard(vec![key]),
         retry: RetryPolicy { max_attempts: 1, backoff: vec![std::time::Duration::from_secs(1)] },
         digest: String::new(),
         origin: Origin::Api { subscription: String::new() },
-        tenant: Default::default(),
     };
     let result = send_now(&state, &route, ping("hookrelay subscription check")).await;
     // A refusal by the guard at connect time (a name that resolves to a private address) is a

@@ -22,14 +22,8 @@ use std::time::Duration;
 /// names, sorted.
 pub(crate) async fn visible_routes(state: &ApiState, access: Access<'_>) -> Result<Option<Vec<String>>, ApiError> {
     let Access::Tenant(tenant) = access else { return Ok(None) };
-    let mut names: BTreeSet<String> = state
-        .router
-        .snapshot()
-        .routes
-        .iter()
-        .filter(|r| r.tenant.tenant() == Some(tenant))
-        .map(|r| r.name.clone())
-        .collect();
+    let mut names: BTreeSet<String> =
+        state.router.snapshot().routes.iter().filter(|r| r.tenant() == Some(tenant)).map(|r| r.name.clone()).collect();
     names.extend(
         state.store.subscriptions().await?.into_iter().filter(|s| s.tenant.as_deref() == Some(tenant)).map(|s| s.name),
     );

@@ -85,7 +85,7 @@ async fn tenants_page(ctx: &Ctx, link: Option<(String, String, String)>) -> Resp
     }
     let mut tenants: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for r in ctx.state.router.snapshot().routes.iter() {
-        if let Some(t) = r.tenant.tenant() {
+        if let Some(t) = r.tenant() {
             tenants.entry(t.to_string()).or_default().0 += 1;
         }
     }

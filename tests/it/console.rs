@@ -15,7 +15,7 @@ use chromiumoxide::page::{Page, ScreenshotParams};
 use futures_util::StreamExt;
 use serde_json::json;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -70,17 +70,9 @@ async fn chrome() -> Option<Chrome> {
 }
 
 /// A config on the embedded broker with an admin key; the router; the base URL.
-async fn router(admin_entry: &str) -> (ConfigDir, RouterProc, String) {
-    let cfg = ConfigDir::with_main("version = 1\n");
-    cfg.file(
-        "hookrelay.toml",
-        &format!(
-            "version = 7\n[security]\nallow_http = true\nallow_private_networks = true\n[embedded]\npath = \"{}\"\n\
-             [store]\nurl = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n{admin_entry}",
-            cfg.path().join("queue.db").display(),
-            cfg.store_url()
-        ),
-    );
+async fn router(admin: ApiKeyEntry) -> (ConfigDir, RouterProc, String) {
+    let cfg = crate::tokens::config(admin);
+    cfg.set_main(cfg.main().version(7));
     let router = RouterProc::start(&cfg);
     let base = crate::tokens::ready_api(&router).await;
     (cfg, router, base)
@@ -90,20 +82,17 @@ async fn text(page: &Page) -> String {
     page.content().await.unwrap_or_default()
 }
 
-/// Waits until the page's HTML holds `needle` (reloading it with `reload`).
+/// Waits until the page's HTML holds `needle` (reloading it before each look after the first,
+/// with `reload`).
 async fn wait_text(page: &Page, needle: &str, reload: bool) -> String {
-    let deadline = Instant::now() + T;
-    loop {
-        let html = text(page).await;
-        if html.contains(needle) {
-            return html;
-        }
-        assert!(Instant::now() < deadline, "the page never showed {needle:?}:\n{html}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if reload {
+    let mut first = true;
+    let look = async || {
+        if reload && !std::mem::take(&mut first) {
             let _ = page.reload().await;
         }
-    }
+        Text(text(page).await)
+    };
+    eventually(format!("the page to show {needle:?}"), T, look, |html| html.0.contains(needle)).await.0
 }
 
 async fn goto(page: &Page, url: &str) {
@@ -138,8 +127,8 @@ async fn an_operator_subscribes_tests_follows_a_delivery_and_replays_its_dead_le
     // The first request of each event is refused for good (400: a dead letter at once); any
     // later one (the replay) is accepted.
     let receiver = Receiver::start(|_, earlier| if earlier == 0 { (400, vec![]) } else { (200, vec![]) }).await;
-    let (key, entry) = api_key("ops", &["admin"]);
-    let (_cfg, router, base) = router(&entry).await;
+    let (key, entry) = api_key("ops", &[Scope::Admin]);
+    let (_cfg, router, base) = router(entry).await;
     let page = chrome.browser.new_page(format!("{base}/ui/")).await.unwrap();
 
     // Signing in: the console sends to the sign-in page, and back.
@@ -188,12 +177,7 @@ async fn an_operator_subscribes_tests_follows_a_delivery_and_replays_its_dead_le
     assert!(html.contains("would be sent again") && receiver.on("/billing").len() == 1, "a dry run sends nothing");
     screenshot(&page, "console-replay-dry-run").await;
     click(&page, "form button[type=submit]:not(.link)", "Replayed 1.").await;
-    let got = receiver.wait_distinct("/billing", 1, T).await;
-    let deadline = Instant::now() + T;
-    while receiver.on("/billing").len() < 2 {
-        assert!(Instant::now() < deadline, "the replay never arrived: {got:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    receiver.wait_requests("/billing", 2, T).await;
     assert_eq!(receiver.on("/billing")[1].id(), event_id, "the replay is the same event");
     goto(&page, &format!("{base}/ui/deliveries?status=delivered")).await;
     wait_text(&page, &event_id, true).await;
@@ -219,8 +203,8 @@ async fn an_operator_subscribes_tests_follows_a_delivery_and_replays_its_dead_le
 async fn a_tenant_enters_by_portal_link_and_sees_only_its_own() {
     let Some(chrome) = chrome().await else { return };
     let receiver = Receiver::ok().await;
-    let (key, entry) = api_key("ops", &["admin"]);
-    let (_cfg, router, base) = router(&entry).await;
+    let (key, entry) = api_key("ops", &[Scope::Admin]);
+    let (_cfg, router, base) = router(entry).await;
     let admin = Api::new(&base, Some(&key));
     let sub = |name: &str, tenant: &str| json!({"name": name, "url": receiver.url(&format!("/{name}")), "events": ["order.paid"], "tenant": tenant, "description": format!("{tenant}'s orders")});
     admin.post("/v1/subscriptions", sub("acme-orders", "acme")).await.expect(201);
@@ -272,11 +256,7 @@ async fn a_tenant_enters_by_portal_link_and_sees_only_its_own() {
     wait_text(&page, "acme-orders", false).await;
     click(&page, "a[href^='/portal/endpoints/sub_']", "Send test event").await;
     click(&page, "form[action$='/example'] button", "queued").await;
-    let deadline = Instant::now() + T;
-    while receiver.on("/acme-orders").len() < 2 {
-        assert!(Instant::now() < deadline, "the test event never arrived: {:?}", receiver.all());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    receiver.wait_requests("/acme-orders", 2, T).await;
     assert_eq!(receiver.on("/acme-orders")[1].json()["type"], "order.paid");
     assert_eq!(receiver.on("/globex-orders").len(), 1, "another tenant's endpoint got nothing");
     screenshot(&page, "portal-endpoint").await;

@@ -15,3 +15,4 @@ mod signatures;
 mod store;
 mod telemetry;
 mod tokens;
+mod worker;

@@ -11,33 +11,22 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// A config on the embedded broker, in its temp dir, with an admin key.
-fn config(admin_entry: &str) -> ConfigDir {
-    let cfg = ConfigDir::with_main("version = 1\n");
-    cfg.file(
-        "hookrelay.toml",
-        &format!(
-            "version = 1\n[security]\nallow_http = true\nallow_private_networks = true\n[embedded]\npath = \"{}\"\n\
-             [store]\nurl = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n{admin_entry}",
-            cfg.path().join("queue.db").display(),
-            cfg.store_url()
-        ),
-    );
+/// A config on the embedded broker (its queue file beside the config) with an operator's key.
+pub(crate) fn config(admin: ApiKeyEntry) -> ConfigDir {
+    let cfg = ConfigDir::with(MainConfig::new());
+    cfg.set_main(MainConfig::new().version(1).embedded(cfg.path().join("queue.db")).loopback_targets().api_key(admin));
     cfg
 }
 
 /// The router's API, once it is ready (broker connected, store reachable).
 pub(crate) async fn ready_api(router: &RouterProc) -> String {
     let base = router.api().await;
-    let deadline = Instant::now() + T;
-    while Api::new(&base, None).get("/readyz").await.status != 200 {
-        assert!(Instant::now() < deadline, "the router never got ready:\n{}", router.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let open = Api::new(&base, None);
+    eventually("/readyz to answer 200", T, async || open.get("/readyz").await, |a| a.status == 200).await;
     base
 }
 
@@ -57,27 +46,17 @@ fn token(cfg: &ConfigDir, tenant: &str, scope: &str, ttl: &str) -> String {
 }
 
 async fn wait_deliveries(api: &Api, path: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + T;
-    loop {
-        let items = api.get(path).await.expect(200)["items"].as_array().cloned().unwrap_or_default();
-        if items.len() >= n {
-            return items;
-        }
-        assert!(Instant::now() < deadline, "expected {n} deliveries at {path}, got {items:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let items = async || api.get(path).await.expect(200)["items"].as_array().cloned().unwrap_or_default();
+    eventually(format!("{n} deliveries at {path}"), T, items, |items| items.len() >= n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_token_reaches_its_own_tenant_and_nothing_else() {
     let receiver = Receiver::ok().await;
-    let (admin_key, admin_entry) = api_key("ops", &["admin"]);
-    let cfg = config(&admin_entry);
+    let (admin_key, admin_entry) = api_key("ops", &[Scope::Admin]);
+    let cfg = config(admin_entry);
     // A file route of tenant acme, beside its subscription.
-    cfg.route(
-        "acme-file",
-        &format!("tenant = \"acme\"\nevents = [\"order.paid\"]\nurl = \"{}\"", receiver.url("/acme-file")),
-    );
+    cfg.route(&RouteConfig::new("acme-file").tenant("acme").events(["order.paid"]).url(receiver.url("/acme-file")));
     let router = RouterProc::start(&cfg);
     let base = ready_api(&router).await;
     let admin = Api::new(&base, Some(&admin_key));
@@ -193,8 +172,8 @@ fn signed(key: &hookrelay::tokens::TokenKey, claims: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_foreign_unsigned_and_tampered_tokens_are_refused() {
-    let (_, admin_entry) = api_key("ops", &["admin"]);
-    let cfg = config(&admin_entry);
+    let (_, admin_entry) = api_key("ops", &[Scope::Admin]);
+    let cfg = config(admin_entry);
     let router = RouterProc::start(&cfg);
     let base = ready_api(&router).await;
     let key = hookrelay::tokens::TokenKey::from_values(None, Some(SEALING_KEY)).unwrap().unwrap();
@@ -238,7 +217,7 @@ async fn expired_foreign_unsigned_and_tampered_tokens_are_refused() {
 
 #[test]
 fn hookrelay_token_needs_a_key_and_prints_the_token_last() {
-    let cfg = ConfigDir::with_main("version = 1\n");
+    let cfg = ConfigDir::with(MainConfig::new().version(1));
     let out = std::process::Command::new(bin())
         .args(["token", "--config"])
         .arg(cfg.path())
@@ -273,8 +252,9 @@ fn hookrelay_token_needs_a_key_and_prints_the_token_last() {
 
 #[test]
 fn tenants_in_the_config_are_checked_with_their_place() {
-    let cfg = ConfigDir::with_main("version = 1\n[tenants]\nattribute = \"Tenant-Id\"\n");
-    cfg.route("shop", "events = [\"order.paid\"]\ntenant = \"a/b\"\nurl = \"https://shop.example.com/hooks\"");
+    let cfg = ConfigDir::with(MainConfig::new().version(1).tenant_attribute("Tenant-Id"));
+    // Written as text: the error names the line and column of `tenant`.
+    cfg.route_text("shop", "events = [\"order.paid\"]\ntenant = \"a/b\"\nurl = \"https://shop.example.com/hooks\"");
     let out = std::process::Command::new(bin())
         .args(["validate", "--allow-missing-secrets", "--config"])
         .arg(cfg.path())
@@ -313,8 +293,8 @@ fn set_cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_link_opens_one_session_once_and_forms_need_their_csrf_token() {
-    let (admin_key, admin_entry) = api_key("ops", &["admin"]);
-    let cfg = config(&admin_entry);
+    let (admin_key, admin_entry) = api_key("ops", &[Scope::Admin]);
+    let cfg = config(admin_entry);
     let router = RouterProc::start(&cfg);
     let base = ready_api(&router).await;
     let admin = Api::new(&base, Some(&admin_key));
