@@ -92,6 +92,10 @@ pub struct AttemptView {
     pub duration_ms: u64,
     /// The start of the response body.
     pub response_body: Option<String>,
+    /// The request headers sent, in order, when the route logs payloads (`log_payload`); the
+    /// value of a static header that carries a credential (`authorization`, `cookie`,
+    /// `x-api-key`, …) is `<masked>`.
+    pub request_headers: Option<Vec<RequestHeader>>,
     /// Why it failed.
     pub error: Option<String>,
     /// The body sent, when the route logs payloads (`log_payload`) and it is JSON.
@@ -105,6 +109,15 @@ pub struct AttemptView {
     pub config_revision: String,
     /// When (RFC 3339).
     pub at: String,
+}
+
+/// One request header of an attempt.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RequestHeader {
+    /// Lowercase, as sent.
+    pub name: String,
+    /// As sent, or `<masked>`.
+    pub value: String,
 }
 
 impl From<Attempt> for AttemptView {
@@ -122,6 +135,14 @@ impl From<Attempt> for AttemptView {
             status: a.status,
             duration_ms: a.duration_ms,
             response_body: a.response_body,
+            // One `name: value` line each (`delivery::attempt::logged_headers`); a name holds
+            // neither `:` nor a space, so the first `: ` ends it.
+            request_headers: a.request_headers.map(|text| {
+                text.lines()
+                    .filter_map(|l| l.split_once(": "))
+                    .map(|(name, value)| RequestHeader { name: name.into(), value: value.into() })
+                    .collect()
+            }),
             error: a.error,
             config_version: a.config_version,
             config_revision: a.config_revision,

@@ -337,8 +337,8 @@ pub struct RouteFile {
     /// Body shape. Default `standard`.
     #[serde(default)]
     pub format: BodyFormat,
-    /// Keep the body sent with each attempt in the delivery log. Default false: payloads are not
-    /// logged unless a route opts in.
+    /// Keep the body and the request headers sent with each attempt in the delivery log (and the
+    /// event, for retries). Default false: payloads are not logged unless a route opts in.
     #[serde(default)]
     pub log_payload: bool,
     /// Extra static headers sent with every request.

@@ -63,9 +63,9 @@ pub struct Route {
     pub concurrency: usize,
     /// Its pipeline: tenant check, filter, transform, redaction, body format.
     pub steps: Steps,
-    /// Static extra headers.
+    /// Static extra headers (credentials marked sensitive, see [`route::is_credential`]).
     pub headers: HeaderMap,
-    /// Keep sent bodies in the delivery log.
+    /// Keep sent bodies and request headers in the delivery log.
     pub log_payload: bool,
     /// Signing keys and scheme.
     pub signer: Signer,

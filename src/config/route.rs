@@ -40,6 +40,16 @@ pub fn default_backoff() -> Vec<Duration> {
     [5, 30, 120, 600, 1800, 3600, 7200].map(Duration::from_secs).to_vec()
 }
 
+/// Whether a static header's value is a credential, by its name (lowercase): `authorization`,
+/// `proxy-authorization`, `cookie`, `x-api-key` and the like. Such values are marked sensitive
+/// at load ([`HeaderValue::set_sensitive`]): the delivery log keeps them masked, and HTTP/2
+/// would never index them.
+pub fn is_credential(name: &str) -> bool {
+    const WORDS: [&str; 9] =
+        ["auth", "cookie", "token", "secret", "password", "passwd", "credential", "session", "key"];
+    WORDS.iter().any(|w| name.contains(w))
+}
+
 /// A value of a route definition, as problems name it: each source maps it to its own place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field<'a> {
@@ -135,7 +145,7 @@ pub struct Definition<'a> {
     pub format: BodyFormat,
     /// Static headers, as written.
     pub headers: Vec<(&'a str, &'a str)>,
-    /// Keep sent bodies in the delivery log.
+    /// Keep sent bodies and request headers in the delivery log.
     pub log_payload: bool,
     /// How requests are signed.
     pub signer: Option<Signer>,
@@ -218,7 +228,8 @@ pub fn compile(
     let mut headers = HeaderMap::new();
     for (k, v) in &def.headers {
         match (HeaderName::try_from(*k), HeaderValue::try_from(*v)) {
-            (Ok(k), Ok(v)) => {
+            (Ok(k), Ok(mut v)) => {
+                v.set_sensitive(is_credential(k.as_str()));
                 headers.insert(k, v);
             }
             (Err(_), _) => problem(Field::HeaderName(k), format!("{k:?} is not a valid HTTP header name")),
@@ -353,6 +364,46 @@ mod tests {
         let def = Definition { signer: None, ..definition() };
         assert!(compile(def, Policy::default(), &TenantsFile::default(), &mut |_, _| reported += 1).is_none());
         assert_eq!(reported, 0);
+    }
+
+    #[test]
+    fn credential_headers_are_marked_sensitive_at_load() {
+        let headers = vec![
+            ("authorization", "Bearer s3cret"),
+            ("Proxy-Authorization", "Basic x"),
+            ("cookie", "sid=1"),
+            ("x-api-key", "k"),
+            ("x-auth-token", "t"),
+            ("x-client-secret", "s"),
+            ("x-tenant", "acme"),
+            ("accept-language", "en"),
+        ];
+        let route =
+            compile(Definition { headers, ..definition() }, Policy::default(), &TenantsFile::default(), &mut |f, m| {
+                panic!("{f:?}: {m}")
+            })
+            .unwrap();
+        let mut sensitive: Vec<&str> =
+            route.headers.iter().filter(|(_, v)| v.is_sensitive()).map(|(k, _)| k.as_str()).collect();
+        sensitive.sort();
+        assert_eq!(
+            sensitive,
+            ["authorization", "cookie", "proxy-authorization", "x-api-key", "x-auth-token", "x-client-secret"]
+        );
+        for generated in [
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "x-signature",
+            "content-type",
+            "user-agent",
+            "hookrelay-sequence",
+            "hookrelay-attempt",
+            "hookrelay-route",
+            "traceparent",
+        ] {
+            assert!(!is_credential(generated), "{generated} is what every attempt sends, kept as it is");
+        }
     }
 
     #[test]

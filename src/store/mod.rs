@@ -122,6 +122,10 @@ pub struct Attempt {
     pub duration_ms: u64,
     /// The start of the response body, capped by `[limits] response_body_bytes`.
     pub response_body: Option<String>,
+    /// The request headers sent, one `name: value` line each (see
+    /// `delivery::attempt::logged_headers`), credential values masked; only for routes that opt
+    /// in (`log_payload`), like the body.
+    pub request_headers: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
     /// The body sent, only for routes that opt in (`log_payload`).

@@ -82,7 +82,8 @@ subscription_definition! {
     /// Waits between attempts, e.g. `["5s", "30s", "2m"]`; the last repeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Vec<String>>,
-    /// Keep sent bodies in the delivery log.
+    /// Keep the bodies and request headers sent in the delivery log (and the event, so that any
+    /// delivery can be retried).
     #[serde(default)]
     pub log_payload: bool,
     /// Deliver (default true) or not. Not part of the stored definition: it is the

@@ -5,10 +5,10 @@
 
 use super::layout::{self, badge, csrf, facts, json_block, when};
 use super::{Ctx, FLASH_ERROR, FLASH_OK, FormData, encode};
+use crate::api;
 use crate::api::dead_letters::{DeadLetterQuery, ReplayFilter, ReplayRequest, ReplayResult};
 use crate::api::deliveries::{AttemptView, DeliveryQuery};
 use crate::api::error::{Json, Path, Query};
-use crate::api::{self, routes::RouteView};
 use crate::config::files::Scope;
 use crate::store::DeadLetterFilter;
 use axum::extract::State;
@@ -131,10 +131,6 @@ pub(super) async fn detail(ctx: Ctx, Path(id): Path<String>) -> Response {
         Ok(d) => d.0,
         Err(e) => return ctx.error(e),
     };
-    let route = api::routes::get(State(ctx.state.clone()), ctx.caller.clone(), Path(d.delivery.route.clone()))
-        .await
-        .ok()
-        .map(|r| r.0);
     let can_retry = ctx.caller.access(Scope::Admin).is_ok() && d.delivery.status != "retrying";
     let body = html! {
         (layout::heading(&format!("Delivery of {}", d.delivery.event_id), Some(html! { (badge(&d.delivery.status)) " to route " strong { (d.delivery.route) } }),
@@ -160,7 +156,7 @@ pub(super) async fn detail(ctx: Ctx, Path(id): Path<String>) -> Response {
                 div.two {
                     div {
                         h3.muted.small { "REQUEST HEADERS" }
-                        pre.code { (request_headers(&d.delivery.event_id, &d.delivery.route, a, route.as_ref())) }
+                        (request_headers(a))
                         @if let Some(p) = &a.payload { h3.muted.small { "BODY SENT" } (json_block(p)) }
                         @if a.payload_base64.is_some() { p.muted.small { "The body sent was not JSON (kept in base64 in the API)." } }
                     }
@@ -178,35 +174,15 @@ pub(super) async fn detail(ctx: Ctx, Path(id): Path<String>) -> Response {
     ctx.page("Delivery", body)
 }
 
-/// The headers an attempt was sent with, rebuilt from what the log keeps (the signature and
-/// trace context are not kept, so they are named, not shown).
-fn request_headers(event_id: &str, route_name: &str, a: &AttemptView, route: Option<&RouteView>) -> String {
-    let ts = humantime::parse_rfc3339_weak(&a.at)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs().to_string())
-        .unwrap_or_default();
-    let content_type = match route.map(|r| r.format.as_str()) {
-        Some("cloudevents") => "application/cloudevents+json",
-        _ => "application/json",
+/// The headers an attempt was sent with, as the delivery log recorded them (credentials
+/// masked).
+fn request_headers(a: &AttemptView) -> Markup {
+    let Some(headers) = &a.request_headers else {
+        return html! { p.muted { "Not kept: the route does not log payloads (" code { "log_payload" } "), so its attempts keep neither body nor headers." } };
     };
-    let mut lines = vec![
-        format!("POST {}", route.map_or("<route removed>", |r| r.url.as_str())),
-        format!("content-type: {content_type}"),
-        format!("webhook-id: {event_id}"),
-        format!("webhook-timestamp: {ts}"),
-        match route.map(|r| r.signing.as_str()) {
-            Some("hmac-sha256-hex") => "x-signature: sha256=… (not kept)".to_string(),
-            _ => "webhook-signature: v1,… (not kept)".to_string(),
-        },
-        format!("hookrelay-attempt: {}", a.attempt),
-        format!("hookrelay-route: {route_name}"),
-        "hookrelay-sequence: … · traceparent: … (not kept)".to_string(),
-    ];
-    if route.is_none() {
-        lines.push("(the route is gone: its URL and static headers are unknown)".into());
+    html! {
+        pre.code { @for h in headers { (h.name) ": " (h.value) "\n" } }
     }
-    lines.join("\n")
 }
 
 /// Deliver a delivery's event again.

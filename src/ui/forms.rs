@@ -224,7 +224,7 @@ pub(super) fn render(
                 } @else if f.ordered {
                     input type="hidden" name="ordered" value="1";
                 }
-                label.check { input type="checkbox" name="log_payload" value="1" checked[f.log_payload]; "Keep the bodies sent in the delivery log (allows retrying any delivery)" }
+                label.check { input type="checkbox" name="log_payload" value="1" checked[f.log_payload]; "Keep the bodies and request headers sent in the delivery log (allows retrying any delivery)" }
             }
             @if !portal {
                 details open[field_error(e, "filter").is_some() || field_error(e, "transform").is_some() || field_error(e, "redact").is_some()] {

@@ -147,6 +147,11 @@ async fn an_operator_subscribes_tests_follows_a_delivery_and_replays_its_dead_le
     fill(&page, "#url", &receiver.url("/billing")).await;
     page.find_element("input[name=events][value='order.paid']").await.unwrap().click().await.unwrap();
     fill(&page, "#description", "Invoices for paid orders").await;
+    // Delivery settings: a credential among the static headers, and the delivery log keeps what
+    // is sent (bodies and request headers).
+    page.find_element("form.card details summary").await.unwrap().click().await.unwrap();
+    fill(&page, "#headers", "Authorization: Bearer console-s3cret").await;
+    page.find_element("input[name=log_payload]").await.unwrap().click().await.unwrap();
     screenshot(&page, "console-subscription-new").await;
     let html = click(&page, "form.card button[type=submit]", "Signing secret").await;
     let secret = html.split("whsec_").nth(1).map(|s| format!("whsec_{}", s.split(['<', '"']).next().unwrap())).unwrap();
@@ -157,7 +162,8 @@ async fn an_operator_subscribes_tests_follows_a_delivery_and_replays_its_dead_le
     click(&page, "form[action$='/example'] button", "queued").await;
     let got = receiver.wait_distinct("/billing", 1, T).await;
     verify_spec(&secret, &got[0]).expect("the secret shown once signs the test event");
-    let event_id = got[0].id();
+    let (event_id, signature) = (got[0].id(), got[0].header("webhook-signature"));
+    assert_eq!(got[0].header("authorization"), "Bearer console-s3cret");
     wait_text(&page, &event_id, true).await;
     screenshot(&page, "console-subscription").await;
 
@@ -166,7 +172,11 @@ async fn an_operator_subscribes_tests_follows_a_delivery_and_replays_its_dead_le
     screenshot(&page, "console-deliveries").await;
     let html = click(&page, "a[href*='/ui/deliveries/']", "Attempt 1").await;
     assert!(html.contains("HTTP 400") && html.contains("webhook-id: ") && html.contains(&event_id), "{html}");
-    assert!(html.contains("hookrelay-route: billing"), "the request headers are shown");
+    assert!(
+        html.contains("hookrelay-route: billing") && html.contains(&format!("webhook-signature: {signature}")),
+        "the request headers are shown as sent: {html}"
+    );
+    assert!(html.contains("authorization: &lt;masked&gt;") && !html.contains("console-s3cret"), "{html}");
     screenshot(&page, "console-delivery").await;
 
     // Its dead letter, replayed after a dry run.

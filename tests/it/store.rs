@@ -22,6 +22,7 @@ pub(crate) fn attempt(route: &str, event: &str, n: u32, outcome: Outcome, status
         status,
         duration_ms: 12,
         response_body: status.map(|s| format!("answer {s}")),
+        request_headers: Some(format!("webhook-id: {event}\nhookrelay-attempt: {n}\n")),
         error: (outcome != Outcome::Delivered).then(|| "HTTP 503".to_string()),
         payload: None,
         event: None,
@@ -118,6 +119,7 @@ async fn conformance(s: Arc<dyn Store>) {
     );
     assert_eq!(attempts[1].config_revision, "abc123def456");
     assert_eq!(attempts[1].response_body.as_deref(), Some("answer 200"));
+    assert_eq!(attempts[1].request_headers.as_deref(), Some("webhook-id: e1\nhookrelay-attempt: 2\n"));
 
     // Dead letters: idempotent by id, filtered, replayed once.
     assert!(s.add_dead_letter(&dead("d1", "erp", "rejected", 10)).await.unwrap());
@@ -823,7 +825,7 @@ fn rows_0001(bytes: &str) -> String {
     )
 }
 
-/// The store opened on a database at `0001`: upgraded to the latest (`0004`), old rows intact, new
+/// The store opened on a database at `0001`: upgraded to the latest (`0005`), old rows intact, new
 /// parts working (`0004` is checked in `tokens.rs`).
 async fn upgraded_from_0001(s: Arc<dyn Store>) {
     let old = s.dead_letter("old-dl").await.unwrap().unwrap();
@@ -840,6 +842,9 @@ async fn upgraded_from_0001(s: Arc<dyn Store>) {
     assert_eq!(s.claim_replay(&["old-dl".into()], "r", 2_000, LEASE).await.unwrap(), ["old-dl"]);
     assert_eq!(s.mark_replayed(&["old-dl".into()], "r", 2_001).await.unwrap(), ["old-dl"]);
     assert_eq!(s.delivery_event(&delivery_id("erp", "ev-1")).await.unwrap(), None);
+    // 0005: an old attempt has no request headers recorded.
+    let old_attempts = s.attempts(&delivery_id("erp", "ev-1")).await.unwrap();
+    assert_eq!((old_attempts.len(), old_attempts[0].request_headers.as_deref()), (1, None));
 }
 
 #[tokio::test]
@@ -856,7 +861,7 @@ async fn sqlite_store_upgrades_from_0001() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     // Opening again finds them applied, with the checksums it knows.
     assert_eq!(store::open(&url).await.unwrap().subscriptions().await.unwrap().len(), 1);
     pool.close().await;
@@ -874,7 +879,7 @@ async fn postgres_store_upgrades_from_0001() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     assert_eq!(store::open(&db.url).await.unwrap().subscriptions().await.unwrap().len(), 1);
     pool.close().await;
     db.drop_it().await;

@@ -167,7 +167,7 @@ impl RouteConfig {
         self
     }
 
-    /// `log_payload`: keep each attempt's body in the delivery log.
+    /// `log_payload`: keep each attempt's body and request headers in the delivery log.
     pub fn log_payload(mut self, keep: bool) -> Self {
         self.log_payload = Some(keep);
         self

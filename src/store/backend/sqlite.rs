@@ -28,6 +28,7 @@ impl SqlStore<Sqlite> {
             ),
             ("replay leases", include_str!("../../../migrations/sqlite/0003_replay_leases.sql")),
             ("tenants portal links", include_str!("../../../migrations/sqlite/0004_tenants_portal_links.sql")),
+            ("attempt request headers", include_str!("../../../migrations/sqlite/0005_attempt_request_headers.sql")),
         ])
         .run(&pool)
         .await?;
