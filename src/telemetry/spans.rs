@@ -4,7 +4,7 @@
 
 use super::traceparent::parse_traceparent;
 use super::{TRACE_TARGET, TRACES_ON};
-use crate::metrics::AttemptFailure;
+use crate::delivery::verdict::AttemptFailure;
 use opentelemetry::Context;
 use opentelemetry::trace::TraceContextExt;
 use std::sync::atomic::Ordering;
