@@ -26,6 +26,7 @@
 
 pub mod attempt;
 pub mod http;
+pub mod policy;
 pub mod settle;
 pub mod verdict;
 pub mod worker;

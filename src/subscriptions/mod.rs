@@ -16,7 +16,9 @@
 
 mod spec;
 
-pub use spec::{FieldError, SubscriptionDefinition, SubscriptionError, SubscriptionSpec, compile};
+pub use spec::{
+    CircuitBreakerSpec, FieldError, RateLimitSpec, SubscriptionDefinition, SubscriptionError, SubscriptionSpec, compile,
+};
 
 use crate::config::{Origin, Route, Snapshot};
 use crate::delivery::http::sign::SigningKey;
