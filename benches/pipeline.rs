@@ -20,7 +20,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{BrokerSpec, RouteSpec, Size};
+use common::{BrokerSpec, Size, TRANSFORM_PLUGIN, realistic_route};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hookrelay::config::Snapshot;
 use hookrelay::config::files::BodyFormat;
@@ -37,8 +37,8 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let routes = [
-        RouteSpec::realistic("realistic", "http://127.0.0.1:9/hook", false, 32),
-        RouteSpec { transform: true, ..RouteSpec::realistic("transform", "http://127.0.0.1:9/hook", false, 32) },
+        realistic_route("realistic", "http://127.0.0.1:9/hook", false, 32),
+        realistic_route("transform", "http://127.0.0.1:9/hook", false, 32).transform(TRANSFORM_PLUGIN),
     ];
     common::write_config(dir.path(), &BrokerSpec::Unused, "127.0.0.1:0", &routes);
     let snapshot = hookrelay::config::load(dir.path()).unwrap_or_else(|e| panic!("bench config: {e:?}"));

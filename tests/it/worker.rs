@@ -31,11 +31,12 @@ struct Running {
     log_writer: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the worker of route `r` defined by `route` (TOML without `[signing]`), plus `files`.
-async fn start(route: &str, files: &[(&str, &str)]) -> Running {
-    let cfg = ConfigDir::with_main("version = 1\n[security]\nallow_http = true\nallow_private_networks = true\n");
+/// Starts the worker of route `route` (named `r`, signed with the test secret from a file), plus
+/// `files`.
+async fn start(route: RouteConfig, files: &[(&str, &str)]) -> Running {
+    let cfg = ConfigDir::with(MainConfig::new().version(1).loopback_targets());
     cfg.file("secret", SECRET);
-    cfg.file("routes/r.toml", &format!("{route}\n[signing]\nsecret_file = \"secret\"\n"));
+    cfg.route(&route.signing(Signing::File("secret".into())));
     for (rel, text) in files {
         cfg.file(rel, text);
     }
@@ -132,7 +133,7 @@ fn order(id: &str, n: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2xx_delivers_signed_webhooks_and_acks_them() {
     let rx = Receiver::ok().await;
-    let w = start(&format!("events = [\"order.*\"]\nurl = \"{}\"", rx.url("/hook")), &[]).await;
+    let w = start(RouteConfig::new("r").events(["order.*"]).url(rx.url("/hook")), &[]).await;
     w.publish(&[order("a", json!(1)), order("b", json!(2)), order("c", json!(3))]).await;
     let got = rx.wait_distinct("/hook", 3, T).await;
     let stopped = w.stop().await;
@@ -150,11 +151,12 @@ async fn a_2xx_delivers_signed_webhooks_and_acks_them() {
 /// The first attempt of every event gets a 503, the second a 200.
 async fn retried_then_delivered(ordered: bool) {
     let rx = Receiver::start(|_, earlier| if earlier == 0 { (503, vec![]) } else { (200, vec![]) }).await;
-    let route = format!(
-        "events = [\"order.paid\"]\nurl = \"{}\"\nordered = {ordered}\n[retry]\nbackoff = [\"100ms\"]",
-        rx.url("/flaky")
-    );
-    let w = start(&route, &[]).await;
+    let route = RouteConfig::new("r")
+        .events(["order.paid"])
+        .url(rx.url("/flaky"))
+        .ordered(ordered)
+        .backoff([Duration::from_millis(100)]);
+    let w = start(route, &[]).await;
     w.publish(&[order("x", json!(1)), order("y", json!(2))]).await;
     let got = requests(&rx, "/flaky", 4).await;
     let stopped = w.stop().await;
@@ -201,11 +203,12 @@ async fn permanent_failures_exhausted_retries_and_refused_events_are_dead_letter
         _ => (503, vec![]),
     })
     .await;
-    let route = format!(
-        "events = [\"order.paid\"]\nurl = \"{}\"\n[retry]\nmax_attempts = 2\nbackoff = [\"50ms\"]",
-        rx.url("/down")
-    );
-    let w = start(&route, &[]).await;
+    let route = RouteConfig::new("r")
+        .events(["order.paid"])
+        .url(rx.url("/down"))
+        .max_attempts(2)
+        .backoff([Duration::from_millis(50)]);
+    let w = start(route, &[]).await;
     let events = [order("rejected", json!(1)), order("exhausted", json!(2)), order("schema", json!("two"))];
     w.publish(&events).await;
     let got = requests(&rx, "/down", 3).await;
@@ -240,11 +243,9 @@ async fn permanent_failures_exhausted_retries_and_refused_events_are_dead_letter
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_filter_drops_is_acked_and_never_sent() {
     let rx = Receiver::ok().await;
-    let route = format!(
-        "events = [\"order.paid\"]\nurl = \"{}\"\nordered = true\nfilter = \"plugins/positive.rhai\"",
-        rx.url("/kept")
-    );
-    let w = start(&route, &[("plugins/positive.rhai", "fn filter(event) { event.data.n > 0 }")]).await;
+    let route =
+        RouteConfig::new("r").events(["order.paid"]).url(rx.url("/kept")).ordered(true).filter("plugins/positive.rhai");
+    let w = start(route, &[("plugins/positive.rhai", "fn filter(event) { event.data.n > 0 }")]).await;
     w.publish(&[order("dropped", json!(0)), order("kept", json!(1))]).await;
     // Ordered: the dropped event settled before the kept one was taken.
     let got = rx.wait_distinct("/kept", 1, T).await;
