@@ -62,7 +62,8 @@ pub const CONFIG_LAST_RELOAD_OK: &str = "hookrelay_config_last_reload_successful
 /// `hookrelay_events_consumed_total{route}`: messages taken from the route's queue for an
 /// attempt (a retry's return and a redelivery count again; a message back early from a wait
 /// queue and parked again does not). Once settled, consumed = filtered + delivered + retried +
-/// dead-lettered by the router.
+/// dead-lettered by the router, plus, on unordered routes, held ([`EVENTS_HELD`]: parked by an
+/// open circuit or a far-off token).
 pub const EVENTS_CONSUMED: &str = "hookrelay_events_consumed_total";
 /// `hookrelay_events_filtered_total{route}`: events the route's filter dropped.
 pub const EVENTS_FILTERED: &str = "hookrelay_events_filtered_total";

@@ -318,7 +318,12 @@ impl Gate {
                     Err(Wait::Probing { until }) => return Step::Probing(until),
                 }
             }
-            None => inner.breaker = None,
+            None => {
+                // The breaker was removed by a reload: its state gauge must not stay "open".
+                if inner.breaker.take().is_some() {
+                    self.meter().circuit(State::Closed);
+                }
+            }
         }
         match route.rate_limit {
             Some(limit) => {
