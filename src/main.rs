@@ -531,6 +531,13 @@ fn route_test(dir: &std::path::Path, name: &str, event: &std::path::Path) -> Res
             }
             println!();
             println!("{}", String::from_utf8_lossy(&p.body));
+            let policies = hookrelay::delivery::gate::describe(route, &snapshot);
+            if !policies.is_empty() {
+                println!();
+                for line in policies {
+                    println!("{line}");
+                }
+            }
         }
         Err(rej) => {
             println!("dead letter: reason {}: {}", rej.reason.as_str(), rej.message);

@@ -229,6 +229,11 @@ pub struct BrokerFile {
     pub delivery_limit: u32,
     /// Longest wait between reconnection attempts. Default 30s.
     pub reconnect_max: Dur,
+    /// RabbitMQ's `consumer_timeout` (set in rabbitmq.conf, which hookrelay cannot read): the
+    /// broker closes the channel of a delivery left unacked for longer. An ordered route that
+    /// holds an event in place (its circuit open, its rate limit) hands it back to the queue
+    /// before then. Set it here when you changed it there. Default 30m, RabbitMQ's default.
+    pub consumer_timeout: Dur,
 }
 
 impl Default for BrokerFile {
@@ -239,6 +244,7 @@ impl Default for BrokerFile {
             prefetch: 64,
             delivery_limit: 20,
             reconnect_max: Dur(Duration::from_secs(30)),
+            consumer_timeout: Dur(super::RABBITMQ_CONSUMER_TIMEOUT),
         }
     }
 }
@@ -346,6 +352,46 @@ pub struct RouteFile {
     /// Retry policy.
     #[serde(default)]
     pub retry: RetryFile,
+    /// Stop sending to a failing endpoint for a while (docs/endpoint-policies.md).
+    pub circuit_breaker: Option<CircuitBreakerFile>,
+    /// Attempts started per second to the endpoint (docs/endpoint-policies.md).
+    pub rate_limit: Option<RateLimitFile>,
+}
+
+/// `[circuit_breaker]` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerFile {
+    /// Consecutive retryable failures (5xx, 408, 429, timeout, connect) that open the circuit,
+    /// 1 to 10,000. Default 5.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// How long the circuit stays open (no request goes to the endpoint; its events wait
+    /// durably) before one probe attempt; above zero, at most 1 day. Default 30s.
+    #[serde(default = "default_open_for")]
+    pub open_for: Dur,
+    /// API subscriptions only; refused here (a file route cannot be disabled).
+    pub disable_after: Option<Dur>,
+}
+
+fn default_breaker_failures() -> u32 {
+    super::route::DEFAULT_BREAKER_FAILURES
+}
+
+fn default_open_for() -> Dur {
+    Dur(super::route::DEFAULT_OPEN_FOR)
+}
+
+/// `[rate_limit]` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    /// Attempts started per second to the endpoint (retries included), above zero, at most
+    /// 100,000; fractions allowed (0.5: one every 2 s).
+    pub per_second: f64,
+    /// Token bucket size: attempts that may start at once after a quiet spell, 1 to 100,000.
+    /// Default `per_second`, rounded up.
+    pub burst: Option<u32>,
 }
 
 fn default_timeout() -> Dur {

@@ -26,6 +26,7 @@ use crate::broker::Endpoint;
 use crate::delivery::http::guard::Policy;
 use crate::delivery::http::retry::RetryPolicy;
 use crate::delivery::http::sign::Signer;
+use crate::delivery::policy::{CircuitBreaker, RateLimit};
 use crate::pipeline::schema::SchemaRegistry;
 use crate::pipeline::script::sandboxed_engine;
 use crate::pipeline::{self, Steps};
@@ -43,7 +44,8 @@ use std::time::Duration;
 pub const MAIN_FILE: &str = "hookrelay.toml";
 
 /// RabbitMQ's default `consumer_timeout`: a delivery unacked for longer gets its channel closed.
-/// An ordered route whose retry waits add up to more is warned about.
+/// An ordered route whose retry waits add up to more is warned about; `[broker]
+/// consumer_timeout` says when an operator changed it.
 pub const RABBITMQ_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A route, compiled.
@@ -71,6 +73,10 @@ pub struct Route {
     pub signer: Signer,
     /// Attempts and backoff.
     pub retry: RetryPolicy,
+    /// `[circuit_breaker]`: stop sending to a failing endpoint for a while.
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// `[rate_limit]`: attempts started per second to the endpoint.
+    pub rate_limit: Option<RateLimit>,
     /// Hash of the route file and its plugins: tells a reload which routes changed.
     pub digest: String,
     /// Where the route is defined.
@@ -97,6 +103,12 @@ impl Route {
     /// The route's quorum queue.
     pub fn queue(&self) -> String {
         route_queue(&self.name)
+    }
+
+    /// Whether an endpoint policy (circuit breaker, rate limit) is consulted around its
+    /// attempts: without one, a delivery takes no lock and waits for nothing.
+    pub fn gated(&self) -> bool {
+        self.circuit_breaker.is_some() || self.rate_limit.is_some()
     }
 }
 
@@ -243,6 +255,9 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let extra_roots =
         main.security.ca_file.as_ref().map(|f| load_ca_file(dir, f, &mut files, &mut errors)).unwrap_or_default();
     check_api(&main.api, &mut errors);
+    if main.broker.as_ref().is_some_and(|b| b.consumer_timeout.0.is_zero()) {
+        errors.push(ConfigError::file(MAIN_FILE, "[broker] consumer_timeout must be more than zero"));
+    }
     let schemas = schemas::load(dir, &dir.join("schemas"), &mut files, &mut errors);
     let engine = Arc::new(sandboxed_engine());
     let routes = route_files::RouteFiles {
@@ -251,7 +266,8 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         engine: &engine,
         schemas: &schemas,
         opts,
-        rabbitmq: broker_kind == BrokerKind::Rabbitmq,
+        consumer_timeout: (broker_kind == BrokerKind::Rabbitmq)
+            .then(|| main.broker.as_ref().map_or(RABBITMQ_CONSUMER_TIMEOUT, |b| b.consumer_timeout.0)),
         files: &mut files,
         errors: &mut errors,
         warnings: &mut warnings,

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod delivery;
 mod observability;
+mod policies;
 mod quickstart;
 mod reload;
 mod resilience;

@@ -58,9 +58,23 @@ struct RetrySection {
     backoff: Vec<String>,
 }
 
+/// `[circuit_breaker]` of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct CircuitBreakerSection {
+    failures: u32,
+    open_for: String,
+}
+
+/// `[rate_limit]` of a route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct RateLimitSection {
+    per_second: f64,
+    burst: Option<u32>,
+}
+
 /// One `routes/<name>.toml`:
 /// `RouteConfig::new("erp").events(["order.*"]).url(rx.url("/erp")).ordered(true)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteConfig {
     /// The file stem, which names the route.
     #[serde(skip)]
@@ -82,6 +96,10 @@ pub struct RouteConfig {
     signing: Option<Signing>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry: Option<RetrySection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit_breaker: Option<CircuitBreakerSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<RateLimitSection>,
 }
 
 impl RouteConfig {
@@ -103,6 +121,8 @@ impl RouteConfig {
             headers: BTreeMap::new(),
             signing: None,
             retry: None,
+            circuit_breaker: None,
+            rate_limit: None,
         }
     }
 
@@ -200,6 +220,20 @@ impl RouteConfig {
         self
     }
 
+    /// `[circuit_breaker] failures, open_for`: after `failures` retryable failures in a row,
+    /// no request for `open_for`, then one probe.
+    pub fn circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.circuit_breaker = Some(CircuitBreakerSection { failures, open_for: duration(open_for) });
+        self
+    }
+
+    /// `[rate_limit] per_second, burst`: attempts started per second, through a bucket of
+    /// `burst` (`None`: its default, `per_second`).
+    pub fn rate_limit(mut self, per_second: f64, burst: Option<u32>) -> Self {
+        self.rate_limit = Some(RateLimitSection { per_second, burst });
+        self
+    }
+
     /// The file's text.
     pub fn to_toml(&self) -> String {
         assert!(!self.url.is_empty(), "route {:?}: set .url(…)", self.name);
@@ -221,6 +255,7 @@ struct BrokerSection {
     url: Option<String>,
     prefetch: Option<u32>,
     delivery_limit: Option<u32>,
+    consumer_timeout: Option<String>,
 }
 
 /// `[embedded]`: the file-backed broker.
@@ -352,6 +387,13 @@ impl MainConfig {
     /// `[broker] delivery_limit` (a `[broker]` section, so RabbitMQ).
     pub fn delivery_limit(mut self, n: u32) -> Self {
         self.broker_section().delivery_limit = Some(n);
+        self
+    }
+
+    /// `[broker] consumer_timeout`: RabbitMQ's, as rabbitmq.conf sets it (a `[broker]` section,
+    /// so RabbitMQ).
+    pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_section().consumer_timeout = Some(duration(timeout));
         self
     }
 
@@ -505,12 +547,15 @@ fn the_builders_render_the_documented_keys() {
         .header("x-tenant", "a \"quoted\" value")
         .signing(Signing::Env("SECRET".into()))
         .max_attempts(3)
-        .backoff([Duration::from_millis(300), Duration::from_secs(60)]);
+        .backoff([Duration::from_millis(300), Duration::from_secs(60)])
+        .circuit_breaker(5, Duration::from_secs(30))
+        .rate_limit(2.5, Some(4));
     assert_eq!(
         route.to_toml(),
         "events = [\"order.*\"]\nurl = \"http://127.0.0.1:9000/erp\"\nordered = true\ntimeout = \"300ms\"\n\n\
          [headers]\nx-tenant = 'a \"quoted\" value'\n\n[signing]\nsecret_env = \"SECRET\"\n\n\
-         [retry]\nmax_attempts = 3\nbackoff = [\"300ms\", \"1m\"]\n"
+         [retry]\nmax_attempts = 3\nbackoff = [\"300ms\", \"1m\"]\n\n\
+         [circuit_breaker]\nfailures = 5\nopen_for = \"30s\"\n\n[rate_limit]\nper_second = 2.5\nburst = 4\n"
     );
     let main = MainConfig::new()
         .version(1)
