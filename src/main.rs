@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of the system allocator: the per-event path allocates many small values
 /// (JSON maps, headers, futures), and glibc's malloc was a fifth of the router's CPU time under
-/// load (see the Benchmarks section of the README).
+/// load (see docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -248,7 +248,7 @@ fn main() -> ExitCode {
 /// covers memory mapped before the call). mimalloc asks for huge pages on its arenas
 /// (`MADV_HUGEPAGE`), and each 2 MiB huge page is resident as soon as one byte of it is touched:
 /// with 10,000 deliveries in flight, 448 of the router's 478 MiB were huge pages, 325 MiB
-/// without them, at the same CPU per event (README, Benchmarks). The same as
+/// without them, at the same CPU per event (docs/benchmarks.md). The same as
 /// `MIMALLOC_ALLOW_THP=0`, which cannot be set from safe code. Best effort: a kernel without the
 /// call keeps its default.
 fn no_transparent_huge_pages() {

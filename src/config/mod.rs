@@ -455,7 +455,7 @@ fn ordered_waits_warning(shown: &Path, text: &str, route: &Route) -> Option<Conf
              retry holds the message unacked, and RabbitMQ closes the channel of a delivery unacked for longer than \
              its consumer_timeout ({} by default), after which the event starts over at attempt 1. Keep the waits \
              under that (fewer max_attempts or shorter backoff) or raise consumer_timeout in rabbitmq.conf \
-             (README.md#delivery-semantics)",
+             (docs/delivery.md)",
             route.name,
             humantime::format_duration(waits),
             route.retry.max_attempts,

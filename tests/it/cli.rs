@@ -579,7 +579,7 @@ fn warnings_are_reported_with_their_place_beside_errors() {
     {
         assert!(ordered.3.contains(says), "{says:?} in {}", ordered.3);
     }
-    assert!(ordered.3.contains("README.md#delivery-semantics"), "{}", ordered.3);
+    assert!(ordered.3.contains("docs/delivery.md"), "{}", ordered.3);
     let typo = warnings.iter().find(|w| w.0 == "routes/typo.toml").expect("the pattern is warned about");
     assert_eq!((typo.1, typo.2), (1, 25), "{report}");
     assert!(typo.3.contains("event pattern `ordr.created` matches no type in schemas/"), "{}", typo.3);
