@@ -884,11 +884,23 @@ fn git_line(dir: &std::path::Path, args: &[&str]) -> Option<String> {
 fn version_names_the_git_revision_it_was_built_from() {
     let out = bare(&["--version"]);
     assert!(out.status.success(), "{}", text(&out));
+    // build.rs gives the tests the same HOOKRELAY_GIT_REV as the binary (one build script run):
+    // the revision at build time, which HEAD may have moved past since.
+    let built = env!("HOOKRELAY_GIT_REV");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("hookrelay {} ({built})", env!("CARGO_PKG_VERSION"))
+    );
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let checkout = git_line(repo, &["rev-parse", "--show-toplevel"])
         .is_some_and(|top| std::path::Path::new(&top).canonicalize().ok() == repo.canonicalize().ok());
-    let rev = checkout.then(|| git_line(repo, &["rev-parse", "--short", "HEAD"])).flatten().unwrap_or("unknown".into());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("hookrelay {} ({rev})", env!("CARGO_PKG_VERSION")));
+    if checkout {
+        // A commit of this repository, in git's short form.
+        let full = git_line(repo, &["rev-parse", "--verify", &format!("{built}^{{commit}}")]);
+        assert!(full.is_some_and(|f| f.starts_with(built)), "{built} is not a commit of {}", repo.display());
+    } else {
+        assert_eq!(built, "unknown");
+    }
 }
 
 #[test]
