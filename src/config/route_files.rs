@@ -313,7 +313,7 @@ fn ordered_waits_warning(at: At<'_>, route: &Route, limit: Duration) -> Option<C
              retry holds the message unacked, and RabbitMQ closes the channel of a delivery unacked for longer than \
              its consumer_timeout ({}), after which the event starts over at attempt 1. Keep the waits under that \
              (fewer max_attempts or shorter backoff) or raise consumer_timeout in rabbitmq.conf, and tell hookrelay \
-             in [broker] consumer_timeout (README.md#delivery-semantics)",
+             in [broker] consumer_timeout (docs/delivery.md)",
             route.name,
             humantime::format_duration(waits),
             route.retry.max_attempts,
