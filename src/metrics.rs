@@ -3,7 +3,7 @@
 //! `/metrics`; nothing here listens on a socket.
 //!
 //! Label values stay bounded: `route` comes from the config (route names), every other label
-//! is a fixed enum ([`AttemptFailure`], [`Reason`], [`ReloadResult`]). Event ids, URLs and
+//! is a fixed enum ([`AttemptFailure`], [`Reason`], [`ReloadResult`], [`ApiRefusal`]). Event ids, URLs and
 //! payloads never become labels.
 //!
 //! The reporting functions are no-ops until [`install`] ran, so library users and tests that
@@ -31,6 +31,7 @@
 //! | `hookrelay_delivery_lag_seconds` | histogram | `route` |
 //! | `hookrelay_deliveries_in_flight` | gauge | `route` |
 //! | `hookrelay_queue_depth` | gauge | `route` |
+//! | `hookrelay_api_refused_total` | counter | `reason` = an [`ApiRefusal`] label |
 
 use crate::deliver::client::SendError;
 use crate::pipeline::Reason;
@@ -73,6 +74,9 @@ pub const DELIVERY_LAG: &str = "hookrelay_delivery_lag_seconds";
 pub const IN_FLIGHT: &str = "hookrelay_deliveries_in_flight";
 /// `hookrelay_queue_depth{route}`: messages ready in the route's queue, polled from the broker.
 pub const QUEUE_DEPTH: &str = "hookrelay_queue_depth";
+/// `hookrelay_api_refused_total{reason}`: API requests refused before any handler ran, by why
+/// (see [`ApiRefusal`]).
+pub const API_REFUSED: &str = "hookrelay_api_refused_total";
 
 /// Every metric hookrelay exports (histograms by their base name, without `_bucket`, `_sum`,
 /// `_count`). The dashboard and alert rules in `examples/` may use only these.
@@ -91,6 +95,7 @@ pub const METRICS: &[&str] = &[
     DELIVERY_LAG,
     IN_FLIGHT,
     QUEUE_DEPTH,
+    API_REFUSED,
 ];
 
 /// Bucket bounds of [`DELIVERY_DURATION`], in seconds: a webhook answers in milliseconds to
@@ -202,6 +207,37 @@ impl ReloadResult {
     }
 }
 
+/// Why the API refused a request before any handler ran: the `reason` label of [`API_REFUSED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRefusal {
+    /// The caller's address is outside `[api] allow_from` (403).
+    Address,
+    /// The key was presented from an address outside the key's own `allow_from` (403).
+    KeyAddress,
+    /// Keyless API: the `Host` does not name this API (421).
+    Host,
+    /// Keyless API: a browser marked the request cross-site (403).
+    CrossSite,
+    /// A state-changing request without a JSON content type (415).
+    ContentType,
+}
+
+impl ApiRefusal {
+    /// Every value, in label order.
+    pub const ALL: [ApiRefusal; 5] = [Self::Address, Self::KeyAddress, Self::Host, Self::CrossSite, Self::ContentType];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Address => "address",
+            Self::KeyAddress => "key_address",
+            Self::Host => "host",
+            Self::CrossSite => "cross_site",
+            Self::ContentType => "content_type",
+        }
+    }
+}
+
 /// Every dead-letter reason, so that each route shows all of them from 0.
 const REASONS: [Reason; 10] = [
     Reason::Malformed,
@@ -282,6 +318,7 @@ struct Installed {
     states: Mutex<States>,
     reloads: [Counter; 2],
     last_reload_ok: Gauge,
+    api_refused: [Counter; ApiRefusal::ALL.len()],
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -375,6 +412,7 @@ pub fn install() -> Result<Metrics, MetricsError> {
         states: Mutex::default(),
         reloads,
         last_reload_ok: metrics::gauge!(CONFIG_LAST_RELOAD_OK),
+        api_refused: ApiRefusal::ALL.map(|r| metrics::counter!(API_REFUSED, "reason" => r.as_str())),
     });
     let upkeep = inner.handle.clone();
     let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
@@ -415,6 +453,11 @@ fn describe() {
     describe_histogram!(DELIVERY_DURATION, Unit::Seconds, "Request to response time of successful delivery attempts.");
     describe_histogram!(DELIVERY_LAG, Unit::Seconds, "From the event's `time` attribute to its 2xx, retries included.");
     describe_gauge!(IN_FLIGHT, "Deliveries in progress on the route.");
+    describe_counter!(
+        API_REFUSED,
+        Unit::Count,
+        "API requests refused before any handler ran: caller address, key address, Host, cross-site, content type."
+    );
 }
 
 fn route(name: &str) -> Option<Arc<RouteMetrics>> {
@@ -585,6 +628,14 @@ pub fn reload(result: ReloadResult) {
         };
         inst.reloads[i].increment(1);
         inst.last_reload_ok.set(if result == ReloadResult::Applied { 1.0 } else { 0.0 });
+    }
+}
+
+/// The API refused a request before any handler ran.
+pub fn api_refused(reason: ApiRefusal) {
+    if let Some(inst) = INSTALLED.get() {
+        // `ALL` is in declaration order, so the discriminant is the index.
+        inst.api_refused[reason as usize].increment(1);
     }
 }
 
