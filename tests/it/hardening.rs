@@ -128,6 +128,14 @@ async fn keyless_api_refuses_foreign_hosts_cross_site_requests_and_non_json_bodi
     ids.dedup();
     assert_eq!(ids, ["kept-1", "kept-2"], "nothing refused reached the receiver: {got:?}");
 
+    // The OpenAPI document says so, on every operation.
+    let doc = send(&base, "GET", "/openapi.json", &[], b"", None).await;
+    let ingest = &doc.json["paths"]["/v1/events"]["post"]["responses"];
+    for status in ["403", "415", "421"] {
+        assert!(ingest[status].is_object(), "POST /v1/events documents {status}");
+    }
+    assert!(doc.json["paths"]["/healthz"]["get"]["responses"]["421"].is_object());
+
     assert_eq!(refused(&base, "host").await, 3.0);
     assert_eq!(refused(&base, "content_type").await, 4.0);
     assert_eq!(refused(&base, "cross_site").await, 4.0);
