@@ -10,7 +10,7 @@
 //! - `render/standard`, `render/cloudevents`, `render/data`: the body in each route `format`
 //!   (`pipeline::render`, the last step of `prepare`);
 //! - `sign`: `Signer::headers` (one HMAC-SHA256 over id, timestamp and body);
-//! - `headers`: every request header of one attempt (`router::request_headers`, signing included);
+//! - `headers`: every request header of one attempt (`delivery::attempt::request_headers`, signing included);
 //! - `prepare`: the whole pipeline from bytes to the rendered body (`pipeline::prepare`);
 //! - `baseline`: what the same work costs done another way (one parse into a map, a direct JSON →
 //!   Rhai conversion, cloning `data`, dropping the event), the figures behind proposed changes.
@@ -20,7 +20,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{BrokerSpec, RouteSpec, Size};
+use common::{BrokerSpec, Size, TRANSFORM_PLUGIN, realistic_route};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hookrelay::config::Snapshot;
 use hookrelay::config::files::BodyFormat;
@@ -37,8 +37,8 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let routes = [
-        RouteSpec::realistic("realistic", "http://127.0.0.1:9/hook", false, 32),
-        RouteSpec { transform: true, ..RouteSpec::realistic("transform", "http://127.0.0.1:9/hook", false, 32) },
+        realistic_route("realistic", "http://127.0.0.1:9/hook", false, 32),
+        realistic_route("transform", "http://127.0.0.1:9/hook", false, 32).transform(TRANSFORM_PLUGIN),
     ];
     common::write_config(dir.path(), &BrokerSpec::Unused, "127.0.0.1:0", &routes);
     let snapshot = hookrelay::config::load(dir.path()).unwrap_or_else(|e| panic!("bench config: {e:?}"));
@@ -50,8 +50,8 @@ fn pieces(c: &mut Criterion) {
     let snap = &f.snapshot;
     let route = snap.route("realistic").expect("route").clone();
     let with_transform = snap.route("transform").expect("route").clone();
-    let filter = route.filter.clone().expect("filter");
-    let transform = with_transform.transform.clone().expect("transform");
+    let filter = route.steps.filter.clone().expect("filter");
+    let transform = with_transform.steps.transform.clone().expect("transform");
     for size in [Size::Kib1, Size::Kib64] {
         let raw = common::event(7, size);
         let event = CloudEvent::decode(&raw).expect("bench event decodes");
@@ -75,13 +75,13 @@ fn pieces(c: &mut Criterion) {
         g.bench_function(id("redact"), |b| {
             b.iter_batched_ref(
                 || value.clone(),
-                |v| route.redact.iter().for_each(|p| p.apply(v)),
+                |v| route.steps.redact.iter().for_each(|p| p.apply(v)),
                 criterion::BatchSize::SmallInput,
             )
         });
         // `render` on what the route's steps leave: the redacted event, or its `data`.
         let mut redacted = value.clone();
-        route.redact.iter().for_each(|p| p.apply(&mut redacted));
+        route.steps.redact.iter().for_each(|p| p.apply(&mut redacted));
         let redacted_data = redacted.get("data").cloned().unwrap_or(Value::Null);
         let time = event.time.as_deref();
         for (format, name, content) in [
@@ -97,12 +97,12 @@ fn pieces(c: &mut Criterion) {
         g.bench_function(id("sign"), |b| {
             b.iter(|| route.signer.headers(black_box(&event.id), 1_700_000_000, black_box(&rendered)))
         });
-        let Ok(Prepared::Deliver(payload)) = pipeline::prepare(snap, &route, &raw) else {
+        let Ok(Prepared::Deliver(payload)) = pipeline::prepare(&snap.pipeline(), &route.steps, &raw) else {
             panic!("the realistic route delivers the bench event")
         };
         g.bench_function(id("headers"), |b| {
             b.iter(|| {
-                hookrelay::router::request_headers(
+                hookrelay::delivery::attempt::request_headers(
                     &route,
                     black_box(&payload),
                     "1763805600000000",
@@ -112,9 +112,11 @@ fn pieces(c: &mut Criterion) {
                 )
             })
         });
-        g.bench_function(id("prepare"), |b| b.iter(|| pipeline::prepare(snap, &route, black_box(&raw)).expect("ok")));
+        g.bench_function(id("prepare"), |b| {
+            b.iter(|| pipeline::prepare(&snap.pipeline(), &route.steps, black_box(&raw)).expect("ok"))
+        });
         g.bench_function(id("prepare+transform"), |b| {
-            b.iter(|| pipeline::prepare(snap, &with_transform, black_box(&raw)).expect("ok"))
+            b.iter(|| pipeline::prepare(&snap.pipeline(), &with_transform.steps, black_box(&raw)).expect("ok"))
         });
         g.finish();
 

@@ -20,7 +20,7 @@
 mod common;
 
 use base64::Engine as _;
-use common::{BrokerSpec, RouteSpec};
+use common::{BrokerSpec, RouteConfig, realistic_route};
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -66,14 +66,12 @@ impl Drop for Vhost {
 
 /// Route `i` of a config: one in four ordered (with 5 attempts, whose waits stay under
 /// RabbitMQ's consumer_timeout), `rev` in a header, and the given patterns.
-fn route(i: usize, rev: usize, events: &[&str]) -> RouteSpec {
+fn route(i: usize, rev: usize, events: &[&str]) -> RouteConfig {
     let ordered = i.is_multiple_of(4);
-    RouteSpec {
-        events: events.iter().map(|e| e.to_string()).collect(),
-        headers: vec![("x-config-rev".into(), rev.to_string())],
-        max_attempts: ordered.then_some(5),
-        ..RouteSpec::realistic(format!("r{i}"), format!("http://127.0.0.1:9/r{i}"), ordered, 16)
-    }
+    let route = realistic_route(format!("r{i}"), format!("http://127.0.0.1:9/r{i}"), ordered, 16)
+        .events(events.iter().copied())
+        .header("x-config-rev", rev.to_string());
+    if ordered { route.max_attempts(5) } else { route }
 }
 
 /// The log's complete lines: a line still being written (at 1,000 routes the `config reloaded`
@@ -122,7 +120,7 @@ fn measure(n: usize) -> Row {
     let vh = Vhost::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let broker = BrokerSpec::RabbitMq { url: vh.amqp_url(), prefetch: 64 };
-    let write = |routes: Vec<RouteSpec>| common::write_config(dir.path(), &broker, "127.0.0.1:0", &routes);
+    let write = |routes: Vec<RouteConfig>| common::write_config(dir.path(), &broker, "127.0.0.1:0", &routes);
     write((0..n).map(|i| route(i, 1, &["order.*"])).collect());
 
     let load = (0..5)

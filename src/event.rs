@@ -25,6 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::time::{Duration, SystemTime};
 
 /// A decoded CloudEvent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +57,33 @@ pub struct CloudEvent {
     /// Every other attribute (`datacontenttype`, `traceparent`, extensions).
     #[serde(flatten)]
     pub extensions: Map<String, Value>,
+}
+
+/// An RFC 3339 `date-time` (a CloudEvent's `time`) as a point in time; `None` when it does not
+/// parse. `humantime` reads the UTC form (`Z`); a numeric offset (`-03:00`) is applied here.
+pub fn parse_time(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    let (utc, offset) = match b.len().checked_sub(6).map(|i| (i, &b[i..])) {
+        Some((i, [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2])) => {
+            let digits = [*h1, *h2, *m1, *m2];
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let d = |x: u8| u64::from(x - b'0');
+            let secs = (d(*h1) * 10 + d(*h2)) * 3600 + (d(*m1) * 10 + d(*m2)) * 60;
+            (&s[..i], Some((*sign, Duration::from_secs(secs))))
+        }
+        _ => (s.strip_suffix(['Z', 'z'])?, None),
+    };
+    if utc.ends_with('.') {
+        return None;
+    }
+    let local = humantime::parse_rfc3339_weak(utc).ok()?;
+    match offset {
+        None => Some(local),
+        Some((b'+', ahead)) => local.checked_sub(ahead),
+        Some((_, behind)) => local.checked_add(behind),
+    }
 }
 
 /// Why bytes are not a CloudEvent.
@@ -243,6 +271,42 @@ impl CloudEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unix(s: &str) -> Option<f64> {
+        parse_time(s).map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64())
+    }
+
+    #[test]
+    fn rfc3339_times_parse_with_any_offset() {
+        assert_eq!(unix("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(unix("2024-02-29T12:34:56Z"), Some(1_709_210_096.0));
+        assert_eq!(unix("2024-02-29T12:34:56+00:00"), Some(1_709_210_096.0));
+        assert_eq!(unix("2024-02-29T14:34:56+02:00"), Some(1_709_210_096.0));
+        assert_eq!(unix("2024-02-29T07:04:56-05:30"), Some(1_709_210_096.0));
+        assert_eq!(unix("2024-02-29T12:34:56.250z"), Some(1_709_210_096.25));
+        assert_eq!(
+            parse_time("2024-02-29T12:34:56.123456789Z").map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap()),
+            Some(Duration::new(1_709_210_096, 123_456_789))
+        );
+    }
+
+    #[test]
+    fn malformed_times_are_refused() {
+        for bad in [
+            "",
+            "2024-02-29",
+            "2024-02-29T12:34:56",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T24:00:00Z",
+            "2024-02-29T12:34:56.Z",
+            "2024-02-29T12:34:56+0200",
+            "2024-02-29T12:34:56+02:0x",
+            "x024-02-29T12:34:56Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn decodes_required_and_keeps_extensions() {

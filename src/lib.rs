@@ -1,36 +1,50 @@
-//! hookrelay: a sidecar event router that turns CloudEvents from RabbitMQ into signed,
-//! at-least-once webhooks.
+//! hookrelay: a sidecar event router that turns CloudEvents from a broker (RabbitMQ, or the
+//! embedded one) into signed, at-least-once webhooks.
 //!
 //! The path of one event, and the module that owns each step:
 //!
 //! ```text
-//! broker (amqp)  ─▶ event (decode CloudEvent) ─▶ pipeline (schema, filter, transform,
-//! redact, render) ─▶ deliver (sign, SSRF-guarded hyper client, classify, backoff)
-//! ─▶ router (ack after 2xx · retry · dead letter, then ack)
+//! producer ─▶ api (POST /v1/events) or AMQP ─▶ broker (a queue per route)
+//!   ─▶ delivery::worker (consume) ─▶ pipeline (decode, schema, filter, transform, redact, render)
+//!   ─▶ delivery::attempt (sign, POST through delivery::http) ─▶ delivery::verdict (decide)
+//!   ─▶ delivery::settle (ack · park for a retry · dead letter, then ack)
+//!   ─▶ runtime::indexer (dead letters into the store)
 //! ```
 //!
 //! - [`config`] loads a config directory (`hookrelay.toml`, `routes/`, `schemas/`, `plugins/`)
-//!   into a [`config::Snapshot`]: everything per-event work needs, compiled once.
+//!   into a [`config::Snapshot`]: everything per-event work needs, compiled once, from types
+//!   that the modules using them define. One route compiler serves route files and API
+//!   subscriptions ([`subscriptions`]).
 //! - [`event`] is the CloudEvents 1.0 envelope (structured JSON mode).
 //! - [`pipeline`] is the pure, I/O-free per-event path.
-//! - [`deliver`] is outbound HTTP: signing, the guarded client, retry timing.
-//! - [`broker`] is RabbitMQ: topology, consuming, publishing with confirms, dead letters.
-//! - [`router`] runs one consumer per route and is the only place that acks.
-//! - [`reload`] reloads the config on SIGHUP or file changes, through [`router::Router::reload`].
-//! - [`listen`] is the local receiver behind `hookrelay listen`.
-//! - [`metrics`] is the Prometheus recorder and what the router reports to it; [`telemetry`] is
-//!   logs and OTLP traces.
+//! - [`delivery`] is one message, at least once: the worker, the attempt, the verdict, the
+//!   settlement, and outbound HTTP ([`delivery::http`]: client, SSRF guard, signing, retry
+//!   timing). `delivery::settle` is the only code that acks a route message.
+//! - [`broker`] is transport only: the `Broker` trait, RabbitMQ ([`broker::amqp`]) and the
+//!   embedded, file-backed broker ([`broker::embedded`]) that runs without a `[broker]` section.
+//! - [`runtime`] is the process around the workers: connecting, a session per connection
+//!   (declare, start and retire workers, wind down), reloads as one diff, the dead-letter
+//!   indexer (which acks only its own queue) and the queue-depth poller.
+//! - [`store`] keeps the delivery log, dead letters, subscriptions and the audit trail
+//!   (SQLite or PostgreSQL); [`api`] is the admin and ingest API over all of it.
+//! - [`publish`] and [`listen`] are the `hookrelay publish` client and the local receiver
+//!   behind `hookrelay listen`.
+//! - [`metrics`] is the Prometheus recorder and what is reported to it; [`telemetry`] is logs
+//!   and OTLP traces.
 
 pub mod api;
 pub mod broker;
 pub mod config;
-pub mod deliver;
+pub mod delivery;
 pub mod event;
 pub mod listen;
 pub mod metrics;
 pub mod pipeline;
-pub mod reload;
-pub mod router;
+pub mod publish;
+pub mod runtime;
 pub mod store;
 pub mod subscriptions;
 pub mod telemetry;
+
+#[cfg(test)]
+mod layering;

@@ -2,7 +2,7 @@
 //! Webhooks signatures (when given the secret) and the timestamp tolerance, prints each
 //! request, and answers the status it was told to, so retries and dead letters can be seen.
 
-use crate::deliver::sign::{SigningKey, verify_standard};
+use crate::delivery::http::sign::{SigningKey, verify_standard};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -153,7 +153,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::sign::Signer;
+    use crate::delivery::http::sign::Signer;
 
     #[test]
     fn verifies_what_the_signer_signs_and_refuses_stale_or_forged() {

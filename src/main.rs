@@ -3,8 +3,8 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hookrelay::config::{self, LoadOptions, error::ConfigErrors};
-use hookrelay::deliver::sign::SigningKey;
-use hookrelay::router::Router;
+use hookrelay::delivery::http::sign::SigningKey;
+use hookrelay::runtime::Runtime;
 use hookrelay::telemetry::{self, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -235,10 +235,9 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
             api,
             api_key,
         } => {
-            let ev =
-                hookrelay::broker::publish::EventSpec { ty, data: *data, id, source, subject, dataversion, sequence };
+            let ev = hookrelay::publish::EventSpec { ty, data: *data, id, source, subject, dataversion, sequence };
             if let Some(base) = api {
-                hookrelay::broker::publish::post_events(&base, api_key.as_deref(), &ev, count).await?;
+                hookrelay::publish::post_events(&base, api_key.as_deref(), &ev, count).await?;
                 return Ok(ExitCode::SUCCESS);
             }
             let (mut settings, mut kind) = broker_settings(&config);
@@ -248,15 +247,16 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
                 && matches!(kind, config::BrokerKind::Embedded(_))
                 && let Some(base) = running_api(&config).await
             {
-                hookrelay::broker::publish::post_events(&base, api_key.as_deref(), &ev, count).await?;
+                hookrelay::publish::post_events(&base, api_key.as_deref(), &ev, count).await?;
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(u) = broker_url {
                 settings.url = u;
                 kind = config::BrokerKind::Rabbitmq;
             }
-            let broker = hookrelay::broker::connect(&settings, &kind, "hookrelay publish").await?;
-            let published = hookrelay::broker::publish::publish_events(broker.as_ref(), &ev, count).await;
+            let broker =
+                hookrelay::broker::connect(config::broker_endpoint(&settings, &kind), "hookrelay publish").await?;
+            let published = hookrelay::publish::publish_events(broker.as_ref(), &ev, count).await;
             broker.close().await;
             published?;
             Ok(ExitCode::SUCCESS)
@@ -399,7 +399,7 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
     let log_stop = CancellationToken::new();
     let (log, writer) = hookrelay::store::log::AttemptLog::start(store.clone(), log_stop.clone());
     tokio::spawn(hookrelay::store::log::prune(store.clone(), snapshot.store.retention.0, log_stop.clone()));
-    let router = Router::new(snapshot, Some((store.clone(), log)));
+    let router = Runtime::new(snapshot, Some((store.clone(), log)));
     let shutdown = CancellationToken::new();
     subscriptions.start(router.clone(), std::time::Duration::from_secs(2), shutdown.clone());
     let api = listener.map(|listener| {
@@ -427,13 +427,13 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = hup.recv() => { hookrelay::reload::reload_from_disk(&r, &d, "SIGHUP").await; }
+                _ = hup.recv() => { hookrelay::runtime::reload::reload_from_disk(&r, &d, "SIGHUP").await; }
             }
         }
     });
     if watch {
         let every = std::time::Duration::from_millis(500);
-        tokio::spawn(hookrelay::reload::watch(router.clone(), dir.clone(), every, shutdown.clone()));
+        tokio::spawn(hookrelay::runtime::reload::watch(router.clone(), dir.clone(), every, shutdown.clone()));
     }
     router.run(shutdown).await;
     if let Some(api) = api {
@@ -514,14 +514,21 @@ fn route_test(dir: &std::path::Path, name: &str, event: &std::path::Path) -> Res
     if !route.events.iter().any(|p| hookrelay::broker::topic::matches(p, &ev.ty)) {
         println!("note: route {name} does not subscribe to {:?} (events: {})", ev.ty, route.events.join(", "));
     }
-    match hookrelay::pipeline::prepare_event(&snapshot, route, ev) {
+    match hookrelay::pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
         Ok(hookrelay::pipeline::Prepared::Filtered) => {
             println!("filtered out: route {name}'s filter returned false; nothing would be sent")
         }
         Ok(hookrelay::pipeline::Prepared::Deliver(p)) => {
             let seq = p.sequence.clone().unwrap_or_else(|| "<assigned at delivery>".into());
             let tp = p.traceparent.clone().unwrap_or_else(hookrelay::telemetry::new_traceparent);
-            let headers = hookrelay::router::request_headers(route, &p, &seq, &tp, 1, hookrelay::router::unix_now());
+            let headers = hookrelay::delivery::attempt::request_headers(
+                route,
+                &p,
+                &seq,
+                &tp,
+                1,
+                hookrelay::delivery::attempt::unix_now(),
+            );
             println!("POST {}", route.url);
             for (k, v) in &headers {
                 println!("{k}: {}", v.to_str().unwrap_or("<binary>"));

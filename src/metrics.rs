@@ -33,14 +33,13 @@
 //! | `hookrelay_queue_depth` | gauge | `route` |
 //! | `hookrelay_api_refused_total` | counter | `reason` = an [`ApiRefusal`] label |
 
-use crate::deliver::client::SendError;
-use crate::pipeline::Reason;
+use crate::delivery::verdict::{AttemptFailure, Reason};
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// `hookrelay_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "hookrelay_build_info";
@@ -109,85 +108,6 @@ pub const LAG_BUCKETS: &[f64] = &[
     43200.0,
 ];
 
-/// Why one HTTP attempt failed: the `result` label of [`DELIVERY_ATTEMPTS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptFailure {
-    /// A 3xx (redirects are not followed).
-    Http3xx,
-    /// A 4xx other than 429.
-    Http4xx,
-    /// 429 Too Many Requests.
-    Http429,
-    /// A 5xx.
-    Http5xx,
-    /// A status outside 200–599.
-    HttpOther,
-    /// No complete response within the route's timeout.
-    Timeout,
-    /// TCP connect or DNS failure.
-    Connect,
-    /// The TLS handshake failed.
-    Tls,
-    /// The SSRF guard refused the target.
-    Blocked,
-    /// Anything else between sending and the end of the response.
-    Other,
-}
-
-impl AttemptFailure {
-    /// Every value, in label order.
-    pub const ALL: [AttemptFailure; 10] = [
-        Self::Http3xx,
-        Self::Http4xx,
-        Self::Http429,
-        Self::Http5xx,
-        Self::HttpOther,
-        Self::Timeout,
-        Self::Connect,
-        Self::Tls,
-        Self::Blocked,
-        Self::Other,
-    ];
-
-    /// The failure a non-2xx status stands for.
-    pub fn from_status(status: u16) -> Self {
-        match status {
-            429 => Self::Http429,
-            300..=399 => Self::Http3xx,
-            400..=499 => Self::Http4xx,
-            500..=599 => Self::Http5xx,
-            _ => Self::HttpOther,
-        }
-    }
-
-    /// The failure of a request that got no response.
-    pub fn from_send_error(e: &SendError) -> Self {
-        match e {
-            SendError::Blocked(_) => Self::Blocked,
-            SendError::Timeout(_) => Self::Timeout,
-            SendError::Connect(_) => Self::Connect,
-            SendError::Tls(_) => Self::Tls,
-            SendError::Other(_) => Self::Other,
-        }
-    }
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http3xx => "http_3xx",
-            Self::Http4xx => "http_4xx",
-            Self::Http429 => "http_429",
-            Self::Http5xx => "http_5xx",
-            Self::HttpOther => "http_other",
-            Self::Timeout => "timeout",
-            Self::Connect => "connect",
-            Self::Tls => "tls",
-            Self::Blocked => "blocked",
-            Self::Other => "other",
-        }
-    }
-}
-
 /// The result of a config reload: the `result` label of [`CONFIG_RELOADS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadResult {
@@ -239,18 +159,7 @@ impl ApiRefusal {
 }
 
 /// Every dead-letter reason, so that each route shows all of them from 0.
-const REASONS: [Reason; 10] = [
-    Reason::Malformed,
-    Reason::TooLarge,
-    Reason::UnknownType,
-    Reason::Schema,
-    Reason::ScriptError,
-    Reason::Rejected,
-    Reason::Gone,
-    Reason::Exhausted,
-    Reason::Blocked,
-    Reason::DeliveryLimit,
-];
+const REASONS: [Reason; 10] = Reason::ALL;
 
 fn reason_index(r: Reason) -> usize {
     // Exhaustive: a new reason fails to compile here until it has a slot in REASONS.
@@ -639,140 +548,18 @@ pub fn api_refused(reason: ApiRefusal) {
     }
 }
 
-/// Time since an RFC 3339 timestamp (a CloudEvent's `time`): `None` when it does not parse or
-/// lies in the future (clock skew between producer and router).
-pub fn lag_since(time: &str) -> Option<Duration> {
-    lag(parse_time(time)?)
-}
-
-/// Time since `time` (an event's `time`, parsed once by [`parse_time`]): `None` when it lies in
+/// Time since `time` (an event's `time`, see [`crate::event::parse_time`]): `None` when it lies in
 /// the future (clock skew between producer and router).
 pub fn lag(time: SystemTime) -> Option<Duration> {
     SystemTime::now().duration_since(time).ok()
-}
-
-/// An RFC 3339 `date-time` (a CloudEvent's `time`) as a point in time; `None` when it does not
-/// parse. No allocation.
-pub fn parse_time(s: &str) -> Option<SystemTime> {
-    parse_rfc3339(s)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, the RFC 3339 `date-time`.
-fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(r)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        part.iter().try_fold(0i64, |n, d| n.checked_mul(10)?.checked_add(i64::from(d - b'0')))
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
-        return None;
-    }
-    if b[16] != b':' {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: u32 = 0;
-    if b[i] == b'.' {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 9 {
-                nanos = nanos * 10 + u32::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        for _ in (i - start)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset = match b.get(i..)? {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let digits = [*h1, *h2, *m1, *m2];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let d = |x: u8| i64::from(x - b'0');
-            let secs = (d(*h1) * 10 + d(*h2)) * 3600 + (d(*m1) * 10 + d(*m2)) * 60;
-            if *sign == b'+' { secs } else { -secs }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn unix(s: &str) -> Option<f64> {
-        parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64())
-    }
-
     #[test]
-    fn rfc3339_timestamps_parse_to_unix_time() {
-        assert_eq!(unix("1970-01-01T00:00:00Z"), Some(0.0));
-        assert_eq!(unix("2024-02-29T12:34:56Z"), Some(1_709_210_096.0));
-        assert_eq!(unix("2024-02-29T14:34:56+02:00"), Some(1_709_210_096.0));
-        assert_eq!(unix("2024-02-29T07:04:56-05:30"), Some(1_709_210_096.0));
-        assert_eq!(unix("2024-02-29t12:34:56.250z"), Some(1_709_210_096.25));
-        assert_eq!(
-            parse_rfc3339("2024-02-29T12:34:56.123456789123Z").map(|t| t.duration_since(UNIX_EPOCH).unwrap()),
-            Some(Duration::new(1_709_210_096, 123_456_789)),
-            "digits past nanoseconds are dropped"
-        );
-    }
-
-    #[test]
-    fn malformed_timestamps_are_refused() {
-        for bad in [
-            "",
-            "2024-02-29",
-            "2024-02-29T12:34:56",
-            "2024-13-01T00:00:00Z",
-            "2024-02-29T24:00:00Z",
-            "2024-02-29T12:34:56.Z",
-            "2024-02-29T12:34:56+0200",
-            "2024-02-29T12:34:56+02:0x",
-            "x024-02-29T12:34:56Z",
-            "1969-12-31T23:59:59Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn statuses_map_to_bounded_failure_labels() {
-        assert_eq!(AttemptFailure::from_status(429), AttemptFailure::Http429);
-        assert_eq!(AttemptFailure::from_status(408), AttemptFailure::Http4xx);
-        assert_eq!(AttemptFailure::from_status(302), AttemptFailure::Http3xx);
-        assert_eq!(AttemptFailure::from_status(503), AttemptFailure::Http5xx);
-        assert_eq!(AttemptFailure::from_status(101), AttemptFailure::HttpOther);
+    fn every_label_has_its_series() {
         for (i, f) in AttemptFailure::ALL.iter().enumerate() {
             assert_eq!(failure_index(*f), i);
         }

@@ -3,10 +3,19 @@
 //! signing) and the one function that writes a config directory for it.
 //!
 //! Every `hookrelay.toml` a benchmark writes comes from [`write_config`], so a change to the
-//! main file's shape (a new section, a new default) is one edit here.
+//! main file's shape (a new section, a new default) is one edit here. The files are written with
+//! the typed builders the integration tests use too (`tests/support/config.rs`).
 
 #![allow(dead_code)] // each bench binary uses its own part of this module
 
+// The builders are `pub` for the test crate, whose helpers are public; here they serve this
+// crate only, and each bench binary uses its own part of them.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../tests/support/config.rs"]
+mod config;
+
+pub(crate) use config::RouteConfig;
+use config::{MainConfig, Signing};
 use serde_json::json;
 use std::path::Path;
 
@@ -77,49 +86,27 @@ pub(crate) fn event(i: usize, size: Size) -> Vec<u8> {
     .expect("a JSON value serializes")
 }
 
-/// One route of a bench config.
-#[derive(Debug, Clone)]
-pub(crate) struct RouteSpec {
-    /// File stem and route name.
-    pub(crate) name: String,
-    /// Target URL.
-    pub(crate) url: String,
-    /// Strict FIFO.
-    pub(crate) ordered: bool,
-    /// Deliveries at once (unordered).
-    pub(crate) concurrency: usize,
-    /// Also run [`TRANSFORM`].
-    pub(crate) transform: bool,
-    /// Per-attempt timeout (default 10 s).
-    pub(crate) timeout: Option<&'static str>,
-    /// Event patterns (default `order.*`).
-    pub(crate) events: Vec<String>,
-    /// Static headers, as `headers = { … }`.
-    pub(crate) headers: Vec<(String, String)>,
-    /// `[retry] max_attempts` (default: the route default, 8).
-    pub(crate) max_attempts: Option<u32>,
-}
+/// The plugin files [`write_config`] writes: the filter every realistic route runs, and
+/// [`TRANSFORM`] for routes that add it with `.transform(TRANSFORM_PLUGIN)`.
+const FILTER_PLUGIN: &str = "plugins/filter.rhai";
+pub(crate) const TRANSFORM_PLUGIN: &str = "plugins/transform.rhai";
 
-impl RouteSpec {
-    /// The realistic route: schema, filter, redaction, signing.
-    pub(crate) fn realistic(
-        name: impl Into<String>,
-        url: impl Into<String>,
-        ordered: bool,
-        concurrency: usize,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            url: url.into(),
-            ordered,
-            concurrency,
-            transform: false,
-            timeout: None,
-            events: vec!["order.*".to_string()],
-            headers: Vec::new(),
-            max_attempts: None,
-        }
-    }
+/// The realistic route: every bench event (`order.*`), the schema, the filter, redaction,
+/// signing with the secret file; change it further with the builder's methods.
+pub(crate) fn realistic_route(
+    name: impl Into<String>,
+    url: impl Into<String>,
+    ordered: bool,
+    concurrency: usize,
+) -> RouteConfig {
+    RouteConfig::new(name)
+        .events(["order.*"])
+        .url(url)
+        .ordered(ordered)
+        .concurrency(concurrency)
+        .filter(FILTER_PLUGIN)
+        .redact(REDACT)
+        .signing(Signing::File("secret".into()))
 }
 
 /// Which broker a config uses.
@@ -149,49 +136,19 @@ pub(crate) fn queue_file(dir: &Path) -> std::path::PathBuf {
 ///
 /// `api_listen` is written as `[api] listen`: `127.0.0.1:0` lets several routers run at once;
 /// the embedded broker's producers need a known port instead.
-pub(crate) fn write_config(dir: &Path, broker: &BrokerSpec, api_listen: &str, routes: &[RouteSpec]) {
-    let w = |rel: &str, text: &str| {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("a relative path has a parent")).expect("bench config directory");
-        std::fs::write(p, text).expect("bench config file");
+pub(crate) fn write_config(dir: &Path, broker: &BrokerSpec, api_listen: &str, routes: &[RouteConfig]) {
+    let w = |rel: &str, text: &str| config::write_file(&dir.join(rel), text);
+    let main = match broker {
+        BrokerSpec::RabbitMq { url, prefetch } => MainConfig::new().rabbitmq(url).prefetch(*prefetch),
+        BrokerSpec::Embedded => MainConfig::new().embedded(queue_file(dir)),
+        BrokerSpec::Unused => MainConfig::new(),
     };
-    let mut main = String::new();
-    match broker {
-        BrokerSpec::RabbitMq { url, prefetch } => {
-            main.push_str(&format!("[broker]\nurl = \"{url}\"\nprefetch = {prefetch}\n"));
-        }
-        BrokerSpec::Embedded => {
-            main.push_str(&format!("[embedded]\npath = \"{}\"\n", queue_file(dir).display()));
-        }
-        BrokerSpec::Unused => {}
-    }
-    main.push_str("[security]\nallow_http = true\nallow_private_networks = true\n");
-    main.push_str(&format!("[store]\nurl = \"sqlite://{}/hookrelay.db\"\n", dir.display()));
-    main.push_str(&format!("[api]\nlisten = \"{api_listen}\"\n"));
-    w("hookrelay.toml", &main);
+    main.loopback_targets().store(format!("sqlite://{}/hookrelay.db", dir.display())).api_listen(api_listen).write(dir);
     w("schemas/order.paid/v1.json", SCHEMA);
-    w("plugins/filter.rhai", FILTER);
-    w("plugins/transform.rhai", TRANSFORM);
+    w(FILTER_PLUGIN, FILTER);
+    w(TRANSFORM_PLUGIN, TRANSFORM);
     w("secret", SECRET);
     for r in routes {
-        let mut text = format!(
-            "events = {:?}\nurl = \"{}\"\nordered = {}\nconcurrency = {}\nfilter = \"plugins/filter.rhai\"\nredact = {:?}\n",
-            r.events, r.url, r.ordered, r.concurrency, REDACT
-        );
-        if !r.headers.is_empty() {
-            let pairs: Vec<String> = r.headers.iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
-            text.push_str(&format!("headers = {{ {} }}\n", pairs.join(", ")));
-        }
-        if let Some(t) = r.timeout {
-            text.push_str(&format!("timeout = \"{t}\"\n"));
-        }
-        if r.transform {
-            text.push_str("transform = \"plugins/transform.rhai\"\n");
-        }
-        text.push_str("[signing]\nsecret_file = \"secret\"\n");
-        if let Some(n) = r.max_attempts {
-            text.push_str(&format!("[retry]\nmax_attempts = {n}\n"));
-        }
-        w(&format!("routes/{}.toml", r.name), &text);
+        r.write(dir);
     }
 }

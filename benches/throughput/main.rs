@@ -57,6 +57,16 @@ const PREFETCH: u32 = 100;
 /// Deliveries at once on an unordered route, and the bare client's and relay's concurrency.
 const CONCURRENCY: usize = 32;
 
+/// `--help`: the options, as the module docs give them.
+const USAGE: &str = "cargo bench --bench throughput -- [--quick] [--events N] [--repeat K] [--json FILE]
+    [--only GROUP,...] [--latency-secs S] [--in-flight N] [--fanout 1,10,100] [--backlog N]
+    [--backlog-rabbitmq N] [--backlog-secs S] [--wrap 'CMD ARGS']
+
+groups: ceilings, unordered, ordered, latency, memory, payload, fanout, backlog
+brokers: rabbitmq, embedded (both when neither is named)
+--quick: 5,000 events, one repetition, shorter latency and backlog runs.
+Needs RabbitMQ with the management plugin; prints figures, never pass/fail.";
+
 /// What `--only` can name: measures, then brokers.
 const GROUPS: [&str; 8] = ["ceilings", "unordered", "ordered", "latency", "memory", "payload", "fanout", "backlog"];
 const BROKERS: [&str; 2] = ["rabbitmq", "embedded"];
@@ -689,7 +699,8 @@ impl Bench {
     /// once, each on a connection of its own held open by the receiver.
     async fn memory(&mut self, kind: BusKind) {
         let (n, launch, b) = (self.opts.in_flight, self.opts.launch.clone(), kind.label());
-        let base = Scenario { prefetch: n as u32, timeout: Some("600s"), ..scenario(1, false, Size::Kib1) };
+        let base =
+            Scenario { prefetch: n as u32, timeout: Some(Duration::from_secs(600)), ..scenario(1, false, Size::Kib1) };
         let readings = [
             ("inflight_router", "(a) in the router", Scenario { concurrency: CONCURRENCY, ..base.clone() }),
             ("inflight", "(b) on open connections", Scenario { concurrency: n, ..base }),
@@ -828,6 +839,10 @@ fn git_commit() -> Option<String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
     let opts = Opts::parse();
     let started = Instant::now();
     watchdog(started, Duration::from_secs(900));

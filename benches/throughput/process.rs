@@ -14,7 +14,7 @@
 //! `Broker::publish` on the router's own queue file (the router holds the file's lock while it
 //! runs, so producers reach a running router through `POST /v1/events`).
 
-use crate::common::{self, BrokerSpec, RouteSpec, Size};
+use crate::common::{self, BrokerSpec, RouteConfig, Size, realistic_route};
 use crate::rabbit::{self, Vhost};
 use crate::receiver::{Receiver, Timeline, quantile};
 use crate::sys::{self, CpuSample};
@@ -262,20 +262,19 @@ pub(crate) struct Scenario {
     pub(crate) concurrency: usize,
     pub(crate) prefetch: u32,
     /// Per-attempt timeout, when the default 10 s would cut a held request short.
-    pub(crate) timeout: Option<&'static str>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Scenario {
     fn write(&self, dir: &Path, bus: &Bus, rx: &Receiver) {
-        let routes: Vec<RouteSpec> = (0..self.routes)
-            .map(|k| RouteSpec {
-                timeout: self.timeout,
-                ..RouteSpec::realistic(
-                    format!("bench-{k}"),
-                    format!("{}/r{k}", rx.addr),
-                    self.ordered,
-                    self.concurrency,
-                )
+        let routes: Vec<RouteConfig> = (0..self.routes)
+            .map(|k| {
+                let route =
+                    realistic_route(format!("bench-{k}"), format!("{}/r{k}", rx.addr), self.ordered, self.concurrency);
+                match self.timeout {
+                    Some(t) => route.timeout(t),
+                    None => route,
+                }
             })
             .collect();
         common::write_config(dir, &bus.broker_spec(self.prefetch), &bus.api_listen(), &routes);
@@ -608,7 +607,7 @@ pub(crate) async fn backlog(
 pub(crate) async fn embedded_available(rx: &Receiver, launch: &Launch) -> Result<(), String> {
     let bus = BusKind::Embedded.open();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let probe = RouteSpec::realistic("bench-embedded-probe", format!("{}/probe", rx.addr), false, 1);
+    let probe = realistic_route("bench-embedded-probe", format!("{}/probe", rx.addr), false, 1);
     common::write_config(dir.path(), &bus.broker_spec(100), &bus.api_listen(), &[probe]);
     let mut router = Router::start(dir.path(), launch);
     let outcome = match router.consuming(Duration::from_secs(30)).await {

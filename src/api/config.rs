@@ -7,7 +7,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals};
 use crate::config::Origin;
 use crate::config::files::Scope;
-use crate::router::ReloadOutcome;
+use crate::runtime::ReloadOutcome;
 use crate::store::AuditEntry;
 use axum::extract::State;
 
@@ -89,7 +89,8 @@ pub struct Reloaded {
 pub async fn reload(State(state): State<ApiState>, caller: Caller) -> Result<Json<Reloaded>, ApiError> {
     caller.require(Scope::Admin)?;
     let before = state.router.snapshot();
-    let outcome = crate::reload::reload_from_disk(&state.router, &state.config_dir, "POST /v1/config/reload").await;
+    let outcome =
+        crate::runtime::reload::reload_from_disk(&state.router, &state.config_dir, "POST /v1/config/reload").await;
     let details = match &outcome {
         ReloadOutcome::Applied { version, revision, added, removed, changed } => serde_json::json!({
             "result": "applied", "from": {"version": before.version, "revision": before.revision},

@@ -39,7 +39,7 @@ pub mod routes;
 pub mod stats;
 pub mod subscriptions;
 
-use crate::router::Router;
+use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::subscriptions::Subscriptions;
 use error::ApiError;
@@ -55,7 +55,7 @@ use utoipa_axum::routes;
 #[derive(Clone)]
 pub struct ApiState {
     /// The running router: live config, broker, client, reload.
-    pub router: Arc<Router>,
+    pub router: Arc<Runtime>,
     /// The store: delivery log, dead letters, subscriptions, audit.
     pub store: Arc<dyn Store>,
     /// API-managed routes.

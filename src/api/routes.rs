@@ -4,12 +4,13 @@
 use super::ApiState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, RawBody};
-use crate::config::files::{BodyFormat, Scope};
+use crate::config::files::Scope;
 use crate::config::{Origin, Route};
-use crate::deliver::sign::Signer;
+use crate::delivery::attempt::Attempt;
+use crate::delivery::http::sign::Signer;
+use crate::delivery::verdict::Class;
 use crate::event::CloudEvent;
 use crate::pipeline::{self, Payload, Prepared};
-use crate::router::{request_headers, unix_now};
 use crate::telemetry::new_traceparent;
 use axum::extract::State;
 use bytes::Bytes;
@@ -75,17 +76,12 @@ impl From<&Route> for RouteView {
             events: r.events.clone(),
             url: r.url.to_string(),
             ordered: r.ordered,
-            format: match r.format {
-                BodyFormat::Standard => "standard",
-                BodyFormat::Cloudevents => "cloudevents",
-                BodyFormat::Data => "data",
-            }
-            .into(),
+            format: r.steps.format.as_str().into(),
             timeout_ms: r.timeout.as_millis() as u64,
             concurrency: r.concurrency,
-            filter: r.filter.is_some(),
-            transform: r.transform.is_some(),
-            redact: r.redact.iter().map(|p| p.as_str().to_string()).collect(),
+            filter: r.steps.filter.is_some(),
+            transform: r.steps.transform.is_some(),
+            redact: r.steps.redact.iter().map(|p| p.as_str().to_string()).collect(),
             max_attempts: r.retry.max_attempts,
             backoff_ms: r.retry.backoff.iter().map(|d| d.as_millis() as u64).collect(),
             signing: signing.into(),
@@ -154,39 +150,24 @@ pub struct TestResult {
     pub body: Option<serde_json::Value>,
 }
 
-/// Sends one signed request to `route` now and reports what came back.
+/// Sends `payload` to `route` now, as one signed attempt (the same as a delivery's first one),
+/// and reports what came back.
 pub(crate) async fn send_now(state: &ApiState, route: &Route, payload: Payload) -> TestResult {
-    let snapshot = state.router.snapshot();
-    let sequence = payload.sequence.clone().unwrap_or_else(|| "0".into());
+    let (snapshot, client) = (state.router.snapshot(), state.router.client());
+    let sequence = state.router.sequencer().of(&payload);
     let traceparent = payload.traceparent.clone().unwrap_or_else(new_traceparent);
-    let headers = request_headers(route, &payload, &sequence, &traceparent, 1, unix_now());
-    let sent = state
-        .router
-        .client()
-        .post(&route.url, headers, payload.body.clone(), route.timeout, snapshot.limits.response_body_bytes)
-        .await;
+    let attempt = Attempt { route, payload: &payload, sequence: &sequence, number: 1, traceparent: &traceparent };
+    let result = attempt.send(&client, snapshot.limits.response_body_bytes).await;
     let body = serde_json::from_slice(&payload.body).ok();
-    match sent {
-        Ok(r) => TestResult {
-            ok: (200..300).contains(&r.status),
-            sent: true,
-            webhook_id: payload.event_id,
-            status: Some(r.status),
-            latency_ms: Some(r.duration.as_millis() as u64),
-            response_body: Some(r.body),
-            error: None,
-            body,
-        },
-        Err(e) => TestResult {
-            ok: false,
-            sent: true,
-            webhook_id: payload.event_id,
-            status: None,
-            latency_ms: None,
-            response_body: None,
-            error: Some(e.to_string()),
-            body,
-        },
+    TestResult {
+        ok: result.class() == Class::Success,
+        sent: true,
+        status: result.status(),
+        latency_ms: result.response().map(|r| r.duration.as_millis() as u64),
+        error: result.0.as_ref().err().map(ToString::to_string),
+        response_body: result.0.ok().map(|r| r.body),
+        webhook_id: payload.event_id,
+        body,
     }
 }
 
@@ -234,7 +215,7 @@ pub async fn test(
         ping(&format!("test event for route {name}"))
     } else {
         let ev = CloudEvent::decode(&body)?;
-        match pipeline::prepare_event(&snapshot, route, ev) {
+        match pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
             Ok(Prepared::Deliver(p)) => p,
             Ok(Prepared::Filtered) => {
                 return Ok(Json(TestResult {

@@ -9,8 +9,8 @@ use super::rfc3339;
 use super::routes::{TestResult, ping, send_now};
 use crate::config::files::Scope;
 use crate::config::{Origin, Route};
-use crate::deliver::retry::RetryPolicy;
-use crate::deliver::sign::{Signer, SigningKey};
+use crate::delivery::http::retry::RetryPolicy;
+use crate::delivery::http::sign::{Signer, SigningKey};
 use crate::store::SubscriptionRecord;
 use crate::subscriptions::{SubscriptionDefinition, SubscriptionError, SubscriptionSpec};
 use axum::extract::State;
@@ -345,10 +345,7 @@ pub async fn validate(
         ordered: false,
         timeout,
         concurrency: 1,
-        filter: None,
-        transform: None,
-        redact: Vec::new(),
-        format: Default::default(),
+        steps: Default::default(),
         headers: HeaderMap::new(),
         log_payload: false,
         signer: Signer::Standard(vec![key]),

@@ -212,7 +212,7 @@ impl Broker for AmqpBroker {
         // Messages expire only at the head of a quorum queue, so each wait queue holds one
         // tier; the per-message expiration is capped by the tier (plus its jitter), and a
         // message that comes back early (`hookrelay-not-before`) is parked again by the router.
-        let wait = delay.min(tier.mul_f64(1.0 + crate::deliver::retry::JITTER));
+        let wait = delay.min(tier.mul_f64(1.0 + super::TIER_SPREAD));
         let props = BasicProperties::default()
             .with_headers(to_table(headers))
             .with_content_type(CLOUDEVENTS_JSON.into())

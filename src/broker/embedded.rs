@@ -41,7 +41,6 @@ mod engine;
 mod lock;
 
 use super::{Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology};
-use crate::config::files::EmbeddedSync;
 use async_trait::async_trait;
 use bytes::Bytes;
 use engine::{Delivered, Reply, Request};
@@ -51,6 +50,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+
+/// `[embedded] sync`: what a confirmed publish or ack survives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddedSync {
+    /// Survives the process being killed at any moment (SIGKILL, OOM, panic); the last commits
+    /// may be lost if the machine loses power or the kernel crashes. SQLite `synchronous=NORMAL`
+    /// in WAL mode: no fsync per commit.
+    #[default]
+    Normal,
+    /// Also survives power loss: an fsync per commit (SQLite `synchronous=FULL`), shared by
+    /// every publish and ack of a group commit.
+    Full,
+}
 
 /// Where a publish goes, owned.
 enum Target {

@@ -1,9 +1,10 @@
 //! The broker: where events wait between the producer and the router. One [`Broker`] trait
 //! (seed 000's pub/sub abstraction layer) with two implementations: RabbitMQ ([`amqp`]), the
 //! production one that scales out on a cluster, and the embedded, file-backed broker
-//! ([`embedded`]) that runs when `hookrelay.toml` has no `[broker]` section. The router talks to
-//! the trait only, so the at-least-once rules in [`crate::router`] hold for both, and one
-//! conformance suite (`tests/it/broker.rs`) checks them on both.
+//! ([`embedded`]) that runs when `hookrelay.toml` has no `[broker]` section. Transport only: it
+//! moves, holds and gives back messages; what a message means and when to ack it is decided by
+//! the delivery module, which talks to the trait only, so the at-least-once rules hold for
+//! both brokers, and one conformance suite (`tests/it/broker.rs`) checks them on both.
 //!
 //! The model is RabbitMQ's, reduced to what hookrelay uses:
 //! - a topic exchange of events (routing key = event type), bound per route pattern to
@@ -16,9 +17,7 @@
 //!   acking gives its messages back, in order.
 
 pub mod amqp;
-pub mod dead_letters;
 pub mod embedded;
-pub mod publish;
 pub mod topic;
 
 use async_trait::async_trait;
@@ -51,6 +50,12 @@ pub const H_LAST_RESPONSE: &str = "hookrelay-last-response";
 pub const H_DEAD_AT: &str = "hookrelay-dead-at";
 /// W3C trace context.
 pub const H_TRACEPARENT: &str = "traceparent";
+
+/// How far past its tier a delayed message may be due and still wait all its time in the tier's
+/// wait queue (RabbitMQ): a wait queue holds a message for at most `tier × (1 + TIER_SPREAD)`.
+/// One due later comes back early, before its [`H_NOT_BEFORE`], and is parked again. Retry
+/// jitter stays within this spread, so a jittered backoff step waits in one pass.
+pub const TIER_SPREAD: f64 = 0.2;
 
 /// A broker operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -275,20 +280,31 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Connects to the broker the config names: RabbitMQ at `[broker] url` (`name` identifies this
-/// process to operators), or the embedded broker's file, which is opened once per process: every
-/// call hands out a new connection to the same instance (a failed instance is reopened).
-pub async fn connect(
-    settings: &crate::config::files::BrokerFile,
-    kind: &crate::config::BrokerKind,
-    name: &str,
-) -> Result<Arc<dyn Broker>, BrokerError> {
-    match kind {
-        crate::config::BrokerKind::Rabbitmq => {
-            Ok(Arc::new(amqp::AmqpBroker::connect(&settings.url, &settings.exchange, name).await?))
-        }
-        crate::config::BrokerKind::Embedded(e) => {
-            Ok(Arc::new(embedded::EmbeddedBroker::shared(&e.path, e.sync).await?))
-        }
+/// Which broker to connect to, and where.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint<'a> {
+    /// RabbitMQ.
+    Rabbitmq {
+        /// The AMQP URL (`%2f` is the vhost `/`).
+        url: &'a str,
+        /// The topic exchange of events.
+        exchange: &'a str,
+    },
+    /// The embedded broker's file.
+    Embedded {
+        /// The queue file.
+        path: &'a std::path::Path,
+        /// What a commit survives.
+        sync: embedded::EmbeddedSync,
+    },
+}
+
+/// Connects to `endpoint`: RabbitMQ (`name` identifies this process to operators), or the
+/// embedded broker's file, which is opened once per process: every call hands out a new
+/// connection to the same instance (a failed instance is reopened).
+pub async fn connect(endpoint: Endpoint<'_>, name: &str) -> Result<Arc<dyn Broker>, BrokerError> {
+    match endpoint {
+        Endpoint::Rabbitmq { url, exchange } => Ok(Arc::new(amqp::AmqpBroker::connect(url, exchange, name).await?)),
+        Endpoint::Embedded { path, sync } => Ok(Arc::new(embedded::EmbeddedBroker::shared(path, sync).await?)),
     }
 }

@@ -1,6 +1,7 @@
 //! Config errors that say where: `file:line:col: message`, collected so that a load reports
 //! every problem at once, not only the first.
 
+use crate::pipeline::script::{CompileError, Position};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,15 @@ impl ConfigError {
     pub fn at_offset(file: impl Into<PathBuf>, text: &str, offset: usize, message: impl Into<String>) -> Self {
         let (line, col) = line_col(text, offset);
         Self { file: file.into(), line, col, message: message.into() }
+    }
+
+    /// A script of `file` (whose text is `text`) that does not compile.
+    pub fn script(file: impl Into<PathBuf>, text: &str, e: &CompileError) -> Self {
+        match e.at {
+            Position::LineCol(line, col) => Self::at(file, line, col, &e.message),
+            Position::Offset(offset) => Self::at_offset(file, text, offset, &e.message),
+            Position::Whole => Self::file(file, &e.message),
+        }
     }
 
     /// A problem at a known line and column.

@@ -1,13 +1,17 @@
 //! The serde shapes of the config files, with their documented defaults. These are what users
 //! write; [`super::Snapshot`] is what they compile into.
 
-use crate::api::access::AllowFrom;
+use super::allow::AllowFrom;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
+
+// Settings types defined beside the code that uses them, assembled here with the file shapes.
+pub use crate::broker::embedded::EmbeddedSync;
+pub use crate::pipeline::BodyFormat;
 
 /// A duration written as text: `"250ms"`, `"5s"`, `"2m"`, `"1h"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -268,20 +272,6 @@ impl Default for EmbeddedFile {
     }
 }
 
-/// `[embedded] sync`: what a confirmed publish or ack survives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EmbeddedSync {
-    /// Survives the process being killed at any moment (SIGKILL, OOM, panic); the last commits
-    /// may be lost if the machine loses power or the kernel crashes. SQLite `synchronous=NORMAL`
-    /// in WAL mode: no fsync per commit.
-    #[default]
-    Normal,
-    /// Also survives power loss: an fsync per commit (SQLite `synchronous=FULL`), shared by
-    /// every publish and ack of a group commit.
-    Full,
-}
-
 /// `[security]`: both switches off by default.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -339,10 +329,10 @@ pub struct RouteFile {
     /// Strict FIFO: one delivery at a time, retries in place. Default false.
     #[serde(default)]
     pub ordered: bool,
-    /// Per-attempt timeout (connect, send, response). Default 10s.
+    /// Per-attempt timeout (connect, send, response), above zero. Default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: Dur,
-    /// Deliveries at once on an unordered route. Default 16.
+    /// Deliveries at once on an unordered route, 1 to 10,000. Default 16.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// A plugin that defines `fn filter(event)`.
@@ -371,24 +361,11 @@ pub struct RouteFile {
 }
 
 fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
+    Dur(super::route::DEFAULT_TIMEOUT)
 }
 
 fn default_concurrency() -> usize {
-    16
-}
-
-/// The body a route sends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BodyFormat {
-    /// `{"type", "timestamp", "data"}`: the Standard Webhooks payload shape.
-    #[default]
-    Standard,
-    /// The whole CloudEvent, structured JSON mode.
-    Cloudevents,
-    /// Only `data`.
-    Data,
+    super::route::DEFAULT_CONCURRENCY
 }
 
 /// `[signing]` of a route. Secrets never sit in files that are committed: a route names the
@@ -423,7 +400,7 @@ pub enum SigningScheme {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryFile {
-    /// Attempts in all, the first included. Default 8.
+    /// Attempts in all, the first included, 1 to 1,000. Default 8.
     pub max_attempts: u32,
     /// Wait before attempt 2, 3, …; the last value repeats. Jitter adds up to 20%.
     pub backoff: Vec<Dur>,
@@ -431,7 +408,9 @@ pub struct RetryFile {
 
 impl Default for RetryFile {
     fn default() -> Self {
-        let s = |n| Dur(Duration::from_secs(n));
-        Self { max_attempts: 8, backoff: vec![s(5), s(30), s(120), s(600), s(1800), s(3600), s(7200)] }
+        Self {
+            max_attempts: super::route::DEFAULT_MAX_ATTEMPTS,
+            backoff: super::route::default_backoff().into_iter().map(Dur).collect(),
+        }
     }
 }

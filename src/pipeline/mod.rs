@@ -1,57 +1,67 @@
 //! The per-event path, pure and without I/O: decode → schema → filter → transform → redact →
-//! render. Everything it uses (validators, compiled scripts, redaction paths) was built at
-//! config load and lives in the [`crate::config::Snapshot`].
+//! render. Everything it uses was built at config load: what all routes share (the schema
+//! catalogue, the script engine, the size limit: a [`Context`]) and each route's [`Steps`]
+//! (its compiled scripts, redaction paths and body format). The types are defined here and
+//! assembled by `config`, which this module does not know.
 
 pub mod redact;
 pub mod schema;
 pub mod script;
 
-use crate::config::{Route, Snapshot, files::BodyFormat};
+use crate::delivery::verdict::Reason;
 use crate::event::CloudEvent;
 use bytes::Bytes;
-use schema::{SchemaError, Violation};
+use redact::RedactPath;
+use schema::{SchemaError, SchemaRegistry, Violation};
+use script::Script;
 use serde_json::Value;
+use std::sync::Arc;
 
-/// Why an event ends in the dead letters instead of at its receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// Not a CloudEvent in structured JSON mode.
-    Malformed,
-    /// Over `[limits] max_event_bytes`.
-    TooLarge,
-    /// No schema for the type (or the requested version).
-    UnknownType,
-    /// `data` breaks the schema.
-    Schema,
-    /// A filter or transform script failed.
-    ScriptError,
-    /// The receiver answered a permanent 4xx.
-    Rejected,
-    /// `410 Gone`: the receiver no longer wants the events.
-    Gone,
-    /// Every attempt failed with a retryable outcome.
-    Exhausted,
-    /// The SSRF guard refused the target address.
-    Blocked,
-    /// The broker gave up on the message (`x-delivery-limit`), e.g. after repeated crashes.
-    DeliveryLimit,
+/// What every route's pipeline shares: the schema catalogue, the script engine and the largest
+/// event accepted.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// Compiled schemas by event type and version.
+    pub schemas: &'a SchemaRegistry,
+    /// The sandboxed engine scripts run in.
+    pub engine: &'a rhai::Engine,
+    /// `[limits] max_event_bytes`.
+    pub max_event_bytes: usize,
 }
 
-impl Reason {
-    /// The wire name, as in dead-letter headers and the API.
+/// One route's steps, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Steps {
+    /// `fn filter(event)`.
+    pub filter: Option<Arc<Script>>,
+    /// `fn transform(event)`.
+    pub transform: Option<Arc<Script>>,
+    /// Fields removed before sending.
+    pub redact: Vec<RedactPath>,
+    /// The body's shape.
+    pub format: BodyFormat,
+}
+
+/// The body a route sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    /// `{"type", "timestamp", "data"}`: the Standard Webhooks payload shape.
+    #[default]
+    Standard,
+    /// The whole CloudEvent, structured JSON mode.
+    Cloudevents,
+    /// Only `data`.
+    Data,
+}
+
+impl BodyFormat {
+    /// The name routes write.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Malformed => "malformed",
-            Self::TooLarge => "too_large",
-            Self::UnknownType => "unknown_type",
-            Self::Schema => "schema",
-            Self::ScriptError => "script_error",
-            Self::Rejected => "rejected",
-            Self::Gone => "gone",
-            Self::Exhausted => "exhausted",
-            Self::Blocked => "blocked",
-            Self::DeliveryLimit => "delivery_limit",
+            Self::Standard => "standard",
+            Self::Cloudevents => "cloudevents",
+            Self::Data => "data",
         }
     }
 }
@@ -101,57 +111,57 @@ pub enum Prepared {
     Deliver(Payload),
 }
 
-/// Runs the whole pipeline for `raw` on `route`.
-pub fn prepare(snapshot: &Snapshot, route: &Route, raw: &[u8]) -> Result<Prepared, Rejection> {
-    if raw.len() > snapshot.limits.max_event_bytes {
+/// Runs the whole pipeline for `raw` through a route's `steps`.
+pub fn prepare(cx: &Context<'_>, steps: &Steps, raw: &[u8]) -> Result<Prepared, Rejection> {
+    if raw.len() > cx.max_event_bytes {
         return Err(Rejection::new(
             Reason::TooLarge,
-            format!("event is {} bytes, over the limit of {}", raw.len(), snapshot.limits.max_event_bytes),
+            format!("event is {} bytes, over the limit of {}", raw.len(), cx.max_event_bytes),
         ));
     }
     let event = CloudEvent::decode(raw).map_err(|e| Rejection::new(Reason::Malformed, e.to_string()))?;
-    prepare_event(snapshot, route, event)
+    prepare_event(cx, steps, event)
 }
 
 /// The pipeline from a decoded event on.
-pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> Result<Prepared, Rejection> {
+pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Result<Prepared, Rejection> {
     let null = Value::Null;
-    snapshot.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(|e| {
-        match e {
+    cx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(
+        |e| match e {
             SchemaError::Invalid { violations, .. } => {
                 let message = e_message(&event.ty, &violations);
                 Rejection { reason: Reason::Schema, message, violations }
             }
             other => Rejection::new(Reason::UnknownType, other.to_string()),
-        }
-    })?;
+        },
+    )?;
 
     let sequence = event.sequence_text();
     let traceparent = event.traceparent().map(str::to_string);
-    let event_time = event.time.as_deref().and_then(crate::metrics::parse_time);
-    let needs_value = route.filter.is_some()
-        || route.transform.is_some()
-        || !route.redact.is_empty()
-        || route.format == BodyFormat::Cloudevents;
+    let event_time = event.time.as_deref().and_then(crate::event::parse_time);
+    let needs_value = steps.filter.is_some()
+        || steps.transform.is_some()
+        || !steps.redact.is_empty()
+        || steps.format == BodyFormat::Cloudevents;
     let script_err = |e: script::ScriptError| Rejection::new(Reason::ScriptError, e.to_string());
 
     let (id, ty, time) = (event.id.clone(), event.ty.clone(), event.time.clone());
     // What the body is made of: the whole event for `cloudevents`, `data` for the others.
     let content = if needs_value {
         let mut value = event.into_value();
-        if let Some(f) = &route.filter
-            && !f.filter(&snapshot.engine, &value).map_err(script_err)?
+        if let Some(f) = &steps.filter
+            && !f.filter(cx.engine, &value).map_err(script_err)?
         {
             return Ok(Prepared::Filtered);
         }
-        if let Some(t) = &route.transform {
-            let mut out = t.transform(&snapshot.engine, &value).map_err(script_err)?;
+        if let Some(t) = &steps.transform {
+            let mut out = t.transform(cx.engine, &value).map_err(script_err)?;
             value["data"] = take(&mut out, "data");
         }
-        for path in &route.redact {
+        for path in &steps.redact {
             path.apply(&mut value);
         }
-        match route.format {
+        match steps.format {
             BodyFormat::Cloudevents => value,
             BodyFormat::Standard | BodyFormat::Data => take(&mut value, "data"),
         }
@@ -159,7 +169,7 @@ pub fn prepare_event(snapshot: &Snapshot, route: &Route, event: CloudEvent) -> R
         event.data.unwrap_or(Value::Null)
     };
 
-    let (body, content_type) = render(route.format, &ty, time.as_deref(), &content)
+    let (body, content_type) = render(steps.format, &ty, time.as_deref(), &content)
         .map_err(|e| Rejection::new(Reason::Malformed, e.to_string()))?;
     Ok(Prepared::Deliver(Payload {
         event_id: id,

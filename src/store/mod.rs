@@ -1,6 +1,6 @@
 //! The store: everything hookrelay keeps beyond the broker. One [`Store`] trait, two backends
 //! through sqlx: SQLite (default, one file, zero set-up) and PostgreSQL (several replicas share
-//! it). Both run the same SQL (see `backend.rs`); only the DDL differs (`migrations/sqlite`,
+//! it). Both run the same SQL (see `backend/`); only the DDL differs (`migrations/sqlite`,
 //! `migrations/postgres`). The migrations are embedded and applied, in order, when a store is
 //! opened: `0001_delivery_log`, `0002_subscriptions_audit_stats`, then `0003_replay_leases`.
 //!

@@ -114,21 +114,29 @@ impl Setup {
 
 /// A router with three keys (admin, read, ingest), small limits, routes, and the store `pg`
 /// (None: SQLite in the config dir).
-async fn setup(pg: Option<PgDatabase>, routes: &[(&str, String)]) -> Setup {
+async fn setup(pg: Option<PgDatabase>, routes: &[RouteConfig]) -> Setup {
     let vh = Vhost::new();
-    let (admin_key, admin_entry) = api_key("ops", &["admin"]);
-    let (read_key, read_entry) = api_key("dashboards", &["read"]);
-    let (ingest_key, ingest_entry) = api_key("shop", &["ingest"]);
-    let store = pg.as_ref().map(|d| format!("[store]\nurl = \"{}\"\n", d.url)).unwrap_or_default();
-    let main = format!(
-        "version = 7\n[broker]\nurl = \"{}\"\nprefetch = 50\n[security]\nallow_http = true\nallow_private_networks = true\n\
-         [limits]\nmax_event_bytes = 2048\nresponse_body_bytes = {KEPT_BYTES}\n{store}[api]\nlisten = \"127.0.0.1:0\"\n\
-         secret_overlap = \"1h\"\n{admin_entry}{read_entry}{ingest_entry}",
-        vh.url
-    );
-    let cfg = ConfigDir::with_main(&main);
-    for (name, body) in routes {
-        cfg.route(name, body);
+    let (admin_key, admin_entry) = api_key("ops", &[Scope::Admin]);
+    let (read_key, read_entry) = api_key("dashboards", &[Scope::Read]);
+    let (ingest_key, ingest_entry) = api_key("shop", &[Scope::Ingest]);
+    let mut main = MainConfig::new()
+        .version(7)
+        .rabbitmq(&vh.url)
+        .prefetch(50)
+        .loopback_targets()
+        .max_event_bytes(2048)
+        .response_body_bytes(KEPT_BYTES)
+        .api_listen("127.0.0.1:0")
+        .secret_overlap(Duration::from_secs(3600))
+        .api_key(admin_entry)
+        .api_key(read_entry)
+        .api_key(ingest_entry);
+    if let Some(db) = &pg {
+        main = main.store(&db.url);
+    }
+    let cfg = ConfigDir::with(main);
+    for route in routes {
+        cfg.route(route);
     }
     let store_url = pg.as_ref().map_or_else(|| cfg.store_url(), |d| d.url.clone());
     let router = RouterProc::ready(&cfg).await;
@@ -145,14 +153,6 @@ async fn setup(pg: Option<PgDatabase>, routes: &[(&str, String)]) -> Setup {
         transcript,
         store_url,
         pg,
-    }
-}
-
-async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !f().await {
-        assert!(Instant::now() < deadline, "waited {T:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -245,9 +245,9 @@ async fn endpoints(pg: Option<PgDatabase>) {
     .await;
     let chatty = Chatty::start().await;
     let routes = [
-        ("orders", format!("events = [\"order.paid\"]\nurl = \"{}\"\nconcurrency = 4", rx.url("/orders"))),
-        ("kept", format!("events = [\"order.created\"]\nurl = \"{}\"\nlog_payload = true", rx.url("/kept"))),
-        ("chatty", format!("events = [\"order.created\"]\nurl = \"{}/chatty\"\nordered = true", chatty.base)),
+        RouteConfig::new("orders").events(["order.paid"]).url(rx.url("/orders")).concurrency(4),
+        RouteConfig::new("kept").events(["order.created"]).url(rx.url("/kept")).log_payload(true),
+        RouteConfig::new("chatty").events(["order.created"]).url(format!("{}/chatty", chatty.base)).ordered(true),
     ];
     let s = setup(pg, &routes).await;
     let base = s.base.clone();
@@ -255,8 +255,7 @@ async fn endpoints(pg: Option<PgDatabase>) {
 
     // Open endpoints.
     assert_eq!(open.get("/healthz").await.expect(200)["status"], "ok");
-    wait_for("readyz", async || open.get("/readyz").await.status == 200).await;
-    let ready = open.get("/readyz").await;
+    let ready = eventually("/readyz to answer 200", T, async || open.get("/readyz").await, |a| a.status == 200).await;
     assert_eq!((ready.json["broker"].as_bool(), ready.json["store"].as_bool()), (Some(true), Some(true)));
     let doc = open.get("/openapi.json").await;
     for path in ["/v1/events", "/v1/subscriptions/{id}/rotate-secret", "/v1/dead-letters/replay", "/v1/stats"] {
@@ -336,8 +335,8 @@ async fn endpoints(pg: Option<PgDatabase>) {
     assert_eq!(chatty_test.expect(200)["response_body"].as_str(), Some(&long[..KEPT_BYTES]), "{}", chatty_test.text);
 
     // Deliveries.
-    wait_for("the delivery log", async || !items(&s.read.get("/v1/deliveries?route=orders").await.json).is_empty())
-        .await;
+    let listed = async || s.read.get("/v1/deliveries?route=orders").await;
+    eventually("a delivery of route orders in the log", T, listed, |a| !items(&a.json).is_empty()).await;
     let list = s.read.get("/v1/deliveries?route=orders&status=delivered&type=order.paid").await;
     let d = list.expect(200)["items"][0].clone();
     assert_eq!((d["event_id"].as_str(), d["status"].as_str()), (Some("in-1"), Some("delivered")));
@@ -363,11 +362,11 @@ async fn endpoints(pg: Option<PgDatabase>) {
     s.ingest.post("/v1/events", new_order("kept-1")).await.expect(202);
     let kept_1 = hookrelay::store::delivery_id("kept", "kept-1");
     let chatty_1 = hookrelay::store::delivery_id("chatty", "kept-1");
-    wait_for("kept-1 in the delivery log", async || {
-        s.read.get(&format!("/v1/deliveries/{kept_1}")).await.status == 200
-            && s.read.get(&format!("/v1/deliveries/{chatty_1}")).await.status == 200
-    })
-    .await;
+    let both = async || {
+        (s.read.get(&format!("/v1/deliveries/{kept_1}")).await, s.read.get(&format!("/v1/deliveries/{chatty_1}")).await)
+    };
+    eventually("kept-1 in the delivery log, on both routes", T, both, |(k, c)| k.status == 200 && c.status == 200)
+        .await;
     let sent_body = rx.on("/kept").into_iter().find(|r| r.id() == "kept-1").unwrap().json();
     let kept = s.read.get(&format!("/v1/deliveries/{kept_1}")).await;
     assert_eq!(kept.expect(200)["attempt_log"][0]["payload"], sent_body, "the body sent, as the receiver got it");
@@ -383,19 +382,19 @@ async fn endpoints(pg: Option<PgDatabase>) {
     let retried = s.admin.post(&format!("/v1/deliveries/{kept_1}/retry"), json!({})).await;
     assert_eq!(retried.expect(202)["source"], "delivery_log", "{}", retried.text);
     assert_eq!((retried.json["route"].as_str(), retried.json["event_id"].as_str()), (Some("kept"), Some("kept-1")));
-    wait_for("the retried kept-1", async || rx.on("/kept").iter().filter(|r| r.id() == "kept-1").count() == 2).await;
+    rx.wait_until("/kept", "kept-1 twice", T, |got| got.iter().filter(|r| r.id() == "kept-1").count() == 2).await;
     let again = rx.on("/kept").into_iter().filter(|r| r.id() == "kept-1").nth(1).unwrap();
     verify_spec(SECRET, &again).unwrap();
     // chatty is ordered: an event published after the retry reaches it after anything the retry
     // would have sent it.
     s.ingest.post("/v1/events", new_order("after-retry")).await.expect(202);
-    wait_for("after-retry at chatty", async || chatty.count("after-retry") == 1).await;
+    eventually("after-retry at chatty, once", T, async || chatty.count("after-retry"), |n| *n == 1).await;
     assert_eq!(chatty.count("kept-1"), 1, "a retry goes to its route only");
 
     // A dead letter: listed, shown with its event, replayed once, delivered.
     assert_eq!(s.ingest.post("/v1/events", paid("dl-1", 2)).await.expect(202)["routed"], true);
-    wait_for("the dead letter", async || !items(&s.read.get("/v1/dead-letters?route=orders").await.json).is_empty())
-        .await;
+    let listed = async || s.read.get("/v1/dead-letters?route=orders").await;
+    eventually("a dead letter of route orders", T, listed, |a| !items(&a.json).is_empty()).await;
     let dls = s.read.get("/v1/dead-letters?route=orders&reason=rejected").await;
     let dl = dls.expect(200)["items"][0].clone();
     assert_eq!((dl["event_id"].as_str(), dl["last_status"].as_u64()), (Some("dl-1"), Some(400)));
@@ -406,7 +405,7 @@ async fn endpoints(pg: Option<PgDatabase>) {
     let replay = s.admin.post("/v1/dead-letters/replay", json!({"ids": [dl_id, "nope"]})).await;
     assert_eq!(replay.expect(200)["replayed"], json!([dl_id]), "{}", replay.text);
     assert_eq!(replay.json["not_found"], json!(["nope"]));
-    wait_for("the replayed event", async || rx.on("/orders").iter().filter(|r| r.id() == "dl-1").count() == 2).await;
+    rx.wait_until("/orders", "dl-1 replayed", T, |got| got.iter().filter(|r| r.id() == "dl-1").count() == 2).await;
     let again = s.admin.post("/v1/dead-letters/replay", json!({"ids": [dl_id]})).await;
     assert_eq!(again.expect(200)["already_replayed"], json!([dl_id]), "a replay happens once");
     assert_eq!((again.json["replayed"].clone(), again.json["in_progress"].clone()), (json!([]), json!([])));
@@ -419,38 +418,36 @@ async fn endpoints(pg: Option<PgDatabase>) {
     assert!(with_replayed.json["items"][0]["replayed_at"].is_string());
     // A delivery whose event is kept with its dead letter can be retried, replayed or not.
     let dl_1 = hookrelay::store::delivery_id("orders", "dl-1");
-    wait_for("the replayed delivery", async || {
-        s.read.get(&format!("/v1/deliveries/{dl_1}")).await.json["status"] == "delivered"
-    })
-    .await;
+    let shown = async || s.read.get(&format!("/v1/deliveries/{dl_1}")).await;
+    eventually("the replayed delivery delivered", T, shown, |a| a.json["status"] == "delivered").await;
     let retried = s.admin.post(&format!("/v1/deliveries/{dl_1}/retry"), json!({})).await;
     assert_eq!(
         (retried.expect(202)["source"].as_str(), retried.json["dead_letter"].as_str()),
         (Some("dead_letter"), Some(dl_id.as_str()))
     );
-    wait_for("the retried event", async || rx.on("/orders").iter().filter(|r| r.id() == "dl-1").count() == 3).await;
+    rx.wait_until("/orders", "dl-1 retried", T, |got| got.iter().filter(|r| r.id() == "dl-1").count() == 3).await;
     // A dead delivery of a route that logs payloads: its retry replays its dead letter.
     s.ingest.post("/v1/events", new_order("kept-dead")).await.expect(202);
     let kept_dead = hookrelay::store::delivery_id("kept", "kept-dead");
-    wait_for("kept-dead's dead letter", async || {
-        !items(&s.read.get("/v1/dead-letters?route=kept").await.json).is_empty()
-            && s.read.get(&format!("/v1/deliveries/{kept_dead}")).await.json["status"] == "dead"
+    let both = async || {
+        (s.read.get("/v1/dead-letters?route=kept").await, s.read.get(&format!("/v1/deliveries/{kept_dead}")).await)
+    };
+    eventually("kept-dead's dead letter, and its delivery dead", T, both, |(dls, d)| {
+        !items(&dls.json).is_empty() && d.json["status"] == "dead"
     })
     .await;
     let kept_dl = items(&s.read.get("/v1/dead-letters?route=kept").await.json)[0]["id"].as_str().unwrap().to_string();
     let retried = s.admin.post(&format!("/v1/deliveries/{kept_dead}/retry"), json!({})).await;
     assert_eq!(retried.expect(202)["dead_letter"], kept_dl.as_str(), "{}", retried.text);
-    wait_for("the retried kept-dead", async || {
-        s.read.get(&format!("/v1/deliveries/{kept_dead}")).await.json["status"] == "delivered"
-    })
-    .await;
+    let shown = async || s.read.get(&format!("/v1/deliveries/{kept_dead}")).await;
+    eventually("the retried kept-dead delivered", T, shown, |a| a.json["status"] == "delivered").await;
     assert!(s.read.get(&format!("/v1/dead-letters/{kept_dl}")).await.json["replayed_at"].is_string());
     assert_eq!(rx.on("/kept").iter().filter(|r| r.id() == "kept-dead").count(), 2);
 
     // Paging and time filters, on a log that no longer moves: orders has in-1 and dl-1; kept and
     // chatty have kept-1, after-retry and kept-dead.
-    wait_for("8 deliveries", async || {
-        let all = items(&s.read.get("/v1/deliveries?limit=1000").await.json);
+    let listed = async || items(&s.read.get("/v1/deliveries?limit=1000").await.json);
+    eventually("8 deliveries, all delivered", T, listed, |all| {
         all.len() == 8 && all.iter().all(|d| d["status"] == "delivered")
     })
     .await;
@@ -509,12 +506,12 @@ async fn endpoints(pg: Option<PgDatabase>) {
     assert!(s.read.get("/v1/config").await.json["last_reload_errors"].to_string().contains("broken.toml"));
     std::fs::remove_file(s.cfg.path().join("routes/broken.toml")).unwrap();
     // The API's own socket cannot move under a reload: refused, and said so.
-    let main = std::fs::read_to_string(s.cfg.path().join("hookrelay.toml")).unwrap();
-    s.cfg.file("hookrelay.toml", &main.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\""));
+    let main = s.cfg.main();
+    s.cfg.set_main(main.clone().api_listen("127.0.0.1:1"));
     let moved = s.admin.post("/v1/config/reload", json!({})).await;
     assert_eq!(moved.expect(422)["error"]["code"], "reload_rejected");
     assert!(moved.text.contains("[api] enabled and listen apply at start only"), "{}", moved.text);
-    s.cfg.file("hookrelay.toml", &main);
+    s.cfg.set_main(main);
 
     // The audit trail has every change made here: reloads (applied or not), the replay, the
     // retries, each with the key that made it.
@@ -569,7 +566,7 @@ fn caller_secret() -> String {
 async fn subscriptions(pg: Option<PgDatabase>) {
     // `gone-1` gets a 410 on /gone; everything else 200.
     let rx = Receiver::start(|r, _| if r.id() == "gone-1" { (410, vec![]) } else { (200, vec![]) }).await;
-    let routes = [("audit", format!("events = [\"order.created\"]\nurl = \"{}\"", rx.url("/audit")))];
+    let routes = [RouteConfig::new("audit").events(["order.created"]).url(rx.url("/audit"))];
     let s = setup(pg, &routes).await;
     let mut secrets = vec![SECRET.to_string()];
 
@@ -643,10 +640,9 @@ async fn subscriptions(pg: Option<PgDatabase>) {
     s.read.get("/v1/routes").await.expect(200);
     s.read.get("/v1/config").await.expect(200);
     s.read.get("/v1/stats").await.expect(200);
-    wait_for("acme-1 in the delivery log", async || {
-        s.read.get(&format!("/v1/deliveries/{}", hookrelay::store::delivery_id("acme", "acme-1"))).await.status == 200
-    })
-    .await;
+    let acme_1 = hookrelay::store::delivery_id("acme", "acme-1");
+    let shown = async || s.read.get(&format!("/v1/deliveries/{acme_1}")).await;
+    eventually("acme-1 in the delivery log", T, shown, |a| a.status == 200).await;
     s.read.get("/v1/deliveries?route=acme").await.expect(200);
 
     // Update: optimistic concurrency; name and ordered cannot change.
@@ -721,7 +717,8 @@ async fn subscriptions(pg: Option<PgDatabase>) {
             "the event was signed after the 3 s overlap (a slow run): the 1 h overlap above covers both signatures"
         );
     }
-    wait_for("the overlap to end", async || s.read.get("/v1/routes/rotating").await.json["signing_keys"] == 1).await;
+    let shown = async || s.read.get("/v1/routes/rotating").await;
+    eventually("the overlap to end (one signing key)", T, shown, |a| a.json["signing_keys"] == 1).await;
     let view = s.read.get(&format!("/v1/subscriptions/{short_id}")).await;
     assert_eq!(
         (view.json["secrets"]["active"].as_u64(), view.json["secrets"]["previous_valid_until"].clone()),
@@ -760,13 +757,11 @@ async fn subscriptions(pg: Option<PgDatabase>) {
     let mut g = event("order.paid", "gone-1", json!({"n": 5}));
     g["subject"] = json!("nobody");
     s.ingest.post("/v1/events", g).await.expect(202);
-    wait_for("the 410 to disable the subscription", async || {
-        s.read.get(&format!("/v1/subscriptions/{gone_id}")).await.json["enabled"] == false
-    })
-    .await;
-    let disabled = s.read.get(&format!("/v1/subscriptions/{gone_id}")).await;
+    let shown = async || s.read.get(&format!("/v1/subscriptions/{gone_id}")).await;
+    let disabled = eventually("the 410 to disable the subscription", T, shown, |a| a.json["enabled"] == false).await;
     assert!(disabled.json["disabled_reason"].as_str().unwrap().contains("410"), "{}", disabled.text);
-    wait_for("the disabled route to stop", async || s.read.get("/v1/routes/leaving").await.status == 404).await;
+    let shown = async || s.read.get("/v1/routes/leaving").await;
+    eventually("the disabled route to stop (404)", T, shown, |a| a.status == 404).await;
     s.read.get("/v1/dead-letters?include_replayed=true").await.expect(200);
 
     // Delete: the route stops receiving (nothing is bound to order.paid any more).
@@ -877,10 +872,8 @@ async fn replicas_sharing_postgres_apply_each_others_subscriptions() {
     let (id, secret) =
         (created.expect(201)["id"].as_str().unwrap().to_string(), created.json["secret"].as_str().unwrap().to_string());
     assert_eq!(created.json["live"], true, "live on the replica that made it");
-    wait_for("the other replica to report it live", async || {
-        b_read.get(&format!("/v1/subscriptions/{id}")).await.json["live"] == true
-    })
-    .await;
+    let shown = async || b_read.get(&format!("/v1/subscriptions/{id}")).await;
+    eventually("the other replica to report it live", T, shown, |a| a.json["live"] == true).await;
     eprintln!("the other replica reported the subscription live {:?} after it was created", started.elapsed());
     assert_eq!(b_ingest.post("/v1/events", paid("shared-1", 1)).await.expect(202)["routed"], true);
     let got = rx.wait_distinct("/shared", 1, T).await;
@@ -888,7 +881,8 @@ async fn replicas_sharing_postgres_apply_each_others_subscriptions() {
 
     b_admin.delete(&format!("/v1/subscriptions/{id}")).await.expect(204);
     let started = Instant::now();
-    wait_for("the first replica to stop it", async || s.read.get("/v1/routes/shared").await.status == 404).await;
+    let shown = async || s.read.get("/v1/routes/shared").await;
+    eventually("the first replica to stop it (404)", T, shown, |a| a.status == 404).await;
     eprintln!("the first replica stopped the subscription {:?} after the other deleted it", started.elapsed());
     drop(b);
     s.finish().await;
@@ -949,16 +943,12 @@ impl Unsealed {
     }
 
     async fn api(&self) -> String {
-        let deadline = Instant::now() + T;
-        loop {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("api listening on http://")) {
-                let start = line.find("http://").unwrap();
-                return line[start..].split_whitespace().next().unwrap().to_string();
-            }
-            assert!(Instant::now() < deadline, "the router did not listen:\n{text}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let listening =
+            |text: &Text| text.0.lines().find(|l| l.contains("api listening on http://")).map(str::to_string);
+        let log = async || Text(std::fs::read_to_string(&self.log).unwrap_or_default());
+        let text = eventually("the router to listen; its log", T, log, |t| listening(t).is_some()).await;
+        let line = listening(&text).unwrap();
+        line[line.find("http://").unwrap()..].split_whitespace().next().unwrap().to_string()
     }
 }
 
@@ -992,17 +982,18 @@ async fn creating_a_subscription_needs_the_sealing_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_store_and_broker_answer_503() {
     let rx = Receiver::ok().await;
-    let routes = [("orders", format!("events = [\"order.*\"]\nurl = \"{}\"", rx.url("/orders")))];
+    let routes = [RouteConfig::new("orders").events(["order.*"]).url(rx.url("/orders"))];
     let mut s = setup(Some(PgDatabase::new().await), &routes).await;
     let open = Client::new(&s.base, None, &s.transcript);
-    wait_for("ready", async || open.get("/readyz").await.status == 200).await;
+    eventually("/readyz to answer 200", T, async || open.get("/readyz").await, |a| a.status == 200).await;
     s.ingest.post("/v1/events", paid("before", 1)).await.expect(202);
     rx.wait_distinct("/orders", 1, T).await;
 
     // The store: its database is dropped (with its connections).
     s.pg.take().unwrap().drop_it().await;
-    wait_for("readyz to report the store", async || open.get("/readyz").await.json["store"] == false).await;
-    let ready = open.get("/readyz").await;
+    let ready =
+        eventually("/readyz to report the store", T, async || open.get("/readyz").await, |a| a.json["store"] == false)
+            .await;
     assert_eq!(ready.status, 503, "{}", ready.text);
     assert_eq!((ready.json["ready"].as_bool(), ready.json["broker"].as_bool()), (Some(false), Some(true)));
     assert!(ready.json["problems"].to_string().contains("store"), "{}", ready.text);
@@ -1014,8 +1005,13 @@ async fn lost_store_and_broker_answer_503() {
 
     // The broker: the vhost is deleted, which closes the router's connection and refuses the next.
     drop(s.vh.take());
-    wait_for("readyz to report the broker", async || open.get("/readyz").await.json["broker"] == false).await;
-    let ready = open.get("/readyz").await;
+    let ready = eventually(
+        "/readyz to report the broker",
+        T,
+        async || open.get("/readyz").await,
+        |a| a.json["broker"] == false,
+    )
+    .await;
     assert_eq!(ready.status, 503, "{}", ready.text);
     assert!(ready.json["problems"].to_string().contains("broker"), "{}", ready.text);
     let refused = s.ingest.post("/v1/events", paid("brokerless", 3)).await;
@@ -1035,16 +1031,14 @@ async fn schemathesis_finds_the_api_as_documented() {
         return;
     }
     let rx = Receiver::start(|r, _| if r.id() == "sx-dead" { (400, vec![]) } else { (200, vec![]) }).await;
-    let routes = [("orders", format!("events = [\"order.*\"]\nurl = \"{}\"\nlog_payload = true", rx.url("/orders")))];
+    let routes = [RouteConfig::new("orders").events(["order.*"]).url(rx.url("/orders")).log_payload(true)];
     let s = setup(None, &routes).await;
     for id in ["sx-1", "sx-dead"] {
         s.ingest.post("/v1/events", paid(id, 1)).await.expect(202);
     }
-    wait_for("the deliveries and the dead letter", async || {
-        items(&s.read.get("/v1/deliveries").await.json).len() == 2
-            && items(&s.read.get("/v1/dead-letters").await.json).len() == 1
-    })
-    .await;
+    let both =
+        async || (items(&s.read.get("/v1/deliveries").await.json), items(&s.read.get("/v1/dead-letters").await.json));
+    eventually("2 deliveries and 1 dead letter", T, both, |(d, dls)| d.len() == 2 && dls.len() == 1).await;
     let deliveries = ids(&items(&s.read.get("/v1/deliveries").await.json));
     let dead_letter = ids(&items(&s.read.get("/v1/dead-letters").await.json)).remove(0);
     let subscribe = async |name: &str| {
@@ -1106,39 +1100,33 @@ parameters = {{ "path.type" = {{ dictionary = "types", probability = 0.5 }} }}
     // not the repository.
     let scratch = tempfile::tempdir().unwrap();
     std::fs::write(scratch.path().join("schemathesis.toml"), config).unwrap();
-    let (base, key, dir) = (s.base.clone(), s.admin.key().unwrap().to_string(), scratch.path().to_path_buf());
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("schemathesis")
-            .args(["run", &format!("{base}/openapi.json")])
-            .args([
-                "--checks",
-                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-            ])
-            .args(["--header", &format!("Authorization: Bearer {key}")])
-            .args(["--max-examples", "25", "--workers", "2", "--phases", "examples,coverage,fuzzing", "--seed", "1"])
-            .args(["--request-timeout", "30", "--suppress-health-check", "all", "--no-color"])
-            .env("SCHEMATHESIS_TELEMETRY", "false")
-            .current_dir(&dir)
-            .stdout(std::fs::File::create(dir.join("out.txt")).unwrap())
-            .stderr(std::fs::File::create(dir.join("err.txt")).unwrap())
-            .spawn()
-            .unwrap();
-        // Bounded: it is part of CI.
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+    let dir = scratch.path();
+    let mut child = tokio::process::Command::new("schemathesis")
+        .args(["run", &format!("{}/openapi.json", s.base)])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        ])
+        .args(["--header", &format!("Authorization: Bearer {}", s.admin.key().unwrap())])
+        .args(["--max-examples", "25", "--workers", "2", "--phases", "examples,coverage,fuzzing", "--seed", "1"])
+        .args(["--request-timeout", "30", "--suppress-health-check", "all", "--no-color"])
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .current_dir(dir)
+        .stdout(std::fs::File::create(dir.join("out.txt")).unwrap())
+        .stderr(std::fs::File::create(dir.join("err.txt")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Bounded: it is part of CI. Out of time, it is killed, and fails below.
+    let status = match tokio::time::timeout(Duration::from_secs(300), child.wait()).await {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            child.kill().await.unwrap();
+            child.wait().await.unwrap()
         }
-        let status = child.wait().unwrap();
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-        (status, format!("{}{}", read("out.txt"), read("err.txt")))
-    })
-    .await
-    .unwrap();
-    let (status, text) = out;
+    };
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    let text = format!("{}{}", read("out.txt"), read("err.txt"));
     eprintln!("{text}");
     assert!(
         status.success(),

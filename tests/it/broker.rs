@@ -5,10 +5,10 @@
 
 use crate::common::*;
 use hookrelay::broker::amqp::AmqpBroker;
-use hookrelay::broker::dead_letters::from_message;
 use hookrelay::broker::embedded::EmbeddedBroker;
 use hookrelay::broker::{Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology};
 use hookrelay::config::files::EmbeddedSync;
+use hookrelay::runtime::indexer::from_message;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,11 +57,13 @@ impl Subject {
         match self {
             Self::Rabbitmq(vh) => {
                 // The management API lists a connection once its stats are in.
-                let deadline = Instant::now() + T;
-                while vh.close_connections() == 0 {
-                    assert!(Instant::now() < deadline, "no connection to close");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                eventually(
+                    "a connection to close (connections closed)",
+                    T,
+                    async || vh.close_connections(),
+                    |n| *n > 0,
+                )
+                .await;
             }
             Self::Embedded { root, .. } => {
                 root.lock().await.take();
@@ -129,15 +131,8 @@ async fn ack_all(ms: &[Message]) {
 /// Waits until `route`'s queue holds `n` ready messages. RabbitMQ applies acks and returns
 /// asynchronously (an ack has no reply), so its count catches up a moment later.
 async fn wait_depth(b: &dyn Broker, route: &str, n: u64, what: &str) {
-    let deadline = Instant::now() + T;
-    loop {
-        let d = b.queue_depth(&queue(route)).await.unwrap();
-        if d == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {route} holds {d} ready messages, not {n}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let depth = async || b.queue_depth(&queue(route)).await.unwrap();
+    eventually(format!("{what}: {n} ready messages in {route}, not"), T, depth, |d| *d == n).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -483,15 +478,8 @@ async fn two_consumers_share_an_unordered_queue_each_message_once_overall(s: &Su
         });
     }
     publish_n(b.as_ref(), "order.paid", "m", N).await;
-    let deadline = Instant::now() + T;
-    loop {
-        let now = seen.lock().unwrap().clone();
-        if now.len() >= N {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} of {N} messages consumed (consumer, id): {now:?}", now.len());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let consumed = async || seen.lock().unwrap().clone();
+    eventually(format!("{N} messages consumed; (consumer, id)"), T, consumed, |now| now.len() >= N).await;
     tokio::time::sleep(QUIET).await;
     stop.cancel();
     while let Some(done) = tasks.join_next().await {
@@ -509,28 +497,7 @@ async fn two_consumers_share_an_unordered_queue_each_message_once_overall(s: &Su
     b.close().await;
 }
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod on_rabbitmq {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(&super::Subject::rabbitmq()).await;
-                }
-            )*
-        }
-        mod on_embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(&super::Subject::embedded()).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_both_brokers!(&super::Subject::rabbitmq(), &super::Subject::embedded();
     routes_by_pattern,
     unrouted_is_an_error_unbind_stops_routing_declare_is_idempotent,
     close_without_ack_gives_back_in_order,
@@ -680,7 +647,7 @@ fn embedded_sigkill_mid_burst_loses_nothing() {
 fn no_broker_section_means_the_embedded_broker() {
     use hookrelay::config::{BrokerKind, files::EmbeddedFile};
     let kind = |main: &str| {
-        let cfg = ConfigDir::with_main(main);
+        let cfg = ConfigDir::with_main_text(main);
         let s = hookrelay::config::load(cfg.path()).unwrap();
         (
             s.broker_kind.clone(),
@@ -725,7 +692,7 @@ fn embedded_section_errors_say_where() {
         ),
         ("[embedded]\npath = \"\"\n", "hookrelay.toml:1:1: [embedded] path must name a file"),
     ] {
-        let cfg = ConfigDir::with_main(main);
+        let cfg = ConfigDir::with_main_text(main);
         let errors = hookrelay::config::load(cfg.path()).unwrap_err().to_string();
         assert!(errors.contains(want), "{main:?}: {errors}");
     }
@@ -734,7 +701,7 @@ fn embedded_section_errors_say_where() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_uses_the_embedded_file_unless_the_environment_names_rabbitmq() {
     let vh = Vhost::new();
-    let cfg = ConfigDir::with_main("version = 1\n");
+    let cfg = ConfigDir::with_main_text("version = 1\n");
     let cwd = tempfile::tempdir().unwrap();
     let publish = |env: Option<&str>| {
         let mut cmd = std::process::Command::new(bin());
@@ -781,6 +748,13 @@ async fn publish_uses_the_embedded_file_unless_the_environment_names_rabbitmq() 
     rabbit.close().await;
 }
 
+/// Publishes one CloudEvent (routing key = type) with its id.
+async fn publish_event(b: &dyn Broker, ev: &serde_json::Value) -> Result<(), BrokerError> {
+    let body = serde_json::to_vec(ev).unwrap();
+    let to = Destination::Events { routing_key: ev["type"].as_str().unwrap() };
+    b.publish(to, &body, &Headers::default(), ev["id"].as_str()).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // The router on the embedded broker, in process (producers will reach a running router's
 // embedded broker through the ingest API).
@@ -788,58 +762,45 @@ async fn publish_uses_the_embedded_file_unless_the_environment_names_rabbitmq() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_delivers_signed_webhooks_from_the_embedded_broker() {
     use hookrelay::broker::H_REASON;
-    use hookrelay::router::ReloadOutcome;
+    use hookrelay::runtime::ReloadOutcome;
     // Every first attempt on /flaky answers 503: its retry goes through a delayed publish.
     let rx =
         Receiver::start(|r, earlier| if r.path == "/flaky" && earlier == 0 { (503, vec![]) } else { (200, vec![]) })
             .await;
     let qdir = tempfile::tempdir().unwrap();
     let qfile = qdir.path().join("queue.db");
-    let cfg = ConfigDir::with_main(&format!(
-        "version = 1\n[embedded]\npath = \"{}\"\n[security]\nallow_http = true\nallow_private_networks = true\n\
-         [delivery]\nshutdown_grace = \"5s\"\n",
-        qfile.display()
-    ));
+    let cfg = ConfigDir::with(
+        MainConfig::new().version(1).embedded(&qfile).loopback_targets().shutdown_grace(Duration::from_secs(5)),
+    );
     cfg.file("secret", SECRET);
-    let signing = "[signing]\nsecret_file = \"secret\"\n";
-    cfg.file(
-        "routes/erp.toml",
-        &format!("events = [\"order.*\"]\nurl = \"{}\"\nordered = true\n{signing}", rx.url("/erp")),
-    );
-    cfg.file(
-        "routes/flaky.toml",
-        &format!(
-            "events = [\"order.paid\"]\nurl = \"{}\"\n[retry]\nbackoff = [\"300ms\"]\n{signing}",
-            rx.url("/flaky")
-        ),
-    );
+    let route = |name: &str, events: &str, path: &str| {
+        RouteConfig::new(name).events([events]).url(rx.url(path)).signing(Signing::File("secret".into()))
+    };
+    cfg.route(&route("erp", "order.*", "/erp").ordered(true));
+    cfg.route(&route("flaky", "order.paid", "/flaky").backoff([Duration::from_millis(300)]));
     let snapshot = hookrelay::config::load(cfg.path()).unwrap();
     assert!(matches!(snapshot.broker_kind, hookrelay::config::BrokerKind::Embedded(_)));
     let store = cfg.store().await;
     let log_stop = tokio_util::sync::CancellationToken::new();
     let (log, log_writer) = hookrelay::store::log::AttemptLog::start(store.clone(), log_stop.clone());
-    let router = hookrelay::router::Router::new(snapshot, Some((store, log)));
+    let router = hookrelay::runtime::Runtime::new(snapshot, Some((store, log)));
     let shutdown = tokio_util::sync::CancellationToken::new();
     // Router::run's future is not `Send` (a borrow across its declaration stream), as in main:
     // run it beside the test instead of spawning it.
     let test = async {
         // The same engine as the router's: connect hands out connections to one instance.
         let s = router.snapshot();
-        let b = hookrelay::broker::connect(&s.broker, &s.broker_kind, "test").await.unwrap();
+        let b = hookrelay::broker::connect(s.broker_endpoint(), "test").await.unwrap();
         assert_eq!(b.kind(), "embedded");
         let mut events = numbered("e", 100);
         events.push(event("order.paid", "bad", json!({"n": "one"})));
-        for (i, ev) in events.iter().enumerate() {
-            let body = serde_json::to_vec(ev).unwrap();
-            let id = ev["id"].as_str().unwrap();
-            let deadline = Instant::now() + T;
-            // The first publishes may come before the router has declared its routes.
-            while let Err(e) =
-                b.publish(Destination::Events { routing_key: "order.paid" }, &body, &Headers::default(), Some(id)).await
-            {
-                assert!(i == 0 && matches!(e, BrokerError::NotRouted(_)) && Instant::now() < deadline, "{e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        // The first publish may come before the router has declared its routes.
+        let (first, rest) = events.split_first().unwrap();
+        let routed = |r: &Result<(), BrokerError>| !matches!(r, Err(BrokerError::NotRouted(_)));
+        let publish_first = async || publish_event(b.as_ref(), first).await;
+        eventually("the router to declare its routes", T, publish_first, routed).await.unwrap();
+        for ev in rest {
+            publish_event(b.as_ref(), ev).await.unwrap();
         }
         let erp = rx.wait_distinct("/erp", 100, T).await;
         let ns: Vec<i64> = erp.iter().map(|r| r.json()["data"]["n"].as_i64().unwrap()).collect();
@@ -848,11 +809,10 @@ async fn the_router_delivers_signed_webhooks_from_the_embedded_broker() {
             verify_spec(SECRET, r).unwrap();
         }
         let flaky = rx.wait_distinct("/flaky", 100, T).await;
-        let deadline = Instant::now() + T;
-        while rx.on("/flaky").iter().filter(|r| r.header("hookrelay-attempt") == "2").count() < 100 {
-            assert!(Instant::now() < deadline, "retries not delivered: {} requests", rx.on("/flaky").len());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        rx.wait_until("/flaky", "100 retries", T, |got| {
+            got.iter().filter(|r| r.header("hookrelay-attempt") == "2").count() >= 100
+        })
+        .await;
         assert!(flaky.iter().all(|r| verify_spec(SECRET, r).is_ok()));
         let dead = cfg.wait_dead_letters(2, T).await;
         assert!(dead.iter().all(|d| d.reason == "schema" && d.event_id == "bad"), "{dead:?}");
@@ -862,10 +822,7 @@ async fn the_router_delivers_signed_webhooks_from_the_embedded_broker() {
         assert!(dead.iter().all(|d| d.header(H_REASON).is_some()));
 
         // A reload that adds a route declares it on the embedded broker and starts it.
-        cfg.file(
-            "routes/late.toml",
-            &format!("events = [\"order.created\"]\nurl = \"{}\"\n{signing}", rx.url("/late")),
-        );
+        cfg.route(&route("late", "order.created", "/late"));
         let outcome = router.reload(hookrelay::config::load(cfg.path()).unwrap()).await;
         assert!(matches!(&outcome, ReloadOutcome::Applied { added, .. } if added == &["late"]), "{outcome:?}");
         let created = serde_json::to_vec(&event("order.created", "c1", json!({}))).unwrap();
@@ -874,8 +831,7 @@ async fn the_router_delivers_signed_webhooks_from_the_embedded_broker() {
             .unwrap();
         rx.wait_distinct("/late", 1, T).await;
         // Moving to RabbitMQ takes a restart.
-        let main = std::fs::read_to_string(cfg.path().join("hookrelay.toml")).unwrap();
-        cfg.file("hookrelay.toml", &format!("{main}\n[broker]\n"));
+        cfg.set_main(cfg.main().rabbitmq_defaults());
         let outcome = router.reload(hookrelay::config::load(cfg.path()).unwrap()).await;
         let ReloadOutcome::Rejected { errors } = &outcome else { panic!("{outcome:?}") };
         assert!(errors.iter().any(|e| e.contains("apply at start only")), "{errors:?}");

@@ -19,7 +19,7 @@ fn text(o: &std::process::Output) -> String {
 }
 
 fn local_cfg() -> ConfigDir {
-    ConfigDir::with_main("version = 7\n[security]\nallow_http = true\nallow_private_networks = true\n")
+    ConfigDir::with(MainConfig::new().version(7).loopback_targets())
 }
 
 #[test]
@@ -309,11 +309,11 @@ fn cases() -> Vec<Case> {
 
 fn case_config(case: &Case) -> ConfigDir {
     let cfg = match case.main {
-        Some(main) => ConfigDir::with_main(main),
+        Some(main) => ConfigDir::with_main_text(main),
         None => local_cfg(),
     };
     for (name, body) in case.routes {
-        cfg.route(name, body);
+        cfg.route_text(name, body);
     }
     for (rel, text) in case.files {
         cfg.file(rel, text);
@@ -388,10 +388,10 @@ fn every_class_of_config_error_says_where_and_exits_1() {
 #[test]
 fn every_error_is_reported_not_only_the_first() {
     let cfg = local_cfg();
-    cfg.route("a", "events = []\nurl = \"http://127.0.0.1:1/\"");
-    cfg.route("b", "events = [\"x\"]\nurl = \"ftp://x/\"");
+    cfg.route_text("a", "events = []\nurl = \"http://127.0.0.1:1/\"");
+    cfg.route_text("b", "events = [\"x\"]\nurl = \"ftp://x/\"");
     cfg.file("plugins/bad.rhai", "fn filter(event) {\n  let = ;\n}\n");
-    cfg.route("c", "events = [\"x\"]\nurl = \"http://127.0.0.1:1/\"\nfilter = \"plugins/bad.rhai\"");
+    cfg.route(&RouteConfig::new("c").events(["x"]).url("http://127.0.0.1:1/").filter("plugins/bad.rhai"));
     cfg.file(
         "routes/d.toml",
         "name = \"a\"\nevents = [\"x\"]\nurl = \"http://127.0.0.1:1/\"\n[signing]\nsecret_env = \"NOT_SET_ANYWHERE\"\n",
@@ -413,7 +413,7 @@ fn every_error_is_reported_not_only_the_first() {
 #[test]
 fn every_bad_environment_variable_is_reported_not_only_the_first() {
     let cfg = local_cfg();
-    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"");
+    cfg.route(&RouteConfig::new("r").events(["order.paid"]).url("http://127.0.0.1:1/"));
     let out = Command::new(bin())
         .args(["validate", "--format", "json", "--config"])
         .arg(cfg.path())
@@ -444,8 +444,9 @@ fn every_bad_environment_variable_is_reported_not_only_the_first() {
 
 #[test]
 fn run_refuses_a_config_that_does_not_validate() {
-    let cfg = ConfigDir::with_main("version = 1\n");
-    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://example.com/hook\"");
+    let cfg = ConfigDir::with(MainConfig::new().version(1));
+    // Written as text: the error names the line and column of `url`.
+    cfg.route_text("r", "events = [\"order.paid\"]\nurl = \"http://example.com/hook\"");
     let run = hookrelay(&["run"], &cfg);
     assert_eq!(run.status.code(), Some(1), "{}", text(&run));
     assert!(text(&run).contains("routes/r.toml:2:7: plain http:// targets are blocked"), "{}", text(&run));
@@ -455,7 +456,7 @@ fn run_refuses_a_config_that_does_not_validate() {
 #[test]
 fn route_test_shows_the_exact_request_or_the_dead_letter_reason() {
     let cfg = local_cfg();
-    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/hook\"\nredact = [\"data.secret\"]");
+    cfg.route(&RouteConfig::new("r").events(["order.paid"]).url("http://127.0.0.1:1/hook").redact(["data.secret"]));
     cfg.file(
         "ok.json",
         r#"{"specversion":"1.0","id":"e1","source":"s","type":"order.paid","data":{"n":1,"secret":"x"}}"#,
@@ -500,7 +501,7 @@ async fn publish_and_listen_work_end_to_end() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut err, &mut line).unwrap();
     let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
-    cfg.route("r", &format!("events = [\"order.paid\"]\nurl = \"{url}/hook\""));
+    cfg.route(&RouteConfig::new("r").events(["order.paid"]).url(format!("{url}/hook")));
     let _router = RouterProc::ready(&cfg).await;
     let out = hookrelay(&["publish", "--type", "order.paid", "--data", r#"{"n": 5}"#, "--id", "cli-1"], &cfg);
     assert!(out.status.success(), "{}", text(&out));
@@ -547,13 +548,12 @@ fn warnings_are_reported_with_their_place_beside_errors() {
     // On RabbitMQ ([broker] present): an ordered route with the default retry (8 attempts, waits
     // of 5s 30s 2m 10m 30m 1h 2h: 3h 42m 35s in all) holds a message unacked past RabbitMQ's
     // 30 minute consumer_timeout.
-    let cfg = ConfigDir::with_main(
-        "version = 1\n[broker]\nurl = \"amqp://127.0.0.1:1/%2f\"\n[security]\nallow_http = true\nallow_private_networks = true\n",
-    );
-    cfg.route("erp", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true");
-    cfg.route("typo", "events = [\"order.paid\", \"ordr.created\"]\nurl = \"http://127.0.0.1:1/\"");
-    cfg.route("short", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true\n[retry]\nmax_attempts = 4\nbackoff = [\"1m\", \"10m\"]");
-    cfg.route("broken", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nconcurrency = 0");
+    let cfg = ConfigDir::with(MainConfig::new().version(1).rabbitmq("amqp://127.0.0.1:1/%2f").loopback_targets());
+    // Written as text: the messages name lines and columns of these files.
+    cfg.route_text("erp", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true");
+    cfg.route_text("typo", "events = [\"order.paid\", \"ordr.created\"]\nurl = \"http://127.0.0.1:1/\"");
+    cfg.route_text("short", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true\n[retry]\nmax_attempts = 4\nbackoff = [\"1m\", \"10m\"]");
+    cfg.route_text("broken", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nconcurrency = 0");
 
     let out = hookrelay(&["validate", "--format", "json"], &cfg);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -594,8 +594,8 @@ fn warnings_are_reported_with_their_place_beside_errors() {
 
     // With the error fixed, the config is valid and the warnings stay; the warning points at the
     // backoff when the route writes one.
-    cfg.route("broken", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nconcurrency = 1");
-    cfg.route(
+    cfg.route_text("broken", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nconcurrency = 1");
+    cfg.route_text(
         "erp",
         "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true\n[retry]\nbackoff = [\"1m\", \"5m\"]",
     );
@@ -610,7 +610,7 @@ fn warnings_are_reported_with_their_place_beside_errors() {
 
     // On the embedded broker (no [broker]) there is no consumer_timeout: no warning.
     let embedded = local_cfg();
-    embedded.route("erp", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\nordered = true");
+    embedded.route(&RouteConfig::new("erp").events(["order.paid"]).url("http://127.0.0.1:1/").ordered(true));
     let out = hookrelay(&["validate"], &embedded);
     assert!(out.status.success() && !text(&out).contains("warning:"), "{}", text(&out));
 }
@@ -618,7 +618,7 @@ fn warnings_are_reported_with_their_place_beside_errors() {
 #[test]
 fn usage_errors_exit_2_and_runtime_failures_exit_1() {
     let cfg = local_cfg();
-    cfg.route("r", "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"");
+    cfg.route(&RouteConfig::new("r").events(["order.paid"]).url("http://127.0.0.1:1/"));
     cfg.file("ok.json", r#"{"specversion":"1.0","id":"e1","source":"s","type":"order.paid","data":{"n":1}}"#);
     let event = cfg.path().join("ok.json").display().to_string();
     let missing = cfg.path().join("missing.json").display().to_string();

@@ -56,16 +56,12 @@ fn paid(id: &str) -> Vec<u8> {
 
 const CE: (&str, &str) = ("content-type", "application/cloudevents+json");
 
-/// A router on the embedded broker with one route to `rx`, and `api` as its `[api]` section.
-fn router_config(rx: &Receiver, api: &str) -> ConfigDir {
-    let cfg = ConfigDir::with_main(&format!(
-        "version = 1\n[security]\nallow_http = true\nallow_private_networks = true\n[api]\nlisten = \"127.0.0.1:0\"\n{api}"
-    ));
-    // The queue file in the test's own directory (the default is the working directory's).
-    let queue = cfg.path().join("queue.db");
-    let main = std::fs::read_to_string(cfg.path().join("hookrelay.toml")).unwrap();
-    cfg.file("hookrelay.toml", &format!("{main}\n[embedded]\npath = {:?}\n", queue.display().to_string()));
-    cfg.route("orders", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/orders")));
+/// A router on the embedded broker (its queue file in the config directory) with one route to
+/// `rx`, and `main` as its `hookrelay.toml`.
+fn router_config(rx: &Receiver, main: MainConfig) -> ConfigDir {
+    let cfg = ConfigDir::with(main.version(1).loopback_targets());
+    cfg.set_main(cfg.main().embedded(cfg.path().join("queue.db")));
+    cfg.route(&RouteConfig::new("orders").events(["order.paid"]).url(rx.url("/orders")));
     cfg
 }
 
@@ -75,7 +71,7 @@ fn router_config(rx: &Receiver, api: &str) -> ConfigDir {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyless_api_refuses_foreign_hosts_cross_site_requests_and_non_json_bodies() {
     let rx = Receiver::ok().await;
-    let cfg = router_config(&rx, "");
+    let cfg = router_config(&rx, MainConfig::new());
     let router = RouterProc::ready(&cfg).await;
     let base = router.api().await;
 
@@ -148,8 +144,8 @@ async fn keyless_api_refuses_foreign_hosts_cross_site_requests_and_non_json_bodi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_keys_any_host_is_served_and_ingest_still_needs_a_json_content_type() {
     let rx = Receiver::ok().await;
-    let (key, entry) = api_key("shop", &["ingest", "read"]);
-    let cfg = router_config(&rx, &entry);
+    let (key, entry) = api_key("shop", &[Scope::Ingest, Scope::Read]);
+    let cfg = router_config(&rx, MainConfig::new().api_key(entry));
     let router = RouterProc::ready(&cfg).await;
     let base = router.api().await;
     let bearer = format!("Bearer {key}");
@@ -177,7 +173,7 @@ async fn with_keys_any_host_is_served_and_ingest_still_needs_a_json_content_type
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_refuses_attributes_that_cannot_be_carried_in_headers() {
     let rx = Receiver::ok().await;
-    let cfg = router_config(&rx, "");
+    let cfg = router_config(&rx, MainConfig::new());
     let router = RouterProc::ready(&cfg).await;
     let base = router.api().await;
     let long = "x".repeat(256);
@@ -216,7 +212,7 @@ async fn amqp_events_with_unsafe_attributes_are_dead_lettered_malformed() {
     let vh = Vhost::new();
     let rx = Receiver::ok().await;
     let cfg = ConfigDir::new(&vh);
-    cfg.route("orders", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/orders")));
+    cfg.route(&RouteConfig::new("orders").events(["order.paid"]).url(rx.url("/orders")));
     let _router = RouterProc::ready(&cfg).await;
     let raw = |ev: Value| ("order.paid".to_string(), serde_json::to_vec(&ev).unwrap());
     vh.publish_raw(&[
@@ -244,10 +240,13 @@ async fn amqp_events_with_unsafe_attributes_are_dead_lettered_malformed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_from_limits_callers_and_each_key_to_their_networks() {
     let rx = Receiver::ok().await;
-    let (shop, shop_entry) = api_key("shop", &["ingest"]);
-    let (ops, ops_entry) = api_key("ops", &["admin"]);
-    let shop_entry = format!("{shop_entry}allow_from = [\"127.0.0.3\"]\n");
-    let cfg = router_config(&rx, &format!("allow_from = [\"127.0.0.1\", \"127.0.0.3/32\"]\n{shop_entry}{ops_entry}"));
+    let (shop, shop_entry) = api_key("shop", &[Scope::Ingest]);
+    let (ops, ops_entry) = api_key("ops", &[Scope::Admin]);
+    let main = MainConfig::new()
+        .api_allow_from(["127.0.0.1", "127.0.0.3/32"])
+        .api_key(shop_entry.allow_from(["127.0.0.3"]))
+        .api_key(ops_entry);
+    let cfg = router_config(&rx, main);
     let router = RouterProc::ready(&cfg).await;
     let base = router.api().await;
     let bearer = |k: &str| format!("Bearer {k}");
@@ -291,8 +290,8 @@ async fn allow_from_limits_callers_and_each_key_to_their_networks() {
 /// reported at its `allow_from` in the file, in text and JSON.
 #[test]
 fn bad_networks_in_allow_from_are_reported_with_file_line_and_column() {
-    let (_, entry) = api_key("shop", &["ingest"]);
-    let cfg = ConfigDir::with_main(&format!(
+    let entry = format!("[[api.keys]]\nname = \"shop\"\nhash = \"sha256:{}\"\nscopes = [\"ingest\"]\n", "0".repeat(64));
+    let cfg = ConfigDir::with_main_text(&format!(
         "version = 1\n[api]\nlisten = \"127.0.0.1:0\"\nallow_from = [\"127.0.0.1\",\n  \"10.1.2.3/8\"]\n{entry}"
     ));
     let out = Command::new(bin()).args(["validate", "--config"]).arg(cfg.path()).output().unwrap();
@@ -305,7 +304,7 @@ fn bad_networks_in_allow_from_are_reported_with_file_line_and_column() {
         "{text}"
     );
 
-    let cfg = ConfigDir::with_main(&format!(
+    let cfg = ConfigDir::with_main_text(&format!(
         "version = 1\n[api]\nlisten = \"127.0.0.1:0\"\n{entry}allow_from = [\"10.0.0/8\"]\n"
     ));
     let out = Command::new(bin()).args(["validate", "--format", "json", "--config"]).arg(cfg.path()).output().unwrap();

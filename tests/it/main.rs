@@ -14,3 +14,4 @@ mod resilience;
 mod signatures;
 mod store;
 mod telemetry;
+mod worker;

@@ -15,7 +15,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -23,6 +23,13 @@ const T: Duration = Duration::from_secs(60);
 struct Scrape {
     series: HashMap<(String, BTreeMap<String, String>), f64>,
     text: String,
+}
+
+/// The exposition as scraped, as a failure message wants it.
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 impl Scrape {
@@ -87,15 +94,7 @@ fn norm(k: &str, v: &str) -> String {
 /// Scrapes until `settled` holds (the router counts an outcome just after the receiver has
 /// answered, so the receiver seeing everything is not enough); panics with the last scrape.
 async fn scrape_until(api: &Api, what: &str, settled: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + T;
-    loop {
-        let s = Scrape::take(api).await;
-        if settled(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "waited {T:?} for {what}; last scrape:\n{}", s.text);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(what, T, async || Scrape::take(api).await, settled).await
 }
 
 const CONSUMED: &str = "hookrelay_events_consumed_total";
@@ -148,20 +147,19 @@ async fn metrics_scraped_after_a_known_workload_have_exact_counts() {
     let cfg = ConfigDir::new(&vh);
     cfg.file("schemas/invoice.sent/v1.json", r#"{"type":"object"}"#);
     cfg.file("plugins/small.rhai", "fn filter(event) { event.data.n < 100 }\n");
-    let main = format!("events = [\"order.paid\"]\nurl = \"{}\"\nfilter = \"plugins/small.rhai\"", rx.url("/main"));
-    cfg.route("main", &main);
+    cfg.route(&RouteConfig::new("main").events(["order.paid"]).url(rx.url("/main")).filter("plugins/small.rhai"));
     cfg.route(
-        "flaky",
-        &format!(
-            "events = [\"order.created\"]\nurl = \"{}\"\n[retry]\nmax_attempts = 3\nbackoff = [\"300ms\"]",
-            rx.url("/flaky")
-        ),
+        &RouteConfig::new("flaky")
+            .events(["order.created"])
+            .url(rx.url("/flaky"))
+            .max_attempts(3)
+            .backoff([Duration::from_millis(300)]),
     );
-    cfg.route("reject", &format!("events = [\"invoice.sent\"]\nurl = \"{}\"", rx.url("/reject")));
+    cfg.route(&RouteConfig::new("reject").events(["invoice.sent"]).url(rx.url("/reject")));
     // A route whose queue exists with other arguments: it cannot start, and its depth shows
     // the 3 messages nobody consumes.
     occupy_queue(&vh, "hookrelay.route.stalled", 3).await;
-    cfg.route("stalled", &format!("events = [\"invoice.sent\"]\nurl = \"{}\"", rx.url("/stalled")));
+    cfg.route(&RouteConfig::new("stalled").events(["invoice.sent"]).url(rx.url("/stalled")));
 
     let router = RouterProc::ready(&cfg).await;
     let api = Api::new(&router.api().await, None);
@@ -257,8 +255,7 @@ async fn metrics_scraped_after_a_known_workload_have_exact_counts() {
     assert_eq!(s.value(LAST_RELOAD_OK, &[]), 1.0);
 
     // An applied reload: version 2, the stalled route removed (its depth disappears).
-    let main_toml = std::fs::read_to_string(cfg.path().join("hookrelay.toml")).unwrap();
-    cfg.file("hookrelay.toml", &main_toml.replacen("version = 1", "version = 2", 1));
+    cfg.set_main(cfg.main().version(2));
     std::fs::remove_file(cfg.path().join("routes/stalled.toml")).unwrap();
     let line = router.reload().await;
     assert!(line.contains("config reloaded"), "{line}");
@@ -273,8 +270,7 @@ async fn metrics_scraped_after_a_known_workload_have_exact_counts() {
     assert_eq!(s.value(DELIVERED, &r("main")), 10.0, "counters stay across reloads");
 
     // A rejected reload: [telemetry] applies at start only.
-    let v2 = std::fs::read_to_string(cfg.path().join("hookrelay.toml")).unwrap();
-    cfg.file("hookrelay.toml", &format!("{v2}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n"));
+    cfg.set_main(cfg.main().otlp_endpoint("http://127.0.0.1:4318"));
     let line = router.reload().await;
     assert!(
         line.contains("reload rejected") && line.contains("hookrelay.toml: [telemetry] applies at start only"),
@@ -291,11 +287,8 @@ async fn metrics_scraped_after_a_known_workload_have_exact_counts() {
 async fn dead_letters_the_broker_made_are_counted_when_indexed() {
     let vh = Vhost::new();
     let rx = Receiver::ok().await;
-    let cfg = ConfigDir::with_main(&format!(
-        "version = 1\n[broker]\nurl = \"{}\"\ndelivery_limit = 2\n[security]\nallow_http = true\nallow_private_networks = true\n",
-        vh.url
-    ));
-    cfg.route("poison", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/poison")));
+    let cfg = ConfigDir::with(MainConfig::new().version(1).rabbitmq(&vh.url).delivery_limit(2).loopback_targets());
+    cfg.route(&RouteConfig::new("poison").events(["order.paid"]).url(rx.url("/poison")));
     // A first router declares the topology and stops.
     let mut first = RouterProc::ready(&cfg).await;
     assert!(first.term(T).await.success());
@@ -366,13 +359,16 @@ async fn a_producers_trace_continues_through_the_router_to_the_receiver() {
     let collector = OtlpReceiver::start().await;
     let vh = Vhost::new();
     let rx = Receiver::ok().await;
-    let cfg = ConfigDir::with_main(&format!(
-        "version = 1\n[broker]\nurl = \"{}\"\n[security]\nallow_http = true\nallow_private_networks = true\n\
-         [telemetry]\notlp_endpoint = \"{}\"\nprotocol = \"http\"\nservice_name = \"relay-under-test\"\n",
-        vh.url,
-        collector.endpoint()
-    ));
-    cfg.route("traced", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/traced")));
+    let cfg = ConfigDir::with(
+        MainConfig::new()
+            .version(1)
+            .rabbitmq(&vh.url)
+            .loopback_targets()
+            .otlp_endpoint(collector.endpoint())
+            .otlp_protocol(OtlpProtocol::Http)
+            .service_name("relay-under-test"),
+    );
+    cfg.route(&RouteConfig::new("traced").events(["order.paid"]).url(rx.url("/traced")));
     let mut router = RouterProc::ready(&cfg).await;
     let api = Api::new(&router.api().await, None);
 
@@ -458,11 +454,11 @@ async fn failing_deliveries_log(json_logs: bool) -> String {
     let rx = Receiver::start(|r, _| if r.id() == "refused-400" { (400, vec![]) } else { (503, vec![]) }).await;
     let cfg = ConfigDir::new(&vh);
     cfg.route(
-        "failing",
-        &format!(
-            "events = [\"order.paid\"]\nurl = \"{}\"\n[retry]\nmax_attempts = 2\nbackoff = [\"200ms\"]",
-            rx.url("/f")
-        ),
+        &RouteConfig::new("failing")
+            .events(["order.paid"])
+            .url(rx.url("/f"))
+            .max_attempts(2)
+            .backoff([Duration::from_millis(200)]),
     );
     let router =
         if json_logs { RouterProc::start_with(&cfg, &["--log-format", "json"]) } else { RouterProc::start(&cfg) };

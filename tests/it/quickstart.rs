@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -209,26 +209,18 @@ impl Proc {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
+    /// Waits until its stderr says `needle`. (A failure prints its output: see `Drop`.)
     async fn wait_stderr(&self, needle: &str) {
-        let deadline = Instant::now() + T;
-        while !self.stderr().contains(needle) {
-            assert!(Instant::now() < deadline, "{} never said {needle:?}:\n{}", self.what, self.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{} to say {needle:?} (its output follows)", self.what);
+        eventually(what, T, async || self.stderr().contains(needle), |said| *said).await;
     }
 
     /// SIGTERM, then the exit status.
     async fn term(&mut self) -> std::process::ExitStatus {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
             .unwrap();
-        let deadline = Instant::now() + T;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit after SIGTERM:\n{}", self.what, self.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{} to exit after SIGTERM (its output follows)", self.what);
+        eventually(what, T, async || self.child.try_wait().unwrap(), Option::is_some).await.unwrap()
     }
 }
 
@@ -287,16 +279,14 @@ fn printed(stdout: &str) -> Vec<Printed> {
 
 /// Waits until the receiver printed a request for `id` on each route that `pick` accepts.
 async fn wait_printed(listen: &Proc, id: &str, pick: impl Fn(&Printed) -> bool) -> Vec<Printed> {
-    let deadline = Instant::now() + T;
-    loop {
-        let got: Vec<Printed> = printed(&listen.stdout()).into_iter().filter(|p| p.id == id && pick(p)).collect();
+    let what = format!("the receiver to print {id} on both routes (its output follows); those it printed");
+    let mine =
+        async || -> Vec<Printed> { printed(&listen.stdout()).into_iter().filter(|p| p.id == id && pick(p)).collect() };
+    eventually(what, T, mine, |got| {
         let routes: HashSet<&str> = got.iter().map(|p| p.route.as_str()).collect();
-        if routes.contains("franchise-erp") && routes.contains("analytics") {
-            return got;
-        }
-        assert!(Instant::now() < deadline, "the receiver did not print {id} on both routes:\n{}", listen.stdout());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        routes.contains("franchise-erp") && routes.contains("analytics")
+    })
+    .await
 }
 
 /// Copies the repository's example config (hookrelay.toml, routes/, schemas/, plugins/).
@@ -422,17 +412,14 @@ async fn the_readme_quick_start_works_as_written() {
     let third = publish_one().await;
     wait_printed(&rx, &third, |p| p.status == 400 && p.attempt == 1).await;
     let (_, path, _) = list_dead.curl().unwrap();
-    let deadline = Instant::now() + T;
-    let dead = loop {
-        let page = api.get(&path).await;
-        let items = page.expect(200)["items"].as_array().unwrap().clone();
-        let mine: Vec<Value> = items.into_iter().filter(|d| d["event_id"] == third.as_str()).collect();
-        if mine.len() == 2 {
-            break mine;
-        }
-        assert!(Instant::now() < deadline, "no two dead letters for {third}: {}", page.text);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mine = |page: &Answer| -> Vec<Value> {
+        let items = page.json["items"].as_array().cloned().unwrap_or_default();
+        items.into_iter().filter(|d| d["event_id"] == third.as_str()).collect()
     };
+    let listed = async || api.get(&path).await;
+    let page = eventually(format!("two dead letters for {third}"), T, listed, |page| mine(page).len() == 2).await;
+    page.expect(200);
+    let dead = mine(&page);
     for d in &dead {
         assert_eq!((d["reason"].as_str(), d["last_status"].as_u64()), (Some("rejected"), Some(400)), "{d}");
     }
@@ -481,22 +468,12 @@ async fn post_event(
 
 /// Waits until every id in `ids` has arrived on `path`.
 async fn wait_all(rx: &Receiver, path: &str, ids: &[String]) -> Vec<Received> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let got = rx.on(path);
+    let what = format!("all {} accepted events", ids.len());
+    rx.wait_until(path, what, Duration::from_secs(120), |got| {
         let seen: HashSet<String> = got.iter().map(Received::id).collect();
-        let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains(*id)).collect();
-        if missing.is_empty() {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path}: {} accepted events never arrived, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ids.iter().all(|id| seen.contains(id))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,12 +481,9 @@ async fn sigkill_during_an_ingest_burst_on_the_embedded_broker_loses_no_accepted
     let rx = Receiver::start_slow(Duration::from_millis(1), |_, _| (200, vec![])).await;
     let slow = Receiver::start_slow(Duration::from_millis(20), |_, _| (200, vec![])).await;
     let queue = tempfile::tempdir().unwrap();
-    let cfg = ConfigDir::with_main(&format!(
-        "version = 1\n[embedded]\npath = \"{}\"\n[security]\nallow_http = true\nallow_private_networks = true\n",
-        queue.path().join("queue.db").display()
-    ));
-    cfg.route("erp", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = true", rx.url("/erp")));
-    cfg.route("bulk", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nconcurrency = 4", slow.url("/bulk")));
+    let cfg = ConfigDir::with(MainConfig::new().version(1).embedded(queue.path().join("queue.db")).loopback_targets());
+    cfg.route(&RouteConfig::new("erp").events(["order.paid"]).url(rx.url("/erp")).ordered(true));
+    cfg.route(&RouteConfig::new("bulk").events(["order.paid"]).url(slow.url("/bulk")).concurrency(4));
     let mut router = RouterProc::ready(&cfg).await;
     assert!(router.log_text().contains("broker=\"embedded\""), "{}", router.log_text());
     let base = router.api().await;
@@ -537,11 +511,11 @@ async fn sigkill_during_an_ingest_burst_on_the_embedded_broker_loses_no_accepted
         })
     };
     // Kill while events are still coming in and both routes are delivering.
-    let deadline = Instant::now() + T;
-    while accepted.lock().unwrap().len() < 1000 || rx.on("/erp").len() < 200 || slow.on("/bulk").len() < 100 {
-        assert!(Instant::now() < deadline, "no progress before the kill: {} accepted", accepted.lock().unwrap().len());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let progress = async || (accepted.lock().unwrap().len(), rx.on("/erp").len(), slow.on("/bulk").len());
+    eventually("1000 accepted, 200 on /erp and 100 on /bulk before the kill", T, progress, |(a, erp, bulk)| {
+        *a >= 1000 && *erp >= 200 && *bulk >= 100
+    })
+    .await;
     router.kill();
     let in_flight = poster.await.unwrap();
     let accepted = accepted.lock().unwrap().clone();

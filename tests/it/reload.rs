@@ -15,11 +15,7 @@ fn index(r: &Received) -> usize {
 
 /// Waits until `path` has received a request that `pred` accepts.
 async fn wait_for(rx: &Receiver, path: &str, what: &str, pred: impl Fn(&Received) -> bool) {
-    let deadline = std::time::Instant::now() + T;
-    while !rx.on(path).iter().any(&pred) {
-        assert!(std::time::Instant::now() < deadline, "{path}: waited {T:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rx.wait_until(path, what, T, |got| got.iter().any(&pred)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,15 +26,16 @@ async fn twenty_reload_cycles_under_load_lose_nothing_and_duplicate_nothing() {
     // The stable route changes at every swap (a header carries the swap's number), so every
     // reload touches the running route, not only the route added and removed.
     let stable = |swap: usize| {
-        format!(
-            "events = [\"order.paid\"]\nurl = \"{}\"\nordered = true\nheaders = {{ x-config-swap = \"{swap}\" }}\n\
-             [retry]\nbackoff = [\"1s\"]",
-            rx.url("/stable")
-        )
+        RouteConfig::new("stable")
+            .events(["order.paid"])
+            .url(rx.url("/stable"))
+            .ordered(true)
+            .header("x-config-swap", swap.to_string())
+            .backoff([Duration::from_secs(1)])
     };
-    let extra = format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/extra"));
+    let extra = RouteConfig::new("extra").events(["order.paid"]).url(rx.url("/extra"));
     let swap_of = |r: &Received| r.header("x-config-swap").parse::<usize>().unwrap();
-    cfg.route("stable", &stable(0));
+    cfg.route(&stable(0));
     let router = RouterProc::ready(&cfg).await;
     // A producer publishing continuously, in batches of 10, until told to stop. `published`
     // counts confirmed events: when it reads c, every event from c + 10 on (the batch after the
@@ -63,8 +60,8 @@ async fn twenty_reload_cycles_under_load_lose_nothing_and_duplicate_nothing() {
     for cycle in 0..20 {
         // Add the extra route and change the stable one.
         swap += 1;
-        cfg.route("stable", &stable(swap));
-        cfg.route("extra", &extra);
+        cfg.route(&stable(swap));
+        cfg.route(&extra);
         let line = router.reload().await;
         assert!(
             line.contains("config reloaded")
@@ -82,7 +79,7 @@ async fn twenty_reload_cycles_under_load_lose_nothing_and_duplicate_nothing() {
         .await;
         // Remove it, and change the stable route again.
         swap += 1;
-        cfg.route("stable", &stable(swap));
+        cfg.route(&stable(swap));
         std::fs::remove_file(cfg.path().join("routes/extra.toml")).unwrap();
         let line = router.reload().await;
         assert!(
@@ -133,9 +130,11 @@ async fn an_invalid_config_on_sighup_leaves_the_old_one_serving() {
     let vh = Vhost::new();
     let rx = Receiver::ok().await;
     let cfg = ConfigDir::new(&vh);
-    cfg.route("r", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/old")));
+    let r = RouteConfig::new("r").events(["order.paid"]).url(rx.url("/old"));
+    cfg.route(&r);
     let router = RouterProc::ready(&cfg).await;
-    cfg.route("r", &format!("events = [\"order.paid\"]\nurl = \"{}\"\ntimeout = \"soon\"", rx.url("/new")));
+    // Written as text: not a duration, at the line and column the error names.
+    cfg.route_text("r", &format!("events = [\"order.paid\"]\nurl = \"{}\"\ntimeout = \"soon\"", rx.url("/new")));
     let line = router.reload().await;
     assert!(line.contains("reload rejected") && line.contains("routes/r.toml:3:11"), "{line}");
     assert!(router.log_text().contains("the previous config keeps running"));
@@ -143,7 +142,7 @@ async fn an_invalid_config_on_sighup_leaves_the_old_one_serving() {
     rx.wait_distinct("/old", 3, T).await;
     assert!(rx.on("/new").is_empty());
     // Flipping `ordered` is refused too, naming the route and what to do.
-    cfg.route("r", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = true", rx.url("/old")));
+    cfg.route(&r.ordered(true));
     let line = router.reload().await;
     assert!(line.contains("reload rejected") && line.contains("changes `ordered`"), "{line}");
 }
@@ -154,10 +153,7 @@ async fn script_and_schema_changes_take_effect_on_the_next_event() {
     let rx = Receiver::ok().await;
     let cfg = ConfigDir::new(&vh);
     cfg.file("plugins/f.rhai", "fn filter(event) { event.data.n < 10 }\n");
-    cfg.route(
-        "r",
-        &format!("events = [\"order.paid\"]\nurl = \"{}\"\nordered = true\nfilter = \"plugins/f.rhai\"", rx.url("/r")),
-    );
+    cfg.route(&RouteConfig::new("r").events(["order.paid"]).url(rx.url("/r")).ordered(true).filter("plugins/f.rhai"));
     let router = RouterProc::ready(&cfg).await;
     vh.publish(&[event("order.paid", "a-big", json!({"n": 50})), event("order.paid", "a-small", json!({"n": 1}))])
         .await;
@@ -182,16 +178,16 @@ async fn watch_reloads_once_for_a_burst_of_changes_then_again_for_a_later_one() 
     let vh = Vhost::new();
     let rx = Receiver::ok().await;
     let cfg = ConfigDir::new(&vh);
-    let route = |path: &str| format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url(path));
-    cfg.route("r", &route("/before"));
+    let route = |name: &str, path: &str| RouteConfig::new(name).events(["order.paid"]).url(rx.url(path));
+    cfg.route(&route("r", "/before"));
     let router = RouterProc::start_with(&cfg, &["--watch"]);
     router.wait_log("consuming", T).await;
     // A burst, as a `git pull` or an editor makes: several writes, and a file added, well
     // within one poll (500 ms).
     for i in 1..=5 {
-        cfg.route("r", &route(&format!("/burst-{i}")));
+        cfg.route(&route("r", &format!("/burst-{i}")));
         if i == 3 {
-            cfg.route("s", &route("/s"));
+            cfg.route(&route("s", "/s"));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -207,7 +203,7 @@ async fn watch_reloads_once_for_a_burst_of_changes_then_again_for_a_later_one() 
         assert!(rx.on(path).is_empty(), "{path} got events: the burst was applied part by part");
     }
     // A later change reloads again.
-    cfg.route("r", &route("/later"));
+    cfg.route(&route("r", "/later"));
     let later =
         hookrelay::config::load_with(cfg.path(), hookrelay::config::LoadOptions { allow_missing_secrets: true })
             .unwrap()
@@ -228,8 +224,8 @@ async fn watch_reloads_once_for_a_burst_of_changes_then_again_for_a_later_one() 
 
 /// Route `r<i>` of the many-route tests: ordered (so that an event routed to its queue before a
 /// later one is also delivered before it), bound to `t<i>.<kind>`, delivering to `/<at>/<i>`.
-fn many_route(rx: &Receiver, i: usize, kind: &str, at: &str) -> String {
-    format!("events = [\"t{i}.{kind}\"]\nurl = \"{}\"\nordered = true", rx.url(&format!("/{at}/{i}")))
+fn many_route(rx: &Receiver, i: usize, kind: &str, at: &str) -> RouteConfig {
+    RouteConfig::new(format!("r{i}")).events([format!("t{i}.{kind}")]).url(rx.url(&format!("/{at}/{i}"))).ordered(true)
 }
 
 /// Schemas for `t<i>.old` and `t<i>.new`, `i` below `n`.
@@ -262,9 +258,9 @@ async fn forty_routes_moved_to_new_patterns_in_one_sighup_get_only_their_new_eve
     many_schemas(&cfg, N);
     // A route on every `*.old` type, unchanged throughout: the old types stay routable, so a
     // route that kept its old binding by mistake would get a copy too.
-    cfg.route("witness", &format!("events = [\"*.old\"]\nurl = \"{}\"", rx.url("/witness")));
+    cfg.route(&RouteConfig::new("witness").events(["*.old"]).url(rx.url("/witness")));
     for i in 0..N {
-        cfg.route(&format!("r{i}"), &many_route(&rx, i, "old", "r"));
+        cfg.route(&many_route(&rx, i, "old", "r"));
     }
     let router = RouterProc::ready(&cfg).await;
     vh.publish(&(0..N).map(|i| event(&format!("t{i}.old"), &format!("before-{i}"), json!({}))).collect::<Vec<_>>())
@@ -276,7 +272,7 @@ async fn forty_routes_moved_to_new_patterns_in_one_sighup_get_only_their_new_eve
     // Every route moves to its new type in one reload: N routes declared and bound, then N
     // old bindings removed after the swap.
     for i in 0..N {
-        cfg.route(&format!("r{i}"), &many_route(&rx, i, "new", "r"));
+        cfg.route(&many_route(&rx, i, "new", "r"));
     }
     let line = router.reload().await;
     assert!(line.contains("config reloaded"), "{line}");
@@ -315,7 +311,7 @@ async fn a_reload_that_fails_half_way_through_declaring_leaves_the_old_config_se
     let cfg = ConfigDir::new(&vh);
     many_schemas(&cfg, N);
     for i in 0..N {
-        cfg.route(&format!("r{i}"), &many_route(&rx, i, "old", "old"));
+        cfg.route(&many_route(&rx, i, "old", "old"));
     }
     let router = RouterProc::ready(&cfg).await;
     // The queue of a route about to be added exists already, as a classic queue: RabbitMQ
@@ -328,9 +324,9 @@ async fn a_reload_that_fails_half_way_through_declaring_leaves_the_old_config_se
     // Every route moves to a new type and a new URL, and the clashing route is added, sorted
     // among them, so that routes on either side of it are declared in the same reload.
     for i in 0..N {
-        cfg.route(&format!("r{i}"), &many_route(&rx, i, "new", "new"));
+        cfg.route(&many_route(&rx, i, "new", "new"));
     }
-    cfg.route("r20-clash", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/clash")));
+    cfg.route(&RouteConfig::new("r20-clash").events(["order.paid"]).url(rx.url("/clash")));
     let line = router.reload().await;
     assert!(line.contains("reload rejected"), "{line}");
     assert!(

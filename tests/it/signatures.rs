@@ -18,8 +18,8 @@ async fn the_published_standardwebhooks_library_accepts_our_webhooks() {
     let vh = Vhost::new();
     let rx = Receiver::ok().await;
     let cfg = ConfigDir::new(&vh);
-    cfg.route("std", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/std")));
-    cfg.route("ce", &format!("events = [\"order.paid\"]\nurl = \"{}\"\nformat = \"cloudevents\"", rx.url("/ce")));
+    cfg.route(&RouteConfig::new("std").events(["order.paid"]).url(rx.url("/std")));
+    cfg.route(&RouteConfig::new("ce").events(["order.paid"]).url(rx.url("/ce")).format(BodyFormat::Cloudevents));
     let _router = RouterProc::ready(&cfg).await;
     vh.publish(&[event("order.paid", "py-1", serde_json::json!({"n": 1, "note": "ünïcödé ✓"}))]).await;
     let mut got = rx.wait_distinct("/std", 1, Duration::from_secs(30)).await;

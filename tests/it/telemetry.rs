@@ -5,10 +5,10 @@
 //! settings from the standard `OTEL_*` variables alone.
 
 use crate::common::otlp::{OtlpReceiver, ReceivedSpan};
-use crate::common::{ConfigDir, Received, Receiver, RouterProc, Vhost, numbered};
+use crate::common::{ConfigDir, Received, Receiver, RouteConfig, RouterProc, Vhost, numbered};
 use hookrelay::config::files::{MainFile, OtlpProtocol, TelemetryFile};
-use hookrelay::metrics::{self, AttemptFailure, ReloadResult};
-use hookrelay::pipeline::Reason;
+use hookrelay::delivery::verdict::{AttemptFailure, Reason};
+use hookrelay::metrics::{self, ReloadResult};
 use hookrelay::telemetry::{self, LogFormat};
 use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider};
 use std::collections::{BTreeMap, HashMap};
@@ -167,7 +167,7 @@ async fn the_otel_variables_alone_configure_trace_export_and_otel_sdk_disabled_t
     let vh = Vhost::new();
     let rx = Receiver::ok().await;
     let cfg = ConfigDir::new(&vh);
-    cfg.route("traced", &format!("events = [\"order.paid\"]\nurl = \"{}\"", rx.url("/traced")));
+    cfg.route(&RouteConfig::new("traced").events(["order.paid"]).url(rx.url("/traced")));
     assert!(!std::fs::read_to_string(cfg.path().join("hookrelay.toml")).unwrap().contains("[telemetry]"));
     let mut delivered = 0;
     // Each case: the variables, then the protocol and service name the spans must come with.
@@ -457,7 +457,7 @@ fn the_telemetry_section_loads_with_defaults_and_refuses_bad_values() {
     let parsed: MainFile = toml::from_str("").unwrap();
     assert_eq!(parsed.telemetry, TelemetryFile::default(), "traces are off unless configured");
 
-    let cfg = ConfigDir::with_main(
+    let cfg = ConfigDir::with_main_text(
         "version = 1\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nprotocol = \"grpc\"\nservice_name = \"relay-eu\"\nsample_ratio = 0.25\n",
     );
     let snap = hookrelay::config::load(cfg.path()).expect("valid");
@@ -478,7 +478,7 @@ fn the_telemetry_section_loads_with_defaults_and_refuses_bad_values() {
         ("[telemetry]\nendpoint = \"http://c:4318\"\n", "hookrelay.toml:3:1: unknown field `endpoint`"),
         ("[telemetry]\nprotocol = \"http/json\"\n", "unknown variant `http/json`"),
     ] {
-        let cfg = ConfigDir::with_main(&format!("version = 1\n{section}"));
+        let cfg = ConfigDir::with_main_text(&format!("version = 1\n{section}"));
         let errs = hookrelay::config::load(cfg.path()).expect_err(section);
         let text = errs.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         assert!(text.contains(expect), "{section}: expected {expect:?} in:\n{text}");

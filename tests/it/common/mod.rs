@@ -1,11 +1,20 @@
 //! Test helpers: a RabbitMQ vhost per test (created and deleted through the management API),
-//! a recording webhook receiver on loopback, config directories, the router as a real process,
-//! a publisher, and a Standard Webhooks verifier written from the specification (not from
-//! hookrelay's signer).
+//! the broker a suite runs on ([`TestBroker`]), a recording webhook receiver on loopback, config
+//! directories written with the typed builders of `tests/support/config.rs`, the router as a
+//! real process, a publisher, waiting ([`eventually`]), and a Standard Webhooks verifier written
+//! from the specification (not from hookrelay's signer).
 
 #![allow(dead_code, unreachable_pub)] // each test module uses a different subset
 
+mod brokers;
+#[path = "../../support/config.rs"]
+mod config;
 pub mod otlp;
+mod wait;
+
+pub use brokers::*;
+pub use config::*;
+pub use wait::*;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -169,11 +178,7 @@ impl Vhost {
     /// Publishes events (structured JSON, routing key = type) with confirms; panics when one is
     /// returned or nacked.
     pub async fn publish(&self, events: &[Value]) {
-        let raw: Vec<(String, Vec<u8>)> = events
-            .iter()
-            .map(|e| (e["type"].as_str().unwrap_or("").to_string(), serde_json::to_vec(e).unwrap()))
-            .collect();
-        self.publish_raw(&raw).await;
+        self.publish_raw(&raw(events)).await;
     }
 
     /// Publishes raw bodies with the given routing keys.
@@ -264,6 +269,9 @@ type Responder = dyn Fn(&Received, usize) -> (u16, Vec<(String, String)>) + Send
 pub struct Receiver {
     pub base: String,
     seen: Arc<Mutex<Vec<Received>>>,
+    /// (path, webhook id) of every request as it arrives, before the answer (which a slow
+    /// receiver delays): what is under way.
+    arrived: Arc<Mutex<Vec<(String, String)>>>,
     notify: Arc<Notify>,
 }
 
@@ -309,16 +317,17 @@ impl Receiver {
         let port = listener.local_addr().unwrap().port();
         let base = if tls.is_some() { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
         let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let arrived: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let notify = Arc::new(Notify::new());
         let responder: Arc<Responder> = Arc::new(responder);
-        let (s, n) = (seen.clone(), notify.clone());
+        let (s, a, n) = (seen.clone(), arrived.clone(), notify.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let (s, n, r, tls) = (s.clone(), n.clone(), responder.clone(), tls.clone());
+                let (s, a, n, r, tls) = (s.clone(), a.clone(), n.clone(), responder.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (s, n, r) = (s.clone(), n.clone(), r.clone());
+                        let (s, a, n, r) = (s.clone(), a.clone(), n.clone(), r.clone());
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await?.to_bytes();
@@ -329,6 +338,8 @@ impl Receiver {
                                 body,
                                 at: Instant::now(),
                             };
+                            a.lock().unwrap().push((rec.path.clone(), rec.id()));
+                            n.notify_waiters();
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
                             }
@@ -361,7 +372,7 @@ impl Receiver {
                 });
             }
         });
-        Self { base, seen, notify }
+        Self { base, seen, arrived, notify }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -377,22 +388,56 @@ impl Receiver {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Waits until what `path` received (in arrival order) satisfies `done`, and returns it. On
+    /// timeout, panics naming `what` and listing every request `path` got.
+    pub async fn wait_until(
+        &self,
+        path: &str,
+        what: impl std::fmt::Display,
+        timeout: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        eventually_notified(
+            format!("{what} on {path}"),
+            timeout,
+            &self.notify,
+            || self.on(path),
+            |got| done(got),
+            |got| summary(got),
+        )
+        .await
+    }
+
     /// Waits until `path` has received requests for `n` distinct webhook ids.
     pub async fn wait_distinct(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.notify.notified();
-            let got = self.on(path);
-            let distinct = got.iter().map(Received::id).collect::<std::collections::HashSet<_>>().len();
-            if distinct >= n {
-                return got;
-            }
-            if Instant::now() > deadline {
-                panic!("{path}: waited {timeout:?} for {n} distinct events, got {distinct} ({} requests)", got.len());
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
-        }
+        self.wait_until(path, format!("{n} distinct events"), timeout, |got| distinct(got) >= n).await
     }
+
+    /// Waits until `path` has received `n` requests, retries included.
+    pub async fn wait_requests(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
+        self.wait_until(path, format!("{n} requests"), timeout, |got| got.len() >= n).await
+    }
+
+    /// Waits until `n` requests have arrived on `path`, answered or not: deliveries under way.
+    pub async fn wait_arrived(&self, path: &str, n: usize, timeout: Duration) {
+        let arrived = || -> Vec<String> {
+            self.arrived.lock().unwrap().iter().filter(|(p, _)| p == path).map(|(_, id)| id.clone()).collect()
+        };
+        let what = format!("{n} requests to arrive on {path}");
+        eventually_notified(what, timeout, &self.notify, arrived, |a| a.len() >= n, |a| format!("{a:?}")).await;
+    }
+}
+
+/// How many distinct webhook ids `got` has.
+fn distinct(got: &[Received]) -> usize {
+    got.iter().map(Received::id).collect::<std::collections::HashSet<_>>().len()
+}
+
+/// What a receiver got, for a failure message: counts, then each request as
+/// `<webhook id>#<attempt>` in arrival order.
+fn summary(got: &[Received]) -> String {
+    let each: Vec<String> = got.iter().map(|r| format!("{}#{}", r.id(), r.header("hookrelay-attempt"))).collect();
+    format!("{} requests, {} distinct webhook ids: {}", got.len(), distinct(got), each.join(" "))
 }
 
 /// First arrival of each id, in arrival order.
@@ -437,35 +482,72 @@ pub fn verify_spec(secret: &str, r: &Received) -> Result<(), String> {
     }
 }
 
-/// A config directory in a temp dir.
+/// The `hookrelay.toml` of most tests on RabbitMQ: the vhost with prefetch 100, loopback targets,
+/// a 10 s shutdown grace.
+pub fn rabbitmq_main(url: &str) -> MainConfig {
+    MainConfig::new().version(1).rabbitmq(url).prefetch(100).loopback_targets().shutdown_grace(Duration::from_secs(10))
+}
+
+/// A config directory in a temp dir: `hookrelay.toml`, schemas for `order.paid` (requires `n`, an
+/// integer) and `order.created` (any object), and whatever the test adds.
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,
+    /// The `hookrelay.toml` last written from a builder.
+    main: Mutex<Option<MainConfig>>,
 }
 
 impl ConfigDir {
-    /// `hookrelay.toml` for the vhost, loopback allowed, plus schemas for `order.paid`
-    /// (requires `n`, a number) and `order.created` (any object).
+    /// [`rabbitmq_main`] on the vhost.
     pub fn new(vhost: &Vhost) -> Self {
-        Self::with_main(&format!(
-            "version = 1\n[broker]\nurl = \"{}\"\nprefetch = 100\n[security]\nallow_http = true\nallow_private_networks = true\n[delivery]\nshutdown_grace = \"10s\"\n",
-            vhost.url
-        ))
+        Self::with(rabbitmq_main(&vhost.url))
     }
 
     /// A config with this `hookrelay.toml` (a `[store]` in the temp dir and an `[api]` on any
-    /// free loopback port are added when absent).
-    pub fn with_main(main: &str) -> Self {
-        let c = Self { dir: tempfile::tempdir().unwrap() };
+    /// free loopback port are added when unset).
+    pub fn with(main: MainConfig) -> Self {
+        let c = Self::empty();
+        c.set_main(main);
+        c
+    }
+
+    /// A config whose `hookrelay.toml` is this text, for files that must be written as they are:
+    /// broken ones, and ones whose errors name a line (a `[store]` in the temp dir and an `[api]`
+    /// on any free loopback port are appended when absent).
+    pub fn with_main_text(main: &str) -> Self {
+        let c = Self::empty();
         let store =
             if main.contains("[store]") { String::new() } else { format!("\n[store]\nurl = \"{}\"\n", c.store_url()) };
         let api = if main.contains("[api]") { "" } else { "\n[api]\nlisten = \"127.0.0.1:0\"\n" };
         c.file("hookrelay.toml", &format!("{main}{store}{api}"));
+        c
+    }
+
+    fn empty() -> Self {
+        let c = Self { dir: tempfile::tempdir().unwrap(), main: Mutex::new(None) };
         c.file(
             "schemas/order.paid/v1.json",
             r#"{"type":"object","required":["n"],"properties":{"n":{"type":"integer"},"total":{"type":"number"}}}"#,
         );
         c.file("schemas/order.created/v1.json", r#"{"type":"object"}"#);
         c
+    }
+
+    /// Rewrites `hookrelay.toml` from `main`, completed as in [`ConfigDir::with`].
+    pub fn set_main(&self, mut main: MainConfig) {
+        if !main.has_store() {
+            main = main.store(self.store_url());
+        }
+        if !main.has_api_listen() {
+            main = main.api_listen("127.0.0.1:0");
+        }
+        main.write(self.path());
+        *self.main.lock().unwrap() = Some(main);
+    }
+
+    /// The `hookrelay.toml` last written from a builder, to change and write again with
+    /// [`ConfigDir::set_main`].
+    pub fn main(&self) -> MainConfig {
+        self.main.lock().unwrap().clone().expect("hookrelay.toml was written from a MainConfig")
     }
 
     pub fn path(&self) -> &Path {
@@ -489,25 +571,53 @@ impl ConfigDir {
 
     /// Waits until `n` dead letters are indexed.
     pub async fn wait_dead_letters(&self, n: usize, timeout: Duration) -> Vec<DeadLetter> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let all = self.dead_letters().await;
-            if all.len() >= n {
-                return all;
-            }
-            assert!(Instant::now() < deadline, "expected {n} dead letters, got {}: {all:?}", all.len());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let store = self.store().await;
+        let filter = hookrelay::store::DeadLetterFilter { limit: 1000, include_replayed: true, ..Default::default() };
+        eventually(
+            format!("{n} dead letters"),
+            timeout,
+            async || store.dead_letters(&filter).await.unwrap().items,
+            |all| all.len() >= n,
+        )
+        .await
+    }
+
+    /// The delivery log's attempts of one event on one route, once `n` are recorded (the log is
+    /// written behind the deliveries).
+    pub async fn wait_attempts(
+        &self,
+        route: &str,
+        event_id: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<hookrelay::store::Attempt> {
+        let store = self.store().await;
+        let id = hookrelay::store::delivery_id(route, event_id);
+        eventually(
+            format!("{n} attempts of {event_id} on route {route}"),
+            timeout,
+            async || store.attempts(&id).await.unwrap(),
+            |attempts| attempts.len() >= n,
+        )
+        .await
     }
 
     pub fn file(&self, rel: &str, text: &str) {
-        let p = self.dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
+        write_file(&self.dir.path().join(rel), text);
     }
 
-    /// `routes/<name>.toml`: `body` plus a `[signing]` section with the test secret.
-    pub fn route(&self, name: &str, body: &str) {
+    /// `routes/<name>.toml`, signed with the test secret (`secret_env`) unless it says otherwise.
+    pub fn route(&self, route: &RouteConfig) {
+        if route.has_signing() {
+            route.write(self.path());
+        } else {
+            route.clone().signing(Signing::Env(SECRET_ENV.into())).write(self.path());
+        }
+    }
+
+    /// `routes/<name>.toml` as this text plus a `[signing]` section with the test secret, for
+    /// files that must be written as they are: broken ones, and ones whose errors name a line.
+    pub fn route_text(&self, name: &str, body: &str) {
         self.file(&format!("routes/{name}.toml"), &format!("{body}\n[signing]\nsecret_env = \"{SECRET_ENV}\"\n"));
     }
 }
@@ -575,12 +685,9 @@ impl RouterProc {
         line[start..].split_whitespace().next().unwrap().to_string()
     }
 
+    /// Waits until the log says `needle`. (A failure prints the log: see `Drop`.)
     pub async fn wait_log(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log_text().contains(needle) {
-            assert!(Instant::now() < deadline, "router log never said {needle:?}:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_log_count(needle, 1, timeout).await;
     }
 
     /// How many log lines contain `needle`.
@@ -590,31 +697,23 @@ impl RouterProc {
 
     /// Waits until `needle` appears in at least `n` log lines.
     pub async fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.log_count(needle) < n {
-            assert!(Instant::now() < deadline, "router log never said {needle:?} {n} times:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("{n} router log lines saying {needle:?} (the log follows), lines so far");
+        eventually(what, timeout, async || self.log_count(needle), |seen| *seen >= n).await;
     }
 
     /// Sends SIGHUP and waits for the reload's outcome in the log; returns the log line.
     pub async fn reload(&self) -> String {
-        let (applied, rejected) = (self.log_count("config reloaded"), self.log_count("reload rejected"));
+        let outcomes = || (self.log_count("config reloaded"), self.log_count("reload rejected"));
+        let before = outcomes();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGHUP).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = self.log_text();
-            let now = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
-            if now("config reloaded") > applied || now("reload rejected") > rejected {
-                return text
-                    .lines()
-                    .rfind(|l| l.contains("config reloaded") || l.contains("reload rejected"))
-                    .unwrap()
-                    .to_string();
-            }
-            assert!(Instant::now() < deadline, "no reload outcome after SIGHUP:\n{text}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what =
+            format!("a reload outcome after SIGHUP (the log follows); (applied, rejected) before: {before:?}, now");
+        eventually(what, Duration::from_secs(30), async || outcomes(), |now| *now != before).await;
+        self.log_text()
+            .lines()
+            .rfind(|l| l.contains("config reloaded") || l.contains("reload rejected"))
+            .unwrap()
+            .to_string()
     }
 
     pub fn pid(&self) -> i32 {
@@ -629,18 +728,8 @@ impl RouterProc {
     /// SIGTERM, then the exit status (within `timeout`).
     pub async fn term(&mut self, timeout: Duration) -> std::process::ExitStatus {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "router did not exit within {timeout:?} of SIGTERM:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = "the router to exit after SIGTERM (the log follows)";
+        eventually(what, timeout, async || self.child.try_wait().unwrap(), Option::is_some).await.unwrap()
     }
 }
 
@@ -718,12 +807,19 @@ pub struct Api {
 }
 
 /// An API answer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
     pub text: String,
     pub json: Value,
+}
+
+/// The status and the body, as a failure message wants them.
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.text)
+    }
 }
 
 impl Api {
@@ -793,11 +889,9 @@ impl Answer {
 }
 
 /// An API key and its `[[api.keys]]` entry.
-pub fn api_key(name: &str, scopes: &[&str]) -> (String, String) {
+pub fn api_key(name: &str, scopes: &[Scope]) -> (String, ApiKeyEntry) {
     use sha2::Digest;
     let key = format!("hr_test_{name}_{}", uuid::Uuid::new_v4().simple());
-    let hash = hex::encode(sha2::Sha256::digest(key.as_bytes()));
-    let scopes: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
-    let entry = format!("[[api.keys]]\nname = {name:?}\nhash = \"sha256:{hash}\"\nscopes = [{}]\n", scopes.join(", "));
-    (key, entry)
+    let hash = format!("sha256:{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
+    (key, ApiKeyEntry { name: name.into(), hash, scopes: scopes.to_vec(), allow_from: Vec::new() })
 }

@@ -2,6 +2,7 @@
 //! (`POST /v1/traces`, `application/x-protobuf`) and OTLP/gRPC (h2c, served by the
 //! `TraceService` that `opentelemetry-proto` generates), both on one port.
 
+use super::eventually_notified;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -16,7 +17,7 @@ use prost::Message as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tower_service::Service as _;
 
@@ -177,17 +178,7 @@ impl OtlpReceiver {
     /// Waits until `done` holds for the spans received so far; on timeout, panics listing them.
     pub async fn wait_for(&self, what: &str, done: impl Fn(&[ReceivedSpan]) -> bool) -> Vec<ReceivedSpan> {
         let timeout = Duration::from_secs(30);
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.notify.notified();
-            let got = self.spans();
-            if done(&got) {
-                return got;
-            }
-            if Instant::now() > deadline {
-                panic!("waited {timeout:?} for {what}; received:\n{got:#?}");
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
-        }
+        eventually_notified(what, timeout, &self.notify, || self.spans(), |got| done(got), |got| format!("{got:#?}"))
+            .await
     }
 }

@@ -1,32 +1,8 @@
-//! Classifying a response and timing the next attempt. Pure functions, tested with fixed values.
-//!
-//! Any status other than 2xx is a failure. Retried: connect errors, timeouts, 408, 429 and 5xx.
-//! `410 Gone` and every other 4xx are permanent; so is a 3xx (redirects are not followed).
+//! Timing the next attempt: a route's retry policy, its backoff with jitter, its wait-queue
+//! tiers, and `Retry-After`. Pure functions, tested with fixed values. Which outcomes are
+//! retried is decided in [`crate::delivery::verdict`].
 
 use std::time::{Duration, SystemTime};
-
-/// What a response status means for the delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// 2xx: ack.
-    Success,
-    /// Try again later.
-    Retryable,
-    /// Dead-letter now.
-    Permanent,
-    /// 410: dead-letter now, and the receiver wants no more.
-    Gone,
-}
-
-/// Classifies a status code.
-pub fn classify(status: u16) -> Class {
-    match status {
-        200..=299 => Class::Success,
-        408 | 429 | 500..=599 => Class::Retryable,
-        410 => Class::Gone,
-        _ => Class::Permanent,
-    }
-}
 
 /// A route's retry policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +16,9 @@ pub struct RetryPolicy {
 /// The longest `Retry-After` honoured; longer values are cut to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 
-/// Jitter adds up to this fraction to each backoff step.
-pub const JITTER: f64 = 0.2;
+/// Jitter adds up to this fraction to each backoff step: as much as a wait queue holds past its
+/// tier, so that a jittered step waits in one pass.
+pub const JITTER: f64 = crate::broker::TIER_SPREAD;
 
 impl RetryPolicy {
     /// The wait after failed attempt `attempt` (1-based), given the receiver's `Retry-After`
@@ -99,19 +76,6 @@ mod tests {
 
     fn policy() -> RetryPolicy {
         RetryPolicy { max_attempts: 4, backoff: vec![Duration::from_secs(5), Duration::from_secs(30)] }
-    }
-
-    #[test]
-    fn statuses_are_classified_per_contract() {
-        assert_eq!(classify(200), Class::Success);
-        assert_eq!(classify(204), Class::Success);
-        for s in [408, 429, 500, 502, 503, 599] {
-            assert_eq!(classify(s), Class::Retryable, "{s}");
-        }
-        for s in [301, 302, 400, 401, 403, 404, 422] {
-            assert_eq!(classify(s), Class::Permanent, "{s}");
-        }
-        assert_eq!(classify(410), Class::Gone);
     }
 
     #[test]

@@ -1,77 +1,21 @@
-//! Dead letters on their way to the store. The router publishes each one (with a confirm) to the
-//! dead-letter queue before it acks the original message, which makes it durable; this module
-//! builds that message, and the indexer consumes the queue into the store, acking each dead
-//! letter only once the store has committed it. Inserts are idempotent by id, so a redelivery
-//! after a crash indexes nothing twice. The same code serves every [`Broker`].
+//! The dead-letter indexer: dead letters on their way to the store. The delivery module
+//! publishes each one (with a confirm) to the dead-letter queue before it acks the original
+//! message, which makes it durable; the indexer consumes that queue into the store, acking each
+//! dead letter (on its own queue: it never acks a route message) only once the store has
+//! committed it. Inserts are idempotent by id, so a redelivery after a crash indexes nothing
+//! twice. The same code serves every [`Broker`].
 
-use super::{
-    Broker, DEAD_LETTERS, Destination, H_ATTEMPT, H_DEAD_AT, H_DETAILS, H_ERROR, H_LAST_RESPONSE, H_LAST_STATUS,
-    H_NOT_BEFORE, H_REASON, H_ROUTE, Headers, Message, now_ms,
+use crate::broker::{
+    Broker, DEAD_LETTERS, H_ATTEMPT, H_DEAD_AT, H_DETAILS, H_ERROR, H_LAST_RESPONSE, H_LAST_STATUS, H_REASON, H_ROUTE,
+    Headers, Message, now_ms,
 };
-use crate::pipeline::Reason;
+use crate::delivery::verdict::Reason;
 use crate::store::{self, Store};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
-
-/// A dead letter to store.
-#[derive(Debug)]
-pub struct DeadLetter<'a> {
-    /// The route.
-    pub route: &'a str,
-    /// Why.
-    pub reason: Reason,
-    /// The cause, human-readable.
-    pub error: &'a str,
-    /// Schema violations and the like.
-    pub details: Option<serde_json::Value>,
-    /// Last HTTP status.
-    pub last_status: Option<u16>,
-    /// Start of the last response body.
-    pub last_response: Option<&'a str>,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The original message.
-    pub message: &'a Message,
-}
-
-/// Stores a dead letter durably (published with a confirm): the original body untouched, the
-/// producer's headers kept, the why added as `hookrelay-*` headers.
-pub async fn publish(broker: &dyn Broker, dl: &DeadLetter<'_>) -> Result<(), super::BrokerError> {
-    let mut h = dl.message.headers.clone();
-    for internal in [H_ATTEMPT, H_NOT_BEFORE, "x-death"] {
-        h.remove(internal);
-    }
-    h.set(H_ROUTE, dl.route);
-    h.set(H_REASON, dl.reason.as_str());
-    h.set(H_ERROR, truncate(dl.error, 2048));
-    if let Some(d) = &dl.details {
-        h.set(H_DETAILS, truncate(&d.to_string(), 8192));
-    }
-    if let Some(s) = dl.last_status {
-        h.set(H_LAST_STATUS, s);
-    }
-    if let Some(b) = dl.last_response {
-        h.set(H_LAST_RESPONSE, b);
-    }
-    h.set(H_ATTEMPT, dl.attempts);
-    h.set(H_DEAD_AT, now_ms());
-    let id = uuid::Uuid::new_v4().to_string();
-    broker.publish(Destination::DeadLetters { route: dl.route }, &dl.message.body, &h, Some(&id)).await
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
 
 /// The store's view of a message from the dead-letter queue.
 pub fn from_message(m: &Message) -> store::DeadLetter {

@@ -1,8 +1,9 @@
-//! Publishing CloudEvents to the events exchange, as `hookrelay publish` does: structured JSON,
-//! routing key = type, confirmed, many confirms pipelined. A publish that reaches no queue means
-//! no route subscribes to the type, and is reported as an error.
+//! `hookrelay publish`: CloudEvents (structured JSON) to the events exchange of a broker
+//! (routing key = type, confirmed, many confirms pipelined), or through a running router's
+//! ingest API. A publish that reaches no queue means no route subscribes to the type, and is
+//! reported as an error.
 
-use super::{Broker, BrokerError, Destination, Headers};
+use crate::broker::{Broker, BrokerError, Destination, Headers};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -84,8 +85,8 @@ pub async fn publish_events(broker: &dyn Broker, spec: &EventSpec, count: u64) -
 /// at once, and prints each event id once the router has accepted it (its broker confirmed).
 /// An answer other than 202 stops with the API's error message.
 pub async fn post_events(base: &str, api_key: Option<&str>, spec: &EventSpec, count: u64) -> Result<(), BrokerError> {
-    use crate::deliver::client::WebhookClient;
-    use crate::deliver::guard::Policy;
+    use crate::delivery::http::client::WebhookClient;
+    use crate::delivery::http::guard::Policy;
     // The caller chose this address: the SSRF guard is for webhook targets, not for this.
     let client = WebhookClient::new(Policy { allow_http: true, allow_private_networks: true }, &[]);
     let url: http::Uri = format!("{}/v1/events", base.trim_end_matches('/'))

@@ -1,0 +1,329 @@
+//! The route compiler, one for both sources of routes: route files (`routes/<name>.toml`, see
+//! `route_files`) and API subscriptions ([`crate::subscriptions`]). Each source turns
+//! what it holds into a [`Definition`] (reading its script files or inline sources, its secrets,
+//! its digest) and reports problems at its own places (a file's line and column, a
+//! subscription's field); this module checks every value against the same limits, fills in the
+//! same defaults, and builds the [`Route`].
+
+use super::{Origin, Route};
+use crate::broker::topic;
+use crate::delivery::http::guard::Policy;
+use crate::delivery::http::retry::RetryPolicy;
+use crate::delivery::http::sign::Signer;
+use crate::pipeline::redact::RedactPath;
+use crate::pipeline::script::Script;
+use crate::pipeline::{BodyFormat, Steps};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A route name: 1 to this many characters of `A-Z a-z 0-9 - _ .` (it names the route's queue).
+pub const NAME_MAX_LEN: usize = 200;
+/// Deliveries at once on an unordered route.
+pub const CONCURRENCY: RangeInclusive<usize> = 1..=10_000;
+/// Attempts in all, the first included.
+pub const MAX_ATTEMPTS: RangeInclusive<u32> = 1..=1_000;
+/// Default per-attempt timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default deliveries at once on an unordered route.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Default attempts in all.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+
+/// Default waits before attempt 2, 3, …: 5s, 30s, 2m, 10m, 30m, 1h, 2h.
+pub fn default_backoff() -> Vec<Duration> {
+    [5, 30, 120, 600, 1800, 3600, 7200].map(Duration::from_secs).to_vec()
+}
+
+/// A value of a route definition, as problems name it: each source maps it to its own place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field<'a> {
+    /// `name`.
+    Name,
+    /// The `events` list as a whole.
+    Events,
+    /// The `i`-th event pattern.
+    Event(usize),
+    /// `url`.
+    Url,
+    /// `timeout`.
+    Timeout,
+    /// `concurrency`.
+    Concurrency,
+    /// `retry.max_attempts` (`max_attempts` on a subscription).
+    MaxAttempts,
+    /// `retry.backoff` as a whole (`backoff` on a subscription).
+    Backoff,
+    /// The `i`-th backoff step.
+    BackoffStep(usize),
+    /// The `i`-th redaction path.
+    Redact(usize),
+    /// A static header's name.
+    HeaderName(&'a str),
+    /// A static header's value.
+    HeaderValue(&'a str),
+}
+
+impl Field<'_> {
+    /// The key a route file writes, for messages about a value (`None` where the message names
+    /// the value itself).
+    pub fn file_key(self) -> Option<&'static str> {
+        match self {
+            Self::Events => Some("events"),
+            Self::Timeout => Some("timeout"),
+            Self::Concurrency => Some("concurrency"),
+            Self::MaxAttempts => Some("retry.max_attempts"),
+            Self::Backoff | Self::BackoffStep(_) => Some("retry.backoff"),
+            _ => None,
+        }
+    }
+
+    /// The field of a subscription definition.
+    pub fn api_field(self) -> String {
+        match self {
+            Self::Name => "name".into(),
+            Self::Events => "events".into(),
+            Self::Event(i) => format!("events[{i}]"),
+            Self::Url => "url".into(),
+            Self::Timeout => "timeout".into(),
+            Self::Concurrency => "concurrency".into(),
+            Self::MaxAttempts => "max_attempts".into(),
+            Self::Backoff => "backoff".into(),
+            Self::BackoffStep(i) => format!("backoff[{i}]"),
+            Self::Redact(i) => format!("redact[{i}]"),
+            Self::HeaderName(k) | Self::HeaderValue(k) => format!("headers.{k}"),
+        }
+    }
+}
+
+/// A route as a source defines it, before its values are checked. Scripts come compiled (each
+/// source has its own way to find them), the signer built (`None` when the source already
+/// reported why it could not be).
+#[derive(Debug)]
+pub struct Definition<'a> {
+    /// The route name.
+    pub name: &'a str,
+    /// Event types and topic patterns.
+    pub events: Vec<&'a str>,
+    /// The receiver, as written.
+    pub url: &'a str,
+    /// Strict FIFO.
+    pub ordered: bool,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Deliveries at once (unordered).
+    pub concurrency: usize,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// Waits between attempts; the last repeats.
+    pub backoff: Vec<Duration>,
+    /// `fn filter(event)`, checked to be defined.
+    pub filter: Option<Arc<Script>>,
+    /// `fn transform(event)`, checked to be defined.
+    pub transform: Option<Arc<Script>>,
+    /// Paths removed before sending, as written.
+    pub redact: Vec<&'a str>,
+    /// The body's shape.
+    pub format: BodyFormat,
+    /// Static headers, as written.
+    pub headers: Vec<(&'a str, &'a str)>,
+    /// Keep sent bodies in the delivery log.
+    pub log_payload: bool,
+    /// How requests are signed.
+    pub signer: Option<Signer>,
+    /// Tells a reload whether the route changed.
+    pub digest: String,
+    /// Where it is defined.
+    pub origin: Origin,
+}
+
+/// Checks every value of `def` against the limits and `security`, reporting each problem to
+/// `report` (all of them, not only the first), and builds the route when there is none.
+pub fn compile(def: Definition<'_>, security: Policy, report: &mut dyn FnMut(Field<'_>, String)) -> Option<Route> {
+    let mut ok = true;
+    let mut problem = |field: Field<'_>, message: String| {
+        ok = false;
+        report(field, message);
+    };
+    let name = def.name;
+    if name.is_empty()
+        || name.len() > NAME_MAX_LEN
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        problem(
+            Field::Name,
+            format!("route name {name:?} must be 1 to {NAME_MAX_LEN} characters of A-Z a-z 0-9 - _ ."),
+        );
+    }
+    if def.events.is_empty() {
+        problem(Field::Events, "must name at least one event type or pattern".into());
+    }
+    for (i, pattern) in def.events.iter().enumerate() {
+        if let Err(m) = topic::valid_pattern(pattern) {
+            problem(Field::Event(i), m);
+        }
+    }
+    let url = match def.url.parse::<Uri>() {
+        Ok(u) if u.host().is_some() => match security.check_url(&u) {
+            Ok(()) => Some(u),
+            Err(e) => {
+                problem(Field::Url, e.to_string());
+                None
+            }
+        },
+        _ => {
+            problem(Field::Url, format!("{:?} is not an absolute URL", def.url));
+            None
+        }
+    };
+    if def.timeout.is_zero() {
+        problem(Field::Timeout, "must be more than zero".into());
+    }
+    if !CONCURRENCY.contains(&def.concurrency) {
+        problem(Field::Concurrency, format!("must be at least 1 and at most {}", CONCURRENCY.end()));
+    }
+    if !MAX_ATTEMPTS.contains(&def.max_attempts) {
+        problem(Field::MaxAttempts, format!("must be at least 1 and at most {}", MAX_ATTEMPTS.end()));
+    }
+    let backoff_rule = "must list at least one duration, none of them zero";
+    if def.backoff.is_empty() {
+        problem(Field::Backoff, backoff_rule.into());
+    }
+    if let Some(i) = def.backoff.iter().position(Duration::is_zero) {
+        problem(Field::BackoffStep(i), backoff_rule.into());
+    }
+    let mut redact = Vec::new();
+    for (i, path) in def.redact.iter().enumerate() {
+        match RedactPath::parse(path) {
+            Ok(r) => redact.push(r),
+            Err(m) => problem(Field::Redact(i), m),
+        }
+    }
+    let mut headers = HeaderMap::new();
+    for (k, v) in &def.headers {
+        match (HeaderName::try_from(*k), HeaderValue::try_from(*v)) {
+            (Ok(k), Ok(v)) => {
+                headers.insert(k, v);
+            }
+            (Err(_), _) => problem(Field::HeaderName(k), format!("{k:?} is not a valid HTTP header name")),
+            (_, Err(_)) => problem(
+                Field::HeaderValue(k),
+                format!("the value of header {k:?} is not a valid HTTP header value (control characters?)"),
+            ),
+        }
+    }
+    let (Some(url), Some(signer), true) = (url, def.signer, ok) else { return None };
+    Some(Route {
+        name: name.to_string(),
+        events: def.events.iter().map(|e| e.to_string()).collect(),
+        url,
+        ordered: def.ordered,
+        timeout: def.timeout,
+        concurrency: def.concurrency,
+        steps: Steps { filter: def.filter, transform: def.transform, redact, format: def.format },
+        headers,
+        log_payload: def.log_payload,
+        signer,
+        retry: RetryPolicy { max_attempts: def.max_attempts, backoff: def.backoff },
+        digest: def.digest,
+        origin: def.origin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::http::sign::SigningKey;
+
+    fn definition() -> Definition<'static> {
+        Definition {
+            name: "orders",
+            events: vec!["order.*"],
+            url: "https://erp.example.com/hooks",
+            ordered: false,
+            timeout: DEFAULT_TIMEOUT,
+            concurrency: DEFAULT_CONCURRENCY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: default_backoff(),
+            filter: None,
+            transform: None,
+            redact: vec!["data.customer.email"],
+            format: BodyFormat::Standard,
+            headers: vec![("x-tenant", "acme")],
+            log_payload: false,
+            signer: Some(Signer::Standard(vec![SigningKey::from_whsec(&SigningKey::generate()).unwrap()])),
+            digest: "d".into(),
+            origin: Origin::File { file: "routes/orders.toml".into() },
+        }
+    }
+
+    fn problems(def: Definition<'_>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let route = compile(def, Policy::default(), &mut |f, m| out.push((f.api_field(), m)));
+        assert_eq!(route.is_some(), out.is_empty(), "a route exactly when there is no problem: {out:?}");
+        out
+    }
+
+    #[test]
+    fn a_valid_definition_compiles_with_every_value() {
+        let route = compile(definition(), Policy::default(), &mut |f, m| panic!("{f:?}: {m}")).unwrap();
+        assert_eq!((route.name.as_str(), route.queue()), ("orders", "hookrelay.route.orders".to_string()));
+        assert_eq!((route.concurrency, route.retry.max_attempts, route.retry.backoff.len()), (16, 8, 7));
+        assert_eq!(route.steps.redact.len(), 1);
+        assert_eq!(route.headers["x-tenant"], "acme");
+    }
+
+    #[test]
+    fn limits_are_the_same_for_every_source_and_every_problem_is_reported() {
+        let def = Definition {
+            name: "a b",
+            events: vec!["order..paid"],
+            url: "http://erp.example.com/",
+            timeout: Duration::ZERO,
+            concurrency: 10_001,
+            max_attempts: 1_001,
+            backoff: vec![Duration::from_secs(1), Duration::ZERO],
+            redact: vec!["data..x"],
+            headers: vec![("x bad", "1"), ("x-ok", "a\u{7}b")],
+            ..definition()
+        };
+        let fields: Vec<String> = problems(def).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "events[0]",
+                "url",
+                "timeout",
+                "concurrency",
+                "max_attempts",
+                "backoff[1]",
+                "redact[0]",
+                "headers.x bad",
+                "headers.x-ok"
+            ]
+        );
+        let at_limits = Definition { concurrency: 10_000, max_attempts: 1_000, ..definition() };
+        assert!(problems(at_limits).is_empty());
+        let zero =
+            problems(Definition { concurrency: 0, max_attempts: 0, events: vec![], backoff: vec![], ..definition() });
+        assert_eq!(
+            zero,
+            [
+                ("events".to_string(), "must name at least one event type or pattern".to_string()),
+                ("concurrency".into(), "must be at least 1 and at most 10000".into()),
+                ("max_attempts".into(), "must be at least 1 and at most 1000".into()),
+                ("backoff".into(), "must list at least one duration, none of them zero".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_source_that_could_not_sign_gets_no_route_and_no_second_report() {
+        let mut reported = 0;
+        let def = Definition { signer: None, ..definition() };
+        assert!(compile(def, Policy::default(), &mut |_, _| reported += 1).is_none());
+        assert_eq!(reported, 0);
+    }
+}

@@ -1,0 +1,454 @@
+//! A route's worker: the consume loop, and the stages of one message read top to bottom in
+//! `Dispatch`: prepare (the pipeline) → attempt → decide → report → settle.
+//!
+//! Ordered routes (single active consumer) are a plain sequential loop: one message at a time,
+//! retried in place, so later events wait. Unordered routes run up to `concurrency` messages at
+//! once (a semaphore of slots), retried through the broker's delay, so one failing event blocks
+//! nothing. Stopping takes no new message, lets the ones in flight settle, then closes the
+//! consumer, which gives the unacked ones back in order (never cancel-then-requeue: on a
+//! single-active-consumer queue the next consumer would overtake them).
+//!
+//! Contexts by lifetime, as svix-server's worker does: [`Shared`] for the process (the live
+//! config and client, the sequencer, the delivery log), [`Worker`] for one route's consumer, and
+//! `Dispatch` for one message (the config and route it read once, when it started).
+
+use super::attempt::{Attempt, Sequencer};
+use super::http::client::WebhookClient;
+use super::settle::{DeadLetter, Settle, Settled};
+use super::verdict::{self, AttemptResult, Reason, Verdict};
+use crate::broker::{Broker, BrokerError, Consumer, H_TRACEPARENT, Message, now_ms};
+use crate::config::{Origin, Route, Snapshot};
+use crate::metrics::{self, RouteMeter};
+use crate::pipeline::{self, Payload, Prepared, Rejection};
+use crate::store::log::AttemptLog;
+use crate::store::{Attempt as LoggedAttempt, Outcome};
+use crate::telemetry;
+use arc_swap::ArcSwap;
+use futures_util::FutureExt;
+use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, warn};
+
+/// The config now live with the HTTP client built for it: swapped as one by a reload, so that a
+/// delivery never pairs a config with another config's client.
+pub struct Live {
+    /// The config.
+    pub snapshot: Arc<Snapshot>,
+    /// The client for its `[security]` policy and CA certificates.
+    pub client: Arc<WebhookClient>,
+}
+
+/// What every worker of the process shares: the live config and client, the sequencer, the
+/// delivery log, and where `410 Gone` answers go.
+pub struct Shared {
+    live: ArcSwap<Live>,
+    sequencer: Sequencer,
+    log: Option<Arc<AttemptLog>>,
+    gone: OnceLock<mpsc::UnboundedSender<Gone>>,
+}
+
+/// A receiver answered `410 Gone` on an API-managed route: the subscription is to be disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gone {
+    /// The subscription's id.
+    pub subscription: String,
+    /// The route (the subscription's name).
+    pub route: String,
+    /// The event whose delivery got the 410.
+    pub event_id: String,
+}
+
+impl Shared {
+    /// For a first config, recording attempts in `log` when given.
+    pub fn new(snapshot: Snapshot, log: Option<Arc<AttemptLog>>) -> Self {
+        let client = Arc::new(WebhookClient::new(snapshot.security, &snapshot.extra_roots));
+        Self {
+            live: ArcSwap::from_pointee(Live { snapshot: Arc::new(snapshot), client }),
+            sequencer: Sequencer::default(),
+            log,
+            gone: OnceLock::new(),
+        }
+    }
+
+    /// The config and client now live.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// The config now live.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load().snapshot.clone()
+    }
+
+    /// Makes `snapshot` live; with a new client when `new_client` (its `[security]` or CA file
+    /// changed), else with the one now live.
+    pub fn swap(&self, snapshot: Arc<Snapshot>, new_client: bool) {
+        let client = if new_client {
+            Arc::new(WebhookClient::new(snapshot.security, &snapshot.extra_roots))
+        } else {
+            self.live.load().client.clone()
+        };
+        self.live.store(Arc::new(Live { snapshot, client }));
+    }
+
+    /// The sequencer of every delivery.
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.sequencer
+    }
+
+    /// The delivery log, when attempts are recorded.
+    pub fn attempt_log(&self) -> Option<&Arc<AttemptLog>> {
+        self.log.as_ref()
+    }
+
+    /// The `410 Gone` answers on API-managed routes, from now on; the first caller gets them,
+    /// later ones `None`. Without a caller they are dropped.
+    pub fn gone_reports(&self) -> Option<mpsc::UnboundedReceiver<Gone>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.gone.set(tx).ok().map(|()| rx)
+    }
+}
+
+/// One route's consumer, for its life (svix's `WorkerContext`).
+pub struct Worker {
+    shared: Arc<Shared>,
+    broker: Arc<dyn Broker>,
+    /// Swapped by reloads; each message reads it once, when it starts.
+    route: Arc<ArcSwap<Route>>,
+    stop: CancellationToken,
+    /// The route's metrics (a reload keeps the route's name, so the handles stay right).
+    meter: RouteMeter,
+}
+
+impl Worker {
+    /// A worker for `route` (which reloads may swap) on `broker`, that stops when `stop` is
+    /// cancelled.
+    pub fn new(
+        shared: Arc<Shared>,
+        broker: Arc<dyn Broker>,
+        route: Arc<ArcSwap<Route>>,
+        stop: CancellationToken,
+    ) -> Self {
+        let meter = RouteMeter::new(&route.load().name);
+        Self { shared, broker, route, stop, meter }
+    }
+
+    /// Consumes until stopped or the consumer fails (`Err(why)`), then closes the consumer once
+    /// every message in flight has settled, which gives the unacked ones back in order. Ordered
+    /// or not, and how many at once, are the route's at start: a reload that changes them
+    /// starts a new worker.
+    pub async fn run(self, mut consumer: Box<dyn Consumer>) -> Result<(), String> {
+        let route = self.route.load_full();
+        let result = if route.ordered {
+            self.sequential(consumer.as_mut()).await
+        } else {
+            Arc::new(self).concurrent(consumer.as_mut(), route.concurrency).await
+        };
+        consumer.close().await;
+        result
+    }
+
+    /// Ordered: one message at a time, each settled before the next is taken.
+    async fn sequential(&self, consumer: &mut dyn Consumer) -> Result<(), String> {
+        loop {
+            let message = tokio::select! {
+                _ = self.stop.cancelled() => return Ok(()),
+                m = consumer.next() => next(m)?,
+            };
+            // A panic fails this worker like a failed consumer (the session then reconnects),
+            // as it fails a message's task on an unordered route.
+            match AssertUnwindSafe(self.handle(message)).catch_unwind().await {
+                Ok(Ok(Settled::Abandoned)) => return Ok(()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("delivery task failed: it panicked".into()),
+            }
+        }
+    }
+
+    /// Unordered: up to `concurrency` messages at once, each in a task of its own.
+    async fn concurrent(self: Arc<Self>, consumer: &mut dyn Consumer, concurrency: usize) -> Result<(), String> {
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let mut inflight: JoinSet<Result<Settled, BrokerError>> = JoinSet::new();
+        let mut result = Ok(());
+        loop {
+            while let Some(done) = inflight.try_join_next() {
+                if let Err(e) = flatten(done) {
+                    result = Err(e);
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+            let permit = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                p = slots.clone().acquire_owned() => p.expect("never closed"),
+            };
+            let message = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                m = consumer.next() => m,
+            };
+            let message = match next(message) {
+                Ok(m) => m,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let w = self.clone();
+            inflight.spawn(
+                async move {
+                    let out = w.handle(message).await;
+                    drop(permit);
+                    out
+                }
+                .in_current_span(),
+            );
+        }
+        while let Some(done) = inflight.join_next().await {
+            if let Err(e) = flatten(done) {
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+
+    /// One message, from the broker to settled.
+    async fn handle(&self, message: Message) -> Result<Settled, BrokerError> {
+        let live = self.shared.live();
+        let route = self.route.load_full();
+        let settle = Settle {
+            broker: self.broker.as_ref(),
+            route: &route,
+            message: &message,
+            meter: &self.meter,
+            stop: &self.stop,
+        };
+        if let Some(rest) = settle.early() {
+            // Not counted as consumed: the event has not come back for its attempt yet.
+            return settle.park_again(rest).await;
+        }
+        self.meter.consumed();
+        let _busy = self.meter.in_flight();
+        let dispatch = Dispatch {
+            worker: self,
+            snap: &live.snapshot,
+            client: &live.client,
+            route: &route,
+            message: &message,
+            attempt: settle.attempt(),
+            // The producer's trace context: the message header (AMQP producers and the ingest
+            // API) wins over the event's `traceparent` extension.
+            header_tp: message.headers.str(H_TRACEPARENT).filter(|tp| telemetry::parse_traceparent(tp).is_some()),
+            settle,
+        };
+        dispatch.run().await
+    }
+}
+
+fn next(m: Option<Result<Message, BrokerError>>) -> Result<Message, String> {
+    match m {
+        Some(Ok(m)) => Ok(m),
+        Some(Err(e)) => Err(format!("consumer failed: {e}")),
+        None => Err("consumer closed by the broker".into()),
+    }
+}
+
+fn flatten(r: Result<Result<Settled, BrokerError>, tokio::task::JoinError>) -> Result<Settled, String> {
+    match r {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("delivery task failed: {e}")),
+    }
+}
+
+/// One message's delivery (svix's `DispatchContext`): the config, client and route it read when
+/// it started (a reload applies to the messages that start after it), and its settlement.
+struct Dispatch<'a> {
+    worker: &'a Worker,
+    snap: &'a Snapshot,
+    client: &'a WebhookClient,
+    route: &'a Route,
+    message: &'a Message,
+    /// The attempt it comes for (1, or the next after a park).
+    attempt: u32,
+    header_tp: Option<&'a str>,
+    settle: Settle<'a>,
+}
+
+impl Dispatch<'_> {
+    async fn run(self) -> Result<Settled, BrokerError> {
+        // The pipeline runs before the span is made, so that the event's own `traceparent` can
+        // still become the span's parent.
+        let pipeline = self.snap.pipeline();
+        match pipeline::prepare(&pipeline, &self.route.steps, &self.message.body) {
+            Ok(Prepared::Deliver(payload)) => {
+                let traceparents = [self.header_tp, payload.traceparent.as_deref()];
+                let span = telemetry::decoded_event_span(
+                    &self.route.name,
+                    traceparents,
+                    &payload.event_id,
+                    &payload.event_type,
+                );
+                self.deliver(&payload).instrument(span).await
+            }
+            Ok(Prepared::Filtered) => {
+                self.worker.meter.filtered();
+                async {
+                    debug!("filtered out");
+                    self.settle.ack().await
+                }
+                .instrument(telemetry::event_span(&self.route.name, self.header_tp))
+                .await
+            }
+            Err(rejection) => self.refuse(rejection).await,
+        }
+    }
+
+    /// The attempts of one event, inside its span. Issue 14's policies plug in here: a rate
+    /// limit waits for its token before each attempt, and each [`AttemptResult`] feeds the
+    /// route's circuit breaker before the verdict.
+    async fn deliver(&self, payload: &Payload) -> Result<Settled, BrokerError> {
+        let sequence = self.worker.shared.sequencer.of(payload);
+        // With traces off, every attempt sends the producer's traceparent, or one made once for
+        // this event, so that all attempts share a trace.
+        let incoming: Cow<'_, str> = match self
+            .header_tp
+            .or_else(|| payload.traceparent.as_deref().filter(|tp| telemetry::parse_traceparent(tp).is_some()))
+        {
+            Some(tp) => Cow::Borrowed(tp),
+            None => Cow::Owned(telemetry::new_traceparent()),
+        };
+        let keep = self.snap.limits.response_body_bytes;
+        let mut number = self.attempt;
+        loop {
+            let attempt = Attempt { route: self.route, payload, sequence: &sequence, number, traceparent: &incoming };
+            let result = attempt.send(self.client, keep).await;
+            let verdict = verdict::decide(&result, &self.route.retry, number, self.route.ordered, fastrand::f64());
+            self.report(payload, number, &result, verdict);
+            match self.settle.verdict(verdict, &result, number).await? {
+                Settled::Again => number += 1,
+                settled => return Ok(settled),
+            }
+        }
+    }
+
+    /// What one attempt tells the delivery log, the metrics, the log and, for a `410 Gone` on
+    /// an API-managed route, the subscriptions.
+    fn report(&self, payload: &Payload, attempt: u32, result: &AttemptResult, verdict: Verdict) {
+        let (route, snap, meter) = (self.route, self.snap, &self.worker.meter);
+        let (status, ms) = (result.status(), result.duration().as_millis() as u64);
+        let error = result.failure().map(|_| result.error());
+        if let Some(log) = &self.worker.shared.log {
+            log.record(LoggedAttempt {
+                route: route.name.clone(),
+                event_id: payload.event_id.clone(),
+                event_type: payload.event_type.clone(),
+                attempt,
+                outcome: match verdict {
+                    Verdict::Delivered => Outcome::Delivered,
+                    Verdict::RetryInPlace(_) | Verdict::Park(_) => Outcome::Retrying,
+                    Verdict::DeadLetter(_) => Outcome::Dead,
+                },
+                status,
+                duration_ms: ms,
+                response_body: result.response().map(|r| r.body.clone()),
+                error: error.clone(),
+                payload: route.log_payload.then(|| payload.body.to_vec()),
+                event: route.log_payload.then(|| self.message.body.to_vec()),
+                config_version: snap.version,
+                config_revision: snap.revision.clone(),
+                at_ms: now_ms() as i64,
+            });
+        }
+        let (Some(failure), Some(error)) = (result.failure(), error) else {
+            meter.delivered(result.duration(), payload.time.and_then(metrics::lag));
+            debug!(revision = %snap.revision, attempt, status, ms, "delivered");
+            return;
+        };
+        meter.attempt_failed(failure);
+        match verdict {
+            Verdict::Delivered => {}
+            Verdict::RetryInPlace(delay) | Verdict::Park(delay) => {
+                warn!(revision = %snap.revision, attempt, status, reason = failure.as_str(), error = %error, retry_in = ?delay, "delivery failed; will retry");
+            }
+            Verdict::DeadLetter(reason) => {
+                warn!(revision = %snap.revision, attempt, status, reason = reason.as_str(), failure = failure.as_str(), error = %error, "delivery failed; dead-lettering");
+                if let (Reason::Gone, Origin::Api { subscription }) = (reason, &route.origin)
+                    && let Some(gone) = self.worker.shared.gone.get()
+                {
+                    let _ = gone.send(Gone {
+                        subscription: subscription.clone(),
+                        route: route.name.clone(),
+                        event_id: payload.event_id.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Dead-letters an event the pipeline refused. The log says which event and why, never its
+    /// data: schema violations by path only (their messages quote the data; the dead letter
+    /// keeps them).
+    async fn refuse(&self, rej: Rejection) -> Result<Settled, BrokerError> {
+        let span = telemetry::event_span(&self.route.name, self.header_tp);
+        // Only on this rare path: the ids, read again from an event that did not pass.
+        let ids = (rej.reason != Reason::TooLarge).then(|| EventIds::peek(&self.message.body)).flatten();
+        if let Some(ids) = &ids {
+            if self.header_tp.is_none()
+                && let Some(tp) = ids.traceparent.as_deref()
+            {
+                telemetry::set_parent(&span, tp);
+            }
+            telemetry::record_event(
+                &span,
+                ids.id.as_deref().unwrap_or_default(),
+                ids.ty.as_deref().unwrap_or_default(),
+            );
+        }
+        async {
+            let (revision, reason) = (&self.snap.revision, rej.reason.as_str());
+            if rej.reason == Reason::Schema {
+                let paths: Vec<&str> =
+                    rej.violations.iter().map(|v| if v.path.is_empty() { "/" } else { v.path.as_str() }).collect();
+                warn!(%revision, reason, violations = rej.violations.len(), paths = %paths.join(", "), "event refused (its data does not match the schema; the dead letter has the details); dead-lettering");
+            } else {
+                warn!(%revision, reason, error = %rej.message, "event refused; dead-lettering");
+            }
+            let details =
+                (!rej.violations.is_empty()).then(|| serde_json::to_value(&rej.violations).unwrap_or_default());
+            let dl = DeadLetter {
+                reason: rej.reason,
+                error: &rej.message,
+                details,
+                last_status: None,
+                last_response: None,
+                attempts: self.attempt - 1,
+            };
+            self.settle.dead_letter(dl).await
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The ids of an event the pipeline refused, for its span and log line.
+#[derive(serde::Deserialize)]
+struct EventIds<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    traceparent: Option<Cow<'a, str>>,
+}
+
+impl<'a> EventIds<'a> {
+    fn peek(body: &'a [u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
+}

@@ -1,0 +1,57 @@
+//! SQLite: opening a file (created when missing, WAL journal) and what SQLite does its own way.
+//! It runs all the shared SQL as it is.
+
+use super::{
+    AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, SqlStore, StoreError, SubscriptionTable, migrator,
+};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Pool, Sqlite};
+use std::str::FromStr;
+use tokio::sync::mpsc;
+
+impl SqlStore<Sqlite> {
+    /// Opens (creating when missing) and migrates.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        migrator(&[
+            ("delivery log", include_str!("../../../migrations/sqlite/0001_delivery_log.sql")),
+            (
+                "subscriptions audit stats",
+                include_str!("../../../migrations/sqlite/0002_subscriptions_audit_stats.sql"),
+            ),
+            ("replay leases", include_str!("../../../migrations/sqlite/0003_replay_leases.sql")),
+        ])
+        .run(&pool)
+        .await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Backend for Sqlite {
+    const BACKEND: &'static str = "sqlite";
+    /// Takes the write lock up front (waiting up to the busy timeout), so that concurrent
+    /// writers queue instead of failing when a deferred transaction tries to upgrade its lock.
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    /// One process owns a SQLite file: there is nobody else's change to hear of.
+    async fn change_feed(_: &Pool<Self>) -> Result<Option<mpsc::Receiver<()>>, StoreError> {
+        Ok(None)
+    }
+}
+
+impl DeliveryLog for Sqlite {}
+impl AttemptStats for Sqlite {}
+impl DeadLetterIndex for Sqlite {}
+impl SubscriptionTable for Sqlite {}
+impl AuditTrail for Sqlite {}

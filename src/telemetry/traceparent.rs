@@ -1,0 +1,98 @@
+//! W3C trace context: parsing and formatting `traceparent`, the value to send on a webhook, and
+//! the value to pass on to the next hop.
+
+use super::TRACES_ON;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use std::sync::atomic::Ordering;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The `traceparent` to send for `span`: the span's own context when traces are on; otherwise
+/// `incoming` when it is a valid `traceparent`, else a new random one (same shape either way).
+pub fn traceparent(span: &Span, incoming: Option<&str>) -> String {
+    forward_traceparent(span, incoming).unwrap_or_else(new_traceparent)
+}
+
+/// The `traceparent` to pass on with something handed to the next hop (the ingest API's
+/// publish): the span's own context when traces are on; otherwise `incoming` when it is a valid
+/// `traceparent`; otherwise none, so that the next hop can still use what the event itself
+/// carries (its `traceparent` extension).
+pub fn forward_traceparent(span: &Span, incoming: Option<&str>) -> Option<String> {
+    if TRACES_ON.load(Ordering::Relaxed) {
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            return Some(format_traceparent(&sc));
+        }
+    }
+    incoming.filter(|tp| parse_traceparent(tp).is_some()).map(|tp| tp.trim().to_string())
+}
+
+/// `00-<trace id>-<span id>-<flags>`.
+pub fn format_traceparent(sc: &SpanContext) -> String {
+    format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8())
+}
+
+/// A fresh, sampled W3C `traceparent`, for events that carry none.
+pub fn new_traceparent() -> String {
+    format!("00-{:032x}-{:016x}-01", fastrand::u128(1..), fastrand::u64(1..))
+}
+
+/// Parses a W3C `traceparent` (`version-traceid-parentid-flags`, lowercase hex; version `ff`
+/// and all-zero ids are invalid; future versions may append fields).
+pub fn parse_traceparent(s: &str) -> Option<SpanContext> {
+    let mut parts = s.trim().split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok().filter(|t| *t != TraceId::INVALID)?;
+    let span_id = SpanId::from_hex(span).ok().filter(|s| *s != SpanId::INVALID)?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(SpanContext::new(trace_id, span_id, TraceFlags::new(flags & 1), true, TraceState::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_parsing_follows_the_w3c_rules() {
+        let sc = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_sampled() && sc.is_remote());
+        assert!(!parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap().is_sampled());
+        // A later version may append fields; version 00 may not.
+        assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra").is_some());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn without_traces_the_incoming_traceparent_passes_through_or_a_new_one_is_made() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(traceparent(&Span::none(), Some(tp)), tp);
+        for incoming in [None, Some("garbage")] {
+            let made = traceparent(&Span::none(), incoming);
+            assert!(parse_traceparent(&made).is_some_and(|sc| sc.is_sampled()), "{made}");
+        }
+        let sc = parse_traceparent(tp).unwrap();
+        assert_eq!(format_traceparent(&sc), tp);
+    }
+}
