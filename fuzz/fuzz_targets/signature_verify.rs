@@ -7,7 +7,7 @@
 #![no_main]
 
 use base64::Engine as _;
-use hookrelay::deliver::sign::{Signer, SigningKey, standard_signature, verify_standard};
+use hookrelay::delivery::http::sign::{Signer, SigningKey, standard_signature, verify_standard};
 use hookrelay::listen::{TOLERANCE_SECS, Verdict, verify};
 use libfuzzer_sys::fuzz_target;
 
