@@ -518,15 +518,18 @@ fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: boo
                 println!("error: {e}");
             }
             match &loaded {
-                Ok(s) => println!(
-                    "ok: {} — version {}, revision {}, {} route(s), {} event type(s), {} warning(s)",
-                    dir.display(),
-                    s.version,
-                    s.revision,
-                    s.routes.len(),
-                    s.schemas.types().len(),
-                    warnings.len()
-                ),
+                Ok(s) => {
+                    println!(
+                        "ok: {} — version {}, revision {}, {} route(s), {} event type(s), {} warning(s)",
+                        dir.display(),
+                        s.version,
+                        s.revision,
+                        s.routes.len(),
+                        s.schemas.types().len(),
+                        warnings.len()
+                    );
+                    println!("{}", hookrelay::api::access::describe(&s.api).0);
+                }
                 Err(_) => println!("{} error(s), {} warning(s)", errors.len(), warnings.len()),
             }
         }
@@ -541,6 +544,7 @@ fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: boo
                 report["version"] = s.version.into();
                 report["revision"] = s.revision.clone().into();
                 report["routes"] = s.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>().into();
+                report["api"] = hookrelay::api::access::describe(&s.api).1;
             }
             println!("{report}");
         }

@@ -3,7 +3,7 @@
 //! `/metrics`; nothing here listens on a socket.
 //!
 //! Label values stay bounded: `route` comes from the config (route names), every other label
-//! is a fixed enum ([`AttemptFailure`], [`Reason`], [`ReloadResult`]). Event ids, URLs and
+//! is a fixed enum ([`AttemptFailure`], [`Reason`], [`ReloadResult`], [`ApiRefusal`]). Event ids, URLs and
 //! payloads never become labels.
 //!
 //! The reporting functions are no-ops until [`install`] ran, so library users and tests that
@@ -36,9 +36,10 @@
 //! | `hookrelay_events_held_total` | counter | `route`, `reason` |
 //! | `hookrelay_rate_limited_waits_total` | counter | `route` |
 //! | `hookrelay_rate_limit_per_second` | gauge | `route` |
+//! | `hookrelay_api_refused_total` | counter | `reason` = an [`ApiRefusal`] label |
 //!
-//! The last five exist for routes with a `[circuit_breaker]` or a `[rate_limit]` only
-//! ([`GateMeter`]).
+//! The circuit and rate-limit metrics exist for routes with a `[circuit_breaker]` or a
+//! `[rate_limit]` only ([`GateMeter`]).
 
 use crate::delivery::verdict::{AttemptFailure, Reason};
 use metrics::{Counter, Gauge, Histogram, Unit};
@@ -48,7 +49,9 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
+mod api;
 mod gate;
+pub use api::{ApiRefusal, api_refused};
 pub use gate::GateMeter;
 
 /// `hookrelay_build_info{version}`: always 1.
@@ -84,6 +87,9 @@ pub const DELIVERY_LAG: &str = "hookrelay_delivery_lag_seconds";
 pub const IN_FLIGHT: &str = "hookrelay_deliveries_in_flight";
 /// `hookrelay_queue_depth{route}`: messages ready in the route's queue, polled from the broker.
 pub const QUEUE_DEPTH: &str = "hookrelay_queue_depth";
+/// `hookrelay_api_refused_total{reason}`: API requests refused before any handler ran, by why
+/// (see [`ApiRefusal`]).
+pub const API_REFUSED: &str = "hookrelay_api_refused_total";
 
 /// `hookrelay_circuit_state{route,state}`: 1 for the state the route's circuit is in
 /// (`closed`, `open`, `half_open`), 0 for the others.
@@ -124,6 +130,7 @@ pub const METRICS: &[&str] = &[
     EVENTS_HELD,
     RATE_LIMITED_WAITS,
     RATE_LIMIT_PER_SECOND,
+    API_REFUSED,
 ];
 
 /// Bucket bounds of [`DELIVERY_DURATION`], in seconds: a webhook answers in milliseconds to
@@ -225,6 +232,7 @@ struct Installed {
     states: Mutex<States>,
     reloads: [Counter; 2],
     last_reload_ok: Gauge,
+    api_refused: [Counter; ApiRefusal::ALL.len()],
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -318,6 +326,7 @@ pub fn install() -> Result<Metrics, MetricsError> {
         states: Mutex::default(),
         reloads,
         last_reload_ok: metrics::gauge!(CONFIG_LAST_RELOAD_OK),
+        api_refused: ApiRefusal::ALL.map(|r| metrics::counter!(API_REFUSED, "reason" => r.as_str())),
     });
     let upkeep = inner.handle.clone();
     let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
@@ -371,6 +380,11 @@ fn describe() {
     );
     describe_counter!(RATE_LIMITED_WAITS, Unit::Count, "Attempts that waited for the route's rate limit.");
     describe_gauge!(RATE_LIMIT_PER_SECOND, "The rate limit this process uses: per_second over the queue's consumers.");
+    describe_counter!(
+        API_REFUSED,
+        Unit::Count,
+        "API requests refused before any handler ran: caller address, key address, Host, cross-site, content type."
+    );
 }
 
 fn route(name: &str) -> Option<Arc<RouteMetrics>> {

@@ -2,7 +2,8 @@
 //! (the key itself never sits in a file); a presented key is hashed and compared with every
 //! configured hash in constant time. Without configured keys the API is open, which the config
 //! allows only on a loopback address. `admin` may do everything; `read` every GET; `ingest`
-//! only `POST /v1/events`.
+//! only `POST /v1/events`. A key with its own `allow_from` is refused (403) when presented from
+//! an address outside it, so that a leaked key is useless elsewhere.
 
 use super::ApiState;
 use super::error::ApiError;
@@ -69,6 +70,18 @@ impl FromRequestParts<ApiState> for Caller {
             }
         }
         let key = found.ok_or_else(|| unauthorized("unknown API key"))?;
+        if let Some(allow) = &key.allow_from {
+            let from = super::access::peer(&parts.extensions).map(|p| p.remote.ip());
+            if !from.is_some_and(|ip| allow.allows(ip)) {
+                crate::metrics::api_refused(crate::metrics::ApiRefusal::KeyAddress);
+                let who = from.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "address_not_allowed",
+                    format!("key {:?} may not be used from {who} (its allow_from in [[api.keys]])", key.name),
+                ));
+            }
+        }
         Ok(Self { name: key.name.clone(), scopes: key.scopes.clone(), open: false })
     }
 }

@@ -1,6 +1,7 @@
 //! The admin and ingest API (axum) on `[api] listen`: JSON in and out, every error in one shape
 //! (`{"error": {"code", "message", "details"}}`, see [`error`]), Bearer API keys with scopes
-//! ([`auth`]). Handlers are thin: they check the caller and the input, call the router, the
+//! ([`auth`]); who may call at all, and with what content type, is checked in one middleware in
+//! front of every route ([`access`]). Handlers are thin: they check the caller and the input, call the router, the
 //! store or [`crate::subscriptions`], and shape the answer. The OpenAPI document is built from
 //! the same handler annotations that register the routes, so it cannot drift.
 //!
@@ -25,6 +26,7 @@
 //! GET    /healthz /readyz /metrics /openapi.json                                            open
 //! ```
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod dead_letters;
@@ -95,7 +97,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API's routes and its OpenAPI document, built from the same annotations.
 pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::ingest))
         .routes(routes!(event_types::list))
         .routes(routes!(event_types::get))
@@ -119,8 +121,9 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
-        .with_state(state)
+        .with_state(state.clone())
         .split_for_parts();
+    access::document(&mut openapi);
     let doc = Arc::new(openapi.clone());
     let router = router
         .route(
@@ -139,14 +142,17 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
                 "method_not_allowed",
                 format!("{method} is not allowed on {}", uri.path()),
             )
-        });
+        })
+        .layer(axum::middleware::from_fn_with_state(state, access::guard));
     (router, openapi)
 }
 
 /// Serves the API on `listener` until `stop`; requests in flight finish first.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, stop: CancellationToken) -> std::io::Result<()> {
     let (app, _) = app(state);
-    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+    axum::serve(listener, app.into_make_service_with_connect_info::<access::Peer>())
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
 }
 
 /// Unix milliseconds as RFC 3339 (UTC, milliseconds).

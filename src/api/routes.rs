@@ -290,7 +290,7 @@ pub async fn test(
     let payload = if empty {
         ping(&format!("test event for route {name}"))
     } else {
-        let ev = CloudEvent::decode(&body).map_err(|e| ApiError::unprocessable("malformed", e.to_string()))?;
+        let ev = CloudEvent::decode(&body)?;
         match pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
             Ok(Prepared::Deliver(p)) => p,
             Ok(Prepared::Filtered) => {

@@ -1,6 +1,7 @@
 //! The serde shapes of the config files, with their documented defaults. These are what users
 //! write; [`super::Snapshot`] is what they compile into.
 
+use super::allow::AllowFrom;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,6 +86,11 @@ pub struct ApiFile {
     pub listen: String,
     /// Bearer API keys, each stored as a hash of the key.
     pub keys: Vec<ApiKeyFile>,
+    /// The networks callers may come from (`["10.0.0.0/8", "192.0.2.7"]`), by the TCP peer's
+    /// address; others get 403. Default: everyone who can reach `listen`. Applies to every path,
+    /// `/healthz` and `/metrics` included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_from: Option<AllowFrom>,
     /// How long the old secret of a subscription stays valid after `rotate-secret` (both
     /// signatures are sent meanwhile). Default 24h.
     pub secret_overlap: Dur,
@@ -96,6 +102,7 @@ impl Default for ApiFile {
             enabled: true,
             listen: "127.0.0.1:8080".into(),
             keys: Vec::new(),
+            allow_from: None,
             secret_overlap: Dur(Duration::from_secs(24 * 3600)),
         }
     }
@@ -111,6 +118,11 @@ pub struct ApiKeyFile {
     pub hash: String,
     /// What the key may do: `ingest` (POST /v1/events), `read` (every GET), `admin` (everything).
     pub scopes: Vec<Scope>,
+    /// The networks this key may be used from, on top of `[api] allow_from`: a key presented
+    /// from elsewhere gets 403, so that a leaked key is useless outside them. Default: wherever
+    /// `[api] allow_from` allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_from: Option<AllowFrom>,
 }
 
 /// What an API key may do.

@@ -9,11 +9,13 @@
 //!
 //! The types a part of the process compiles into are defined beside that part (the pipeline's
 //! steps and catalogue, the delivery's signer and retry policy, the broker's endpoint); this
-//! module reads the files and assembles them. Modules: [`files`] (the serde shapes),
+//! module reads the files and assembles them. Modules: [`files`] (the serde shapes), [`allow`]
+//! (`allow_from` networks),
 //! `main_file` (`hookrelay.toml` and the environment), [`route`] (the route compiler, shared
 //! with API subscriptions), `route_files` (`routes/`), [`schemas`] (`schemas/`), [`error`] and
 //! [`locate`] (where a problem is).
 
+pub mod allow;
 pub mod error;
 pub mod files;
 pub mod locate;

@@ -6,6 +6,7 @@ mod broker;
 mod cli;
 mod common;
 mod delivery;
+mod hardening;
 mod observability;
 mod policies;
 mod quickstart;

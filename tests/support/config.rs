@@ -308,12 +308,24 @@ pub struct ApiKeyEntry {
     pub hash: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
+    /// The networks it may be used from (`allow_from`); none listed: wherever `[api]` allows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<String>,
+}
+
+impl ApiKeyEntry {
+    /// The key, usable from these networks only.
+    pub fn allow_from<S: Into<String>>(mut self, networks: impl IntoIterator<Item = S>) -> Self {
+        self.allow_from = networks.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 struct ApiSection {
     listen: Option<String>,
     secret_overlap: Option<String>,
+    allow_from: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     keys: Vec<ApiKeyEntry>,
 }
@@ -489,6 +501,12 @@ impl MainConfig {
         self
     }
 
+    /// `[api] allow_from`.
+    pub fn api_allow_from<S: Into<String>>(mut self, networks: impl IntoIterator<Item = S>) -> Self {
+        self.api_section().allow_from = Some(networks.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// One `[[api.keys]]` entry.
     pub fn api_key(mut self, key: ApiKeyEntry) -> Self {
         self.api_section().keys.push(key);
@@ -557,12 +575,13 @@ fn the_builders_render_the_documented_keys() {
          [retry]\nmax_attempts = 3\nbackoff = [\"300ms\", \"1m\"]\n\n\
          [circuit_breaker]\nfailures = 5\nopen_for = \"30s\"\n\n[rate_limit]\nper_second = 2.5\nburst = 4\n"
     );
-    let main = MainConfig::new()
-        .version(1)
-        .rabbitmq("amqp://h/%2f")
-        .prefetch(100)
-        .loopback_targets()
-        .api_key(ApiKeyEntry { name: "ops".into(), hash: "sha256:00".into(), scopes: vec![Scope::Admin, Scope::Read] });
+    let main =
+        MainConfig::new().version(1).rabbitmq("amqp://h/%2f").prefetch(100).loopback_targets().api_key(ApiKeyEntry {
+            name: "ops".into(),
+            hash: "sha256:00".into(),
+            scopes: vec![Scope::Admin, Scope::Read],
+            allow_from: Vec::new(),
+        });
     assert_eq!(
         main.to_toml(),
         "version = 1\n\n[broker]\nurl = \"amqp://h/%2f\"\nprefetch = 100\n\n\
