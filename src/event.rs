@@ -3,6 +3,25 @@
 //! Decoding checks the required attributes (`id`, `source`, `type`, `specversion` = `1.0`) and
 //! keeps every other attribute (extensions included) so that the `cloudevents` body format can
 //! send the event back out unchanged.
+//!
+//! It also refuses attributes that could not be carried where they go, so that ingest (422)
+//! and the AMQP consumer (dead letter `malformed`) refuse the same events:
+//!
+//! - `id`, `type` and `source`: printable ASCII without spaces (U+0021 to U+007E). The id is
+//!   sent as the `webhook-id` header and signed: a header value cannot carry control
+//!   characters, HTTP parsers strip surrounding spaces, and receivers read non-ASCII bytes in
+//!   different encodings, so any other character would give a header the signature does not
+//!   match. The type is a topic routing key and a directory under `schemas/`; the source is a
+//!   URI-reference (RFC 3986 has no character outside this set).
+//! - `id` and `type` at most 255 bytes: they travel as an AMQP `message-id` and routing key,
+//!   which are short strings of at most 255 bytes.
+//! - A `sequence` given as a string (sent as `hookrelay-sequence`): the same set as `id`.
+//! - Every other string attribute (`subject`, `time`, extensions; not `data`): a CloudEvents
+//!   String, which excludes the control characters U+0000–U+001F and U+007F–U+009F and the
+//!   Unicode noncharacters (CloudEvents 1.0.2, "Type System"). Not only ASCII: a subject names a
+//!   tenant or an entity in any language, and is never copied into a header as it is (the
+//!   CloudEvents HTTP binding percent-encodes header values).
+//! - `subject`, when present, not empty (CloudEvents 1.0.2: "MUST be a non-empty string").
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -79,6 +98,79 @@ pub enum DecodeError {
     /// A required attribute is empty.
     #[error("attribute `{0}` must not be empty")]
     Empty(&'static str),
+    /// An attribute holds what cannot be carried where it goes (see the module documentation).
+    #[error("attribute `{name}` {problem}")]
+    Attribute {
+        /// The attribute.
+        name: String,
+        /// What is wrong with it, and what is allowed.
+        problem: String,
+    },
+}
+
+impl DecodeError {
+    /// The attribute the error is about, if it is about one.
+    pub fn attribute(&self) -> Option<&str> {
+        match self {
+            Self::Empty(name) => Some(name),
+            Self::Attribute { name, .. } => Some(name),
+            Self::SpecVersion(_) => Some("specversion"),
+            Self::Malformed(_) => None,
+        }
+    }
+}
+
+/// The most an AMQP short string (a `message-id`, a routing key) holds.
+pub const MAX_SHORT: usize = 255;
+
+/// What `id`, `type`, `source` and a string `sequence` may hold: visible ASCII, no space.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_graphic()
+}
+
+/// What a CloudEvents String may not hold: control characters and Unicode noncharacters.
+fn is_forbidden_in_string(c: char) -> bool {
+    let n = c as u32;
+    c.is_control() || (0xFDD0..=0xFDEF).contains(&n) || (n & 0xFFFE) == 0xFFFE
+}
+
+/// `U+000A` for a character, the form the messages name it by.
+fn code_point(c: char) -> String {
+    format!("U+{:04X}", c as u32)
+}
+
+/// Checks a token attribute (`id`, `type`, `source`, a string `sequence`).
+fn check_token(name: &str, value: &str, max: Option<usize>, why: &str) -> Result<(), DecodeError> {
+    let bad = |problem: String| Err(DecodeError::Attribute { name: name.to_string(), problem });
+    if let Some((i, c)) = value.chars().enumerate().find(|(_, c)| !is_token_char(*c)) {
+        return bad(format!(
+            "has {} at character {}: it may hold printable ASCII without spaces only (U+0021 to U+007E), {why}",
+            code_point(c),
+            i + 1
+        ));
+    }
+    if let Some(max) = max
+        && value.len() > max
+    {
+        return bad(format!("is {} bytes long: at most {max}, {why}", value.len()));
+    }
+    Ok(())
+}
+
+/// Checks a CloudEvents String attribute.
+fn check_string(name: &str, value: &str) -> Result<(), DecodeError> {
+    match value.chars().enumerate().find(|(_, c)| is_forbidden_in_string(*c)) {
+        Some((i, c)) => Err(DecodeError::Attribute {
+            name: name.to_string(),
+            problem: format!(
+                "has {} at character {}: CloudEvents strings may not hold control characters (U+0000–U+001F, \
+                 U+007F–U+009F) or Unicode noncharacters",
+                code_point(c),
+                i + 1
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 impl CloudEvent {
@@ -93,7 +185,38 @@ impl CloudEvent {
                 return Err(DecodeError::Empty(name));
             }
         }
+        ev.check_attributes()?;
         Ok(ev)
+    }
+
+    /// The checks of the module documentation on everything but `data`.
+    fn check_attributes(&self) -> Result<(), DecodeError> {
+        check_token(
+            "id",
+            &self.id,
+            Some(MAX_SHORT),
+            "as it is sent as the `webhook-id` header and the AMQP message-id",
+        )?;
+        check_token("type", &self.ty, Some(MAX_SHORT), "as it is the AMQP routing key")?;
+        check_token("source", &self.source, None, "as it is a URI-reference")?;
+        if let Some(Value::String(seq)) = &self.sequence {
+            check_token("sequence", seq, None, "as it is sent as the `hookrelay-sequence` header")?;
+        }
+        if self.subject.as_deref() == Some("") {
+            return Err(DecodeError::Empty("subject"));
+        }
+        let optional = [("subject", &self.subject), ("time", &self.time), ("dataversion", &self.dataversion)];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                check_string(name, v)?;
+            }
+        }
+        for (name, value) in &self.extensions {
+            if let Value::String(v) = value {
+                check_string(name, v)?;
+            }
+        }
+        Ok(())
     }
 
     /// The requested schema version: `"2"`, `"v2"` → 2.
@@ -215,6 +338,46 @@ mod tests {
         assert!(matches!(CloudEvent::decode(v03), Err(DecodeError::SpecVersion(_))));
         let empty = br#"{"id":"","source":"s","type":"t","specversion":"1.0"}"#;
         assert_eq!(CloudEvent::decode(empty), Err(DecodeError::Empty("id")));
+    }
+
+    fn decode_with(attr: &str, value: &str) -> Result<CloudEvent, DecodeError> {
+        let mut ev = serde_json::json!({"id": "1", "source": "shop", "type": "order.paid", "specversion": "1.0"});
+        ev[attr] = value.into();
+        CloudEvent::decode(&serde_json::to_vec(&ev).unwrap())
+    }
+
+    #[test]
+    fn attributes_copied_into_headers_are_printable_ascii() {
+        for attr in ["id", "type", "source", "sequence"] {
+            for bad in ["a\nb", "a b", "a\u{0}", "café", "a\u{7f}", "\tx"] {
+                let e = decode_with(attr, bad).unwrap_err();
+                assert_eq!(e.attribute(), Some(attr), "{attr} = {bad:?}: {e}");
+                assert!(e.to_string().contains("U+"), "the message names the character: {e}");
+            }
+            let ok = decode_with(attr, "urn:shop/a-1_B.2~x?y=%20#z").unwrap().to_value();
+            // What is accepted always makes a header value.
+            http::HeaderValue::from_str(ok[attr].as_str().unwrap()).unwrap();
+        }
+        let long = "x".repeat(MAX_SHORT + 1);
+        assert!(decode_with("id", &long).unwrap_err().to_string().contains("256 bytes long"));
+        assert!(decode_with("type", &long).is_err());
+        decode_with("id", &"x".repeat(MAX_SHORT)).unwrap();
+        decode_with("source", &long).unwrap();
+    }
+
+    #[test]
+    fn other_strings_follow_the_cloudevents_string_rule() {
+        decode_with("subject", "franquia São Paulo – 42").unwrap();
+        decode_with("tenant", "ação").unwrap();
+        for (attr, bad) in
+            [("subject", "a\u{1b}[31m"), ("tenant", "x\u{85}"), ("time", "2026\n"), ("subject", "\u{fffe}")]
+        {
+            assert_eq!(decode_with(attr, bad).unwrap_err().attribute(), Some(attr), "{attr} = {bad:?}");
+        }
+        assert_eq!(decode_with("subject", "").unwrap_err(), DecodeError::Empty("subject"));
+        // `data` is the producer's: anything JSON carries.
+        let raw = br#"{"id":"1","source":"s","type":"t","specversion":"1.0","data":{"x":"a\u0000b\n"}}"#;
+        CloudEvent::decode(raw).unwrap();
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The module graph, checked: which module uses which (`crate::` paths in code, comments and
 //! unit tests left out), with no cycle, and the layering the crate map in `lib.rs` describes.
-//! Nodes are the top-level modules, except that `delivery::http` and `delivery::verdict` are
-//! nodes of their own: leaves that `config`, `pipeline`, `metrics` and `telemetry` use.
+//! Nodes are the top-level modules, except that `delivery::http`, `delivery::policy` and
+//! `delivery::verdict` are nodes of their own: leaves that `config`, `pipeline`, `metrics` and
+//! `telemetry` use.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -11,7 +12,7 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 /// The node a path in the crate belongs to: `["delivery", "verdict"]` → `delivery::verdict`.
 fn node(parts: &[&str]) -> String {
     match parts {
-        ["delivery", leaf @ ("http" | "verdict"), ..] => format!("delivery::{leaf}"),
+        ["delivery", leaf @ ("http" | "policy" | "verdict"), ..] => format!("delivery::{leaf}"),
         [first, ..] => first.to_string(),
         [] => String::new(),
     }
@@ -117,13 +118,14 @@ fn the_layers_hold() {
     only("broker", &[]);
     only("event", &[]);
     only("delivery::http", &["broker"]);
+    only("delivery::policy", &[]);
     only("delivery::verdict", &["delivery::http"]);
     only("tenant", &["event"]);
     only("tokens", &["tenant", "store"]);
     only("example", &[]);
     only("pipeline", &["event", "tenant", "delivery::verdict"]);
-    only("metrics", &["delivery::verdict"]);
-    only("config", &["broker", "pipeline", "tenant", "delivery::http"]);
+    only("metrics", &["delivery::verdict", "delivery::policy"]);
+    only("config", &["broker", "pipeline", "tenant", "delivery::http", "delivery::policy"]);
     assert!(uses("delivery").contains("config") && uses("runtime").contains("config"));
     // The pages are built over the API's handlers; the API serves them without knowing them.
     assert!(uses("ui").contains("api") && !uses("api").contains("ui"));

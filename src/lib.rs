@@ -18,8 +18,10 @@
 //! - [`event`] is the CloudEvents 1.0 envelope (structured JSON mode).
 //! - [`pipeline`] is the pure, I/O-free per-event path.
 //! - [`delivery`] is one message, at least once: the worker, the attempt, the verdict, the
-//!   settlement, and outbound HTTP ([`delivery::http`]: client, SSRF guard, signing, retry
-//!   timing). `delivery::settle` is the only code that acks a route message.
+//!   settlement, outbound HTTP ([`delivery::http`]: client, SSRF guard, signing, retry
+//!   timing), and each route's endpoint policies ([`delivery::gate`] over
+//!   [`delivery::policy`]: circuit breaker, rate limit). `delivery::settle` is the only code
+//!   that acks a route message.
 //! - [`broker`] is transport only: the `Broker` trait, RabbitMQ ([`broker::amqp`]) and the
 //!   embedded, file-backed broker ([`broker::embedded`]) that runs without a `[broker]` section.
 //! - [`runtime`] is the process around the workers: connecting, a session per connection

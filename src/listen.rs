@@ -43,13 +43,20 @@ pub enum Verdict {
 
 /// Checks a request's Standard Webhooks headers against `key`.
 pub fn verify(key: &SigningKey, headers: &http::HeaderMap, body: &[u8], now: i64) -> Verdict {
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        if headers.get(name).is_some_and(|v| v.to_str().is_err()) {
+            return Verdict::Refused(format!("{name} is not printable ASCII"));
+        }
+    }
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let (Some(id), Some(ts), Some(sig)) = (get("webhook-id"), get("webhook-timestamp"), get("webhook-signature"))
     else {
         return Verdict::Refused("missing webhook-id, webhook-timestamp or webhook-signature".into());
     };
     let Ok(ts) = ts.parse::<i64>() else { return Verdict::Refused("webhook-timestamp is not a number".into()) };
-    if (now - ts).abs() > TOLERANCE_SECS {
+    // Checked: a timestamp near i64::MIN or i64::MAX is far from now, not an overflow (found by
+    // the signature_verify fuzz target).
+    if now.checked_sub(ts).is_none_or(|d| d.unsigned_abs() > TOLERANCE_SECS.unsigned_abs()) {
         return Verdict::Refused(format!("timestamp {ts} is more than {TOLERANCE_SECS}s from now"));
     }
     if verify_standard(key, id, ts, body, sig) {
@@ -156,6 +163,10 @@ mod tests {
         assert_eq!(verify(&key, &headers, b"{}", 1_700_000_010), Verdict::Verified);
         assert!(matches!(verify(&key, &headers, b"{}", 1_700_001_000), Verdict::Refused(_)));
         assert!(matches!(verify(&key, &headers, b"{ }", 1_700_000_010), Verdict::Refused(_)));
+        for far in [i64::MIN, i64::MAX, -1] {
+            let headers = Signer::Standard(vec![key.clone()]).headers("evt_1", far, b"{}");
+            assert!(matches!(verify(&key, &headers, b"{}", 1_700_000_010), Verdict::Refused(_)), "timestamp {far}");
+        }
         let other = SigningKey::from_whsec(&SigningKey::generate()).unwrap();
         assert!(matches!(verify(&other, &headers, b"{}", 1_700_000_010), Verdict::Refused(_)));
     }

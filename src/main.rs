@@ -1,7 +1,7 @@
 //! The `hookrelay` command line: thin wrappers over the library. `anyhow` lives here only.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use hookrelay::config::{self, LoadOptions, error::ConfigErrors};
 use hookrelay::delivery::http::sign::SigningKey;
 use hookrelay::runtime::Runtime;
@@ -10,16 +10,26 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+mod checks;
+
 /// mimalloc instead of the system allocator: the per-event path allocates many small values
 /// (JSON maps, headers, futures), and glibc's malloc was a fifth of the router's CPU time under
-/// load (see the Benchmarks section of the README).
+/// load (see docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `hookrelay --version`: the package version and the git revision it was built from
+/// (`unknown` when built outside a git checkout; see build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HOOKRELAY_GIT_REV"), ")");
+
 #[derive(Parser)]
-#[command(name = "hookrelay", version, about = "Turns CloudEvents from RabbitMQ into signed, at-least-once webhooks")]
+#[command(
+    name = "hookrelay",
+    version = VERSION,
+    about = "Routes CloudEvents to signed, at-least-once webhooks, on its embedded broker or on RabbitMQ"
+)]
 struct Cli {
-    /// Log format on stderr.
+    /// Log format on stderr (also accepted after the subcommand, e.g. `run --log-format json`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -49,7 +59,11 @@ enum Command {
         #[arg(long)]
         allow_missing_secrets: bool,
     },
-    /// Publish a CloudEvent to the events exchange (with a publisher confirm).
+    /// Publish CloudEvents; prints each id once the broker has it.
+    ///
+    /// Through a router's ingest API: the one --api names, or, on the embedded broker, the router
+    /// running on the config. Otherwise into the embedded queue file, or to RabbitMQ's events
+    /// exchange with a publisher confirm.
     Publish {
         /// Event type, also the routing key.
         #[arg(long = "type", short = 't')]
@@ -91,10 +105,10 @@ enum Command {
     },
     /// A local receiver: verifies signatures, prints events, answers a chosen status.
     Listen {
-        /// Port on 127.0.0.1 (0: any free port).
+        /// Port to listen on, at the --bind address (0: any free port).
         #[arg(long, short, default_value_t = 9000)]
         port: u16,
-        /// Address to bind.
+        /// Address to listen on (0.0.0.0: every IPv4 interface).
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
         /// The route's secret (`whsec_...`); requests that fail verification get 401.
@@ -115,8 +129,10 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
-    /// Make an admin API key: prints the key (give it to the caller) and the `[[api.keys]]`
-    /// entry with its hash (put it in hookrelay.toml).
+    /// Make an API key with the --scopes given (admin by default).
+    ///
+    /// Prints the key (give it to the caller; it is not stored anywhere) and the `[[api.keys]]`
+    /// entry with its hash and scopes (put it in hookrelay.toml).
     ApiKey {
         /// Who holds the key (shown in the audit trail).
         #[arg(long, default_value = "operator")]
@@ -143,6 +159,23 @@ enum Command {
         /// How long it is valid, e.g. 1h, 30d (at most 366d).
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: std::time::Duration,
+    },
+    /// Print a shell completion script.
+    ///
+    /// E.g. `hookrelay completions bash > /etc/bash_completion.d/hookrelay`, or
+    /// `hookrelay completions zsh > "${fpath[1]}/_hookrelay"`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    ///
+    /// E.g. `hookrelay man | man -l -`, or `hookrelay man --dir /usr/local/share/man/man1`.
+    Man {
+        /// Write hookrelay.1 and a page per subcommand (hookrelay-run.1, …) into this directory
+        /// instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -200,9 +233,19 @@ fn parse_status(s: &str) -> Result<http::StatusCode, String> {
     http::StatusCode::from_u16(n).map_err(|_| format!("{n} is not an HTTP status (100 to 999)"))
 }
 
+/// The command line's definition. `--log-format` is global, so accepted after any subcommand,
+/// but shown once, in the top-level help: each subcommand gets a hidden copy of it (clap does not
+/// propagate a global argument to a subcommand that already has one).
+fn cli_command() -> clap::Command {
+    let cmd = Cli::command();
+    let log_format = cmd.get_arguments().find(|a| a.get_id() == "log_format").expect("Cli defines --log-format");
+    let hidden = log_format.clone().hide(true);
+    cmd.mut_subcommands(|sc| sc.arg(hidden.clone()))
+}
+
 fn main() -> ExitCode {
     no_transparent_huge_pages();
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&cli_command().get_matches()).unwrap_or_else(|e| e.exit());
     let telemetry = telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -228,7 +271,7 @@ fn main() -> ExitCode {
 /// covers memory mapped before the call). mimalloc asks for huge pages on its arenas
 /// (`MADV_HUGEPAGE`), and each 2 MiB huge page is resident as soon as one byte of it is touched:
 /// with 10,000 deliveries in flight, 448 of the router's 478 MiB were huge pages, 325 MiB
-/// without them, at the same CPU per event (README, Benchmarks). The same as
+/// without them, at the same CPU per event (docs/benchmarks.md). The same as
 /// `MIMALLOC_ALLOW_THP=0`, which cannot be set from safe code. Best effort: a kernel without the
 /// call keeps its default.
 fn no_transparent_huge_pages() {
@@ -240,7 +283,7 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
     match command {
         Command::Run { config, watch } => run(config, watch, telemetry).await,
         Command::Validate { config, format, allow_missing_secrets } => {
-            Ok(validate(&config, format, allow_missing_secrets))
+            Ok(checks::validate(&config, format, allow_missing_secrets))
         }
         Command::Publish {
             ty,
@@ -296,7 +339,9 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Route { command: RouteCommand::Test { name, event, config } } => route_test(&config, &name, &event),
+        Command::Route { command: RouteCommand::Test { name, event, config } } => {
+            checks::route_test(&config, &name, &event)
+        }
         Command::ApiKey { name, scopes } => {
             let (key, hash) = hookrelay::api::auth::generate_key();
             println!("key (give it to the caller; it is not stored anywhere): {key}");
@@ -321,6 +366,21 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
                 humantime::format_duration(ttl)
             );
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut cli_command(), "hookrelay", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: None } => {
+            clap_mangen::Man::new(cli_command()).render(&mut std::io::stdout()).context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("--dir {}", dir.display()))?;
+            clap_mangen::generate_to(cli_command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            eprintln!("man pages written to {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::SecretKey => {
@@ -492,102 +552,5 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
     log_stop.cancel();
     let _ = writer.await;
     telemetry.shutdown().await;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Exit 0 valid, 1 invalid; warnings are reported either way.
-fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: bool) -> ExitCode {
-    let loaded = config::load_with(dir, LoadOptions { allow_missing_secrets });
-    let (errors, warnings) = match &loaded {
-        Ok(s) => (&[][..], &s.warnings[..]),
-        Err(e) => (&e.errors[..], &e.warnings[..]),
-    };
-    match format {
-        OutFormat::Text => {
-            for w in warnings {
-                println!("warning: {w}");
-            }
-            for e in errors {
-                println!("error: {e}");
-            }
-            match &loaded {
-                Ok(s) => println!(
-                    "ok: {} — version {}, revision {}, {} route(s), {} event type(s), {} warning(s)",
-                    dir.display(),
-                    s.version,
-                    s.revision,
-                    s.routes.len(),
-                    s.schemas.types().len(),
-                    warnings.len()
-                ),
-                Err(_) => println!("{} error(s), {} warning(s)", errors.len(), warnings.len()),
-            }
-        }
-        OutFormat::Json => {
-            let loc = |e: &config::error::ConfigError| serde_json::json!({"file": e.file.display().to_string(), "line": e.line, "col": e.col, "message": e.message});
-            let mut report = serde_json::json!({
-                "valid": loaded.is_ok(),
-                "errors": errors.iter().map(loc).collect::<Vec<_>>(),
-                "warnings": warnings.iter().map(loc).collect::<Vec<_>>(),
-            });
-            if let Ok(s) = &loaded {
-                report["version"] = s.version.into();
-                report["revision"] = s.revision.clone().into();
-                report["routes"] = s.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>().into();
-            }
-            println!("{report}");
-        }
-    }
-    if loaded.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-fn route_test(dir: &std::path::Path, name: &str, event: &std::path::Path) -> Result<ExitCode> {
-    let snapshot = match config::load(dir) {
-        Ok(s) => s,
-        Err(e) => {
-            print_errors(&e);
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let Some(route) = snapshot.route(name) else {
-        let names: Vec<&str> = snapshot.routes.iter().map(|r| r.name.as_str()).collect();
-        return Err(Usage(format!("no route named {name:?} (routes: {})", names.join(", "))).into());
-    };
-    let raw = std::fs::read(event).map_err(|e| Usage(format!("--event {}: cannot be read: {e}", event.display())))?;
-    let ev = hookrelay::event::CloudEvent::decode(&raw)
-        .map_err(|e| Usage(format!("--event {}: not a CloudEvent: {e}", event.display())))?;
-    if !route.events.iter().any(|p| hookrelay::broker::topic::matches(p, &ev.ty)) {
-        println!("note: route {name} does not subscribe to {:?} (events: {})", ev.ty, route.events.join(", "));
-    }
-    match hookrelay::pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
-        Ok(hookrelay::pipeline::Prepared::Filtered) => {
-            println!("filtered out: route {name}'s filter returned false; nothing would be sent")
-        }
-        Ok(hookrelay::pipeline::Prepared::Deliver(p)) => {
-            let seq = p.sequence.clone().unwrap_or_else(|| "<assigned at delivery>".into());
-            let tp = p.traceparent.clone().unwrap_or_else(hookrelay::telemetry::new_traceparent);
-            let headers = hookrelay::delivery::attempt::request_headers(
-                route,
-                &p,
-                &seq,
-                &tp,
-                1,
-                hookrelay::delivery::attempt::unix_now(),
-            );
-            println!("POST {}", route.url);
-            for (k, v) in &headers {
-                println!("{k}: {}", v.to_str().unwrap_or("<binary>"));
-            }
-            println!();
-            println!("{}", String::from_utf8_lossy(&p.body));
-        }
-        Err(rej) => {
-            println!("dead letter: reason {}: {}", rej.reason.as_str(), rej.message);
-            for v in &rej.violations {
-                println!("  {}: {}", if v.path.is_empty() { "/" } else { &v.path }, v.message);
-            }
-            return Ok(ExitCode::FAILURE);
-        }
-    }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 //! `/metrics`; nothing here listens on a socket.
 //!
 //! Label values stay bounded: `route` comes from the config (route names), every other label
-//! is a fixed enum ([`AttemptFailure`], [`Reason`], [`ReloadResult`]). Event ids, URLs and
+//! is a fixed enum ([`AttemptFailure`], [`Reason`], [`ReloadResult`], [`ApiRefusal`]). Event ids, URLs and
 //! payloads never become labels.
 //!
 //! The reporting functions are no-ops until [`install`] ran, so library users and tests that
@@ -31,6 +31,15 @@
 //! | `hookrelay_delivery_lag_seconds` | histogram | `route` |
 //! | `hookrelay_deliveries_in_flight` | gauge | `route` |
 //! | `hookrelay_queue_depth` | gauge | `route` |
+//! | `hookrelay_circuit_state` | gauge (0/1) | `route`, `state` |
+//! | `hookrelay_circuit_transitions_total` | counter | `route`, `to` |
+//! | `hookrelay_events_held_total` | counter | `route`, `reason` |
+//! | `hookrelay_rate_limited_waits_total` | counter | `route` |
+//! | `hookrelay_rate_limit_per_second` | gauge | `route` |
+//! | `hookrelay_api_refused_total` | counter | `reason` = an [`ApiRefusal`] label |
+//!
+//! The circuit and rate-limit metrics exist for routes with a `[circuit_breaker]` or a
+//! `[rate_limit]` only ([`GateMeter`]).
 
 use crate::delivery::verdict::{AttemptFailure, Reason};
 use metrics::{Counter, Gauge, Histogram, Unit};
@@ -39,6 +48,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
+
+mod api;
+mod gate;
+pub use api::{ApiRefusal, api_refused};
+pub use gate::GateMeter;
 
 /// `hookrelay_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "hookrelay_build_info";
@@ -51,7 +65,8 @@ pub const CONFIG_LAST_RELOAD_OK: &str = "hookrelay_config_last_reload_successful
 /// `hookrelay_events_consumed_total{route}`: messages taken from the route's queue for an
 /// attempt (a retry's return and a redelivery count again; a message back early from a wait
 /// queue and parked again does not). Once settled, consumed = filtered + delivered + retried +
-/// dead-lettered by the router.
+/// dead-lettered by the router, plus, on unordered routes, held ([`EVENTS_HELD`]: parked by an
+/// open circuit or a far-off token).
 pub const EVENTS_CONSUMED: &str = "hookrelay_events_consumed_total";
 /// `hookrelay_events_filtered_total{route}`: events the route's filter dropped.
 pub const EVENTS_FILTERED: &str = "hookrelay_events_filtered_total";
@@ -72,6 +87,26 @@ pub const DELIVERY_LAG: &str = "hookrelay_delivery_lag_seconds";
 pub const IN_FLIGHT: &str = "hookrelay_deliveries_in_flight";
 /// `hookrelay_queue_depth{route}`: messages ready in the route's queue, polled from the broker.
 pub const QUEUE_DEPTH: &str = "hookrelay_queue_depth";
+/// `hookrelay_api_refused_total{reason}`: API requests refused before any handler ran, by why
+/// (see [`ApiRefusal`]).
+pub const API_REFUSED: &str = "hookrelay_api_refused_total";
+
+/// `hookrelay_circuit_state{route,state}`: 1 for the state the route's circuit is in
+/// (`closed`, `open`, `half_open`), 0 for the others.
+pub const CIRCUIT_STATE: &str = "hookrelay_circuit_state";
+/// `hookrelay_circuit_transitions_total{route,to}`: changes of the route's circuit, by the state
+/// entered.
+pub const CIRCUIT_TRANSITIONS: &str = "hookrelay_circuit_transitions_total";
+/// `hookrelay_events_held_total{route,reason}`: times an event waited without an attempt, parked
+/// with a not-before time (unordered routes) or held in place (ordered): `circuit_open`, or
+/// `rate_limited` when its token was far off. Not attempts, not retries.
+pub const EVENTS_HELD: &str = "hookrelay_events_held_total";
+/// `hookrelay_rate_limited_waits_total{route}`: attempts that waited for the route's rate limit
+/// (in process, or held).
+pub const RATE_LIMITED_WAITS: &str = "hookrelay_rate_limited_waits_total";
+/// `hookrelay_rate_limit_per_second{route}`: the rate this process uses: `[rate_limit]
+/// per_second` divided by the consumers of the route's queue.
+pub const RATE_LIMIT_PER_SECOND: &str = "hookrelay_rate_limit_per_second";
 
 /// Every metric hookrelay exports (histograms by their base name, without `_bucket`, `_sum`,
 /// `_count`). The dashboard and alert rules in `examples/` may use only these.
@@ -90,6 +125,12 @@ pub const METRICS: &[&str] = &[
     DELIVERY_LAG,
     IN_FLIGHT,
     QUEUE_DEPTH,
+    CIRCUIT_STATE,
+    CIRCUIT_TRANSITIONS,
+    EVENTS_HELD,
+    RATE_LIMITED_WAITS,
+    RATE_LIMIT_PER_SECOND,
+    API_REFUSED,
 ];
 
 /// Bucket bounds of [`DELIVERY_DURATION`], in seconds: a webhook answers in milliseconds to
@@ -191,6 +232,7 @@ struct Installed {
     states: Mutex<States>,
     reloads: [Counter; 2],
     last_reload_ok: Gauge,
+    api_refused: [Counter; ApiRefusal::ALL.len()],
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -284,6 +326,7 @@ pub fn install() -> Result<Metrics, MetricsError> {
         states: Mutex::default(),
         reloads,
         last_reload_ok: metrics::gauge!(CONFIG_LAST_RELOAD_OK),
+        api_refused: ApiRefusal::ALL.map(|r| metrics::counter!(API_REFUSED, "reason" => r.as_str())),
     });
     let upkeep = inner.handle.clone();
     let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
@@ -324,6 +367,24 @@ fn describe() {
     describe_histogram!(DELIVERY_DURATION, Unit::Seconds, "Request to response time of successful delivery attempts.");
     describe_histogram!(DELIVERY_LAG, Unit::Seconds, "From the event's `time` attribute to its 2xx, retries included.");
     describe_gauge!(IN_FLIGHT, "Deliveries in progress on the route.");
+    describe_gauge!(CIRCUIT_STATE, "1 for the state the route's circuit breaker is in, 0 for the others.");
+    describe_counter!(
+        CIRCUIT_TRANSITIONS,
+        Unit::Count,
+        "Changes of the route's circuit breaker, by the state entered."
+    );
+    describe_counter!(
+        EVENTS_HELD,
+        Unit::Count,
+        "Times an event waited without an attempt: its circuit open, or its rate limit's token far off."
+    );
+    describe_counter!(RATE_LIMITED_WAITS, Unit::Count, "Attempts that waited for the route's rate limit.");
+    describe_gauge!(RATE_LIMIT_PER_SECOND, "The rate limit this process uses: per_second over the queue's consumers.");
+    describe_counter!(
+        API_REFUSED,
+        Unit::Count,
+        "API requests refused before any handler ran: caller address, key address, Host, cross-site, content type."
+    );
 }
 
 fn route(name: &str) -> Option<Arc<RouteMetrics>> {

@@ -2,7 +2,9 @@
 //! in `[api] keys` (the key itself never sits in a file); a presented key is hashed and compared
 //! with every configured hash in constant time. Without configured keys the API is open, which
 //! the config allows only on a loopback address. `admin` may do everything; `read` every GET;
-//! `ingest` only `POST /v1/events`.
+//! `ingest` only `POST /v1/events`. A key with its own `allow_from` is refused (403) when
+//! presented from an address outside it, so that a leaked key is useless elsewhere (the
+//! console's sign-in and sessions too: [`key_allowed_from`]).
 //!
 //! A Bearer credential shaped like a JWT is a tenant token ([`crate::tokens`]), accepted with or
 //! without keys: its caller reaches its tenant's routes only ([`Caller::access`]), with `read`
@@ -140,6 +142,22 @@ pub fn find_key<'k>(keys: &'k [ApiKeyFile], presented: &str) -> Option<&'k ApiKe
     found
 }
 
+/// Refuses `key` (403 `address_not_allowed`, counted) when it has its own `allow_from` and the
+/// caller's address `from` is outside it, or unknown.
+pub fn key_allowed_from(key: &ApiKeyFile, from: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+    let Some(allow) = &key.allow_from else { return Ok(()) };
+    if from.is_some_and(|ip| allow.allows(ip)) {
+        return Ok(());
+    }
+    crate::metrics::api_refused(crate::metrics::ApiRefusal::KeyAddress);
+    let who = from.map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "address_not_allowed",
+        format!("key {:?} may not be used from {who} (its allow_from in [[api.keys]])", key.name),
+    ))
+}
+
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
@@ -172,6 +190,7 @@ impl FromRequestParts<ApiState> for Caller {
             return Ok(Self::anonymous());
         }
         let key = find_key(keys, token).ok_or_else(|| unauthorized("unknown API key"))?;
+        key_allowed_from(key, super::access::peer(&parts.extensions).map(|p| p.remote.ip()))?;
         Ok(Self::operator(key.name.clone(), key.scopes.clone()))
     }
 }

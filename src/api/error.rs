@@ -1,7 +1,8 @@
 //! The API's one error shape, `{"error": {"code", "message", "details"}}`, with the status that
-//! fits, and the conversions from extractor rejections and store errors, so that no handler
+//! fits, and the conversions from extractor rejections, event decoding and store errors, so that no handler
 //! and no malformed request ever answers with anything else.
 
+use crate::event::DecodeError;
 use crate::store::StoreError;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
@@ -116,6 +117,18 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %other, "store error answering an API request");
                 Self::unavailable("store_unavailable", format!("the store did not answer: {other}"))
             }
+        }
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    /// 422 `malformed`, with the attribute at fault in `details.attribute` when there is one.
+    fn from(e: DecodeError) -> Self {
+        let attribute = e.attribute().map(str::to_string);
+        let err = Self::unprocessable("malformed", e.to_string());
+        match attribute {
+            Some(a) => err.details(serde_json::json!({ "attribute": a })),
+            None => err,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `POST /v1/events`: the producers' HTTP way in. The event is checked synchronously (a
-//! CloudEvent 1.0 in structured JSON mode, under the size limit, a known type, `data` valid for
-//! its schema) and published to the broker with a confirm before the answer: a 202 means the
-//! event is durably queued for every route that subscribes to its type.
+//! CloudEvent 1.0 in structured JSON mode sent as one of [`MEDIA_TYPES`], under the size limit,
+//! attributes that can be carried, a known type, `data` valid for its schema) and published to
+//! the broker with a confirm before the answer: a 202 means the event is durably queued for
+//! every route that subscribes to its type.
 //!
 //! Each accepted request has an ingest span (exported when traces are on), child of the
 //! caller's `traceparent`; the published message carries the span's context as its
@@ -19,6 +20,11 @@ use axum::body::Body;
 use axum::extract::State;
 use http::{HeaderMap, StatusCode};
 use tracing::Instrument;
+
+/// The `Content-Type`s a CloudEvent body may have (checked by [`super::access`] before any
+/// handler): structured mode, or plain JSON. Batches (`application/cloudevents-batch+json`) and
+/// binary mode are not accepted yet; they will need their own entries here when they are.
+pub const MEDIA_TYPES: &[&str] = &["application/cloudevents+json", "application/json"];
 
 /// The answer to an accepted event.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -40,7 +46,7 @@ pub struct Accepted {
         (status = 400, description = "Not JSON", body = ErrorBody),
         KeyRefusals,
         (status = 413, description = "Over [limits] max_event_bytes", body = ErrorBody),
-        (status = 422, description = "Not a CloudEvent, unknown type, or data that breaks its schema (details: the violations with their JSON paths)", body = ErrorBody),
+        (status = 422, description = "Not a CloudEvent or an attribute that cannot be carried (`malformed`, details: the attribute), unknown type, or data that breaks its schema (details: the violations with their JSON paths)", body = ErrorBody),
         (status = 503, description = "The broker is not connected or did not confirm; retry", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -87,7 +93,7 @@ async fn accept(
     if serde_json::from_slice::<serde::de::IgnoredAny>(&raw).is_err() {
         return Err(ApiError::bad_request("the body is not JSON: send a CloudEvent in structured JSON mode"));
     }
-    let event = CloudEvent::decode(&raw).map_err(|e| ApiError::unprocessable("malformed", e.to_string()))?;
+    let event = CloudEvent::decode(&raw)?;
     if incoming.is_none()
         && let Some(tp) = event.traceparent()
     {

@@ -1,11 +1,12 @@
 //! The admin and ingest API (axum) on `[api] listen`: JSON in and out, every error in one shape
 //! (`{"error": {"code", "message", "details"}}`, see [`error`]), Bearer API keys with scopes
-//! ([`auth`]), and tenant tokens that reach one tenant's routes only ([`tenants`]). Handlers are
-//! thin: they check the caller and the input, call the runtime, the store or
-//! [`crate::subscriptions`], and shape the answer. The OpenAPI document is built from the same
-//! handler annotations that register the routes, so it cannot drift. The console and the portal
-//! are served on the same listener, mounted by the caller of [`serve`] (they use this module,
-//! not the other way round).
+//! ([`auth`]), and tenant tokens that reach one tenant's routes only ([`tenants`]); who may call
+//! at all, and with what content type, is checked in one middleware in front of every route
+//! ([`access`]). Handlers are thin: they check the caller and the input, call the runtime, the
+//! store or [`crate::subscriptions`], and shape the answer. The OpenAPI document is built from
+//! the same handler annotations that register the routes, so it cannot drift. The console and
+//! the portal are served on the same listener, behind the same middleware, mounted by the caller
+//! of [`serve`] (they use this module, not the other way round).
 //!
 //! ```text
 //! POST   /v1/events                          ingest one event (202 after broker confirm)   ingest
@@ -30,6 +31,7 @@
 //! GET    /healthz /readyz /metrics /openapi.json                                            open
 //! ```
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod dead_letters;
@@ -109,9 +111,9 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API's routes and its OpenAPI document, built from the same annotations, with `pages`
 /// (the console and the portal, `crate::ui`, which call this module's handlers: the API does not
-/// know them) served beside, under the same fallbacks.
+/// know them) served beside, under the same fallbacks and the same [`access`] middleware.
 pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::openapi::OpenApi) {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::ingest))
         .routes(routes!(event_types::list))
         .routes(routes!(event_types::get))
@@ -137,8 +139,9 @@ pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::opena
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
-        .with_state(state)
+        .with_state(state.clone())
         .split_for_parts();
+    access::document(&mut openapi);
     let doc = Arc::new(openapi.clone());
     let router = router
         .merge(pages)
@@ -158,7 +161,8 @@ pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::opena
                 "method_not_allowed",
                 format!("{method} is not allowed on {}", uri.path()),
             )
-        });
+        })
+        .layer(axum::middleware::from_fn_with_state(state, access::guard));
     (router, openapi)
 }
 
@@ -171,7 +175,9 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let (app, _) = app(state, pages);
-    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+    axum::serve(listener, app.into_make_service_with_connect_info::<access::Peer>())
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
 }
 
 /// Unix milliseconds as RFC 3339 (UTC, milliseconds).

@@ -1,5 +1,6 @@
-//! `GET /v1/routes[/{name}]` (file and API routes side by side, with their origin) and
-//! `POST /v1/routes/{name}/test` (send a signed test event to the route's receiver now).
+//! `GET /v1/routes[/{name}]` (file and API routes side by side, with their origin, and the
+//! state of their endpoint policies on this replica) and `POST /v1/routes/{name}/test` (send a
+//! signed test event to the route's receiver now, past its circuit breaker and rate limit).
 
 use super::ApiState;
 use super::auth::{Access, Caller};
@@ -7,13 +8,16 @@ use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, RawBody};
 use crate::config::files::Scope;
 use crate::config::{Origin, Route};
 use crate::delivery::attempt::Attempt;
+use crate::delivery::gate::Gate;
 use crate::delivery::http::sign::Signer;
+use crate::delivery::policy;
 use crate::delivery::verdict::Class;
 use crate::event::CloudEvent;
 use crate::pipeline::{self, Payload, Prepared};
 use crate::telemetry::new_traceparent;
 use axum::extract::State;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// A route as the API shows it. Secrets are never shown.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -58,10 +62,59 @@ pub struct RouteView {
     pub queue: String,
     /// The tenant whose events alone it takes, if it has one.
     pub tenant: Option<String>,
+    /// `[circuit_breaker]` and the state of the circuit on this replica, when the route has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerView>,
+    /// `[rate_limit]` and this replica's share of it, when the route has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitView>,
 }
 
-impl From<&Route> for RouteView {
-    fn from(r: &Route) -> Self {
+/// A route's circuit breaker: its settings and, on this replica (each replica has its own), its
+/// state.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CircuitBreakerView {
+    /// Consecutive retryable failures that open the circuit.
+    pub failures: u32,
+    /// How long it stays open before a probe, in milliseconds.
+    pub open_for_ms: u64,
+    /// Subscriptions: failing continuously for this long disables it, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_after_ms: Option<u64>,
+    /// `closed` (attempts go out), `open` (none does; events wait) or `half_open` (one probe).
+    #[schema(example = "closed")]
+    pub state: String,
+    /// When the circuit entered its state (RFC 3339); `null` while the route is not running.
+    pub since: Option<String>,
+    /// Retryable failures in a row (0 after a success).
+    pub consecutive_failures: u32,
+}
+
+/// A route's rate limit, and the share of it this replica uses.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RateLimitView {
+    /// Attempts started per second to the endpoint, for the route as a whole.
+    pub per_second: f64,
+    /// Token bucket size, for the route as a whole.
+    pub burst: u32,
+    /// Consumers of the route's queue (replicas running the route) sharing it, as last read.
+    pub consumers: u32,
+    /// This replica's rate: `per_second / consumers`.
+    pub replica_per_second: f64,
+    /// This replica's bucket: `burst / consumers`, rounded up.
+    pub replica_burst: u32,
+    /// No attempt before then: the receiver's `Retry-After` (RFC 3339), while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<String>,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl RouteView {
+    /// `r` as shown, with the state of its gate (`None` before its worker started).
+    pub fn of(r: &Route, gate: Option<&Gate>) -> Self {
         let (origin, file, subscription) = match &r.origin {
             Origin::File { file } => ("file", Some(file.clone()), None),
             Origin::Api { subscription } => ("api", None, Some(subscription.clone())),
@@ -90,6 +143,28 @@ impl From<&Route> for RouteView {
             signing_keys,
             queue: r.queue(),
             tenant: r.tenant().map(str::to_string),
+            circuit_breaker: r.circuit_breaker.map(|cb| {
+                let circuit = gate.and_then(|g| g.circuit(r));
+                CircuitBreakerView {
+                    failures: cb.failures,
+                    open_for_ms: cb.open_for.as_millis() as u64,
+                    disable_after_ms: cb.disable_after.map(|d| d.as_millis() as u64),
+                    state: circuit.map_or(policy::State::Closed, |c| c.state).as_str().into(),
+                    since: circuit.map(|c| rfc3339(c.since)),
+                    consecutive_failures: circuit.map_or(0, |c| c.consecutive_failures),
+                }
+            }),
+            rate_limit: r.rate_limit.map(|rl| {
+                let rate = gate.and_then(|g| g.rate(r));
+                RateLimitView {
+                    per_second: rl.per_second,
+                    burst: rl.burst,
+                    consumers: rate.map_or(1, |v| v.consumers),
+                    replica_per_second: rate.map_or(rl.per_second, |v| v.per_second),
+                    replica_burst: rate.map_or(rl.burst, |v| v.burst),
+                    paused_until: rate.and_then(|v| v.paused_until).map(rfc3339),
+                }
+            }),
         }
     }
 }
@@ -108,9 +183,8 @@ pub struct Routes {
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Routes>, ApiError> {
     let access = caller.access(Scope::Read)?;
     let s = state.router.snapshot();
-    Ok(Json(Routes {
-        items: s.routes.iter().filter(|r| sees(access, r)).map(|r| RouteView::from(r.as_ref())).collect(),
-    }))
+    let view = |r: &Arc<Route>| RouteView::of(r, state.router.gate(&r.name).as_deref());
+    Ok(Json(Routes { items: s.routes.iter().filter(|r| sees(access, r)).map(view).collect() }))
 }
 
 /// One route.
@@ -133,7 +207,7 @@ pub async fn get(
         .route(&name)
         .filter(|r| sees(access, r))
         .ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
-    Ok(Json(RouteView::from(r.as_ref())))
+    Ok(Json(RouteView::of(r, state.router.gate(&name).as_deref())))
 }
 
 /// Whether the caller may see a running route: operators all, a tenant its own.
@@ -325,7 +399,7 @@ pub async fn test(
     let payload = if empty {
         ping(&format!("test event for route {name}"))
     } else {
-        let ev = CloudEvent::decode(&body).map_err(|e| ApiError::unprocessable("malformed", e.to_string()))?;
+        let ev = CloudEvent::decode(&body)?;
         match pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
             Ok(Prepared::Deliver(p)) => p,
             Ok(Prepared::Filtered) => {

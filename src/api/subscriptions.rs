@@ -388,6 +388,8 @@ pub async fn validate(
         log_payload: false,
         signer: Signer::Standard(vec![key]),
         retry: RetryPolicy { max_attempts: 1, backoff: vec![std::time::Duration::from_secs(1)] },
+        circuit_breaker: None,
+        rate_limit: None,
         digest: String::new(),
         origin: Origin::Api { subscription: String::new() },
     };

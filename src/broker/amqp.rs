@@ -57,6 +57,21 @@ impl AmqpBroker {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+
+    /// What a passive `queue.declare` reports of a queue: its ready messages and consumers.
+    async fn passive_declare(&self, queue: &str) -> Result<lapin::Queue, BrokerError> {
+        // A passive declare on a missing queue closes its channel: use one of its own.
+        let ch = self.conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = ch.close(200, "passive declare".into()).await;
+        Ok(q)
+    }
 }
 
 fn quorum_args() -> FieldTable {
@@ -221,17 +236,11 @@ impl Broker for AmqpBroker {
     }
 
     async fn queue_depth(&self, queue: &str) -> Result<u64, BrokerError> {
-        // A passive declare on a missing queue closes its channel: use one of its own.
-        let ch = self.conn.create_channel().await?;
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
-                FieldTable::default(),
-            )
-            .await?;
-        let _ = ch.close(200, "depth".into()).await;
-        Ok(u64::from(q.message_count()))
+        Ok(u64::from(self.passive_declare(queue).await?.message_count()))
+    }
+
+    async fn consumer_count(&self, queue: &str) -> Result<u32, BrokerError> {
+        Ok(self.passive_declare(queue).await?.consumer_count())
     }
 
     async fn lost(&self) -> String {

@@ -342,6 +342,12 @@ impl Broker for EmbeddedBroker {
         self.engine.call(|reply| Request::Depth { queue, reply }).await
     }
 
+    async fn consumer_count(&self, queue: &str) -> Result<u32, BrokerError> {
+        self.check()?;
+        let queue = queue.to_string();
+        self.engine.call(|reply| Request::Consumers { queue, reply }).await
+    }
+
     async fn lost(&self) -> String {
         let mut failed = self.engine.failed.clone();
         match failed.wait_for(Option::is_some).await {

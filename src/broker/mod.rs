@@ -269,6 +269,9 @@ pub trait Broker: Send + Sync {
     ) -> Result<(), BrokerError>;
     /// Messages ready in a queue (not counting those delivered and unacked).
     async fn queue_depth(&self, queue: &str) -> Result<u64, BrokerError>;
+    /// Consumers of a queue now, over every connection (on RabbitMQ: every replica's; on a
+    /// single-active-consumer queue, the waiting ones too).
+    async fn consumer_count(&self, queue: &str) -> Result<u32, BrokerError>;
     /// Resolves, with the reason, when the connection is lost.
     async fn lost(&self) -> String;
     /// Closes the connection: every unacked message goes back to its queue.

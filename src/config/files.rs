@@ -1,6 +1,7 @@
 //! The serde shapes of the config files, with their documented defaults. These are what users
 //! write; [`super::Snapshot`] is what they compile into.
 
+use super::allow::AllowFrom;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -88,6 +89,11 @@ pub struct ApiFile {
     pub listen: String,
     /// Bearer API keys, each stored as a hash of the key.
     pub keys: Vec<ApiKeyFile>,
+    /// The networks callers may come from (`["10.0.0.0/8", "192.0.2.7"]`), by the TCP peer's
+    /// address; others get 403. Default: everyone who can reach `listen`. Applies to every path,
+    /// `/healthz` and `/metrics` included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_from: Option<AllowFrom>,
     /// How long the old secret of a subscription stays valid after `rotate-secret` (both
     /// signatures are sent meanwhile). Default 24h.
     pub secret_overlap: Dur,
@@ -99,6 +105,7 @@ impl Default for ApiFile {
             enabled: true,
             listen: "127.0.0.1:8080".into(),
             keys: Vec::new(),
+            allow_from: None,
             secret_overlap: Dur(Duration::from_secs(24 * 3600)),
         }
     }
@@ -114,6 +121,11 @@ pub struct ApiKeyFile {
     pub hash: String,
     /// What the key may do: `ingest` (POST /v1/events), `read` (every GET), `admin` (everything).
     pub scopes: Vec<Scope>,
+    /// The networks this key may be used from, on top of `[api] allow_from`: a key presented
+    /// from elsewhere gets 403, so that a leaked key is useless outside them. Default: wherever
+    /// `[api] allow_from` allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_from: Option<AllowFrom>,
 }
 
 /// What an API key may do.
@@ -232,6 +244,11 @@ pub struct BrokerFile {
     pub delivery_limit: u32,
     /// Longest wait between reconnection attempts. Default 30s.
     pub reconnect_max: Dur,
+    /// RabbitMQ's `consumer_timeout` (set in rabbitmq.conf, which hookrelay cannot read): the
+    /// broker closes the channel of a delivery left unacked for longer. An ordered route that
+    /// holds an event in place (its circuit open, its rate limit) hands it back to the queue
+    /// before then. Set it here when you changed it there. Default 30m, RabbitMQ's default.
+    pub consumer_timeout: Dur,
 }
 
 impl Default for BrokerFile {
@@ -242,6 +259,7 @@ impl Default for BrokerFile {
             prefetch: 64,
             delivery_limit: 20,
             reconnect_max: Dur(Duration::from_secs(30)),
+            consumer_timeout: Dur(super::RABBITMQ_CONSUMER_TIMEOUT),
         }
     }
 }
@@ -352,6 +370,46 @@ pub struct RouteFile {
     /// Retry policy.
     #[serde(default)]
     pub retry: RetryFile,
+    /// Stop sending to a failing endpoint for a while (docs/endpoint-policies.md).
+    pub circuit_breaker: Option<CircuitBreakerFile>,
+    /// Attempts started per second to the endpoint (docs/endpoint-policies.md).
+    pub rate_limit: Option<RateLimitFile>,
+}
+
+/// `[circuit_breaker]` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerFile {
+    /// Consecutive retryable failures (5xx, 408, 429, timeout, connect) that open the circuit,
+    /// 1 to 10,000. Default 5.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// How long the circuit stays open (no request goes to the endpoint; its events wait
+    /// durably) before one probe attempt; above zero, at most 1 day. Default 30s.
+    #[serde(default = "default_open_for")]
+    pub open_for: Dur,
+    /// API subscriptions only; refused here (a file route cannot be disabled).
+    pub disable_after: Option<Dur>,
+}
+
+fn default_breaker_failures() -> u32 {
+    super::route::DEFAULT_BREAKER_FAILURES
+}
+
+fn default_open_for() -> Dur {
+    Dur(super::route::DEFAULT_OPEN_FOR)
+}
+
+/// `[rate_limit]` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    /// Attempts started per second to the endpoint (retries included), above zero, at most
+    /// 100,000; fractions allowed (0.5: one every 2 s).
+    pub per_second: f64,
+    /// Token bucket size: attempts that may start at once after a quiet spell, 1 to 100,000.
+    /// Default `per_second`, rounded up.
+    pub burst: Option<u32>,
 }
 
 fn default_timeout() -> Dur {

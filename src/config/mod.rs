@@ -9,11 +9,13 @@
 //!
 //! The types a part of the process compiles into are defined beside that part (the pipeline's
 //! steps and catalogue, the delivery's signer and retry policy, the broker's endpoint); this
-//! module reads the files and assembles them. Modules: [`files`] (the serde shapes),
+//! module reads the files and assembles them. Modules: [`files`] (the serde shapes), [`allow`]
+//! (`allow_from` networks),
 //! `main_file` (`hookrelay.toml` and the environment), [`route`] (the route compiler, shared
 //! with API subscriptions), `route_files` (`routes/`), [`schemas`] (`schemas/`), [`error`] and
 //! [`locate`] (where a problem is).
 
+pub mod allow;
 pub mod error;
 pub mod files;
 pub mod locate;
@@ -26,6 +28,7 @@ use crate::broker::Endpoint;
 use crate::delivery::http::guard::Policy;
 use crate::delivery::http::retry::RetryPolicy;
 use crate::delivery::http::sign::Signer;
+use crate::delivery::policy::{CircuitBreaker, RateLimit};
 use crate::pipeline::schema::SchemaRegistry;
 use crate::pipeline::script::sandboxed_engine;
 use crate::pipeline::{self, Steps};
@@ -43,7 +46,8 @@ use std::time::Duration;
 pub const MAIN_FILE: &str = "hookrelay.toml";
 
 /// RabbitMQ's default `consumer_timeout`: a delivery unacked for longer gets its channel closed.
-/// An ordered route whose retry waits add up to more is warned about.
+/// An ordered route whose retry waits add up to more is warned about; `[broker]
+/// consumer_timeout` says when an operator changed it.
 pub const RABBITMQ_CONSUMER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A route, compiled.
@@ -71,6 +75,10 @@ pub struct Route {
     pub signer: Signer,
     /// Attempts and backoff.
     pub retry: RetryPolicy,
+    /// `[circuit_breaker]`: stop sending to a failing endpoint for a while.
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// `[rate_limit]`: attempts started per second to the endpoint.
+    pub rate_limit: Option<RateLimit>,
     /// Hash of the route file and its plugins: tells a reload which routes changed.
     pub digest: String,
     /// Where the route is defined.
@@ -102,6 +110,12 @@ impl Route {
     /// The tenant whose events alone the route takes, if it has one.
     pub fn tenant(&self) -> Option<&str> {
         self.steps.tenant.tenant()
+    }
+
+    /// Whether an endpoint policy (circuit breaker, rate limit) is consulted around its
+    /// attempts: without one, a delivery takes no lock and waits for nothing.
+    pub fn gated(&self) -> bool {
+        self.circuit_breaker.is_some() || self.rate_limit.is_some()
     }
 }
 
@@ -251,6 +265,9 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         main.security.ca_file.as_ref().map(|f| load_ca_file(dir, f, &mut files, &mut errors)).unwrap_or_default();
     check_api(&main.api, &mut errors);
     errors.extend(main.tenants.problem().map(|m| ConfigError::file(MAIN_FILE, m)));
+    if main.broker.as_ref().is_some_and(|b| b.consumer_timeout.0.is_zero()) {
+        errors.push(ConfigError::file(MAIN_FILE, "[broker] consumer_timeout must be more than zero"));
+    }
     let schemas = schemas::load(dir, &dir.join("schemas"), &mut files, &mut errors);
     let engine = Arc::new(sandboxed_engine());
     let routes = route_files::RouteFiles {
@@ -260,7 +277,8 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         engine: &engine,
         schemas: &schemas,
         opts,
-        rabbitmq: broker_kind == BrokerKind::Rabbitmq,
+        consumer_timeout: (broker_kind == BrokerKind::Rabbitmq)
+            .then(|| main.broker.as_ref().map_or(RABBITMQ_CONSUMER_TIMEOUT, |b| b.consumer_timeout.0)),
         files: &mut files,
         errors: &mut errors,
         warnings: &mut warnings,

@@ -12,6 +12,7 @@ use crate::broker::topic;
 use crate::delivery::http::guard::Policy;
 use crate::delivery::http::retry::RetryPolicy;
 use crate::delivery::http::sign::Signer;
+use crate::delivery::policy::{CircuitBreaker, RateLimit};
 use crate::pipeline::redact::RedactPath;
 use crate::pipeline::script::Script;
 use crate::pipeline::{BodyFormat, Steps};
@@ -34,6 +35,18 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Default attempts in all.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// `[circuit_breaker] failures`: consecutive retryable failures that open the circuit.
+pub const BREAKER_FAILURES: RangeInclusive<u32> = 1..=10_000;
+/// Default `[circuit_breaker] failures`.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// Longest `[circuit_breaker] open_for`.
+pub const MAX_OPEN_FOR: Duration = Duration::from_secs(24 * 3600);
+/// Default `[circuit_breaker] open_for`.
+pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
+/// Highest `[rate_limit] per_second`.
+pub const MAX_PER_SECOND: f64 = 100_000.0;
+/// `[rate_limit] burst`.
+pub const BURST: RangeInclusive<u32> = 1..=100_000;
 
 /// Default waits before attempt 2, 3, …: 5s, 30s, 2m, 10m, 30m, 1h, 2h.
 pub fn default_backoff() -> Vec<Duration> {
@@ -79,6 +92,16 @@ pub enum Field<'a> {
     HeaderValue(&'a str),
     /// `tenant`.
     Tenant,
+    /// `circuit_breaker.failures`.
+    BreakerFailures,
+    /// `circuit_breaker.open_for`.
+    BreakerOpenFor,
+    /// `circuit_breaker.disable_after`.
+    BreakerDisableAfter,
+    /// `rate_limit.per_second`.
+    RatePerSecond,
+    /// `rate_limit.burst`.
+    RateBurst,
 }
 
 impl Field<'_> {
@@ -91,6 +114,11 @@ impl Field<'_> {
             Self::Concurrency => Some("concurrency"),
             Self::MaxAttempts => Some("retry.max_attempts"),
             Self::Backoff | Self::BackoffStep(_) => Some("retry.backoff"),
+            Self::BreakerFailures => Some("circuit_breaker.failures"),
+            Self::BreakerOpenFor => Some("circuit_breaker.open_for"),
+            Self::BreakerDisableAfter => Some("circuit_breaker.disable_after"),
+            Self::RatePerSecond => Some("rate_limit.per_second"),
+            Self::RateBurst => Some("rate_limit.burst"),
             _ => None,
         }
     }
@@ -110,6 +138,11 @@ impl Field<'_> {
             Self::Redact(i) => format!("redact[{i}]"),
             Self::HeaderName(k) | Self::HeaderValue(k) => format!("headers.{k}"),
             Self::Tenant => "tenant".into(),
+            Self::BreakerFailures => "circuit_breaker.failures".into(),
+            Self::BreakerOpenFor => "circuit_breaker.open_for".into(),
+            Self::BreakerDisableAfter => "circuit_breaker.disable_after".into(),
+            Self::RatePerSecond => "rate_limit.per_second".into(),
+            Self::RateBurst => "rate_limit.burst".into(),
         }
     }
 }
@@ -151,6 +184,10 @@ pub struct Definition<'a> {
     pub signer: Option<Signer>,
     /// The tenant that owns the route, as written.
     pub tenant: Option<&'a str>,
+    /// `[circuit_breaker]`, as written (`disable_after` with the source's default).
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// `[rate_limit]`, as written (`burst` with its default).
+    pub rate_limit: Option<RateLimit>,
     /// Tells a reload whether the route changed.
     pub digest: String,
     /// Where it is defined.
@@ -239,6 +276,34 @@ pub fn compile(
             ),
         }
     }
+    if let Some(cb) = &def.circuit_breaker {
+        if !BREAKER_FAILURES.contains(&cb.failures) {
+            problem(Field::BreakerFailures, format!("must be at least 1 and at most {}", BREAKER_FAILURES.end()));
+        }
+        if cb.open_for.is_zero() || cb.open_for > MAX_OPEN_FOR {
+            problem(Field::BreakerOpenFor, "must be more than zero and at most 1 day".into());
+        }
+        match (cb.disable_after, &def.origin) {
+            (Some(_), Origin::File { .. }) => problem(
+                Field::BreakerDisableAfter,
+                "applies to API subscriptions only: a file route cannot be disabled (a receiver's 410 Gone \
+                 dead-letters its events instead)"
+                    .into(),
+            ),
+            (Some(d), Origin::Api { .. }) if d.is_zero() => {
+                problem(Field::BreakerDisableAfter, "must be more than zero".into())
+            }
+            _ => {}
+        }
+    }
+    if let Some(rl) = &def.rate_limit {
+        if !(rl.per_second > 0.0 && rl.per_second <= MAX_PER_SECOND) {
+            problem(Field::RatePerSecond, format!("must be more than zero and at most {MAX_PER_SECOND}"));
+        }
+        if !BURST.contains(&rl.burst) {
+            problem(Field::RateBurst, format!("must be at least 1 and at most {}", BURST.end()));
+        }
+    }
     if let Some(Err(m)) = def.tenant.map(crate::tenant::check_id) {
         problem(Field::Tenant, m);
     }
@@ -261,6 +326,8 @@ pub fn compile(
         log_payload: def.log_payload,
         signer,
         retry: RetryPolicy { max_attempts: def.max_attempts, backoff: def.backoff },
+        circuit_breaker: def.circuit_breaker,
+        rate_limit: def.rate_limit,
         digest,
         origin: def.origin,
     })
@@ -289,6 +356,8 @@ mod tests {
             log_payload: false,
             signer: Some(Signer::Standard(vec![SigningKey::from_whsec(&SigningKey::generate()).unwrap()])),
             tenant: None,
+            circuit_breaker: None,
+            rate_limit: None,
             digest: "d".into(),
             origin: Origin::File { file: "routes/orders.toml".into() },
         }
@@ -422,5 +491,67 @@ mod tests {
         assert_eq!(by_subject.tenant(), Some("acme"));
         assert_ne!(by_subject.digest, plain.digest);
         assert_ne!(by_subject.digest, by_extension.digest, "a reload that changes the attribute restarts the route");
+    }
+
+    #[test]
+    fn endpoint_policies_are_checked_against_their_limits() {
+        let s = Duration::from_secs;
+        let breaker = |failures, open_for, disable_after| CircuitBreaker { failures, open_for, disable_after };
+        let api = Origin::Api { subscription: "sub_1".into() };
+        let good = Definition {
+            circuit_breaker: Some(breaker(5, s(30), None)),
+            rate_limit: Some(RateLimit { per_second: 0.5, burst: 1 }),
+            ..definition()
+        };
+        let route =
+            compile(good, Policy::default(), &TenantsFile::default(), &mut |f, m| panic!("{f:?}: {m}")).unwrap();
+        assert!(route.gated());
+        assert_eq!(route.circuit_breaker, Some(breaker(5, s(30), None)));
+        assert!(!compile(definition(), Policy::default(), &TenantsFile::default(), &mut |_, _| ()).unwrap().gated());
+
+        let bad = Definition {
+            circuit_breaker: Some(breaker(0, Duration::ZERO, Some(s(60)))),
+            rate_limit: Some(RateLimit { per_second: 0.0, burst: 0 }),
+            ..definition()
+        };
+        assert_eq!(
+            problems(bad),
+            [
+                ("circuit_breaker.failures".to_string(), "must be at least 1 and at most 10000".to_string()),
+                ("circuit_breaker.open_for".into(), "must be more than zero and at most 1 day".into()),
+                (
+                    "circuit_breaker.disable_after".into(),
+                    "applies to API subscriptions only: a file route cannot be disabled (a receiver's 410 Gone \
+                     dead-letters its events instead)"
+                        .into()
+                ),
+                ("rate_limit.per_second".into(), "must be more than zero and at most 100000".into()),
+                ("rate_limit.burst".into(), "must be at least 1 and at most 100000".into()),
+            ]
+        );
+        let too_much = Definition {
+            circuit_breaker: Some(breaker(10_001, s(86_401), Some(Duration::ZERO))),
+            rate_limit: Some(RateLimit { per_second: f64::NAN, burst: 100_001 }),
+            origin: api.clone(),
+            ..definition()
+        };
+        let fields: Vec<String> = problems(too_much).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "circuit_breaker.failures",
+                "circuit_breaker.open_for",
+                "circuit_breaker.disable_after",
+                "rate_limit.per_second",
+                "rate_limit.burst"
+            ]
+        );
+        let subscription = Definition {
+            circuit_breaker: Some(breaker(1, s(86_400), Some(s(3600)))),
+            rate_limit: Some(RateLimit { per_second: 100_000.0, burst: 100_000 }),
+            origin: api,
+            ..definition()
+        };
+        assert!(problems(subscription).is_empty(), "at the limits, and disable_after on a subscription");
     }
 }

@@ -12,6 +12,7 @@ use super::{LoadOptions, Origin, RABBITMQ_CONSUMER_TIMEOUT, Route, locate, toml_
 use crate::broker::topic;
 use crate::delivery::http::guard::Policy;
 use crate::delivery::http::sign::{Signer, SigningKey};
+use crate::delivery::policy::{CircuitBreaker, RateLimit};
 use crate::pipeline::schema::SchemaRegistry;
 use crate::pipeline::script::{EntryPoint, Script};
 use http::HeaderName;
@@ -31,8 +32,9 @@ pub(super) struct RouteFiles<'a> {
     pub(super) engine: &'a rhai::Engine,
     pub(super) schemas: &'a SchemaRegistry,
     pub(super) opts: LoadOptions,
-    /// Warn about ordered retry waits past RabbitMQ's consumer timeout.
-    pub(super) rabbitmq: bool,
+    /// On RabbitMQ, its `consumer_timeout` (`[broker]`): ordered retry waits past it are warned
+    /// about.
+    pub(super) consumer_timeout: Option<Duration>,
     /// Every file read, for the revision.
     pub(super) files: &'a mut Vec<(String, Vec<u8>)>,
     pub(super) errors: &'a mut Vec<ConfigError>,
@@ -116,8 +118,8 @@ impl RouteFiles<'_> {
                 self.errors.push(ConfigError::at_offset(&shown, &text, name_at, msg));
                 continue;
             }
-            if route.ordered && self.rabbitmq {
-                self.warnings.extend(ordered_waits_warning(at, &route));
+            if let (true, Some(limit)) = (route.ordered, self.consumer_timeout) {
+                self.warnings.extend(ordered_waits_warning(at, &route, limit));
             }
             seen.insert(route.name.clone(), shown.clone());
             routes.push(Arc::new(route));
@@ -157,6 +159,15 @@ impl RouteFiles<'_> {
             log_payload: file.log_payload,
             signer,
             tenant: file.tenant.as_ref().map(|t| t.get_ref().as_str()),
+            circuit_breaker: file.circuit_breaker.as_ref().map(|c| CircuitBreaker {
+                failures: c.failures,
+                open_for: c.open_for.0,
+                disable_after: c.disable_after.map(|d| d.0),
+            }),
+            rate_limit: file.rate_limit.as_ref().map(|r| RateLimit {
+                per_second: r.per_second,
+                burst: r.burst.unwrap_or_else(|| RateLimit::default_burst(r.per_second)),
+            }),
             digest: hex::encode(digest.finalize()),
             origin: Origin::File { file: at.shown.display().to_string() },
         };
@@ -193,6 +204,11 @@ impl RouteFiles<'_> {
                     Some(t) => at.span(t.span(), msg),
                     None => ConfigError::file(at.shown, msg),
                 },
+                Field::BreakerFailures => at.path(&["circuit_breaker", "failures"], false, msg),
+                Field::BreakerOpenFor => at.path(&["circuit_breaker", "open_for"], false, msg),
+                Field::BreakerDisableAfter => at.path(&["circuit_breaker", "disable_after"], true, msg),
+                Field::RatePerSecond => at.path(&["rate_limit", "per_second"], false, msg),
+                Field::RateBurst => at.path(&["rate_limit", "burst"], false, msg),
             });
         });
         // A plugin or secret that failed leaves no route behind, complete or not.
@@ -283,10 +299,11 @@ impl RouteFiles<'_> {
 }
 
 /// An ordered route on RabbitMQ retries in place, holding the message unacked through every
-/// wait; past the broker's `consumer_timeout` the channel is closed and the event starts over.
-fn ordered_waits_warning(at: At<'_>, route: &Route) -> Option<ConfigError> {
+/// wait; past the broker's `consumer_timeout` (`limit`) the channel is closed and the event
+/// starts over.
+fn ordered_waits_warning(at: At<'_>, route: &Route, limit: Duration) -> Option<ConfigError> {
     let waits: Duration = (1..route.retry.max_attempts).map(|a| route.retry.delay(a, None, 0.0)).sum();
-    if waits <= RABBITMQ_CONSUMER_TIMEOUT {
+    if waits <= limit {
         return None;
     }
     let offset = [&["retry", "backoff"][..], &["retry", "max_attempts"], &["ordered"]]
@@ -301,14 +318,18 @@ fn ordered_waits_warning(at: At<'_>, route: &Route) -> Option<ConfigError> {
         format!(
             "route `{}` is ordered and its retry waits add up to {} (max_attempts {}, backoff [{}]): an ordered \
              retry holds the message unacked, and RabbitMQ closes the channel of a delivery unacked for longer than \
-             its consumer_timeout ({} by default), after which the event starts over at attempt 1. Keep the waits \
-             under that (fewer max_attempts or shorter backoff) or raise consumer_timeout in rabbitmq.conf \
-             (README.md#delivery-semantics)",
+             its consumer_timeout ({}), after which the event starts over at attempt 1. Keep the waits under that \
+             (fewer max_attempts or shorter backoff) or raise consumer_timeout in rabbitmq.conf, and tell hookrelay \
+             in [broker] consumer_timeout (docs/delivery.md)",
             route.name,
             humantime::format_duration(waits),
             route.retry.max_attempts,
             backoff.join(", "),
-            humantime::format_duration(RABBITMQ_CONSUMER_TIMEOUT),
+            if limit == RABBITMQ_CONSUMER_TIMEOUT {
+                format!("{} by default", humantime::format_duration(limit))
+            } else {
+                format!("{} as [broker] consumer_timeout says", humantime::format_duration(limit))
+            },
         ),
     ))
 }

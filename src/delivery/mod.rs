@@ -13,19 +13,25 @@
 //!          Park → confirmed delayed publish, ack · DeadLetter → confirmed dead letter, ack
 //! ```
 //!
-//! Where the endpoint policies of issue 14 plug in, without changing this shape:
-//! - **rate limit**: in [`worker`], before each [`attempt::Attempt::send`], wait for the
-//!   route's token (a 429's `Retry-After` drains the route's bucket, not only the event's);
-//! - **circuit breaker**: in [`worker`], every [`verdict::AttemptResult`] feeds the route's
-//!   circuit state before [`verdict::decide`]; while open, the worker does not attempt and
-//!   settles the message as held;
+//! Endpoint policies ([`policy`]: circuit breaker and rate limit, as values) sit beside this
+//! shape, in one [`gate::Gate`] per route that the worker consults at two points:
+//! - before each [`attempt::Attempt::send`]: the route's circuit (open: no attempt, the event is
+//!   held, parked with a not-before time by [`settle`] or, ordered, in place) and its token
+//!   (waited for in process; a 429's `Retry-After` drains the route's bucket, not only the
+//!   event's);
+//! - after it: the [`verdict::AttemptResult`] feeds the circuit (a failed probe is retried, never
+//!   exhausts its event), and, for API subscriptions, `disable_after`.
+//!
+//! Where the other policies of issue 14 plug in, without changing this shape:
 //! - **batching**: in [`worker`]'s unordered loop, messages gather into one body up to
 //!   `max_events` or `max_wait`, sent as one attempt and settled one by one;
-//! - **scheduled and held delivery**: in [`settle`], a not-before time (`deliverat`, or a
-//!   circuit's open period) is a park with that delay, not counted as an attempt.
+//! - **scheduled delivery**: in [`settle`], a not-before time (`deliverat`) is a park with that
+//!   delay, not counted as an attempt, as a held event's is.
 
 pub mod attempt;
+pub mod gate;
 pub mod http;
+pub mod policy;
 pub mod settle;
 pub mod verdict;
 pub mod worker;

@@ -11,8 +11,13 @@
 //!   producer's headers, the why as `hookrelay-*` headers), then ack. The dead-letter indexer
 //!   ([`crate::runtime`]) stores it and acks it on its own queue.
 //!
-//! Issue 14's scheduled and held deliveries plug in here: a not-before time (a `deliverat`, a
-//! circuit that is open) is a park with that delay, not counted as an attempt.
+//! - held (an endpoint policy said "not now": the route's circuit is open, its rate limit's next
+//!   token is far off): parked like a retry, but for the attempt it came for, so that nothing
+//!   counts it ([`Settle::hold`]); on an ordered route the worker holds it in place instead, and
+//!   hands it back ([`Settled::HandBack`]) before RabbitMQ's consumer timeout would.
+//!
+//! Issue 14's scheduled deliveries plug in here too: a not-before time (a `deliverat`) is a park
+//! with that delay, not counted as an attempt.
 
 use super::verdict::{AttemptResult, Reason, Verdict};
 use crate::broker::{
@@ -41,6 +46,10 @@ pub enum Settled {
     Again,
     /// Left unacked because the route is stopping: the broker gives it back on close.
     Abandoned,
+    /// Left unacked to be handed back now: an ordered route held it in place (its circuit
+    /// open) for as long as RabbitMQ lets a delivery go unacked. The worker closes its
+    /// consumer, which gives it back first, in order, and consumes again.
+    HandBack,
 }
 
 /// What a dead letter says, besides the message itself.
@@ -93,6 +102,13 @@ impl Settle<'_> {
     pub async fn park_again(&self, rest: Duration) -> Result<Settled, BrokerError> {
         let attempt = self.message.headers.u64(H_ATTEMPT).unwrap_or(1) as u32;
         self.park(attempt, rest).await
+    }
+
+    /// Holds the message for `delay` without an attempt (its route's circuit is open, or its
+    /// rate limit's next token is far off): parked for `attempt`, the attempt it came for, so
+    /// that it counts neither as an attempt nor as a retry, then acked.
+    pub async fn hold(&self, attempt: u32, delay: Duration) -> Result<Settled, BrokerError> {
+        self.park(attempt, delay).await
     }
 
     /// Acks: the message was delivered or filtered out.

@@ -9,15 +9,23 @@
 //! single-active-consumer queue the next consumer would overtake them).
 //!
 //! Contexts by lifetime, as svix-server's worker does: [`Shared`] for the process (the live
-//! config and client, the sequencer, the delivery log), [`Worker`] for one route's consumer, and
-//! `Dispatch` for one message (the config and route it read once, when it started).
+//! config and client, the sequencer, the delivery log, every route's gate), [`Worker`] for one
+//! route's consumer, and `Dispatch` for one message (the config and route it read once, when it
+//! started).
+//!
+//! A route with endpoint policies (`[circuit_breaker]`, `[rate_limit]`) asks its [`Gate`]
+//! before each attempt and tells it each result; when the gate says "not now", an unordered
+//! route parks the event for that long ([`Settle::hold`]), an ordered one waits in place, so
+//! that later events stay behind it, and on RabbitMQ hands it back before the broker's consumer
+//! timeout ([`Settled::HandBack`]). Routes without them skip all of it.
 
 use super::attempt::{Attempt, Sequencer};
+use super::gate::{Admission, Gate, Gates};
 use super::http::client::WebhookClient;
 use super::settle::{DeadLetter, Settle, Settled};
 use super::verdict::{self, AttemptResult, Reason, Verdict};
 use crate::broker::{Broker, BrokerError, Consumer, H_TRACEPARENT, Message, now_ms};
-use crate::config::{Origin, Route, Snapshot};
+use crate::config::{BrokerKind, Origin, Route, Snapshot};
 use crate::metrics::{self, RouteMeter};
 use crate::pipeline::{self, Payload, Prepared, Rejection};
 use crate::store::log::AttemptLog;
@@ -28,10 +36,12 @@ use futures_util::FutureExt;
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, warn};
+use tracing::{Instrument, debug, info, warn};
 
 /// The config now live with the HTTP client built for it: swapped as one by a reload, so that a
 /// delivery never pairs a config with another config's client.
@@ -43,23 +53,42 @@ pub struct Live {
 }
 
 /// What every worker of the process shares: the live config and client, the sequencer, the
-/// delivery log, and where `410 Gone` answers go.
+/// delivery log, every route's gate, and where requests to disable a subscription go.
 pub struct Shared {
     live: ArcSwap<Live>,
     sequencer: Sequencer,
     log: Option<Arc<AttemptLog>>,
-    gone: OnceLock<mpsc::UnboundedSender<Gone>>,
+    gates: Gates,
+    disables: OnceLock<mpsc::UnboundedSender<Disable>>,
 }
 
-/// A receiver answered `410 Gone` on an API-managed route: the subscription is to be disabled.
+/// An API-managed route's subscription is to be disabled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gone {
+pub struct Disable {
     /// The subscription's id.
     pub subscription: String,
     /// The route (the subscription's name).
     pub route: String,
-    /// The event whose delivery got the 410.
-    pub event_id: String,
+    /// Why.
+    pub why: DisableReason,
+}
+
+/// Why a subscription is to be disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisableReason {
+    /// Its receiver answered `410 Gone` to this event.
+    Gone {
+        /// The event whose delivery got the 410.
+        event_id: String,
+    },
+    /// Its endpoint has failed continuously since then, for its circuit breaker's
+    /// `disable_after`.
+    Failing {
+        /// The first failure of the streak.
+        since: SystemTime,
+        /// `disable_after`.
+        after: Duration,
+    },
 }
 
 impl Shared {
@@ -70,7 +99,8 @@ impl Shared {
             live: ArcSwap::from_pointee(Live { snapshot: Arc::new(snapshot), client }),
             sequencer: Sequencer::default(),
             log,
-            gone: OnceLock::new(),
+            gates: Gates::default(),
+            disables: OnceLock::new(),
         }
     }
 
@@ -105,11 +135,22 @@ impl Shared {
         self.log.as_ref()
     }
 
-    /// The `410 Gone` answers on API-managed routes, from now on; the first caller gets them,
-    /// later ones `None`. Without a caller they are dropped.
-    pub fn gone_reports(&self) -> Option<mpsc::UnboundedReceiver<Gone>> {
+    /// Every route's circuit breaker and rate limit.
+    pub fn gates(&self) -> &Gates {
+        &self.gates
+    }
+
+    /// The requests to disable a subscription (`410 Gone`, failing for `disable_after`), from
+    /// now on; the first caller gets them, later ones `None`. Without a caller they are dropped.
+    pub fn disable_reports(&self) -> Option<mpsc::UnboundedReceiver<Disable>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.gone.set(tx).ok().map(|()| rx)
+        self.disables.set(tx).ok().map(|()| rx)
+    }
+
+    fn disable(&self, route: &Route, why: DisableReason) {
+        if let (Origin::Api { subscription }, Some(tx)) = (&route.origin, self.disables.get()) {
+            let _ = tx.send(Disable { subscription: subscription.clone(), route: route.name.clone(), why });
+        }
     }
 }
 
@@ -122,6 +163,8 @@ pub struct Worker {
     stop: CancellationToken,
     /// The route's metrics (a reload keeps the route's name, so the handles stay right).
     meter: RouteMeter,
+    /// The route's circuit breaker and rate limit (consulted when the route has them).
+    gate: Arc<Gate>,
 }
 
 impl Worker {
@@ -133,8 +176,13 @@ impl Worker {
         route: Arc<ArcSwap<Route>>,
         stop: CancellationToken,
     ) -> Self {
-        let meter = RouteMeter::new(&route.load().name);
-        Self { shared, broker, route, stop, meter }
+        let (meter, gate) = {
+            let r = route.load();
+            let gate = shared.gates.of(&r.name);
+            gate.start(&r);
+            (RouteMeter::new(&r.name), gate)
+        };
+        Self { shared, broker, route, stop, meter, gate }
     }
 
     /// Consumes until stopped or the consumer fails (`Err(why)`), then closes the consumer once
@@ -144,25 +192,49 @@ impl Worker {
     pub async fn run(self, mut consumer: Box<dyn Consumer>) -> Result<(), String> {
         let route = self.route.load_full();
         let result = if route.ordered {
-            self.sequential(consumer.as_mut()).await
+            loop {
+                match self.sequential(consumer.as_mut()).await {
+                    Ok(true) => consumer = self.hand_back(consumer, &route).await?,
+                    done => break done.map(drop),
+                }
+            }
         } else {
+            // A rate limit is shared by the replicas consuming the queue: follow how many do,
+            // while this worker runs.
+            let following = self.stop.child_token();
+            let _following = following.clone().drop_guard();
+            if route.rate_limit.is_some() {
+                let follow = self.gate.clone().follow_consumers(self.broker.clone(), self.route.clone(), following);
+                tokio::spawn(follow.in_current_span());
+            }
             Arc::new(self).concurrent(consumer.as_mut(), route.concurrency).await
         };
         consumer.close().await;
         result
     }
 
-    /// Ordered: one message at a time, each settled before the next is taken.
-    async fn sequential(&self, consumer: &mut dyn Consumer) -> Result<(), String> {
+    /// Closes `consumer`, which gives back the event an ordered route held in place (first, in
+    /// order), and consumes the queue again.
+    async fn hand_back(&self, consumer: Box<dyn Consumer>, route: &Route) -> Result<Box<dyn Consumer>, String> {
+        consumer.close().await;
+        info!("held event handed back to the queue before the broker's consumer timeout; consuming again");
+        let prefetch = self.shared.snapshot().broker.prefetch;
+        self.broker.consume(&route.queue(), prefetch).await.map_err(|e| format!("consuming again failed: {e}"))
+    }
+
+    /// Ordered: one message at a time, each settled before the next is taken. `Ok(true)` when
+    /// the message in hand is to be handed back ([`Settled::HandBack`]).
+    async fn sequential(&self, consumer: &mut dyn Consumer) -> Result<bool, String> {
         loop {
             let message = tokio::select! {
-                _ = self.stop.cancelled() => return Ok(()),
+                _ = self.stop.cancelled() => return Ok(false),
                 m = consumer.next() => next(m)?,
             };
             // A panic fails this worker like a failed consumer (the session then reconnects),
             // as it fails a message's task on an unordered route.
             match AssertUnwindSafe(self.handle(message)).catch_unwind().await {
-                Ok(Ok(Settled::Abandoned)) => return Ok(()),
+                Ok(Ok(Settled::Abandoned)) => return Ok(false),
+                Ok(Ok(Settled::HandBack)) => return Ok(true),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => return Err("delivery task failed: it panicked".into()),
@@ -309,9 +381,9 @@ impl Dispatch<'_> {
         }
     }
 
-    /// The attempts of one event, inside its span. Issue 14's policies plug in here: a rate
-    /// limit waits for its token before each attempt, and each [`AttemptResult`] feeds the
-    /// route's circuit breaker before the verdict.
+    /// The attempts of one event, inside its span. On a gated route ([`Route::gated`]) each
+    /// attempt asks the route's [`Gate`] first (which may hold the event without an attempt)
+    /// and tells it the result.
     async fn deliver(&self, payload: &Payload) -> Result<Settled, BrokerError> {
         let sequence = self.worker.shared.sequencer.of(payload);
         // With traces off, every attempt sends the producer's traceparent, or one made once for
@@ -324,24 +396,69 @@ impl Dispatch<'_> {
             None => Cow::Owned(telemetry::new_traceparent()),
         };
         let keep = self.snap.limits.response_body_bytes;
+        let gate = self.route.gated().then_some(&self.worker.gate);
+        let began = gate.map(|_| Instant::now());
         let mut number = self.attempt;
         loop {
+            let pass = match gate {
+                None => None,
+                Some(gate) => match gate.admit(self.route, &self.worker.stop).await {
+                    Admission::Go(pass) => Some(pass),
+                    Admission::Stopped => return Ok(Settled::Abandoned),
+                    Admission::Hold { wait, .. } if self.route.ordered => {
+                        match self.hold_in_place(wait, began.unwrap_or_else(Instant::now)).await {
+                            Settled::Again => continue,
+                            settled => return Ok(settled),
+                        }
+                    }
+                    Admission::Hold { wait, .. } => return self.settle.hold(number, wait).await,
+                },
+            };
             let attempt = Attempt { route: self.route, payload, sequence: &sequence, number, traceparent: &incoming };
             // The headers sent go into the delivery log with the body, where the route keeps
             // bodies: rendering and storing them costs about 4,500 instructions per attempt
-            // (README "Delivery log and store"), too much to pay on every route.
+            // (docs/operations.md, "Delivery log and store"), too much to pay on every route.
             let (result, headers) = if self.route.log_payload && self.worker.shared.log.is_some() {
                 let (result, headers) = attempt.send_logged(self.client, keep).await;
                 (result, Some(headers))
             } else {
                 (attempt.send(self.client, keep).await, None)
             };
-            let verdict = verdict::decide(&result, &self.route.retry, number, self.route.ordered, fastrand::f64());
+            let jitter = fastrand::f64();
+            let mut verdict = verdict::decide(&result, &self.route.retry, number, self.route.ordered, jitter);
+            if let (Some(gate), Some(pass)) = (gate, pass) {
+                let recorded = gate.record(self.route, pass, &result, number, verdict, jitter);
+                verdict = recorded.verdict;
+                if let (Some(since), Some(cb)) = (recorded.disable, self.route.circuit_breaker) {
+                    let after = cb.disable_after.unwrap_or_default();
+                    warn!(?after, "the endpoint has failed continuously for disable_after: disabling the subscription");
+                    self.worker.shared.disable(self.route, DisableReason::Failing { since, after });
+                }
+            }
             self.report(payload, number, &result, headers, verdict);
             match self.settle.verdict(verdict, &result, number).await? {
                 Settled::Again => number += 1,
                 settled => return Ok(settled),
             }
+        }
+    }
+
+    /// An ordered route's event that may not be attempted for `wait`: held in place, later
+    /// events behind it. `Again` to ask the gate again; `Abandoned` when the route stops;
+    /// `HandBack` when, on RabbitMQ, the delivery (taken at `began`, or earlier) would go
+    /// unacked past 5/6 of `[broker] consumer_timeout`, after which the broker would close the
+    /// channel itself.
+    async fn hold_in_place(&self, wait: Duration, began: Instant) -> Settled {
+        let limit = (self.snap.broker_kind == BrokerKind::Rabbitmq)
+            .then(|| began + self.snap.broker.consumer_timeout.0.mul_f64(5.0 / 6.0));
+        let until = Instant::now() + wait;
+        let (until, hand_back) = match limit {
+            Some(limit) if limit < until => (limit, true),
+            _ => (until, false),
+        };
+        tokio::select! {
+            _ = self.worker.stop.cancelled() => Settled::Abandoned,
+            _ = tokio::time::sleep_until(until) => if hand_back { Settled::HandBack } else { Settled::Again },
         }
     }
 
@@ -394,14 +511,8 @@ impl Dispatch<'_> {
             }
             Verdict::DeadLetter(reason) => {
                 warn!(revision = %snap.revision, attempt, status, reason = reason.as_str(), failure = failure.as_str(), error = %error, "delivery failed; dead-lettering");
-                if let (Reason::Gone, Origin::Api { subscription }) = (reason, &route.origin)
-                    && let Some(gone) = self.worker.shared.gone.get()
-                {
-                    let _ = gone.send(Gone {
-                        subscription: subscription.clone(),
-                        route: route.name.clone(),
-                        event_id: payload.event_id.clone(),
-                    });
+                if reason == Reason::Gone {
+                    self.worker.shared.disable(route, DisableReason::Gone { event_id: payload.event_id.clone() });
                 }
             }
         }

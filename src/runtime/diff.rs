@@ -19,7 +19,8 @@ pub struct ConfigDiff {
     /// Routes in both whose queue topology changes: their patterns or their retry wait tiers.
     pub redeclare: BTreeSet<String>,
     /// Routes in both whose worker starts anew: their concurrency (prefetch and slots are set
-    /// when a worker starts) changed.
+    /// when a worker starts) changed, or they gained or lost a rate limit (an unordered route's
+    /// worker follows the queue's consumers, to share the rate, only when it starts with one).
     pub restart: BTreeSet<String>,
     /// Routes in both, with the patterns they no longer have.
     pub unbind: BTreeMap<String, Vec<String>>,
@@ -50,7 +51,7 @@ impl ConfigDiff {
             if o.events != r.events || o.retry.tiers() != r.retry.tiers() {
                 diff.redeclare.insert(name());
             }
-            if o.concurrency != r.concurrency {
+            if o.concurrency != r.concurrency || o.rate_limit.is_some() != r.rate_limit.is_some() {
                 diff.restart.insert(name());
             }
             let dropped: Vec<String> = o.events.iter().filter(|p| !r.events.contains(p)).cloned().collect();

@@ -21,8 +21,9 @@ pub use reload::{ReloadOutcome, ReloadStatus};
 use crate::broker::Broker;
 use crate::config::Snapshot;
 use crate::delivery::attempt::Sequencer;
+use crate::delivery::gate::Gate;
 use crate::delivery::http::client::WebhookClient;
-use crate::delivery::worker::{Gone, Shared};
+use crate::delivery::worker::{Disable, Shared};
 use crate::store::Store;
 use crate::store::log::AttemptLog;
 use arc_swap::ArcSwapOption;
@@ -84,9 +85,15 @@ impl Runtime {
         self.shared.attempt_log()
     }
 
-    /// The `410 Gone` answers on API-managed routes; the first caller takes them.
-    pub fn take_gone(&self) -> Option<mpsc::UnboundedReceiver<Gone>> {
-        self.shared.gone_reports()
+    /// The requests to disable a subscription (its receiver answered `410 Gone`, or its
+    /// endpoint failed for its `disable_after`); the first caller takes them.
+    pub fn take_disables(&self) -> Option<mpsc::UnboundedReceiver<Disable>> {
+        self.shared.disable_reports()
+    }
+
+    /// A route's circuit breaker and rate limit, once its worker has started.
+    pub fn gate(&self, route: &str) -> Option<Arc<Gate>> {
+        self.shared.gates().get(route)
     }
 
     /// Runs until `shutdown` is cancelled, reconnecting to the broker with backoff.

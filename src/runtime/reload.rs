@@ -79,6 +79,7 @@ impl Runtime {
                 metrics::config_loaded(*version, revision);
                 for name in removed {
                     metrics::route_removed(name);
+                    self.shared.gates().forget(name);
                 }
             }
             ReloadOutcome::Rejected { errors } => {
@@ -122,6 +123,7 @@ impl Runtime {
                 }
                 for name in removed {
                     metrics::route_removed(name);
+                    self.shared.gates().forget(name);
                 }
             }
             ReloadOutcome::Rejected { errors } => {

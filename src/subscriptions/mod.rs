@@ -9,18 +9,21 @@
 //! It also keeps them live: every replica applies the changes other replicas make (several
 //! replicas share PostgreSQL) as soon as the store announces them (`LISTEN`/`NOTIFY`), with a
 //! poll of the store's subscriptions generation as the fallback; it re-applies when a
-//! rotated-out secret expires, and disables a subscription whose receiver answered `410 Gone`.
+//! rotated-out secret expires, and disables a subscription whose receiver answered `410 Gone`
+//! or whose endpoint has failed continuously for its circuit breaker's `disable_after`.
 //! A change made through this process's API is live when the call that makes it returns.
 //!
 //! Secrets are generated here, returned once (at creation and rotation), and never logged.
 
 mod spec;
 
-pub use spec::{FieldError, SubscriptionDefinition, SubscriptionError, SubscriptionSpec, compile};
+pub use spec::{
+    CircuitBreakerSpec, FieldError, RateLimitSpec, SubscriptionDefinition, SubscriptionError, SubscriptionSpec, compile,
+};
 
 use crate::config::{Origin, Route, Snapshot};
 use crate::delivery::http::sign::SigningKey;
-use crate::delivery::worker::Gone;
+use crate::delivery::worker::{Disable, DisableReason};
 use crate::runtime::{ReloadOutcome, Runtime};
 use crate::store::{AuditEntry, SealedSecret, SecretBox, Store, StoreError, SubscriptionRecord};
 use sha2::{Digest, Sha256};
@@ -107,9 +110,9 @@ impl Subscriptions {
     /// Starts keeping the router's API routes in step with the store: on other replicas'
     /// changes as soon as the store announces them (PostgreSQL), and within `poll` in any case
     /// (local changes apply at once, in the call that makes them); on secret expiry; and on
-    /// `410 Gone`.
+    /// the router's requests to disable one (`410 Gone`, failing for `disable_after`).
     pub fn start(self: &Arc<Self>, router: Arc<Runtime>, poll: Duration, stop: CancellationToken) {
-        let gone = router.take_gone();
+        let gone = router.take_disables();
         let _ = self.router.set(router);
         let this = self.clone();
         tokio::spawn(async move { this.keep_live(gone, poll, stop).await });
@@ -117,7 +120,7 @@ impl Subscriptions {
 
     async fn keep_live(
         self: Arc<Self>,
-        mut gone: Option<tokio::sync::mpsc::UnboundedReceiver<Gone>>,
+        mut gone: Option<tokio::sync::mpsc::UnboundedReceiver<Disable>>,
         poll: Duration,
         stop: CancellationToken,
     ) {
@@ -145,7 +148,7 @@ impl Subscriptions {
                 _ = stop.cancelled() => return,
                 g = async { gone.as_mut()?.recv().await }, if gone.is_some() => {
                     if let Some(g) = g {
-                        self.disable_gone(&g).await;
+                        self.disable(&g).await;
                         apply = true;
                     } else {
                         gone = None;
@@ -180,12 +183,22 @@ impl Subscriptions {
         all.iter().flat_map(|s| s.secrets.iter().filter_map(|k| k.expires_at_ms)).filter(|&t| t > now_ms() - 1000).min()
     }
 
-    async fn disable_gone(&self, g: &Gone) {
-        let reason = format!(
-            "disabled: the receiver answered 410 Gone to event {} at {}",
-            g.event_id,
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        );
+    async fn disable(&self, g: &Disable) {
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let (reason, said) = match &g.why {
+            DisableReason::Gone { event_id } => (
+                format!("disabled: the receiver answered 410 Gone to event {event_id} at {now}"),
+                "receiver answered 410 Gone: subscription disabled",
+            ),
+            DisableReason::Failing { since, after } => (
+                format!(
+                    "disabled: the endpoint has failed continuously since {} (disable_after {}), at {now}",
+                    humantime::format_rfc3339_seconds(*since),
+                    humantime::format_duration(*after)
+                ),
+                "endpoint failing for disable_after: subscription disabled",
+            ),
+        };
         let audit = AuditEntry::new(
             now_ms(),
             "router",
@@ -194,12 +207,8 @@ impl Subscriptions {
             serde_json::json!({"reason": reason, "route": g.route}),
         );
         match self.store.set_subscription_enabled(&g.subscription, false, Some(&reason), now_ms(), Some(&audit)).await {
-            Ok(_) => {
-                warn!(subscription = %g.subscription, route = %g.route, "receiver answered 410 Gone: subscription disabled")
-            }
-            Err(e) => {
-                warn!(subscription = %g.subscription, error = %e, "could not disable a subscription after 410 Gone")
-            }
+            Ok(_) => warn!(subscription = %g.subscription, route = %g.route, %reason, "{said}"),
+            Err(e) => warn!(subscription = %g.subscription, error = %e, %reason, "could not disable a subscription"),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::config::error::ConfigError;
 use crate::config::route::{self, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, Definition};
 use crate::config::{Origin, Route, Snapshot};
 use crate::delivery::http::sign::{Signer, SigningKey};
+use crate::delivery::policy::{self, CircuitBreaker, RateLimit};
 use crate::pipeline::BodyFormat;
 use crate::pipeline::script::{EntryPoint, Script};
 use crate::store::StoreError;
@@ -86,6 +87,13 @@ subscription_definition! {
     /// delivery can be retried).
     #[serde(default)]
     pub log_payload: bool,
+    /// Stop sending to a failing endpoint for a while, and disable the subscription after it
+    /// has failed continuously for `disable_after` (docs/endpoint-policies.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+    /// Attempts started per second to the endpoint, retries included (docs/endpoint-policies.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
     /// Deliver (default true) or not. Not part of the stored definition: it is the
     /// subscription's state.
     #[serde(default, skip_serializing)]
@@ -97,6 +105,42 @@ subscription_definition! {
     /// the stored definition: it is the subscription's owner.
     #[serde(default, skip_serializing)]
     pub tenant: Option<String>,
+}
+
+/// `circuit_breaker` of a subscription: the keys of a route file's `[circuit_breaker]`, plus
+/// `disable_after`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerSpec {
+    /// Consecutive retryable failures (5xx, 408, 429, timeout, connect) that open the circuit;
+    /// default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10000, example = 5)]
+    pub failures: Option<u32>,
+    /// How long the circuit stays open (no request goes out; events wait, not counted as
+    /// attempts) before one probe attempt, above zero and at most 1 day; default `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "30s")]
+    pub open_for: Option<String>,
+    /// After the endpoint has failed continuously for this long (above zero), the subscription
+    /// is disabled, with the reason; default `"5days"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "5days")]
+    pub disable_after: Option<String>,
+}
+
+/// `rate_limit` of a subscription: the keys of a route file's `[rate_limit]`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Attempts started per second (retries included); fractions allowed (0.5: one every 2 s).
+    #[schema(exclusive_minimum = 0, maximum = 100000, example = 20)]
+    pub per_second: f64,
+    /// Token bucket size: attempts that may start at once after a quiet spell; default
+    /// `per_second`, rounded up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100000, example = 20)]
+    pub burst: Option<u32>,
 }
 
 /// One problem with a subscription definition.
@@ -152,6 +196,21 @@ pub fn compile(
             .collect(),
         None => route::default_backoff(),
     };
+    let circuit_breaker = spec.circuit_breaker.as_ref().map(|c| {
+        let mut at = |field: &str, text: &Option<String>, default: Duration| match text {
+            Some(t) => duration(&mut own, &format!("circuit_breaker.{field}"), t).unwrap_or(default),
+            None => default,
+        };
+        CircuitBreaker {
+            failures: c.failures.unwrap_or(route::DEFAULT_BREAKER_FAILURES),
+            open_for: at("open_for", &c.open_for, route::DEFAULT_OPEN_FOR),
+            disable_after: Some(at("disable_after", &c.disable_after, policy::DEFAULT_DISABLE_AFTER)),
+        }
+    });
+    let rate_limit = spec.rate_limit.as_ref().map(|r| RateLimit {
+        per_second: r.per_second,
+        burst: r.burst.unwrap_or_else(|| RateLimit::default_burst(r.per_second)),
+    });
     let filter = script(&mut own, snapshot, "filter", spec.filter.as_deref(), EntryPoint::Filter);
     let transform = script(&mut own, snapshot, "transform", spec.transform.as_deref(), EntryPoint::Transform);
     let mut keys = Vec::new();
@@ -180,6 +239,8 @@ pub fn compile(
         log_payload: spec.log_payload,
         signer: Some(Signer::Standard(keys)),
         tenant: spec.tenant.as_deref(),
+        circuit_breaker,
+        rate_limit,
         digest: hex::encode(digest.finalize()),
         origin: Origin::Api { subscription: id.to_string() },
     };

@@ -8,7 +8,7 @@ use super::{Ctx, FormData};
 use crate::api::error::ApiError;
 use crate::api::subscriptions::SubscriptionView;
 use crate::config::files::BodyFormat;
-use crate::subscriptions::{FieldError, SubscriptionError, SubscriptionSpec};
+use crate::subscriptions::{FieldError, SubscriptionDefinition, SubscriptionError, SubscriptionSpec};
 use maud::{Markup, html};
 use std::collections::BTreeMap;
 
@@ -85,8 +85,13 @@ impl SubForm {
     }
 
     /// The API's input; a field that does not parse is an error on that field, as the API
-    /// reports its own.
-    pub(super) fn to_spec(&self, enabled: Option<bool>) -> Result<SubscriptionSpec, ApiError> {
+    /// reports its own. What the form does not edit (`concurrency`, `circuit_breaker`,
+    /// `rate_limit`: set through the API) is kept from `current`, the definition being edited.
+    pub(super) fn to_spec(
+        &self,
+        enabled: Option<bool>,
+        current: Option<&SubscriptionDefinition>,
+    ) -> Result<SubscriptionSpec, ApiError> {
         let mut errors = Vec::new();
         let format = match self.format.as_str() {
             "" | "standard" => BodyFormat::Standard,
@@ -129,10 +134,12 @@ impl SubForm {
             redact: split(&self.redact),
             headers,
             timeout: opt(&self.timeout),
-            concurrency: None,
+            concurrency: current.and_then(|c| c.concurrency),
             max_attempts,
             backoff: opt(&self.backoff).map(|b| split(&b)),
             log_payload: self.log_payload,
+            circuit_breaker: current.and_then(|c| c.circuit_breaker.clone()),
+            rate_limit: current.and_then(|c| c.rate_limit.clone()),
             enabled,
             tenant: opt(&self.tenant),
         })

@@ -218,7 +218,8 @@ impl FromRequestParts<ApiState> for Ctx {
         let area = Area::of(parts.uri.path()).unwrap_or(Area::Console);
         let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
         let snapshot = state.router.snapshot();
-        let Some(caller) = session::caller(area, &parts.headers, &state.session_key, &snapshot) else {
+        let from = crate::api::access::peer(&parts.extensions).map(|p| p.remote.ip());
+        let Some(caller) = session::caller(area, &parts.headers, &state.session_key, &snapshot, from) else {
             let to = match area {
                 Area::Console => format!("/ui/login?next={}", encode(&path)),
                 Area::Portal => "/portal/login".to_string(),
@@ -298,6 +299,8 @@ pub struct Public {
     area: Area,
     csrf: String,
     https: bool,
+    /// The caller's address (an API key may be bound to networks).
+    from: Option<std::net::IpAddr>,
 }
 
 impl FromRequestParts<ApiState> for Public {
@@ -311,6 +314,7 @@ impl FromRequestParts<ApiState> for Public {
             area,
             csrf: session::csrf_token(&state.session_key, &csrf_cookie, &session_cookie),
             https: crate::api::tenants::is_https(&parts.headers),
+            from: crate::api::access::peer(&parts.extensions).map(|p| p.remote.ip()),
         })
     }
 }

@@ -53,13 +53,9 @@ fn login_form(public: &Public, next: Option<&str>, error: Option<&str>, status: 
 pub(super) async fn login(public: Public, State(state): State<ApiState>, form: FormData) -> Response {
     let snapshot = state.router.snapshot();
     let next = form.get("next");
-    let Some((name, hash)) = form.get("key").and_then(|k| session::login(&snapshot, &k)) else {
-        return login_form(
-            &public,
-            next.as_deref(),
-            Some("That key is not one of this router's API keys."),
-            StatusCode::UNAUTHORIZED,
-        );
+    let (name, hash) = match session::login(&snapshot, &form.get("key").unwrap_or_default(), public.from) {
+        Ok(key) => key,
+        Err(why) => return login_form(&public, next.as_deref(), Some(&why), StatusCode::UNAUTHORIZED),
     };
     let value = session::console_session(&state.session_key, &name, &hash);
     let cookie = session::set_cookie(

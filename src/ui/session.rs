@@ -13,11 +13,12 @@
 //!   the session). The middleware in `mod.rs` refuses any POST under `/ui/` or `/portal/` whose
 //!   `_csrf` field does not match, before a handler runs.
 
-use crate::api::auth::{Caller, TenantGrant, find_key};
+use crate::api::auth::{Caller, TenantGrant, find_key, key_allowed_from};
 use crate::config::Snapshot;
 use crate::tokens::{ISSUER, TokenKey, TokenScope, unix_now};
 use base64::Engine as _;
 use http::HeaderMap;
+use std::net::IpAddr;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -131,9 +132,15 @@ fn fingerprint(hash: &str) -> String {
 }
 
 /// Who the session cookie of `area` in `headers` names, if it is valid: for the console, an
-/// operator whose key is still configured (or anyone, when the API has no keys); for the
-/// portal, a tenant.
-pub fn caller(area: Area, headers: &HeaderMap, key: &TokenKey, snapshot: &Snapshot) -> Option<Caller> {
+/// operator whose key is still configured and may be used from the caller's address `from`
+/// (or anyone, when the API has no keys); for the portal, a tenant.
+pub fn caller(
+    area: Area,
+    headers: &HeaderMap,
+    key: &TokenKey,
+    snapshot: &Snapshot,
+    from: Option<IpAddr>,
+) -> Option<Caller> {
     if area == Area::Console && snapshot.api.keys.is_empty() {
         return Some(Caller::anonymous());
     }
@@ -143,15 +150,20 @@ pub fn caller(area: Area, headers: &HeaderMap, key: &TokenKey, snapshot: &Snapsh
         Area::Console => {
             let (name, fp) = (claims.key?, claims.fp?);
             let k = snapshot.api.keys.iter().find(|k| k.name == name && fingerprint(&k.hash) == fp)?;
+            key_allowed_from(k, from).ok()?;
             Some(Caller::operator(k.name.clone(), k.scopes.clone()))
         }
         Area::Portal => Some(Caller::tenant(TenantGrant { tenant: claims.tenant?, scope: claims.scope? })),
     }
 }
 
-/// The configured key an operator typed at the console's login.
-pub fn login(snapshot: &Snapshot, presented: &str) -> Option<(String, String)> {
-    find_key(&snapshot.api.keys, presented.trim()).map(|k| (k.name.clone(), k.hash.clone()))
+/// The configured key an operator typed at the console's login (its name and hash), if it may
+/// be used from `from`; else why not.
+pub fn login(snapshot: &Snapshot, presented: &str, from: Option<IpAddr>) -> Result<(String, String), String> {
+    let k = find_key(&snapshot.api.keys, presented.trim())
+        .ok_or_else(|| "That key is not one of this router's API keys.".to_string())?;
+    key_allowed_from(k, from).map_err(|e| e.message)?;
+    Ok((k.name.clone(), k.hash.clone()))
 }
 
 /// The value of cookie `name`.

@@ -109,7 +109,7 @@ pub(super) async fn create(ctx: Ctx, form: FormData) -> Response {
         f.name = endpoint_name(ctx.caller.grant().map_or("tenant", |g| g.tenant.as_str()));
     }
     let types = type_names(&ctx).await;
-    let spec = match f.to_spec(None) {
+    let spec = match f.to_spec(None, None) {
         Ok(s) => s,
         Err(e) => return new_page(&ctx, &f, Some(&e), &types, StatusCode::UNPROCESSABLE_ENTITY),
     };
@@ -252,7 +252,11 @@ fn status_line(s: &SubscriptionView) -> Markup {
 /// Saves the edit form.
 pub(super) async fn update(ctx: Ctx, Path(id): Path<String>, form: FormData) -> Response {
     let f = SubForm::from_form(&form);
-    let spec = match f.to_spec(None) {
+    let current = match api::subscriptions::get(State(ctx.state.clone()), ctx.caller.clone(), Path(id.clone())).await {
+        Ok(s) => s.0,
+        Err(e) => return ctx.error(e),
+    };
+    let spec = match f.to_spec(None, Some(&current.spec)) {
         Ok(s) => s,
         Err(e) => return detail_page(&ctx, &id, Some(&f), Some(&e)).await,
     };
@@ -291,7 +295,7 @@ pub(super) async fn action(ctx: Ctx, Path((id, action)): Path<(String, String)>,
         "ping" => done(ping(&ctx, &name).await),
         "enable" | "disable" => {
             let on = action == "enable";
-            let mut spec = match SubForm::from_view(&current).to_spec(Some(on)) {
+            let mut spec = match SubForm::from_view(&current).to_spec(Some(on), Some(&current.spec)) {
                 Ok(s) => s,
                 Err(e) => return ctx.error(e),
             };

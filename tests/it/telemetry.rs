@@ -7,6 +7,7 @@
 use crate::common::otlp::{OtlpReceiver, ReceivedSpan};
 use crate::common::{ConfigDir, Received, Receiver, RouteConfig, RouterProc, Vhost, numbered};
 use hookrelay::config::files::{MainFile, OtlpProtocol, TelemetryFile};
+use hookrelay::delivery::policy::{HoldReason, State};
 use hookrelay::delivery::verdict::{AttemptFailure, Reason};
 use hookrelay::metrics::{self, ReloadResult};
 use hookrelay::telemetry::{self, LogFormat};
@@ -335,6 +336,15 @@ fn reported_events_render_as_exact_prometheus_counts() {
     metrics::reload(ReloadResult::Applied);
     metrics::reload(ReloadResult::Rejected);
     let guards = (metrics::in_flight(r), metrics::in_flight(r));
+    let gate = metrics::GateMeter::new(r);
+    gate.circuit(State::Closed);
+    for state in [State::Open, State::HalfOpen, State::Open] {
+        gate.entered(state);
+    }
+    gate.held(HoldReason::CircuitOpen);
+    gate.held(HoldReason::CircuitOpen);
+    gate.rate_waited();
+    gate.rate(2.5);
 
     let s = Scrape::take();
     let route_l = [("route", r)];
@@ -351,6 +361,14 @@ fn reported_events_render_as_exact_prometheus_counts() {
     assert_eq!((dead("exhausted"), dead("schema"), dead("gone")), (1.0, 1.0, 0.0));
     assert_eq!(s.value(metrics::IN_FLIGHT, &route_l), 2.0);
     assert_eq!(s.value(metrics::QUEUE_DEPTH, &route_l), 42.0);
+    let circuit = |state| s.value(metrics::CIRCUIT_STATE, &[("route", r), ("state", state)]);
+    assert_eq!((circuit("closed"), circuit("open"), circuit("half_open")), (0.0, 1.0, 0.0));
+    let entered = |to| s.value(metrics::CIRCUIT_TRANSITIONS, &[("route", r), ("to", to)]);
+    assert_eq!((entered("open"), entered("half_open"), entered("closed")), (2.0, 1.0, 0.0));
+    let held = |reason| s.value(metrics::EVENTS_HELD, &[("route", r), ("reason", reason)]);
+    assert_eq!((held("circuit_open"), held("rate_limited")), (2.0, 0.0));
+    assert_eq!(s.value(metrics::RATE_LIMITED_WAITS, &route_l), 1.0);
+    assert_eq!(s.value(metrics::RATE_LIMIT_PER_SECOND, &route_l), 2.5);
 
     let bucket = |name: &str, le: &str| s.value(&format!("{name}_bucket"), &[("route", r), ("le", le)]);
     let d = metrics::DELIVERY_DURATION;
@@ -447,6 +465,7 @@ fn the_example_dashboard_and_alert_rules_use_only_exported_metrics() {
         "HookrelayDeadLettersGrowing",
         "HookrelayRouteStalled",
         "HookrelayConfigReloadFailed",
+        "HookrelayCircuitOpen",
     ] {
         assert!(alerts.contains(&format!("alert: {alert}")), "alerts.yml defines {alert}");
     }

@@ -119,7 +119,8 @@ async fn a_tenant_token_reaches_its_own_tenant_and_nothing_else() {
         ("POST", "/v1/routes/globex-orders/test".to_string()),
         ("POST", "/v1/routes/globex-orders/example".to_string()),
     ] {
-        let a = manage.send(method, &path, None, &[]).await;
+        // A JSON caller, as the API asks of every POST, with a body or not.
+        let a = manage.send(method, &path, None, &[("content-type", "application/json")]).await;
         assert_eq!(a.status, 404, "{method} {path} answered {}", a.text);
         assert_eq!(a.code(), "not_found");
     }
@@ -150,7 +151,7 @@ async fn a_tenant_token_reaches_its_own_tenant_and_nothing_else() {
         ("GET", "/v1/audit"),
         ("POST", "/v1/tenants/acme/portal-link"),
     ] {
-        let a = manage.send(method, path, None, &[]).await;
+        let a = manage.send(method, path, None, &[("content-type", "application/json")]).await;
         assert_eq!(a.status, 403, "{method} {path} answered {}", a.text);
     }
     manage.post("/v1/events", event("order.paid", "e-by-tenant", json!({"n": 1}))).await.expect(403);
@@ -427,4 +428,42 @@ async fn sqlite_tenant_store_parts_conform() {
 #[tokio::test]
 async fn postgres_tenant_store_parts_conform() {
     crate::store::on_postgres(tenant_store_parts_conform).await;
+}
+
+/// The console's sign-in and sessions follow a key's `allow_from`, as the API does: a key bound to
+/// other networks signs nobody in from here, and a session made for it (signed with the router's
+/// own key) opens nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_bound_to_other_networks_opens_no_console_session_from_here() {
+    let (ops_key, ops_entry) = api_key("ops", &[Scope::Admin]);
+    let (remote_key, remote_entry) = api_key("remote", &[Scope::Admin]);
+    let cfg = config(ops_entry);
+    cfg.set_main(cfg.main().api_key(remote_entry.clone().allow_from(["10.0.0.0/8"])));
+    let router = RouterProc::start(&cfg);
+    let base = ready_api(&router).await;
+    let page = Api::new(&base, None).get("/ui/login").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let cookie = set_cookie(&page.headers, "hr_csrf").expect("a CSRF cookie").split(';').next().unwrap().to_string();
+    let token = page.text.split("name=\"_csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let login = format!("{base}/ui/login");
+
+    let (status, headers, text) = post_form(&login, &cookie, &[("key", &remote_key), ("_csrf", &token)]).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("may not be used from 127.0.0.1"), "says why: {text}");
+    assert!(set_cookie(&headers, "hr_console").is_none(), "no session");
+    let (status, headers, _) = post_form(&login, &cookie, &[("key", &ops_key), ("_csrf", &token)]).await;
+    assert_eq!(status, 303, "the unbound key signs in");
+    assert!(set_cookie(&headers, "hr_console").is_some());
+
+    let key = hookrelay::tokens::TokenKey::from_values(None, Some(SEALING_KEY)).unwrap().unwrap();
+    let forged = hookrelay::ui::session::console_session(&key, "remote", &remote_entry.hash);
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::get(format!("{base}/ui/"))
+        .header("cookie", format!("hr_console={forged}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let to = resp.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_string();
+    assert!(resp.status().is_redirection() && to.starts_with("/ui/login"), "{} to {to:?}", resp.status());
+    drop(router);
 }

@@ -58,9 +58,23 @@ struct RetrySection {
     backoff: Vec<String>,
 }
 
+/// `[circuit_breaker]` of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct CircuitBreakerSection {
+    failures: u32,
+    open_for: String,
+}
+
+/// `[rate_limit]` of a route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct RateLimitSection {
+    per_second: f64,
+    burst: Option<u32>,
+}
+
 /// One `routes/<name>.toml`:
 /// `RouteConfig::new("erp").events(["order.*"]).url(rx.url("/erp")).ordered(true)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteConfig {
     /// The file stem, which names the route.
     #[serde(skip)]
@@ -83,6 +97,10 @@ pub struct RouteConfig {
     signing: Option<Signing>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry: Option<RetrySection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit_breaker: Option<CircuitBreakerSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<RateLimitSection>,
 }
 
 impl RouteConfig {
@@ -105,6 +123,8 @@ impl RouteConfig {
             headers: BTreeMap::new(),
             signing: None,
             retry: None,
+            circuit_breaker: None,
+            rate_limit: None,
         }
     }
 
@@ -208,6 +228,20 @@ impl RouteConfig {
         self
     }
 
+    /// `[circuit_breaker] failures, open_for`: after `failures` retryable failures in a row,
+    /// no request for `open_for`, then one probe.
+    pub fn circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.circuit_breaker = Some(CircuitBreakerSection { failures, open_for: duration(open_for) });
+        self
+    }
+
+    /// `[rate_limit] per_second, burst`: attempts started per second, through a bucket of
+    /// `burst` (`None`: its default, `per_second`).
+    pub fn rate_limit(mut self, per_second: f64, burst: Option<u32>) -> Self {
+        self.rate_limit = Some(RateLimitSection { per_second, burst });
+        self
+    }
+
     /// The file's text.
     pub fn to_toml(&self) -> String {
         assert!(!self.url.is_empty(), "route {:?}: set .url(…)", self.name);
@@ -229,6 +263,7 @@ struct BrokerSection {
     url: Option<String>,
     prefetch: Option<u32>,
     delivery_limit: Option<u32>,
+    consumer_timeout: Option<String>,
 }
 
 /// `[embedded]`: the file-backed broker.
@@ -281,12 +316,24 @@ pub struct ApiKeyEntry {
     pub hash: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
+    /// The networks it may be used from (`allow_from`); none listed: wherever `[api]` allows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<String>,
+}
+
+impl ApiKeyEntry {
+    /// The key, usable from these networks only.
+    pub fn allow_from<S: Into<String>>(mut self, networks: impl IntoIterator<Item = S>) -> Self {
+        self.allow_from = networks.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 struct ApiSection {
     listen: Option<String>,
     secret_overlap: Option<String>,
+    allow_from: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     keys: Vec<ApiKeyEntry>,
 }
@@ -366,6 +413,13 @@ impl MainConfig {
     /// `[broker] delivery_limit` (a `[broker]` section, so RabbitMQ).
     pub fn delivery_limit(mut self, n: u32) -> Self {
         self.broker_section().delivery_limit = Some(n);
+        self
+    }
+
+    /// `[broker] consumer_timeout`: RabbitMQ's, as rabbitmq.conf sets it (a `[broker]` section,
+    /// so RabbitMQ).
+    pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.broker_section().consumer_timeout = Some(duration(timeout));
         self
     }
 
@@ -461,6 +515,12 @@ impl MainConfig {
         self
     }
 
+    /// `[api] allow_from`.
+    pub fn api_allow_from<S: Into<String>>(mut self, networks: impl IntoIterator<Item = S>) -> Self {
+        self.api_section().allow_from = Some(networks.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// One `[[api.keys]]` entry.
     pub fn api_key(mut self, key: ApiKeyEntry) -> Self {
         self.api_section().keys.push(key);
@@ -526,19 +586,23 @@ fn the_builders_render_the_documented_keys() {
         .header("x-tenant", "a \"quoted\" value")
         .signing(Signing::Env("SECRET".into()))
         .max_attempts(3)
-        .backoff([Duration::from_millis(300), Duration::from_secs(60)]);
+        .backoff([Duration::from_millis(300), Duration::from_secs(60)])
+        .circuit_breaker(5, Duration::from_secs(30))
+        .rate_limit(2.5, Some(4));
     assert_eq!(
         route.to_toml(),
         "events = [\"order.*\"]\nurl = \"http://127.0.0.1:9000/erp\"\nordered = true\ntimeout = \"300ms\"\ntenant = \"acme\"\n\n\
          [headers]\nx-tenant = 'a \"quoted\" value'\n\n[signing]\nsecret_env = \"SECRET\"\n\n\
-         [retry]\nmax_attempts = 3\nbackoff = [\"300ms\", \"1m\"]\n"
+         [retry]\nmax_attempts = 3\nbackoff = [\"300ms\", \"1m\"]\n\n\
+         [circuit_breaker]\nfailures = 5\nopen_for = \"30s\"\n\n[rate_limit]\nper_second = 2.5\nburst = 4\n"
     );
-    let main = MainConfig::new()
-        .version(1)
-        .rabbitmq("amqp://h/%2f")
-        .prefetch(100)
-        .loopback_targets()
-        .api_key(ApiKeyEntry { name: "ops".into(), hash: "sha256:00".into(), scopes: vec![Scope::Admin, Scope::Read] });
+    let main =
+        MainConfig::new().version(1).rabbitmq("amqp://h/%2f").prefetch(100).loopback_targets().api_key(ApiKeyEntry {
+            name: "ops".into(),
+            hash: "sha256:00".into(),
+            scopes: vec![Scope::Admin, Scope::Read],
+            allow_from: Vec::new(),
+        });
     assert_eq!(
         main.to_toml(),
         "version = 1\n\n[broker]\nurl = \"amqp://h/%2f\"\nprefetch = 100\n\n\

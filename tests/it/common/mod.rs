@@ -893,5 +893,5 @@ pub fn api_key(name: &str, scopes: &[Scope]) -> (String, ApiKeyEntry) {
     use sha2::Digest;
     let key = format!("hr_test_{name}_{}", uuid::Uuid::new_v4().simple());
     let hash = format!("sha256:{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
-    (key, ApiKeyEntry { name: name.into(), hash, scopes: scopes.to_vec() })
+    (key, ApiKeyEntry { name: name.into(), hash, scopes: scopes.to_vec(), allow_from: Vec::new() })
 }

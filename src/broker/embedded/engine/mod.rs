@@ -84,6 +84,8 @@ pub(super) enum Request {
     CloseConnection { conn: u64, reply: Option<Reply<()>> },
     /// Ready messages in a queue.
     Depth { queue: String, reply: Reply<u64> },
+    /// Consumers of a queue (an ordered queue's waiting ones too).
+    Consumers { queue: String, reply: Reply<u32> },
 }
 
 /// A message pushed to a consumer.
@@ -357,6 +359,10 @@ impl Writer {
             Request::Depth { queue, reply } => {
                 let depth = self.queues.get(&queue).map(|q| q.rows - q.held).ok_or(BrokerError::NoQueue(queue));
                 let _ = reply.send(depth);
+            }
+            Request::Consumers { queue, reply } => {
+                let n = self.queues.get(&queue).map(|q| q.consumers.len() as u32).ok_or(BrokerError::NoQueue(queue));
+                let _ = reply.send(n);
             }
         }
         Ok(())

@@ -1,0 +1,21 @@
+//! The CloudEvent decoder on arbitrary bytes: it never panics, and what it accepts can be
+//! carried where it goes (the id and a string sequence make header values, the id and the type
+//! fit AMQP short strings) and decodes again to the same event once serialised.
+
+#![no_main]
+
+use hookrelay::event::{CloudEvent, MAX_SHORT};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(ev) = CloudEvent::decode(data) else { return };
+    http::HeaderValue::from_str(&ev.id).expect("an accepted id is a header value");
+    assert!(ev.id.len() <= MAX_SHORT && ev.ty.len() <= MAX_SHORT, "id and type fit AMQP short strings");
+    if let Some(seq) = ev.sequence_text() {
+        http::HeaderValue::from_str(&seq).expect("an accepted sequence is a header value");
+    }
+    let _ = ev.data_version();
+    let again = CloudEvent::decode(&serde_json::to_vec(&ev).unwrap()).expect("an accepted event decodes again");
+    assert_eq!(again, ev);
+    assert_eq!(ev.to_value(), serde_json::to_value(&ev).unwrap());
+});
