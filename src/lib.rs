@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! producer ─▶ api (POST /v1/events) or AMQP ─▶ broker (a queue per route)
-//!   ─▶ delivery::worker (consume) ─▶ pipeline (decode, schema, filter, transform, redact, render)
+//!   ─▶ delivery::worker (consume) ─▶ pipeline (decode, tenant, schema, filter, transform, redact, render)
 //!   ─▶ delivery::attempt (sign, POST through delivery::http) ─▶ delivery::verdict (decide)
 //!   ─▶ delivery::settle (ack · park for a retry · dead letter, then ack)
 //!   ─▶ runtime::indexer (dead letters into the store)
@@ -33,12 +33,16 @@
 //!   behind `hookrelay listen`.
 //! - [`metrics`] is the Prometheus recorder and what is reported to it; [`telemetry`] is logs
 //!   and OTLP traces.
+//! - [`tenant`] matches events to tenants; [`tokens`] signs and verifies tenant tokens.
+//! - [`ui`] is the operators' console (`/ui/`) and the tenants' portal (`/portal/`), served with
+//!   the API; [`example`] makes example payloads from schemas.
 
 pub mod api;
 pub mod broker;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod example;
 pub mod listen;
 pub mod metrics;
 pub mod pipeline;
@@ -47,6 +51,9 @@ pub mod runtime;
 pub mod store;
 pub mod subscriptions;
 pub mod telemetry;
+pub mod tenant;
+pub mod tokens;
+pub mod ui;
 
 #[cfg(test)]
 mod layering;

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+mod checks;
+
 /// mimalloc instead of the system allocator: the per-event path allocates many small values
 /// (JSON maps, headers, futures), and glibc's malloc was a fifth of the router's CPU time under
 /// load (see docs/benchmarks.md).
@@ -141,6 +143,23 @@ enum Command {
     },
     /// Make a key for HOOKRELAY_SECRET_KEY, which seals subscription secrets at rest.
     SecretKey,
+    /// Make a tenant token (a JWT signed with HOOKRELAY_TOKEN_KEY, or a key derived from
+    /// HOOKRELAY_SECRET_KEY): a Bearer credential for the API, and a login for /portal/, that
+    /// reaches that tenant's routes only. Printed on the last line.
+    Token {
+        /// The config directory (checked, so that the token is made for a config that loads).
+        #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
+        config: PathBuf,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// `read` (see) or `manage` (also change, test, rotate, replay).
+        #[arg(long, default_value = "read", value_parser = ["read", "manage"])]
+        scope: String,
+        /// How long it is valid, e.g. 1h, 30d (at most 366d).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
     /// Print a shell completion script.
     ///
     /// E.g. `hookrelay completions bash > /etc/bash_completion.d/hookrelay`, or
@@ -205,6 +224,10 @@ fn parse_secret(s: &str) -> Result<SigningKey, String> {
     SigningKey::from_whsec(s)
 }
 
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration such as 1h or 30d: {e}"))
+}
+
 fn parse_status(s: &str) -> Result<http::StatusCode, String> {
     let n: u16 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     http::StatusCode::from_u16(n).map_err(|_| format!("{n} is not an HTTP status (100 to 999)"))
@@ -260,7 +283,7 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
     match command {
         Command::Run { config, watch } => run(config, watch, telemetry).await,
         Command::Validate { config, format, allow_missing_secrets } => {
-            Ok(validate(&config, format, allow_missing_secrets))
+            Ok(checks::validate(&config, format, allow_missing_secrets))
         }
         Command::Publish {
             ty,
@@ -316,7 +339,9 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Route { command: RouteCommand::Test { name, event, config } } => route_test(&config, &name, &event),
+        Command::Route { command: RouteCommand::Test { name, event, config } } => {
+            checks::route_test(&config, &name, &event)
+        }
         Command::ApiKey { name, scopes } => {
             let (key, hash) = hookrelay::api::auth::generate_key();
             println!("key (give it to the caller; it is not stored anywhere): {key}");
@@ -325,6 +350,22 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
             println!("name = {name:?}");
             println!("hash = {hash:?}");
             println!("scopes = {scopes:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { config, tenant, scope, ttl } => {
+            if let Err(e) = config::load_with(&config, LoadOptions { allow_missing_secrets: true }) {
+                print_errors(&e);
+                return Ok(ExitCode::FAILURE);
+            }
+            let key = hookrelay::tokens::TokenKey::from_env()?.ok_or(hookrelay::tokens::TokenError::NoKey)?;
+            let scope = hookrelay::tokens::TokenScope::parse(&scope).expect("clap allows read and manage only");
+            let token = key.issue(&tenant, scope, ttl).map_err(|e| Usage(e.to_string()))?;
+            eprintln!(
+                "tenant {tenant}, scope {}, valid for {}: use it as `Authorization: Bearer <token>` or paste it at /portal/login",
+                scope.as_str(),
+                humantime::format_duration(ttl)
+            );
+            println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
@@ -421,6 +462,13 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
             return Ok(ExitCode::FAILURE);
         }
     };
+    let token_key = match hookrelay::tokens::TokenKey::from_env() {
+        Ok(k) => k.map(std::sync::Arc::new),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let subscriptions = hookrelay::subscriptions::Subscriptions::new(store.clone(), sealer);
     if let Err(e) = subscriptions.check_startup().await {
         eprintln!("error: {e}");
@@ -467,8 +515,13 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
             subscriptions: subscriptions.clone(),
             config_dir: dir.clone(),
             metrics: Some(std::sync::Arc::new(move || metrics.render())),
+            session_key: token_key
+                .clone()
+                .unwrap_or_else(|| std::sync::Arc::new(hookrelay::tokens::TokenKey::random())),
+            token_key: token_key.clone(),
         };
-        tokio::spawn(hookrelay::api::serve(listener, state, shutdown.clone()))
+        let pages = hookrelay::ui::router(state.clone());
+        tokio::spawn(hookrelay::api::serve(listener, state, pages, shutdown.clone()))
     });
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -499,113 +552,5 @@ async fn run(dir: PathBuf, watch: bool, telemetry: telemetry::Telemetry) -> Resu
     log_stop.cancel();
     let _ = writer.await;
     telemetry.shutdown().await;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Exit 0 valid, 1 invalid; warnings are reported either way.
-fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: bool) -> ExitCode {
-    let loaded = config::load_with(dir, LoadOptions { allow_missing_secrets });
-    let (errors, warnings) = match &loaded {
-        Ok(s) => (&[][..], &s.warnings[..]),
-        Err(e) => (&e.errors[..], &e.warnings[..]),
-    };
-    match format {
-        OutFormat::Text => {
-            for w in warnings {
-                println!("warning: {w}");
-            }
-            for e in errors {
-                println!("error: {e}");
-            }
-            match &loaded {
-                Ok(s) => {
-                    println!(
-                        "ok: {} — version {}, revision {}, {} route(s), {} event type(s), {} warning(s)",
-                        dir.display(),
-                        s.version,
-                        s.revision,
-                        s.routes.len(),
-                        s.schemas.types().len(),
-                        warnings.len()
-                    );
-                    println!("{}", hookrelay::api::access::describe(&s.api).0);
-                }
-                Err(_) => println!("{} error(s), {} warning(s)", errors.len(), warnings.len()),
-            }
-        }
-        OutFormat::Json => {
-            let loc = |e: &config::error::ConfigError| serde_json::json!({"file": e.file.display().to_string(), "line": e.line, "col": e.col, "message": e.message});
-            let mut report = serde_json::json!({
-                "valid": loaded.is_ok(),
-                "errors": errors.iter().map(loc).collect::<Vec<_>>(),
-                "warnings": warnings.iter().map(loc).collect::<Vec<_>>(),
-            });
-            if let Ok(s) = &loaded {
-                report["version"] = s.version.into();
-                report["revision"] = s.revision.clone().into();
-                report["routes"] = s.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>().into();
-                report["api"] = hookrelay::api::access::describe(&s.api).1;
-            }
-            println!("{report}");
-        }
-    }
-    if loaded.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-fn route_test(dir: &std::path::Path, name: &str, event: &std::path::Path) -> Result<ExitCode> {
-    let snapshot = match config::load(dir) {
-        Ok(s) => s,
-        Err(e) => {
-            print_errors(&e);
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let Some(route) = snapshot.route(name) else {
-        let names: Vec<&str> = snapshot.routes.iter().map(|r| r.name.as_str()).collect();
-        return Err(Usage(format!("no route named {name:?} (routes: {})", names.join(", "))).into());
-    };
-    let raw = std::fs::read(event).map_err(|e| Usage(format!("--event {}: cannot be read: {e}", event.display())))?;
-    let ev = hookrelay::event::CloudEvent::decode(&raw)
-        .map_err(|e| Usage(format!("--event {}: not a CloudEvent: {e}", event.display())))?;
-    if !route.events.iter().any(|p| hookrelay::broker::topic::matches(p, &ev.ty)) {
-        println!("note: route {name} does not subscribe to {:?} (events: {})", ev.ty, route.events.join(", "));
-    }
-    match hookrelay::pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
-        Ok(hookrelay::pipeline::Prepared::Filtered) => {
-            println!("filtered out: route {name}'s filter returned false; nothing would be sent")
-        }
-        Ok(hookrelay::pipeline::Prepared::Deliver(p)) => {
-            let seq = p.sequence.clone().unwrap_or_else(|| "<assigned at delivery>".into());
-            let tp = p.traceparent.clone().unwrap_or_else(hookrelay::telemetry::new_traceparent);
-            let headers = hookrelay::delivery::attempt::request_headers(
-                route,
-                &p,
-                &seq,
-                &tp,
-                1,
-                hookrelay::delivery::attempt::unix_now(),
-            );
-            println!("POST {}", route.url);
-            for (k, v) in &headers {
-                println!("{k}: {}", v.to_str().unwrap_or("<binary>"));
-            }
-            println!();
-            println!("{}", String::from_utf8_lossy(&p.body));
-            let policies = hookrelay::delivery::gate::describe(route, &snapshot);
-            if !policies.is_empty() {
-                println!();
-                for line in policies {
-                    println!("{line}");
-                }
-            }
-        }
-        Err(rej) => {
-            println!("dead letter: reason {}: {}", rej.reason.as_str(), rej.message);
-            for v in &rej.violations {
-                println!("  {}: {}", if v.path.is_empty() { "/" } else { &v.path }, v.message);
-            }
-            return Ok(ExitCode::FAILURE);
-        }
-    }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,11 +13,13 @@
 //!    403 `cross_site`. With keys, neither applies: a browser cannot attach a Bearer key to a
 //!    cross-origin request without a CORS preflight, which this API never grants, and behind a
 //!    proxy the `Host` and `Origin` are the proxy's business.
-//! 3. **Content type, keys or not.** A POST needs a JSON content type (`application/json`, or
-//!    for a CloudEvent body [`super::events::MEDIA_TYPES`]), even without a body: a page can send
-//!    a bodyless or form POST to any address without a preflight. A PUT, PATCH or DELETE needs one
-//!    when it carries a body (a browser cannot send those cross-origin without a preflight).
-//!    Otherwise 415 `unsupported_media_type`.
+//! 3. **Content type, keys or not, under `/v1/`.** A POST needs a JSON content type
+//!    (`application/json`, or for a CloudEvent body [`super::events::MEDIA_TYPES`]), even without
+//!    a body: a page can send a bodyless or form POST to any address without a preflight. A PUT,
+//!    PATCH or DELETE needs one when it carries a body (a browser cannot send those cross-origin
+//!    without a preflight). Otherwise 415 `unsupported_media_type`. The console's and the
+//!    portal's pages, served behind this middleware too, take HTML forms and check a CSRF token
+//!    on every one of them instead.
 //!
 //! Every refusal is counted in `hookrelay_api_refused_total{reason}` and answered in the API's
 //! error shape. The same rules are added to the OpenAPI document of every operation
@@ -192,6 +194,11 @@ fn check_same_origin(headers: &HeaderMap, authority: Option<&str>) -> Result<(),
 }
 
 fn check_content_type(req: &Request) -> Result<(), Refused> {
+    // The console's and the portal's forms post `application/x-www-form-urlencoded`: the pages
+    // refuse a form without its CSRF token themselves (`crate::ui`).
+    if !req.uri().path().starts_with("/v1/") {
+        return Ok(());
+    }
     let method = req.method();
     let bodyless = req.body().size_hint().exact() == Some(0);
     let needs = *method == Method::POST || ([Method::PUT, Method::PATCH, Method::DELETE].contains(method) && !bodyless);

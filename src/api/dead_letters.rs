@@ -7,7 +7,7 @@
 //! marked replayed without having been republished.
 
 use super::ApiState;
-use super::auth::Caller;
+use super::auth::{Access, Caller};
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, Query};
 use super::{page_limit, parse_time, rfc3339};
 use crate::broker::{Destination, Headers};
@@ -135,9 +135,10 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<DeadLetterQuery>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
     let filter = DeadLetterFilter {
         route: q.route,
+        routes: super::tenants::visible_routes(&state, access).await?,
         reason: q.reason,
         event_id: None,
         since_ms: q.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
@@ -165,8 +166,8 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeadLetterDetail>, ApiError> {
-    caller.require(Scope::Read)?;
-    let d = state.store.dead_letter(&id).await?.ok_or_else(|| ApiError::not_found(format!("no dead letter {id:?}")))?;
+    let access = caller.access(Scope::Read)?;
+    let d = visible(&state, access, &id).await?.ok_or_else(|| ApiError::not_found(format!("no dead letter {id:?}")))?;
     let event: Option<serde_json::Value> = serde_json::from_slice(&d.body).ok();
     let event_base64 = event.is_none().then(|| base64::engine::general_purpose::STANDARD.encode(&d.body));
     let headers = serde_json::from_str(&d.headers).unwrap_or_else(|_| serde_json::json!({}));
@@ -183,6 +184,9 @@ pub struct ReplayRequest {
     pub filter: Option<ReplayFilter>,
     /// With `filter`: at most this many (default 1000, at most 10000).
     pub max: Option<u32>,
+    /// Replay nothing: report in `would_replay` what would be replayed (and what would be
+    /// refused) now.
+    pub dry_run: Option<bool>,
 }
 
 /// Which dead letters a bulk replay takes.
@@ -222,6 +226,11 @@ pub struct ReplayResult {
     pub not_found: Vec<String>,
     /// Not republished; still available for a later replay.
     pub failed: Vec<ReplayFailure>,
+    /// A dry run: nothing was replayed.
+    pub dry_run: bool,
+    /// In a dry run, the dead letters a replay would republish now (one claimed by a replay
+    /// under way would be refused then, as `in_progress`).
+    pub would_replay: Vec<String>,
 }
 
 /// Replay dead letters to the routes that gave up on them.
@@ -240,7 +249,8 @@ pub async fn replay(
     caller: Caller,
     Json(req): Json<ReplayRequest>,
 ) -> Result<Json<ReplayResult>, ApiError> {
-    caller.require(Scope::Admin)?;
+    let access = caller.access(Scope::Admin)?;
+    let routes = super::tenants::visible_routes(&state, access).await?;
     let ids = match (req.ids, req.filter) {
         (Some(ids), None) if !ids.is_empty() && ids.len() <= 10_000 => ids,
         (None, Some(f)) => {
@@ -250,6 +260,7 @@ pub async fn replay(
             }
             let filter = DeadLetterFilter {
                 route: f.route,
+                routes: routes.clone(),
                 reason: f.reason,
                 since_ms: f.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
                 until_ms: f.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
@@ -264,7 +275,18 @@ pub async fn replay(
             ));
         }
     };
-    let result = replay_ids(&state, ids).await?;
+    // Another tenant's dead letters are, to a tenant, not there.
+    let mut hidden = Vec::new();
+    let mut mine = Vec::with_capacity(ids.len());
+    for id in ids {
+        match &routes {
+            Some(_) if visible(&state, access, &id).await?.is_none() => hidden.push(id),
+            _ => mine.push(id),
+        }
+    }
+    let mut result =
+        if req.dry_run == Some(true) { dry_run(&state, mine).await? } else { replay_ids(&state, mine).await? };
+    result.not_found.extend(hidden);
     if !result.replayed.is_empty() {
         let target = match result.replayed.as_slice() {
             [one] => one.clone(),
@@ -280,6 +302,31 @@ pub async fn replay(
         state.store.append_audit(&audit).await?;
     }
     Ok(Json(result))
+}
+
+/// The dead letter `id`, if it exists and the caller may see it.
+async fn visible(state: &ApiState, access: Access<'_>, id: &str) -> Result<Option<DeadLetter>, ApiError> {
+    match state.store.dead_letter(id).await? {
+        Some(d) if super::tenants::owns_route(state, access, &d.route).await? => Ok(Some(d)),
+        _ => Ok(None),
+    }
+}
+
+/// What a replay of `ids` would do now, doing nothing.
+async fn dry_run(state: &ApiState, ids: Vec<String>) -> Result<ReplayResult, ApiError> {
+    let mut result = ReplayResult { dry_run: true, ..Default::default() };
+    let mut seen = HashSet::new();
+    for id in ids {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        match state.store.dead_letter(&id).await? {
+            None => result.not_found.push(id),
+            Some(d) if d.replayed_at_ms.is_some() => result.already_replayed.push(id),
+            Some(_) => result.would_replay.push(id),
+        }
+    }
+    Ok(result)
 }
 
 /// Claims (under a lease), republishes and then marks the dead letters `ids`; the caller audits.

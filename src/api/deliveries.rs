@@ -4,7 +4,7 @@
 //! the delivery log where the route logs payloads).
 
 use super::ApiState;
-use super::auth::Caller;
+use super::auth::{Access, Caller};
 use super::dead_letters::replay_ids;
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, Query};
 use super::{page_limit, parse_time, rfc3339};
@@ -92,6 +92,10 @@ pub struct AttemptView {
     pub duration_ms: u64,
     /// The start of the response body.
     pub response_body: Option<String>,
+    /// The request headers sent, in order, when the route logs payloads (`log_payload`); the
+    /// value of a static header that carries a credential (`authorization`, `cookie`,
+    /// `x-api-key`, …) is `<masked>`.
+    pub request_headers: Option<Vec<RequestHeader>>,
     /// Why it failed.
     pub error: Option<String>,
     /// The body sent, when the route logs payloads (`log_payload`) and it is JSON.
@@ -105,6 +109,15 @@ pub struct AttemptView {
     pub config_revision: String,
     /// When (RFC 3339).
     pub at: String,
+}
+
+/// One request header of an attempt.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RequestHeader {
+    /// Lowercase, as sent.
+    pub name: String,
+    /// As sent, or `<masked>`.
+    pub value: String,
 }
 
 impl From<Attempt> for AttemptView {
@@ -122,6 +135,14 @@ impl From<Attempt> for AttemptView {
             status: a.status,
             duration_ms: a.duration_ms,
             response_body: a.response_body,
+            // One `name: value` line each (`delivery::attempt::logged_headers`); a name holds
+            // neither `:` nor a space, so the first `: ` ends it.
+            request_headers: a.request_headers.map(|text| {
+                text.lines()
+                    .filter_map(|l| l.split_once(": "))
+                    .map(|(name, value)| RequestHeader { name: name.into(), value: value.into() })
+                    .collect()
+            }),
             error: a.error,
             config_version: a.config_version,
             config_revision: a.config_revision,
@@ -162,7 +183,8 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<DeliveryQuery>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
+    let routes = super::tenants::visible_routes(&state, access).await?;
     let status = match q.status.as_deref() {
         None => None,
         Some("delivered") => Some(Outcome::Delivered),
@@ -174,6 +196,7 @@ pub async fn list(
     };
     let filter = DeliveryFilter {
         route: q.route,
+        routes,
         status,
         event_type: q.event_type,
         since_ms: q.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
@@ -200,10 +223,18 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryDetail>, ApiError> {
-    caller.require(Scope::Read)?;
-    let d = state.store.delivery(&id).await?.ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
+    let access = caller.access(Scope::Read)?;
+    let d = visible(&state, access, &id).await?;
     let attempts = state.store.attempts(&id).await?;
     Ok(Json(DeliveryDetail { delivery: d.into(), attempt_log: attempts.into_iter().map(AttemptView::from).collect() }))
+}
+
+/// The delivery `id`, if the caller may see it (404 otherwise, also for another tenant's).
+async fn visible(state: &ApiState, access: Access<'_>, id: &str) -> Result<Delivery, ApiError> {
+    match state.store.delivery(id).await? {
+        Some(d) if super::tenants::owns_route(state, access, &d.route).await? => Ok(d),
+        _ => Err(ApiError::not_found(format!("no delivery {id:?}"))),
+    }
 }
 
 /// What a retry republished.
@@ -241,8 +272,8 @@ pub async fn retry(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(http::StatusCode, Json<Retried>), ApiError> {
-    caller.require(Scope::Admin)?;
-    let d = state.store.delivery(&id).await?.ok_or_else(|| ApiError::not_found(format!("no delivery {id:?}")))?;
+    let access = caller.access(Scope::Admin)?;
+    let d = visible(&state, access, &id).await?;
     if d.status == Outcome::Retrying {
         return Err(ApiError::conflict(format!(
             "delivery {id} is still being retried by the router (attempt {}); it needs no retry from here",

@@ -2,7 +2,7 @@
 //! take each type.
 
 use super::ApiState;
-use super::auth::Caller;
+use super::auth::{Access, Caller};
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path};
 use crate::broker::topic;
 use crate::config::Snapshot;
@@ -19,7 +19,7 @@ pub struct EventType {
     pub versions: Vec<u32>,
     /// The version used when an event gives no `dataversion`.
     pub latest: u32,
-    /// Routes whose patterns match the type.
+    /// Routes whose patterns match the type (for a tenant token: its own).
     pub routes: Vec<String>,
 }
 
@@ -41,7 +41,7 @@ pub struct EventTypes {
     pub items: Vec<EventType>,
 }
 
-fn summary(s: &Snapshot, ty: &str) -> Option<EventType> {
+fn summary(s: &Snapshot, access: Access<'_>, ty: &str) -> Option<EventType> {
     let schemas = s.schemas.get(ty)?;
     let versions: Vec<u32> = schemas.versions.keys().copied().collect();
     Some(EventType {
@@ -51,7 +51,7 @@ fn summary(s: &Snapshot, ty: &str) -> Option<EventType> {
         routes: s
             .routes
             .iter()
-            .filter(|r| r.events.iter().any(|p| topic::matches(p, ty)))
+            .filter(|r| super::routes::sees(access, r) && r.events.iter().any(|p| topic::matches(p, ty)))
             .map(|r| r.name.clone())
             .collect(),
     })
@@ -62,9 +62,9 @@ fn summary(s: &Snapshot, ty: &str) -> Option<EventType> {
     responses((status = 200, body = EventTypes), KeyRefusals),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<EventTypes>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
     let s = state.router.snapshot();
-    Ok(Json(EventTypes { items: s.schemas.types().into_iter().filter_map(|t| summary(&s, t)).collect() }))
+    Ok(Json(EventTypes { items: s.schemas.types().into_iter().filter_map(|t| summary(&s, access, t)).collect() }))
 }
 
 /// One event type and its schemas.
@@ -81,9 +81,10 @@ pub async fn get(
     caller: Caller,
     Path(ty): Path<String>,
 ) -> Result<Json<EventTypeDetail>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
     let s = state.router.snapshot();
-    let summary = summary(&s, &ty).ok_or_else(|| ApiError::not_found(format!("no schema for event type {ty:?}")))?;
+    let summary =
+        summary(&s, access, &ty).ok_or_else(|| ApiError::not_found(format!("no schema for event type {ty:?}")))?;
     let schemas = s
         .schemas
         .get(&ty)

@@ -1,15 +1,19 @@
 //! The admin and ingest API (axum) on `[api] listen`: JSON in and out, every error in one shape
 //! (`{"error": {"code", "message", "details"}}`, see [`error`]), Bearer API keys with scopes
-//! ([`auth`]); who may call at all, and with what content type, is checked in one middleware in
-//! front of every route ([`access`]). Handlers are thin: they check the caller and the input, call the router, the
+//! ([`auth`]), and tenant tokens that reach one tenant's routes only ([`tenants`]); who may call
+//! at all, and with what content type, is checked in one middleware in front of every route
+//! ([`access`]). Handlers are thin: they check the caller and the input, call the runtime, the
 //! store or [`crate::subscriptions`], and shape the answer. The OpenAPI document is built from
-//! the same handler annotations that register the routes, so it cannot drift.
+//! the same handler annotations that register the routes, so it cannot drift. The console and
+//! the portal are served on the same listener, behind the same middleware, mounted by the caller
+//! of [`serve`] (they use this module, not the other way round).
 //!
 //! ```text
 //! POST   /v1/events                          ingest one event (202 after broker confirm)   ingest
 //! GET    /v1/event-types[/{type}]            the schema catalogue                           read
 //! GET    /v1/routes[/{name}]                 file and API routes, with origin               read
 //! POST   /v1/routes/{name}/test              send a signed test event now                   admin
+//! POST   /v1/routes/{name}/example           queue an example event (delivered and logged)  admin
 //! POST   /v1/subscriptions                   create (the secret is returned once)           admin
 //! GET    /v1/subscriptions[/{id}]                                                           read
 //! PUT    /v1/subscriptions/{id}              replace (If-Match: version)                    admin
@@ -23,6 +27,7 @@
 //! GET    /v1/stats                           per route over a window                        read
 //! GET    /v1/audit                           every change made through the API              read
 //! GET    /v1/config   POST /v1/config/reload                                                read / admin
+//! POST   /v1/tenants/{id}/portal-link        a one-time URL into the tenant portal          admin
 //! GET    /healthz /readyz /metrics /openapi.json                                            open
 //! ```
 
@@ -38,6 +43,7 @@ pub mod health;
 pub mod routes;
 pub mod stats;
 pub mod subscriptions;
+pub mod tenants;
 
 use crate::runtime::Runtime;
 use crate::store::Store;
@@ -64,6 +70,11 @@ pub struct ApiState {
     pub config_dir: PathBuf,
     /// Renders `/metrics`, when metrics are on.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Signs and verifies tenant tokens and portal sessions (`HOOKRELAY_TOKEN_KEY`, or derived
+    /// from `HOOKRELAY_SECRET_KEY`); without one, tenant tokens are refused.
+    pub token_key: Option<Arc<crate::tokens::TokenKey>>,
+    /// Signs console sessions and CSRF tokens: the token key, else a key of this process.
+    pub session_key: Arc<crate::tokens::TokenKey>,
 }
 
 #[derive(OpenApi)]
@@ -81,7 +92,10 @@ pub struct ApiState {
         (name = "subscriptions", description = "API-managed routes"),
         (name = "deliveries", description = "The delivery log"),
         (name = "dead-letters", description = "Dead letters and replay"),
-        (name = "operations", description = "Statistics, audit, config, health")
+        (name = "operations", description = "Statistics, audit, config, health"),
+        (name = "tenants", description = "Tenant tokens and portal links. A Bearer credential shaped like a JWT is a tenant token \
+            (`hookrelay token`): it reaches its tenant's subscriptions, deliveries, dead letters and statistics, and the event types; \
+            another tenant's ids answer 404; every other endpoint answers 403.")
     )
 )]
 struct ApiDoc;
@@ -95,8 +109,10 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The API's routes and its OpenAPI document, built from the same annotations.
-pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
+/// The API's routes and its OpenAPI document, built from the same annotations, with `pages`
+/// (the console and the portal, `crate::ui`, which call this module's handlers: the API does not
+/// know them) served beside, under the same fallbacks and the same [`access`] middleware.
+pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::ingest))
         .routes(routes!(event_types::list))
@@ -104,6 +120,7 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::list))
         .routes(routes!(routes::get))
         .routes(routes!(routes::test))
+        .routes(routes!(routes::example))
         .routes(routes!(subscriptions::create, subscriptions::list))
         .routes(routes!(subscriptions::get, subscriptions::update, subscriptions::delete))
         .routes(routes!(subscriptions::validate))
@@ -118,6 +135,7 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(stats::audit))
         .routes(routes!(config::get))
         .routes(routes!(config::reload))
+        .routes(routes!(tenants::portal_link))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -126,6 +144,7 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
     access::document(&mut openapi);
     let doc = Arc::new(openapi.clone());
     let router = router
+        .merge(pages)
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -147,9 +166,15 @@ pub fn app(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
     (router, openapi)
 }
 
-/// Serves the API on `listener` until `stop`; requests in flight finish first.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, stop: CancellationToken) -> std::io::Result<()> {
-    let (app, _) = app(state);
+/// Serves the API and `pages` (see [`app`]) on `listener` until `stop`; requests in flight
+/// finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    pages: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let (app, _) = app(state, pages);
     axum::serve(listener, app.into_make_service_with_connect_info::<access::Peer>())
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await

@@ -3,7 +3,7 @@
 //! signed test event to the route's receiver now, past its circuit breaker and rate limit).
 
 use super::ApiState;
-use super::auth::Caller;
+use super::auth::{Access, Caller};
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, RawBody};
 use crate::config::files::Scope;
 use crate::config::{Origin, Route};
@@ -60,6 +60,8 @@ pub struct RouteView {
     pub signing_keys: usize,
     /// The route's queue.
     pub queue: String,
+    /// The tenant whose events alone it takes, if it has one.
+    pub tenant: Option<String>,
     /// `[circuit_breaker]` and the state of the circuit on this replica, when the route has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerView>,
@@ -140,6 +142,7 @@ impl RouteView {
             signing: signing.into(),
             signing_keys,
             queue: r.queue(),
+            tenant: r.tenant().map(str::to_string),
             circuit_breaker: r.circuit_breaker.map(|cb| {
                 let circuit = gate.and_then(|g| g.circuit(r));
                 CircuitBreakerView {
@@ -178,10 +181,10 @@ pub struct Routes {
     responses((status = 200, body = Routes), KeyRefusals),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Routes>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
     let s = state.router.snapshot();
     let view = |r: &Arc<Route>| RouteView::of(r, state.router.gate(&r.name).as_deref());
-    Ok(Json(Routes { items: s.routes.iter().map(view).collect() }))
+    Ok(Json(Routes { items: s.routes.iter().filter(|r| sees(access, r)).map(view).collect() }))
 }
 
 /// One route.
@@ -198,10 +201,113 @@ pub async fn get(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<RouteView>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
     let s = state.router.snapshot();
-    let r = s.route(&name).ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
+    let r = s
+        .route(&name)
+        .filter(|r| sees(access, r))
+        .ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
     Ok(Json(RouteView::of(r, state.router.gate(&name).as_deref())))
+}
+
+/// Whether the caller may see a running route: operators all, a tenant its own.
+pub(crate) fn sees(access: Access<'_>, route: &Route) -> bool {
+    match access {
+        Access::All => true,
+        Access::Tenant(t) => route.tenant() == Some(t),
+    }
+}
+
+/// An example event queued to a route.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExampleQueued {
+    /// The route.
+    pub route: String,
+    /// The event's id (`webhook-id`).
+    pub event_id: String,
+    /// Its type: the first type with a schema that the route subscribes to.
+    pub event_type: String,
+    /// The delivery to follow at `GET /v1/deliveries/{id}`.
+    pub delivery: String,
+    /// The event queued.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
+/// Queue an example event to a route: the first event type with a schema that the route
+/// subscribes to, with data made from its schema (its `examples` where it has them), and the
+/// route's tenant as the tenant attribute. Unlike `/test`, it goes through the route's queue:
+/// delivered, retried, logged and dead-lettered like any event (only this route gets it).
+#[utoipa::path(post, path = "/v1/routes/{name}/example", tag = "catalogue",
+    params(("name" = String, Path, description = "Route name")),
+    responses(
+        (status = 202, description = "Queued with a broker confirm", body = ExampleQueued),
+        (status = 400, description = "The name is not valid UTF-8", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such route (or another tenant's)", body = ErrorBody),
+        (status = 422, description = "No event type with a schema matches the route, or its schema has no example that validates (`no_example`)", body = ErrorBody),
+        (status = 503, description = "The broker is not connected or did not confirm", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn example(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(http::StatusCode, Json<ExampleQueued>), ApiError> {
+    let access = caller.access(Scope::Admin)?;
+    let snapshot = state.router.snapshot();
+    let route = snapshot
+        .route(&name)
+        .filter(|r| sees(access, r))
+        .ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
+    let types = snapshot.schemas.types();
+    let ty =
+        types.iter().find(|t| route.events.iter().any(|p| crate::broker::topic::matches(p, t))).ok_or_else(|| {
+            ApiError::unprocessable(
+                "no_example",
+                format!(
+                    "route {name} subscribes to {} and no event type with a schema matches",
+                    route.events.join(", ")
+                ),
+            )
+        })?;
+    let schema = snapshot.schemas.get(ty).and_then(|s| s.documents.values().next_back().cloned());
+    let data = schema.map(|s| crate::example::example(&s)).unwrap_or(serde_json::Value::Null);
+    snapshot.schemas.validate(ty, None, &data).map_err(|e| {
+        ApiError::unprocessable(
+            "no_example",
+            format!("the example made from the schema of {ty} does not satisfy it ({e}): add `examples` to the schema"),
+        )
+    })?;
+    let id = format!("example_{}", uuid::Uuid::new_v4().simple());
+    let mut event = serde_json::Map::new();
+    event.insert("specversion".into(), "1.0".into());
+    event.insert("id".into(), id.clone().into());
+    event.insert("source".into(), "hookrelay/example".into());
+    event.insert("type".into(), (*ty).into());
+    event.insert("time".into(), humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string().into());
+    route.steps.tenant.stamp(&mut event);
+    event.insert("data".into(), data);
+    let event = serde_json::Value::Object(event);
+    let broker = state.router.broker().ok_or_else(|| {
+        ApiError::unavailable("broker_unavailable", "the router is not connected to its broker right now; retry")
+    })?;
+    let body = serde_json::to_vec(&event).unwrap_or_default();
+    let mut headers = crate::broker::Headers::default();
+    headers.set("hookrelay-example", "true");
+    broker
+        .publish(crate::broker::Destination::Queue(&route.queue()), &body, &headers, Some(&id))
+        .await
+        .map_err(|e| ApiError::unavailable("broker_unavailable", format!("the broker did not confirm: {e}; retry")))?;
+    Ok((
+        http::StatusCode::ACCEPTED,
+        Json(ExampleQueued {
+            delivery: crate::store::delivery_id(&name, &id),
+            route: name,
+            event_id: id,
+            event_type: ty.to_string(),
+            event,
+        }),
+    ))
 }
 
 /// What a test send did.
@@ -283,9 +389,12 @@ pub async fn test(
     Path(name): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<TestResult>, ApiError> {
-    caller.require(Scope::Admin)?;
+    let access = caller.access(Scope::Admin)?;
     let snapshot = state.router.snapshot();
-    let route = snapshot.route(&name).ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
+    let route = snapshot
+        .route(&name)
+        .filter(|r| sees(access, r))
+        .ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
     let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
     let payload = if empty {
         ping(&format!("test event for route {name}"))

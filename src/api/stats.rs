@@ -74,7 +74,9 @@ pub async fn get(
     caller: Caller,
     Query(q): Query<StatsQuery>,
 ) -> Result<Json<Stats>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
+    let visible = super::tenants::visible_routes(&state, access).await?;
+    let sees = |name: &str| visible.as_ref().is_none_or(|v| v.iter().any(|n| n == name));
     let window = match q.window.as_deref() {
         None => std::time::Duration::from_secs(3600),
         Some(w) => {
@@ -88,6 +90,7 @@ pub async fn get(
     let rows = state.store.stats(since, until + 1, q.route.as_deref()).await?;
     let mut routes: Vec<RouteStatsView> = rows
         .into_iter()
+        .filter(|r| sees(&r.route))
         .map(|r| RouteStatsView {
             route: r.route,
             attempts: r.attempts,
@@ -99,7 +102,7 @@ pub async fn get(
         })
         .collect();
     let snapshot = state.router.snapshot();
-    for r in snapshot.routes.iter().filter(|r| q.route.as_ref().is_none_or(|n| n == &r.name)) {
+    for r in snapshot.routes.iter().filter(|r| sees(&r.name) && q.route.as_ref().is_none_or(|n| n == &r.name)) {
         if !routes.iter().any(|s| s.route == r.name) {
             routes.push(RouteStatsView {
                 route: r.name.clone(),

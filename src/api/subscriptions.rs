@@ -3,10 +3,11 @@
 //! is in the answer of a create and of a rotation, and nowhere else.
 
 use super::ApiState;
-use super::auth::Caller;
+use super::auth::{Access, Caller};
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, RawBody};
 use super::rfc3339;
 use super::routes::{TestResult, ping, send_now};
+use super::tenants::owns_subscription;
 use crate::config::files::Scope;
 use crate::config::{Origin, Route};
 use crate::delivery::http::retry::RetryPolicy;
@@ -59,6 +60,8 @@ pub struct SubscriptionView {
     pub enabled: bool,
     /// Why it is disabled (e.g. the receiver answered 410 Gone).
     pub disabled_reason: Option<String>,
+    /// The tenant that owns it: it receives only that tenant's events.
+    pub tenant: Option<String>,
     /// Whether its route is running now.
     pub live: bool,
     /// Why it is not running, when it should be.
@@ -87,6 +90,7 @@ fn view(state: &ApiState, rec: SubscriptionRecord) -> SubscriptionView {
         spec,
         enabled: rec.enabled,
         disabled_reason: rec.disabled_reason,
+        tenant: rec.tenant,
         live,
         secrets: SecretsView {
             active: valid.len(),
@@ -96,6 +100,33 @@ fn view(state: &ApiState, rec: SubscriptionRecord) -> SubscriptionView {
         created_at: rfc3339(rec.created_at_ms),
         updated_at: rfc3339(rec.updated_at_ms),
     }
+}
+
+/// The subscription `id`, if the caller may see it (404 otherwise, also for another tenant's).
+async fn visible(state: &ApiState, access: Access<'_>, id: &str) -> Result<SubscriptionRecord, ApiError> {
+    state
+        .store
+        .subscription(id)
+        .await?
+        .filter(|r| owns_subscription(access, r.tenant.as_deref()))
+        .ok_or_else(|| ApiError::not_found(format!("no subscription {id:?}")))
+}
+
+/// A tenant's subscriptions are its own: `tenant` is set to it, and another is refused.
+fn own_tenant(access: Access<'_>, spec: &mut SubscriptionSpec) -> Result<(), ApiError> {
+    let Access::Tenant(t) = access else { return Ok(()) };
+    match spec.tenant.as_deref() {
+        None => spec.tenant = Some(t.to_string()),
+        Some(given) if given == t => {}
+        Some(given) => {
+            return Err(SubscriptionError::Invalid(vec![crate::subscriptions::FieldError {
+                field: "tenant".into(),
+                message: format!("a token of tenant {t:?} manages its own subscriptions only, not {given:?}'s"),
+            }])
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// A subscription with its secret, shown this once.
@@ -132,9 +163,10 @@ pub struct Subscriptions {
 pub async fn create(
     State(state): State<ApiState>,
     caller: Caller,
-    Json(spec): Json<SubscriptionSpec>,
+    Json(mut spec): Json<SubscriptionSpec>,
 ) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
-    caller.require(Scope::Admin)?;
+    let access = caller.access(Scope::Admin)?;
+    own_tenant(access, &mut spec)?;
     let (rec, secret) = state.subscriptions.create(spec, &caller.name).await?;
     Ok((StatusCode::CREATED, Json(WithSecret { subscription: view(&state, rec), secret })))
 }
@@ -147,9 +179,11 @@ pub async fn create(
         (status = 503, description = "The store does not answer", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Subscriptions>, ApiError> {
-    caller.require(Scope::Read)?;
+    let access = caller.access(Scope::Read)?;
     let all = state.store.subscriptions().await?;
-    Ok(Json(Subscriptions { items: all.into_iter().map(|r| view(&state, r)).collect() }))
+    let items =
+        all.into_iter().filter(|r| owns_subscription(access, r.tenant.as_deref())).map(|r| view(&state, r)).collect();
+    Ok(Json(Subscriptions { items }))
 }
 
 /// One subscription.
@@ -167,10 +201,8 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    caller.require(Scope::Read)?;
-    let rec =
-        state.store.subscription(&id).await?.ok_or_else(|| ApiError::not_found(format!("no subscription {id:?}")))?;
-    Ok(Json(view(&state, rec)))
+    let access = caller.access(Scope::Read)?;
+    Ok(Json(view(&state, visible(&state, access, &id).await?)))
 }
 
 /// Replace a subscription's definition (name and `ordered` cannot change; `enabled` switches it
@@ -194,9 +226,13 @@ pub async fn update(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(spec): Json<SubscriptionSpec>,
+    Json(mut spec): Json<SubscriptionSpec>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    caller.require(Scope::Admin)?;
+    let access = caller.access(Scope::Admin)?;
+    visible(&state, access, &id).await?;
+    if spec.tenant.is_some() {
+        own_tenant(access, &mut spec)?;
+    }
     let expected = match headers.get(http::header::IF_MATCH) {
         None => None,
         Some(v) => Some(
@@ -227,7 +263,8 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Scope::Admin)?;
+    let access = caller.access(Scope::Admin)?;
+    visible(&state, access, &id).await?;
     state.subscriptions.delete(&id, &caller.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -261,7 +298,8 @@ pub async fn rotate(
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<WithSecret>, ApiError> {
-    caller.require(Scope::Admin)?;
+    let access = caller.access(Scope::Admin)?;
+    visible(&state, access, &id).await?;
     let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateRequest::default()
     } else {
@@ -317,7 +355,7 @@ pub async fn validate(
     caller: Caller,
     Json(req): Json<ValidateRequest>,
 ) -> Result<Json<ValidateResult>, ApiError> {
-    caller.require(Scope::Admin)?;
+    caller.access(Scope::Admin)?;
     let url: Uri = req
         .url
         .parse()

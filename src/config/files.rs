@@ -73,6 +73,9 @@ pub struct MainFile {
     /// Traces over OTLP.
     #[serde(default)]
     pub telemetry: TelemetryFile,
+    /// How events are matched to tenants.
+    #[serde(default)]
+    pub tenants: crate::tenant::TenantsFile,
 }
 
 /// `[api]`: the admin and ingest API.
@@ -352,13 +355,16 @@ pub struct RouteFile {
     /// Body shape. Default `standard`.
     #[serde(default)]
     pub format: BodyFormat,
-    /// Keep the body sent with each attempt in the delivery log. Default false: payloads are not
-    /// logged unless a route opts in.
+    /// Keep the body and the request headers sent with each attempt in the delivery log (and the
+    /// event, for retries). Default false: payloads are not logged unless a route opts in.
     #[serde(default)]
     pub log_payload: bool,
     /// Extra static headers sent with every request.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The tenant that owns the route: it then receives only that tenant's events (see
+    /// `[tenants] attribute`), and that tenant's tokens see it.
+    pub tenant: Option<Spanned<String>>,
     /// How the body is signed.
     pub signing: Spanned<SigningFile>,
     /// Retry policy.

@@ -65,11 +65,11 @@ pub struct Route {
     pub timeout: Duration,
     /// Concurrent deliveries (unordered routes).
     pub concurrency: usize,
-    /// Its pipeline: filter, transform, redaction, body format.
+    /// Its pipeline: tenant check, filter, transform, redaction, body format.
     pub steps: Steps,
-    /// Static extra headers.
+    /// Static extra headers (credentials marked sensitive, see [`route::is_credential`]).
     pub headers: HeaderMap,
-    /// Keep sent bodies in the delivery log.
+    /// Keep sent bodies and request headers in the delivery log.
     pub log_payload: bool,
     /// Signing keys and scheme.
     pub signer: Signer,
@@ -105,6 +105,11 @@ impl Route {
     /// The route's quorum queue.
     pub fn queue(&self) -> String {
         route_queue(&self.name)
+    }
+
+    /// The tenant whose events alone the route takes, if it has one.
+    pub fn tenant(&self) -> Option<&str> {
+        self.steps.tenant.tenant()
     }
 
     /// Whether an endpoint policy (circuit breaker, rate limit) is consulted around its
@@ -158,6 +163,8 @@ pub struct Snapshot {
     pub api: files::ApiFile,
     /// `[telemetry]`.
     pub telemetry: files::TelemetryFile,
+    /// `[tenants]`.
+    pub tenants: crate::tenant::TenantsFile,
     /// Routes, sorted by name.
     pub routes: Vec<Arc<Route>>,
     /// Compiled schemas.
@@ -257,6 +264,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let extra_roots =
         main.security.ca_file.as_ref().map(|f| load_ca_file(dir, f, &mut files, &mut errors)).unwrap_or_default();
     check_api(&main.api, &mut errors);
+    errors.extend(main.tenants.problem().map(|m| ConfigError::file(MAIN_FILE, m)));
     if main.broker.as_ref().is_some_and(|b| b.consumer_timeout.0.is_zero()) {
         errors.push(ConfigError::file(MAIN_FILE, "[broker] consumer_timeout must be more than zero"));
     }
@@ -265,6 +273,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let routes = route_files::RouteFiles {
         dir,
         security,
+        tenants: &main.tenants,
         engine: &engine,
         schemas: &schemas,
         opts,
@@ -304,6 +313,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         store: main.store,
         api: main.api,
         telemetry: main.telemetry,
+        tenants: main.tenants,
         routes,
         schemas,
         engine,

@@ -3,7 +3,9 @@
 //! what it holds into a [`Definition`] (reading its script files or inline sources, its secrets,
 //! its digest) and reports problems at its own places (a file's line and column, a
 //! subscription's field); this module checks every value against the same limits, fills in the
-//! same defaults, and builds the [`Route`].
+//! same defaults, and builds the [`Route`]. A route's tenant is one of those values: checked
+//! here, and compiled with `[tenants] attribute` into the [`TenantScope`] its pipeline starts
+//! with.
 
 use super::{Origin, Route};
 use crate::broker::topic;
@@ -14,7 +16,9 @@ use crate::delivery::policy::{CircuitBreaker, RateLimit};
 use crate::pipeline::redact::RedactPath;
 use crate::pipeline::script::Script;
 use crate::pipeline::{BodyFormat, Steps};
+use crate::tenant::{TenantScope, TenantsFile};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use sha2::{Digest, Sha256};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +53,16 @@ pub fn default_backoff() -> Vec<Duration> {
     [5, 30, 120, 600, 1800, 3600, 7200].map(Duration::from_secs).to_vec()
 }
 
+/// Whether a static header's value is a credential, by its name (lowercase): `authorization`,
+/// `proxy-authorization`, `cookie`, `x-api-key` and the like. Such values are marked sensitive
+/// at load ([`HeaderValue::set_sensitive`]): the delivery log keeps them masked, and HTTP/2
+/// would never index them.
+pub fn is_credential(name: &str) -> bool {
+    const WORDS: [&str; 9] =
+        ["auth", "cookie", "token", "secret", "password", "passwd", "credential", "session", "key"];
+    WORDS.iter().any(|w| name.contains(w))
+}
+
 /// A value of a route definition, as problems name it: each source maps it to its own place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field<'a> {
@@ -76,6 +90,8 @@ pub enum Field<'a> {
     HeaderName(&'a str),
     /// A static header's value.
     HeaderValue(&'a str),
+    /// `tenant`.
+    Tenant,
     /// `circuit_breaker.failures`.
     BreakerFailures,
     /// `circuit_breaker.open_for`.
@@ -121,6 +137,7 @@ impl Field<'_> {
             Self::BackoffStep(i) => format!("backoff[{i}]"),
             Self::Redact(i) => format!("redact[{i}]"),
             Self::HeaderName(k) | Self::HeaderValue(k) => format!("headers.{k}"),
+            Self::Tenant => "tenant".into(),
             Self::BreakerFailures => "circuit_breaker.failures".into(),
             Self::BreakerOpenFor => "circuit_breaker.open_for".into(),
             Self::BreakerDisableAfter => "circuit_breaker.disable_after".into(),
@@ -161,10 +178,12 @@ pub struct Definition<'a> {
     pub format: BodyFormat,
     /// Static headers, as written.
     pub headers: Vec<(&'a str, &'a str)>,
-    /// Keep sent bodies in the delivery log.
+    /// Keep sent bodies and request headers in the delivery log.
     pub log_payload: bool,
     /// How requests are signed.
     pub signer: Option<Signer>,
+    /// The tenant that owns the route, as written.
+    pub tenant: Option<&'a str>,
     /// `[circuit_breaker]`, as written (`disable_after` with the source's default).
     pub circuit_breaker: Option<CircuitBreaker>,
     /// `[rate_limit]`, as written (`burst` with its default).
@@ -176,8 +195,14 @@ pub struct Definition<'a> {
 }
 
 /// Checks every value of `def` against the limits and `security`, reporting each problem to
-/// `report` (all of them, not only the first), and builds the route when there is none.
-pub fn compile(def: Definition<'_>, security: Policy, report: &mut dyn FnMut(Field<'_>, String)) -> Option<Route> {
+/// `report` (all of them, not only the first), and builds the route when there is none; its
+/// tenant is matched on `tenants.attribute`.
+pub fn compile(
+    def: Definition<'_>,
+    security: Policy,
+    tenants: &TenantsFile,
+    report: &mut dyn FnMut(Field<'_>, String),
+) -> Option<Route> {
     let mut ok = true;
     let mut problem = |field: Field<'_>, message: String| {
         ok = false;
@@ -240,7 +265,8 @@ pub fn compile(def: Definition<'_>, security: Policy, report: &mut dyn FnMut(Fie
     let mut headers = HeaderMap::new();
     for (k, v) in &def.headers {
         match (HeaderName::try_from(*k), HeaderValue::try_from(*v)) {
-            (Ok(k), Ok(v)) => {
+            (Ok(k), Ok(mut v)) => {
+                v.set_sensitive(is_credential(k.as_str()));
                 headers.insert(k, v);
             }
             (Err(_), _) => problem(Field::HeaderName(k), format!("{k:?} is not a valid HTTP header name")),
@@ -278,7 +304,16 @@ pub fn compile(def: Definition<'_>, security: Policy, report: &mut dyn FnMut(Fie
             problem(Field::RateBurst, format!("must be at least 1 and at most {}", BURST.end()));
         }
     }
+    if let Some(Err(m)) = def.tenant.map(crate::tenant::check_id) {
+        problem(Field::Tenant, m);
+    }
+    let tenant = TenantScope::new(&tenants.attribute, def.tenant);
     let (Some(url), Some(signer), true) = (url, def.signer, ok) else { return None };
+    // The tenant check depends on `[tenants] attribute` too, which is outside the definition.
+    let digest = match tenant.tenant() {
+        None => def.digest,
+        Some(_) => hex::encode(Sha256::new().chain_update(def.digest).chain_update(tenant.digest_input()).finalize()),
+    };
     Some(Route {
         name: name.to_string(),
         events: def.events.iter().map(|e| e.to_string()).collect(),
@@ -286,14 +321,14 @@ pub fn compile(def: Definition<'_>, security: Policy, report: &mut dyn FnMut(Fie
         ordered: def.ordered,
         timeout: def.timeout,
         concurrency: def.concurrency,
-        steps: Steps { filter: def.filter, transform: def.transform, redact, format: def.format },
+        steps: Steps { tenant, filter: def.filter, transform: def.transform, redact, format: def.format },
         headers,
         log_payload: def.log_payload,
         signer,
         retry: RetryPolicy { max_attempts: def.max_attempts, backoff: def.backoff },
         circuit_breaker: def.circuit_breaker,
         rate_limit: def.rate_limit,
-        digest: def.digest,
+        digest,
         origin: def.origin,
     })
 }
@@ -320,6 +355,7 @@ mod tests {
             headers: vec![("x-tenant", "acme")],
             log_payload: false,
             signer: Some(Signer::Standard(vec![SigningKey::from_whsec(&SigningKey::generate()).unwrap()])),
+            tenant: None,
             circuit_breaker: None,
             rate_limit: None,
             digest: "d".into(),
@@ -329,14 +365,15 @@ mod tests {
 
     fn problems(def: Definition<'_>) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let route = compile(def, Policy::default(), &mut |f, m| out.push((f.api_field(), m)));
+        let route = compile(def, Policy::default(), &TenantsFile::default(), &mut |f, m| out.push((f.api_field(), m)));
         assert_eq!(route.is_some(), out.is_empty(), "a route exactly when there is no problem: {out:?}");
         out
     }
 
     #[test]
     fn a_valid_definition_compiles_with_every_value() {
-        let route = compile(definition(), Policy::default(), &mut |f, m| panic!("{f:?}: {m}")).unwrap();
+        let route = compile(definition(), Policy::default(), &TenantsFile::default(), &mut |f, m| panic!("{f:?}: {m}"))
+            .unwrap();
         assert_eq!((route.name.as_str(), route.queue()), ("orders", "hookrelay.route.orders".to_string()));
         assert_eq!((route.concurrency, route.retry.max_attempts, route.retry.backoff.len()), (16, 8, 7));
         assert_eq!(route.steps.redact.len(), 1);
@@ -355,6 +392,7 @@ mod tests {
             backoff: vec![Duration::from_secs(1), Duration::ZERO],
             redact: vec!["data..x"],
             headers: vec![("x bad", "1"), ("x-ok", "a\u{7}b")],
+            tenant: Some("acme/1"),
             ..definition()
         };
         let fields: Vec<String> = problems(def).into_iter().map(|(f, _)| f).collect();
@@ -370,7 +408,8 @@ mod tests {
                 "backoff[1]",
                 "redact[0]",
                 "headers.x bad",
-                "headers.x-ok"
+                "headers.x-ok",
+                "tenant"
             ]
         );
         let at_limits = Definition { concurrency: 10_000, max_attempts: 1_000, ..definition() };
@@ -392,8 +431,66 @@ mod tests {
     fn a_source_that_could_not_sign_gets_no_route_and_no_second_report() {
         let mut reported = 0;
         let def = Definition { signer: None, ..definition() };
-        assert!(compile(def, Policy::default(), &mut |_, _| reported += 1).is_none());
+        assert!(compile(def, Policy::default(), &TenantsFile::default(), &mut |_, _| reported += 1).is_none());
         assert_eq!(reported, 0);
+    }
+
+    #[test]
+    fn credential_headers_are_marked_sensitive_at_load() {
+        let headers = vec![
+            ("authorization", "Bearer s3cret"),
+            ("Proxy-Authorization", "Basic x"),
+            ("cookie", "sid=1"),
+            ("x-api-key", "k"),
+            ("x-auth-token", "t"),
+            ("x-client-secret", "s"),
+            ("x-tenant", "acme"),
+            ("accept-language", "en"),
+        ];
+        let route =
+            compile(Definition { headers, ..definition() }, Policy::default(), &TenantsFile::default(), &mut |f, m| {
+                panic!("{f:?}: {m}")
+            })
+            .unwrap();
+        let mut sensitive: Vec<&str> =
+            route.headers.iter().filter(|(_, v)| v.is_sensitive()).map(|(k, _)| k.as_str()).collect();
+        sensitive.sort();
+        assert_eq!(
+            sensitive,
+            ["authorization", "cookie", "proxy-authorization", "x-api-key", "x-auth-token", "x-client-secret"]
+        );
+        for generated in [
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "x-signature",
+            "content-type",
+            "user-agent",
+            "hookrelay-sequence",
+            "hookrelay-attempt",
+            "hookrelay-route",
+            "traceparent",
+        ] {
+            assert!(!is_credential(generated), "{generated} is what every attempt sends, kept as it is");
+        }
+    }
+
+    #[test]
+    fn a_tenant_is_checked_and_its_attribute_is_part_of_the_digest() {
+        let compiled = |attribute: &str, tenant| {
+            let tenants = TenantsFile { attribute: attribute.into() };
+            compile(Definition { tenant, ..definition() }, Policy::default(), &tenants, &mut |f, m| {
+                panic!("{f:?}: {m}")
+            })
+            .unwrap()
+        };
+        let plain = compiled("subject", None);
+        assert_eq!((plain.tenant(), plain.digest.as_str()), (None, "d"), "no tenant: the source's digest as it is");
+        let by_subject = compiled("subject", Some("acme"));
+        let by_extension = compiled("tenantid", Some("acme"));
+        assert_eq!(by_subject.tenant(), Some("acme"));
+        assert_ne!(by_subject.digest, plain.digest);
+        assert_ne!(by_subject.digest, by_extension.digest, "a reload that changes the attribute restarts the route");
     }
 
     #[test]
@@ -406,10 +503,11 @@ mod tests {
             rate_limit: Some(RateLimit { per_second: 0.5, burst: 1 }),
             ..definition()
         };
-        let route = compile(good, Policy::default(), &mut |f, m| panic!("{f:?}: {m}")).unwrap();
+        let route =
+            compile(good, Policy::default(), &TenantsFile::default(), &mut |f, m| panic!("{f:?}: {m}")).unwrap();
         assert!(route.gated());
         assert_eq!(route.circuit_breaker, Some(breaker(5, s(30), None)));
-        assert!(!compile(definition(), Policy::default(), &mut |_, _| ()).unwrap().gated());
+        assert!(!compile(definition(), Policy::default(), &TenantsFile::default(), &mut |_, _| ()).unwrap().gated());
 
         let bad = Definition {
             circuit_breaker: Some(breaker(0, Duration::ZERO, Some(s(60)))),

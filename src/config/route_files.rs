@@ -27,6 +27,8 @@ use std::time::Duration;
 pub(super) struct RouteFiles<'a> {
     pub(super) dir: &'a Path,
     pub(super) security: Policy,
+    /// `[tenants]`: how a route's `tenant` is matched.
+    pub(super) tenants: &'a crate::tenant::TenantsFile,
     pub(super) engine: &'a rhai::Engine,
     pub(super) schemas: &'a SchemaRegistry,
     pub(super) opts: LoadOptions,
@@ -156,6 +158,7 @@ impl RouteFiles<'_> {
             headers: file.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
             log_payload: file.log_payload,
             signer,
+            tenant: file.tenant.as_ref().map(|t| t.get_ref().as_str()),
             circuit_breaker: file.circuit_breaker.as_ref().map(|c| CircuitBreaker {
                 failures: c.failures,
                 open_for: c.open_for.0,
@@ -169,7 +172,7 @@ impl RouteFiles<'_> {
             origin: Origin::File { file: at.shown.display().to_string() },
         };
         let errors = &mut *self.errors;
-        let route = route::compile(def, self.security, &mut |field, msg| {
+        let route = route::compile(def, self.security, self.tenants, &mut |field, msg| {
             let msg = match field.file_key() {
                 Some(key) => format!("`{key}` {msg}"),
                 None => msg,
@@ -197,6 +200,10 @@ impl RouteFiles<'_> {
                 Field::Redact(i) => at.span(file.redact[i].span(), msg),
                 Field::HeaderName(k) => at.path(&["headers", k], true, msg),
                 Field::HeaderValue(k) => at.path(&["headers", k], false, msg),
+                Field::Tenant => match &file.tenant {
+                    Some(t) => at.span(t.span(), msg),
+                    None => ConfigError::file(at.shown, msg),
+                },
                 Field::BreakerFailures => at.path(&["circuit_breaker", "failures"], false, msg),
                 Field::BreakerOpenFor => at.path(&["circuit_breaker", "open_for"], false, msg),
                 Field::BreakerDisableAfter => at.path(&["circuit_breaker", "disable_after"], true, msg),

@@ -1,7 +1,8 @@
 //! One signed attempt: the request headers (signature, sequence, attempt, route, trace context),
 //! the POST through the SSRF-guarded client inside an attempt span, and its [`AttemptResult`].
 //! The route workers make every attempt through [`Attempt::send`], and so does
-//! `POST /v1/routes/{name}/test`: a test send is a real attempt, minus the queue.
+//! `POST /v1/routes/{name}/test`: a test send is a real attempt, minus the queue. What the
+//! delivery log keeps of the headers sent is [`logged_headers`].
 
 use super::http::client::WebhookClient;
 use super::verdict::AttemptResult;
@@ -59,9 +60,24 @@ impl Attempt<'_> {
     /// Signs and sends the attempt now, inside an attempt span, keeping at most `keep` bytes of
     /// the response body; records the status and failure on the span.
     pub async fn send(&self, client: &WebhookClient, keep: usize) -> AttemptResult {
+        self.exchange(client, keep, None).await
+    }
+
+    /// [`Attempt::send`], also giving the request headers sent, as the delivery log keeps them
+    /// ([`logged_headers`]).
+    pub async fn send_logged(&self, client: &WebhookClient, keep: usize) -> (AttemptResult, String) {
+        let mut logged = String::new();
+        let result = self.exchange(client, keep, Some(&mut logged)).await;
+        (result, logged)
+    }
+
+    async fn exchange(&self, client: &WebhookClient, keep: usize, logged: Option<&mut String>) -> AttemptResult {
         let span = telemetry::attempt_span(self.number, &self.route.url);
         let traceparent = telemetry::traceparent(&span, Some(self.traceparent));
         let headers = request_headers(self.route, self.payload, self.sequence, &traceparent, self.number, unix_now());
+        if let Some(logged) = logged {
+            *logged = logged_headers(&headers);
+        }
         let route = self.route;
         let sent = client
             .post(&route.url, headers, self.payload.body.clone(), route.timeout, keep)
@@ -104,6 +120,32 @@ pub fn request_headers(
     h
 }
 
+/// What the delivery log keeps of an attempt's request headers: one `name: value` line each, in
+/// the map's order, with the value of every header marked sensitive (a static header whose name
+/// says it is a credential, see `config::route::is_credential`) replaced by `<masked>`. The
+/// signature stays: it is an HMAC of this one body, not the secret. One allocation and a copy,
+/// on the worker; the log writes it in its batch.
+pub fn logged_headers(headers: &HeaderMap) -> String {
+    let mut out = String::with_capacity(LOGGED_HEADERS_CAPACITY);
+    for (name, value) in headers {
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        if value.is_sensitive() {
+            out.push_str(MASKED);
+        } else {
+            out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// What stands in a sensitive header's value in the delivery log.
+pub const MASKED: &str = "<masked>";
+/// The usual size of [`logged_headers`]: a dozen headers, the signature and trace context the
+/// longest.
+const LOGGED_HEADERS_CAPACITY: usize = 512;
+
 /// Headers [`request_headers`] adds to the route's: three of signing and six others.
 const ATTEMPT_HEADERS: usize = 9;
 const USER_AGENT: &str = concat!("hookrelay/", env!("CARGO_PKG_VERSION"));
@@ -115,6 +157,22 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_headers_keep_every_line_as_sent_and_mask_sensitive_values() {
+        let mut h = HeaderMap::new();
+        let mut secret = HeaderValue::from_static("Bearer s3cret");
+        secret.set_sensitive(true);
+        h.insert(http::header::AUTHORIZATION, secret);
+        h.insert(HeaderName::from_static("x-tenant"), HeaderValue::from_static("acme"));
+        h.insert(HeaderName::from_static("webhook-signature"), HeaderValue::from_static("v1,abc="));
+        h.insert(HeaderName::from_static("x-latin"), HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let logged = logged_headers(&h);
+        assert_eq!(
+            logged,
+            "authorization: <masked>\nx-tenant: acme\nwebhook-signature: v1,abc=\nx-latin: caf\u{fffd}\n"
+        );
+    }
 
     #[test]
     fn sequence_numbers_only_grow() {

@@ -415,7 +415,15 @@ impl Dispatch<'_> {
                 },
             };
             let attempt = Attempt { route: self.route, payload, sequence: &sequence, number, traceparent: &incoming };
-            let result = attempt.send(self.client, keep).await;
+            // The headers sent go into the delivery log with the body, where the route keeps
+            // bodies: rendering and storing them costs about 4,500 instructions per attempt
+            // (docs/operations.md, "Delivery log and store"), too much to pay on every route.
+            let (result, headers) = if self.route.log_payload && self.worker.shared.log.is_some() {
+                let (result, headers) = attempt.send_logged(self.client, keep).await;
+                (result, Some(headers))
+            } else {
+                (attempt.send(self.client, keep).await, None)
+            };
             let jitter = fastrand::f64();
             let mut verdict = verdict::decide(&result, &self.route.retry, number, self.route.ordered, jitter);
             if let (Some(gate), Some(pass)) = (gate, pass) {
@@ -427,7 +435,7 @@ impl Dispatch<'_> {
                     self.worker.shared.disable(self.route, DisableReason::Failing { since, after });
                 }
             }
-            self.report(payload, number, &result, verdict);
+            self.report(payload, number, &result, headers, verdict);
             match self.settle.verdict(verdict, &result, number).await? {
                 Settled::Again => number += 1,
                 settled => return Ok(settled),
@@ -456,7 +464,14 @@ impl Dispatch<'_> {
 
     /// What one attempt tells the delivery log, the metrics, the log and, for a `410 Gone` on
     /// an API-managed route, the subscriptions.
-    fn report(&self, payload: &Payload, attempt: u32, result: &AttemptResult, verdict: Verdict) {
+    fn report(
+        &self,
+        payload: &Payload,
+        attempt: u32,
+        result: &AttemptResult,
+        request_headers: Option<String>,
+        verdict: Verdict,
+    ) {
         let (route, snap, meter) = (self.route, self.snap, &self.worker.meter);
         let (status, ms) = (result.status(), result.duration().as_millis() as u64);
         let error = result.failure().map(|_| result.error());
@@ -474,6 +489,7 @@ impl Dispatch<'_> {
                 status,
                 duration_ms: ms,
                 response_body: result.response().map(|r| r.body.clone()),
+                request_headers,
                 error: error.clone(),
                 payload: route.log_payload.then(|| payload.body.to_vec()),
                 event: route.log_payload.then(|| self.message.body.to_vec()),

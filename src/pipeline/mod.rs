@@ -1,5 +1,5 @@
-//! The per-event path, pure and without I/O: decode → schema → filter → transform → redact →
-//! render. Everything it uses was built at config load: what all routes share (the schema
+//! The per-event path, pure and without I/O: decode → tenant → schema → filter → transform →
+//! redact → render. Everything it uses was built at config load: what all routes share (the schema
 //! catalogue, the script engine, the size limit: a [`Context`]) and each route's [`Steps`]
 //! (its compiled scripts, redaction paths and body format). The types are defined here and
 //! assembled by `config`, which this module does not know.
@@ -10,6 +10,7 @@ pub mod script;
 
 use crate::delivery::verdict::Reason;
 use crate::event::CloudEvent;
+use crate::tenant::TenantScope;
 use bytes::Bytes;
 use redact::RedactPath;
 use schema::{SchemaError, SchemaRegistry, Violation};
@@ -32,6 +33,8 @@ pub struct Context<'a> {
 /// One route's steps, compiled.
 #[derive(Debug, Clone, Default)]
 pub struct Steps {
+    /// Only one tenant's events, when the route has a tenant.
+    pub tenant: TenantScope,
     /// `fn filter(event)`.
     pub filter: Option<Arc<Script>>,
     /// `fn transform(event)`.
@@ -125,6 +128,11 @@ pub fn prepare(cx: &Context<'_>, steps: &Steps, raw: &[u8]) -> Result<Prepared, 
 
 /// The pipeline from a decoded event on.
 pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Result<Prepared, Rejection> {
+    // A tenant's route takes only that tenant's events (before the schema: another tenant's
+    // event is none of this route's business, not a dead letter).
+    if !steps.tenant.admits(&event) {
+        return Ok(Prepared::Filtered);
+    }
     let null = Value::Null;
     cx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(
         |e| match e {

@@ -2,7 +2,7 @@
 //! through sqlx: SQLite (default, one file, zero set-up) and PostgreSQL (several replicas share
 //! it). Both run the same SQL (see `backend/`); only the DDL differs (`migrations/sqlite`,
 //! `migrations/postgres`). The migrations are embedded and applied, in order, when a store is
-//! opened: `0001_delivery_log`, `0002_subscriptions_audit_stats`, then `0003_replay_leases`.
+//! opened: `0001_delivery_log`, `0002_subscriptions_audit_stats`, `0003_replay_leases`, then `0004_tenants_portal_links`.
 //!
 //! What it keeps:
 //! - the delivery log: every attempt ([`Attempt`], written in batches by [`log::AttemptLog`]) and
@@ -15,7 +15,9 @@
 //! - subscriptions, the API-managed routes ([`SubscriptionRecord`]), with optimistic concurrency
 //!   ([`Conflict`]) and a generation counter that replicas poll to notice changes, and that
 //!   PostgreSQL also announces with `NOTIFY` ([`Store::subscription_changes`]);
-//! - the audit trail of changes made through the admin API ([`AuditEntry`]).
+//! - the audit trail of changes made through the admin API ([`AuditEntry`]);
+//! - one-time portal links for tenants ([`PortalLink`], `0004_tenants_portal_links`, which also
+//!   gives subscriptions their tenant).
 //!
 //! Times are Unix milliseconds. Lists are newest first with keyset cursors ([`Page`]).
 //!
@@ -26,6 +28,7 @@
 pub mod audit;
 mod backend;
 pub mod log;
+pub mod portal;
 pub mod sealed;
 pub mod stats;
 pub mod subscription;
@@ -36,8 +39,9 @@ use std::sync::Arc;
 
 pub use audit::{AuditEntry, AuditFilter};
 pub use backend::{PostgresStore, SqliteStore};
+pub use portal::PortalLink;
 pub use sealed::{SecretBox, SecretError};
-pub use stats::RouteStats;
+pub use stats::{RouteStats, SeriesBucket};
 pub use subscription::{Conflict, SealedSecret, SubscriptionRecord};
 
 /// A store operation failed.
@@ -118,6 +122,10 @@ pub struct Attempt {
     pub duration_ms: u64,
     /// The start of the response body, capped by `[limits] response_body_bytes`.
     pub response_body: Option<String>,
+    /// The request headers sent, one `name: value` line each (see
+    /// `delivery::attempt::logged_headers`), credential values masked; only for routes that opt
+    /// in (`log_payload`), like the body.
+    pub request_headers: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
     /// The body sent, only for routes that opt in (`log_payload`).
@@ -219,6 +227,8 @@ pub struct Pruned {
 pub struct DeliveryFilter {
     /// Only this route.
     pub route: Option<String>,
+    /// Only these routes (a tenant's); an empty list matches nothing.
+    pub routes: Option<Vec<String>>,
     /// Only this outcome.
     pub status: Option<Outcome>,
     /// Only this event type.
@@ -238,6 +248,8 @@ pub struct DeliveryFilter {
 pub struct DeadLetterFilter {
     /// Only this route.
     pub route: Option<String>,
+    /// Only these routes (a tenant's); an empty list matches nothing.
+    pub routes: Option<Vec<String>>,
     /// Only this reason.
     pub reason: Option<String>,
     /// Only dead letters of this event (by CloudEvent id).
@@ -325,16 +337,36 @@ pub trait Store: Send + Sync {
     /// `include_replayed`), **oldest first** (the order to republish in), at most `max`. For bulk
     /// replay by filter; `filter.cursor` and `filter.limit` are ignored.
     async fn dead_letter_ids(&self, filter: &DeadLetterFilter, max: u32) -> Result<Vec<String>, StoreError>;
+    /// How many dead letters `filter` matches (its cursor and limit are ignored).
+    async fn count_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, StoreError>;
     /// The event a delivery kept (see [`Attempt::event`]): `None` when there is no such delivery
     /// or its route does not log payloads.
     async fn delivery_event(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Retention, in one transaction: deletes the attempts recorded before `before_ms`, and the
     /// deliveries whose latest attempt is before it (so they have no attempt left), with the
-    /// events they kept. Dead letters stay until they are replayed or removed.
+    /// events they kept, and the portal links that expired before it. Dead letters stay until
+    /// they are replayed or removed.
     async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError>;
     /// Per-route statistics of the attempts made in `[since_ms, until_ms)`, all routes or one,
     /// ordered by route name; routes without attempts in the window are absent.
     async fn stats(&self, since_ms: i64, until_ms: i64, route: Option<&str>) -> Result<Vec<RouteStats>, StoreError>;
+
+    /// The attempts of `[since_ms, until_ms)` in buckets of `bucket_ms` (all routes, or only
+    /// `routes`), oldest first; buckets without attempts are absent.
+    async fn attempt_series(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        bucket_ms: i64,
+        routes: Option<&[String]>,
+    ) -> Result<Vec<SeriesBucket>, StoreError>;
+
+    /// Stores a one-time portal link.
+    async fn create_portal_link(&self, link: &PortalLink) -> Result<(), StoreError>;
+    /// Accepts the link whose nonce hashes to `nonce_hash`, once: marks it used at `at_ms` and
+    /// returns it, if it exists, was not used, and has not expired at `at_ms`; `None` otherwise
+    /// (also for the second of two concurrent uses).
+    async fn use_portal_link(&self, nonce_hash: &str, at_ms: i64) -> Result<Option<PortalLink>, StoreError>;
 
     /// Subscription writes are transactions: the change, the generation bump and the optional
     /// `audit` entry commit together or not at all (a refused write leaves no audit entry).

@@ -65,6 +65,23 @@ pub enum SecretError {
     },
 }
 
+/// The 32 bytes of a `HOOKRELAY_SECRET_KEY` value: base64 (standard alphabet, padding optional;
+/// surrounding whitespace ignored) of exactly 32 bytes. Also the source of the derived token key
+/// ([`crate::tokens::TokenKey::derive`]).
+pub fn decode_key(value: &str) -> Result<[u8; 32], SecretError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(SecretError::KeyEmpty);
+    }
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = engine.decode(value).map_err(|e| SecretError::KeyNotBase64(e.to_string()))?;
+    bytes.as_slice().try_into().map_err(|_| SecretError::KeyLength(bytes.len()))
+}
+
 /// Seals and opens secrets with one key. Cheap to share behind an `Arc`; its `Debug` hides the key.
 #[derive(Clone)]
 pub struct SecretBox {
@@ -86,18 +103,7 @@ impl SecretBox {
     /// Parses the value of `HOOKRELAY_SECRET_KEY`: the base64 (standard alphabet, padding
     /// optional; surrounding whitespace ignored) of exactly 32 bytes.
     pub fn from_env_value(value: &str) -> Result<Self, SecretError> {
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(SecretError::KeyEmpty);
-        }
-        let engine = base64::engine::GeneralPurpose::new(
-            &base64::alphabet::STANDARD,
-            base64::engine::GeneralPurposeConfig::new()
-                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-        );
-        let bytes = engine.decode(value).map_err(|e| SecretError::KeyNotBase64(e.to_string()))?;
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| SecretError::KeyLength(bytes.len()))?;
-        Ok(Self::new(&key))
+        Ok(Self::new(&decode_key(value)?))
     }
 
     /// Reads `HOOKRELAY_SECRET_KEY`: `None` when it is not set, an error when it is set but wrong.

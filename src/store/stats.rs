@@ -2,6 +2,17 @@
 //! attempts (counts with `GROUP BY`, latency percentiles with window functions), never by
 //! loading the attempts into memory.
 
+/// The attempts of one time bucket of a series ([`Store::attempt_series`](super::Store::attempt_series)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SeriesBucket {
+    /// The bucket's start (Unix ms).
+    pub start_ms: i64,
+    /// Attempts in the bucket.
+    pub attempts: u64,
+    /// Of which delivered (2xx).
+    pub delivered: u64,
+}
+
 /// One route's attempts in a window `[since, until)`.
 ///
 /// A route appears only when it has attempts in the window, so `success_rate` and the latencies

@@ -44,6 +44,8 @@ pub struct SubscriptionRecord {
     pub enabled: bool,
     /// Why it was disabled (e.g. the receiver answered `410 Gone`); `None` while enabled.
     pub disabled_reason: Option<String>,
+    /// The tenant that owns it, if one does.
+    pub tenant: Option<String>,
     /// Created (Unix ms).
     pub created_at_ms: i64,
     /// Last changed (Unix ms).

@@ -266,11 +266,18 @@ impl Subscriptions {
             secrets: vec![SealedSecret { sealed, expires_at_ms: None }],
             enabled: spec.enabled.unwrap_or(true),
             disabled_reason: (spec.enabled == Some(false)).then(|| format!("created disabled by {actor}")),
+            tenant: spec.tenant.clone(),
             created_at_ms: now,
             updated_at_ms: now,
             version: 1,
         };
-        let audit = AuditEntry::new(now, actor, "subscription.create", &id, serde_json::json!({"spec": rec.spec}));
+        let audit = AuditEntry::new(
+            now,
+            actor,
+            "subscription.create",
+            &id,
+            serde_json::json!({"spec": rec.spec, "tenant": rec.tenant}),
+        );
         let stored = self.store.create_subscription(&rec, Some(&audit)).await?;
         info!(subscription = %id, name = %stored.name, actor, "subscription created");
         self.applied().await?;
@@ -282,12 +289,15 @@ impl Subscriptions {
     pub async fn update(
         &self,
         id: &str,
-        spec: SubscriptionSpec,
+        mut spec: SubscriptionSpec,
         expected_version: Option<i64>,
         actor: &str,
     ) -> Result<SubscriptionRecord, SubscriptionError> {
         let enabled = spec.enabled;
         let current = self.store.subscription(id).await?.ok_or_else(|| SubscriptionError::NotFound(id.into()))?;
+        if spec.tenant.is_none() {
+            spec.tenant = current.tenant.clone();
+        }
         let old: Option<SubscriptionSpec> = serde_json::from_value(current.spec.clone()).ok();
         let mut problems = Vec::new();
         if spec.name != current.name {
@@ -315,6 +325,7 @@ impl Subscriptions {
         }
         let mut next = current.clone();
         next.spec = serde_json::to_value(&spec).unwrap_or_default();
+        next.tenant = spec.tenant.clone();
         if let Some(e) = enabled {
             next.enabled = e;
             if e {
@@ -329,7 +340,7 @@ impl Subscriptions {
             actor,
             "subscription.update",
             id,
-            serde_json::json!({"spec": next.spec, "enabled": next.enabled}),
+            serde_json::json!({"spec": next.spec, "enabled": next.enabled, "tenant": next.tenant}),
         );
         let stored = self
             .store
@@ -406,9 +417,10 @@ impl Subscriptions {
     }
 
     fn compile_record(&self, rec: &SubscriptionRecord, snapshot: &Snapshot) -> Result<Route, SubscriptionError> {
-        let spec: SubscriptionSpec = serde_json::from_value(rec.spec.clone()).map_err(|e| {
+        let mut spec: SubscriptionSpec = serde_json::from_value(rec.spec.clone()).map_err(|e| {
             SubscriptionError::Invalid(vec![FieldError { field: "spec".into(), message: format!("stored spec: {e}") }])
         })?;
+        spec.tenant = rec.tenant.clone();
         let secrets = self.open_secrets(rec)?;
         let mut route = compile(&rec.id, &spec, &secrets, snapshot).map_err(SubscriptionError::Invalid)?;
         route.digest = {

@@ -83,7 +83,8 @@ subscription_definition! {
     /// Waits between attempts, e.g. `["5s", "30s", "2m"]`; the last repeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Vec<String>>,
-    /// Keep sent bodies in the delivery log.
+    /// Keep the bodies and request headers sent in the delivery log (and the event, so that any
+    /// delivery can be retried).
     #[serde(default)]
     pub log_payload: bool,
     /// Stop sending to a failing endpoint for a while, and disable the subscription after it
@@ -97,6 +98,13 @@ subscription_definition! {
     /// subscription's state.
     #[serde(default, skip_serializing)]
     pub enabled: Option<bool>,
+    /// The tenant that owns the subscription (1 to 128 characters of `A-Z a-z 0-9 - _ . : @`):
+    /// it then receives only the events whose tenant attribute (`[tenants] attribute`, default
+    /// `subject`) is this id, and only this tenant's tokens (and operators) see it. Absent on an
+    /// update: unchanged. A tenant token creates and updates its own tenant's only. Not part of
+    /// the stored definition: it is the subscription's owner.
+    #[serde(default, skip_serializing)]
+    pub tenant: Option<String>,
 }
 
 /// `circuit_breaker` of a subscription: the keys of a route file's `[circuit_breaker]`, plus
@@ -230,14 +238,16 @@ pub fn compile(
         headers: spec.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
         log_payload: spec.log_payload,
         signer: Some(Signer::Standard(keys)),
+        tenant: spec.tenant.as_deref(),
         circuit_breaker,
         rate_limit,
         digest: hex::encode(digest.finalize()),
         origin: Origin::Api { subscription: id.to_string() },
     };
     let mut errors = Vec::new();
-    let route =
-        route::compile(def, snapshot.security, &mut |field, message| push(&mut errors, &field.api_field(), message));
+    let route = route::compile(def, snapshot.security, &snapshot.tenants, &mut |field, message| {
+        push(&mut errors, &field.api_field(), message)
+    });
     errors.extend(own);
     match route {
         Some(route) if errors.is_empty() => Ok(route),

@@ -345,6 +345,7 @@ async fn endpoints(pg: Option<PgDatabase>) {
     assert_eq!(detail.expect(200)["attempt_log"][0]["status"], 200);
     assert_eq!(detail.json["attempt_log"][0]["config_version"], 7);
     assert_eq!(detail.json["attempt_log"][0]["payload"], Value::Null, "orders does not log payloads");
+    assert_eq!(detail.json["attempt_log"][0]["request_headers"], Value::Null, "nor request headers");
     for bad in ["status=lost", "cursor=zzz", "since=yesterday", "until=later", "limit=5000", "limit=0"] {
         let a = s.read.get(&format!("/v1/deliveries?{bad}")).await;
         assert_eq!(a.expect(400)["error"]["code"], "bad_request", "{bad}");
@@ -370,6 +371,13 @@ async fn endpoints(pg: Option<PgDatabase>) {
     let sent_body = rx.on("/kept").into_iter().find(|r| r.id() == "kept-1").unwrap().json();
     let kept = s.read.get(&format!("/v1/deliveries/{kept_1}")).await;
     assert_eq!(kept.expect(200)["attempt_log"][0]["payload"], sent_body, "the body sent, as the receiver got it");
+    let sent = rx.on("/kept").into_iter().find(|r| r.id() == "kept-1").unwrap();
+    let headers = kept.json["attempt_log"][0]["request_headers"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = headers.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"webhook-signature") && names.contains(&"traceparent"), "{}", kept.text);
+    for h in &headers {
+        assert_eq!(h["value"], sent.header(h["name"].as_str().unwrap()), "the headers sent, as the receiver got them");
+    }
     let store = s.store().await;
     let event: Value = serde_json::from_slice(&store.delivery_event(&kept_1).await.unwrap().unwrap()).unwrap();
     assert_eq!((event["id"].as_str(), event["type"].as_str()), (Some("kept-1"), Some("order.created")));

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
-fn attempt(route: &str, event: &str, n: u32, outcome: Outcome, status: Option<u16>, at_ms: i64) -> Attempt {
+pub(crate) fn attempt(route: &str, event: &str, n: u32, outcome: Outcome, status: Option<u16>, at_ms: i64) -> Attempt {
     Attempt {
         route: route.into(),
         event_id: event.into(),
@@ -22,6 +22,7 @@ fn attempt(route: &str, event: &str, n: u32, outcome: Outcome, status: Option<u1
         status,
         duration_ms: 12,
         response_body: status.map(|s| format!("answer {s}")),
+        request_headers: Some(format!("webhook-id: {event}\nhookrelay-attempt: {n}\n")),
         error: (outcome != Outcome::Delivered).then(|| "HTTP 503".to_string()),
         payload: None,
         event: None,
@@ -31,7 +32,7 @@ fn attempt(route: &str, event: &str, n: u32, outcome: Outcome, status: Option<u1
     }
 }
 
-fn dead(id: &str, route: &str, reason: &str, at_ms: i64) -> DeadLetter {
+pub(crate) fn dead(id: &str, route: &str, reason: &str, at_ms: i64) -> DeadLetter {
     DeadLetter {
         id: id.into(),
         route: route.into(),
@@ -118,6 +119,7 @@ async fn conformance(s: Arc<dyn Store>) {
     );
     assert_eq!(attempts[1].config_revision, "abc123def456");
     assert_eq!(attempts[1].response_body.as_deref(), Some("answer 200"));
+    assert_eq!(attempts[1].request_headers.as_deref(), Some("webhook-id: e1\nhookrelay-attempt: 2\n"));
 
     // Dead letters: idempotent by id, filtered, replayed once.
     assert!(s.add_dead_letter(&dead("d1", "erp", "rejected", 10)).await.unwrap());
@@ -215,7 +217,7 @@ async fn unsupported_store_urls_are_refused() {
 }
 
 /// Runs a part of the suite on a fresh SQLite store.
-async fn on_sqlite<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) -> F) {
+pub(crate) async fn on_sqlite<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) -> F) {
     let dir = tempfile::tempdir().unwrap();
     let s = store::open(&format!("sqlite://{}", dir.path().join("hookrelay.db").display())).await.unwrap();
     assert_eq!(s.backend(), "sqlite");
@@ -223,7 +225,7 @@ async fn on_sqlite<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) ->
 }
 
 /// Runs a part of the suite on a fresh PostgreSQL database.
-async fn on_postgres<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) -> F) {
+pub(crate) async fn on_postgres<F: Future<Output = ()>>(suite: impl FnOnce(Arc<dyn Store>) -> F) {
     let db = PgDatabase::new().await;
     let s = store::open(&db.url).await.unwrap();
     assert_eq!(s.backend(), "postgres");
@@ -235,7 +237,7 @@ fn secret_box() -> SecretBox {
     SecretBox::from_env_value(&SecretBox::generate_key().unwrap()).unwrap()
 }
 
-fn subscription(id: &str, name: &str, secrets: Vec<SealedSecret>) -> SubscriptionRecord {
+pub(crate) fn subscription(id: &str, name: &str, secrets: Vec<SealedSecret>) -> SubscriptionRecord {
     SubscriptionRecord {
         id: id.into(),
         name: name.into(),
@@ -243,6 +245,7 @@ fn subscription(id: &str, name: &str, secrets: Vec<SealedSecret>) -> Subscriptio
         secrets,
         enabled: true,
         disabled_reason: None,
+        tenant: None,
         created_at_ms: 1_000,
         // The store sets these two on create, whatever they say.
         updated_at_ms: 0,
@@ -822,7 +825,8 @@ fn rows_0001(bytes: &str) -> String {
     )
 }
 
-/// The store opened on a database at `0001`: upgraded to `0003`, old rows intact, new parts working.
+/// The store opened on a database at `0001`: upgraded to the latest (`0005`), old rows intact, new
+/// parts working (`0004` is checked in `tokens.rs`).
 async fn upgraded_from_0001(s: Arc<dyn Store>) {
     let old = s.dead_letter("old-dl").await.unwrap().unwrap();
     assert_eq!((old.body.as_slice(), old.reason.as_str(), old.dead_at_ms), (b"{}".as_slice(), "rejected", 50));
@@ -838,6 +842,9 @@ async fn upgraded_from_0001(s: Arc<dyn Store>) {
     assert_eq!(s.claim_replay(&["old-dl".into()], "r", 2_000, LEASE).await.unwrap(), ["old-dl"]);
     assert_eq!(s.mark_replayed(&["old-dl".into()], "r", 2_001).await.unwrap(), ["old-dl"]);
     assert_eq!(s.delivery_event(&delivery_id("erp", "ev-1")).await.unwrap(), None);
+    // 0005: an old attempt has no request headers recorded.
+    let old_attempts = s.attempts(&delivery_id("erp", "ev-1")).await.unwrap();
+    assert_eq!((old_attempts.len(), old_attempts[0].request_headers.as_deref()), (1, None));
 }
 
 #[tokio::test]
@@ -854,7 +861,7 @@ async fn sqlite_store_upgrades_from_0001() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     // Opening again finds them applied, with the checksums it knows.
     assert_eq!(store::open(&url).await.unwrap().subscriptions().await.unwrap().len(), 1);
     pool.close().await;
@@ -872,7 +879,7 @@ async fn postgres_store_upgrades_from_0001() {
         .fetch_all(&pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     assert_eq!(store::open(&db.url).await.unwrap().subscriptions().await.unwrap().len(), 1);
     pool.close().await;
     db.drop_it().await;

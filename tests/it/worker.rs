@@ -103,10 +103,14 @@ struct Stopped {
 }
 
 impl Stopped {
+    /// The delivery log's attempts of one event.
+    async fn attempts(&self, event_id: &str) -> Vec<hookrelay::store::Attempt> {
+        self.cfg.store().await.attempts(&delivery_id("r", event_id)).await.unwrap()
+    }
+
     /// The delivery log's outcomes of one event, attempt by attempt.
     async fn outcomes(&self, event_id: &str) -> Vec<(u32, Outcome, Option<u16>)> {
-        let attempts = self.cfg.store().await.attempts(&delivery_id("r", event_id)).await.unwrap();
-        attempts.iter().map(|a| (a.attempt, a.outcome, a.status)).collect()
+        self.attempts(event_id).await.iter().map(|a| (a.attempt, a.outcome, a.status)).collect()
     }
 }
 
@@ -146,6 +150,60 @@ async fn a_2xx_delivers_signed_webhooks_and_acks_them() {
     assert_eq!(stopped.left, 0, "every message acked");
     assert!(stopped.dead_letters.is_empty());
     assert_eq!(stopped.outcomes("b").await, [(1, Outcome::Delivered, Some(200))]);
+    let logged = stopped.attempts("b").await;
+    assert_eq!((logged[0].payload.as_ref(), logged[0].request_headers.as_ref()), (None, None), "no log_payload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_logs_payloads_keeps_each_attempts_headers_as_sent_with_credentials_masked() {
+    let rx = Receiver::start(|_, earlier| if earlier == 0 { (503, vec![]) } else { (200, vec![]) }).await;
+    let route = RouteConfig::new("r")
+        .events(["order.paid"])
+        .url(rx.url("/logged"))
+        .log_payload(true)
+        .header("authorization", "Bearer s3cret-token")
+        .header("x-api-key", "k3y")
+        .header("x-tenant", "acme")
+        .backoff([Duration::from_millis(100)]);
+    let w = start(route, &[]).await;
+    w.publish(&[order("h", json!(1))]).await;
+    let got = requests(&rx, "/logged", 2).await;
+    let stopped = w.stop().await;
+    let attempts = stopped.attempts("h").await;
+    assert_eq!(attempts.len(), 2);
+    for (sent, logged) in got.iter().zip(&attempts) {
+        // The receiver got the credentials; the log keeps every other header exactly as sent.
+        assert_eq!(
+            (sent.header("authorization").as_str(), sent.header("x-api-key").as_str()),
+            ("Bearer s3cret-token", "k3y")
+        );
+        let text = logged.request_headers.as_deref().expect("the headers of a route that logs payloads");
+        assert!(!text.contains("s3cret") && !text.contains("k3y"), "no credential in the log:\n{text}");
+        let lines: Vec<(&str, &str)> = text.lines().map(|l| l.split_once(": ").expect("name: value")).collect();
+        let names: std::collections::BTreeSet<&str> = lines.iter().map(|(n, _)| *n).collect();
+        let expected = [
+            "authorization",
+            "content-type",
+            "hookrelay-attempt",
+            "hookrelay-route",
+            "hookrelay-sequence",
+            "traceparent",
+            "user-agent",
+            "webhook-id",
+            "webhook-signature",
+            "webhook-timestamp",
+            "x-api-key",
+            "x-tenant",
+        ];
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), expected, "every header sent, once:\n{text}");
+        for (name, value) in lines {
+            match name {
+                "authorization" | "x-api-key" => assert_eq!(value, "<masked>"),
+                _ => assert_eq!(value, sent.header(name), "{name}, as the receiver got it"),
+            }
+        }
+    }
+    assert_eq!(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2]);
 }
 
 /// The first attempt of every event gets a 503, the second a 200.

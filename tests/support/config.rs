@@ -90,6 +90,7 @@ pub struct RouteConfig {
     redact: Vec<String>,
     format: Option<BodyFormat>,
     log_payload: Option<bool>,
+    tenant: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     headers: BTreeMap<String, String>,
     /// As a table: `[signing] secret_env = "…"` or `[signing] secret_file = "…"`.
@@ -118,6 +119,7 @@ impl RouteConfig {
             redact: Vec::new(),
             format: None,
             log_payload: None,
+            tenant: None,
             headers: BTreeMap::new(),
             signing: None,
             retry: None,
@@ -185,9 +187,15 @@ impl RouteConfig {
         self
     }
 
-    /// `log_payload`: keep each attempt's body in the delivery log.
+    /// `log_payload`: keep each attempt's body and request headers in the delivery log.
     pub fn log_payload(mut self, keep: bool) -> Self {
         self.log_payload = Some(keep);
+        self
+    }
+
+    /// `tenant`: the route takes only this tenant's events, and this tenant's tokens see it.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
         self
     }
 
@@ -340,6 +348,11 @@ pub enum OtlpProtocol {
     Grpc,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+struct TenantsSection {
+    attribute: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 struct TelemetrySection {
     otlp_endpoint: Option<String>,
@@ -360,6 +373,7 @@ pub struct MainConfig {
     store: Option<StoreSection>,
     api: Option<ApiSection>,
     telemetry: Option<TelemetrySection>,
+    tenants: Option<TenantsSection>,
 }
 
 impl MainConfig {
@@ -535,6 +549,12 @@ impl MainConfig {
         self
     }
 
+    /// `[tenants] attribute`: the CloudEvent attribute that names an event's tenant.
+    pub fn tenant_attribute(mut self, attribute: impl Into<String>) -> Self {
+        self.tenants = Some(TenantsSection { attribute: Some(attribute.into()) });
+        self
+    }
+
     /// The file's text.
     pub fn to_toml(&self) -> String {
         render(self, "hookrelay.toml")
@@ -562,6 +582,7 @@ fn the_builders_render_the_documented_keys() {
         .url("http://127.0.0.1:9000/erp")
         .ordered(true)
         .timeout(Duration::from_millis(300))
+        .tenant("acme")
         .header("x-tenant", "a \"quoted\" value")
         .signing(Signing::Env("SECRET".into()))
         .max_attempts(3)
@@ -570,7 +591,7 @@ fn the_builders_render_the_documented_keys() {
         .rate_limit(2.5, Some(4));
     assert_eq!(
         route.to_toml(),
-        "events = [\"order.*\"]\nurl = \"http://127.0.0.1:9000/erp\"\nordered = true\ntimeout = \"300ms\"\n\n\
+        "events = [\"order.*\"]\nurl = \"http://127.0.0.1:9000/erp\"\nordered = true\ntimeout = \"300ms\"\ntenant = \"acme\"\n\n\
          [headers]\nx-tenant = 'a \"quoted\" value'\n\n[signing]\nsecret_env = \"SECRET\"\n\n\
          [retry]\nmax_attempts = 3\nbackoff = [\"300ms\", \"1m\"]\n\n\
          [circuit_breaker]\nfailures = 5\nopen_for = \"30s\"\n\n[rate_limit]\nper_second = 2.5\nburst = 4\n"

@@ -126,6 +126,14 @@ where
         Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
     }
 
+    /// [`Store::count_dead_letters`](crate::store::Store::count_dead_letters).
+    async fn count_dead_letters(pool: &Pool<Self>, f: &DeadLetterFilter) -> Result<u64, StoreError> {
+        let mut q = QueryBuilder::<Self>::new("SELECT COUNT(*) AS n FROM dead_letters WHERE 1 = 1");
+        Self::push_dead_letter_filter(&mut q, f);
+        let row = q.build().fetch_one(pool).await?;
+        Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
+    }
+
     /// Runs `UPDATE dead_letters SET … WHERE … AND id IN (ids) RETURNING id` in one
     /// transaction, a chunk of ids per statement; `set_where` pushes the `SET … WHERE …`
     /// part (ending in a condition). Returns the ids it changed, in the order asked, once each.
@@ -164,6 +172,9 @@ where
     fn push_dead_letter_filter(q: &mut QueryBuilder<Self>, f: &DeadLetterFilter) {
         if let Some(r) = &f.route {
             q.push(" AND route = ").push_bind(r.clone());
+        }
+        if let Some(routes) = &f.routes {
+            super::push_routes(q, routes);
         }
         if let Some(r) = &f.reason {
             q.push(" AND reason = ").push_bind(r.clone());

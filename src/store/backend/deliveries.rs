@@ -38,7 +38,7 @@ where
         let mut tx = write_tx(pool).await?;
         let mut q = QueryBuilder::<Self>::new(
             "INSERT INTO attempts (delivery_id, route, event_id, event_type, attempt, outcome, status, \
-             duration_ms, response_body, error, payload, config_version, config_revision, at) ",
+             duration_ms, response_body, request_headers, error, payload, config_version, config_revision, at) ",
         );
         q.push_values(batch, |mut b, a| {
             b.push_bind(delivery_id(&a.route, &a.event_id))
@@ -50,6 +50,7 @@ where
                 .push_bind(a.status.map(i64::from))
                 .push_bind(a.duration_ms as i64)
                 .push_bind(a.response_body.clone())
+                .push_bind(a.request_headers.clone())
                 .push_bind(a.error.clone())
                 .push_bind(a.payload.clone())
                 .push_bind(a.config_version as i64)
@@ -98,6 +99,9 @@ where
         let mut q = QueryBuilder::<Self>::new(format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE 1 = 1"));
         if let Some(r) = &f.route {
             q.push(" AND route = ").push_bind(r.clone());
+        }
+        if let Some(routes) = &f.routes {
+            super::push_routes(&mut q, routes);
         }
         if let Some(s) = f.status {
             q.push(" AND status = ").push_bind(s.as_str());
@@ -161,6 +165,7 @@ where
                 status: opt_u16(row.try_get("status")?),
                 duration_ms: row.try_get::<i64, _>("duration_ms")? as u64,
                 response_body: row.try_get("response_body")?,
+                request_headers: row.try_get("request_headers")?,
                 error: row.try_get("error")?,
                 payload: row.try_get("payload")?,
                 event: None,

@@ -7,7 +7,8 @@
 //! The shared SQL is split along the store's parts, one trait of provided methods each:
 //! [`DeliveryLog`] (`deliveries.rs`: attempts, deliveries, retention), [`AttemptStats`]
 //! (`stats.rs`), [`DeadLetterIndex`] (`dead_letters.rs`: dead letters and replay leases),
-//! [`SubscriptionTable`] (`subscriptions.rs`) and [`AuditTrail`] (`audit.rs`). The [`Store`] impl
+//! [`SubscriptionTable`] (`subscriptions.rs`), [`AuditTrail`] (`audit.rs`) and [`PortalLinks`]
+//! (`portal.rs`). The [`Store`] impl
 //! below only hands each call to them. A backend takes the shared SQL with an empty impl of each
 //! trait (`sqlite.rs`, `postgres.rs`); to give one backend its own version of an operation (a
 //! PostgreSQL `UNNEST` insert, say), override that method in its impl, and the other backend
@@ -29,6 +30,7 @@
 mod audit;
 mod dead_letters;
 mod deliveries;
+mod portal;
 mod postgres;
 mod sqlite;
 mod stats;
@@ -37,11 +39,12 @@ mod subscriptions;
 use self::audit::AuditTrail;
 use self::dead_letters::DeadLetterIndex;
 use self::deliveries::DeliveryLog;
+use self::portal::PortalLinks;
 use self::stats::AttemptStats;
 use self::subscriptions::SubscriptionTable;
 use super::{
-    Attempt, AuditEntry, AuditFilter, DeadLetter, DeadLetterFilter, Delivery, DeliveryFilter, Page, Pruned, RouteStats,
-    Store, StoreError, SubscriptionRecord,
+    Attempt, AuditEntry, AuditFilter, DeadLetter, DeadLetterFilter, Delivery, DeliveryFilter, Page, PortalLink, Pruned,
+    RouteStats, SeriesBucket, Store, StoreError, SubscriptionRecord,
 };
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -116,6 +119,23 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// ` AND route IN (…)` for a filter's list of routes (an empty list matches nothing).
+fn push_routes<DB: Database>(q: &mut sqlx::QueryBuilder<DB>, routes: &[String])
+where
+    for<'r> String: Encode<'r, DB> + Type<DB>,
+{
+    if routes.is_empty() {
+        q.push(" AND 1 = 0");
+        return;
+    }
+    q.push(" AND route IN (");
+    let mut list = q.separated(", ");
+    for r in routes {
+        list.push_bind(r.clone());
+    }
+    q.push(")");
+}
+
 /// `ids` without repeats, in their first order.
 fn distinct(ids: &[String]) -> Vec<&String> {
     let mut seen = HashSet::new();
@@ -125,7 +145,7 @@ fn distinct(ids: &[String]) -> Vec<&String> {
 #[async_trait]
 impl<DB> Store for SqlStore<DB>
 where
-    DB: Backend + DeliveryLog + AttemptStats + DeadLetterIndex + SubscriptionTable + AuditTrail,
+    DB: Backend + DeliveryLog + AttemptStats + DeadLetterIndex + SubscriptionTable + AuditTrail + PortalLinks,
     DB::Arguments: IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
@@ -197,16 +217,40 @@ where
         DB::dead_letter_ids(&self.pool, filter, max).await
     }
 
+    async fn count_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, StoreError> {
+        DB::count_dead_letters(&self.pool, filter).await
+    }
+
     async fn delivery_event(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         DB::delivery_event(&self.pool, id).await
     }
 
     async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
-        DB::prune(&self.pool, before_ms).await
+        let pruned = DB::prune(&self.pool, before_ms).await?;
+        DB::prune_portal_links(&self.pool, before_ms).await?;
+        Ok(pruned)
     }
 
     async fn stats(&self, since_ms: i64, until_ms: i64, route: Option<&str>) -> Result<Vec<RouteStats>, StoreError> {
         DB::stats(&self.pool, since_ms, until_ms, route).await
+    }
+
+    async fn attempt_series(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        bucket_ms: i64,
+        routes: Option<&[String]>,
+    ) -> Result<Vec<SeriesBucket>, StoreError> {
+        DB::attempt_series(&self.pool, since_ms, until_ms, bucket_ms, routes).await
+    }
+
+    async fn create_portal_link(&self, link: &PortalLink) -> Result<(), StoreError> {
+        DB::create_portal_link(&self.pool, link).await
+    }
+
+    async fn use_portal_link(&self, nonce_hash: &str, at_ms: i64) -> Result<Option<PortalLink>, StoreError> {
+        DB::use_portal_link(&self.pool, nonce_hash, at_ms).await
     }
 
     async fn create_subscription(

@@ -3,7 +3,8 @@
 //! change feed of subscriptions (`LISTEN`). It runs all the shared SQL as it is.
 
 use super::{
-    AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, SqlStore, StoreError, SubscriptionTable, migrator,
+    AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
+    SubscriptionTable, migrator,
 };
 use crate::store::SUBSCRIPTIONS_CHANNEL;
 use async_trait::async_trait;
@@ -23,6 +24,8 @@ impl SqlStore<Postgres> {
                 include_str!("../../../migrations/postgres/0002_subscriptions_audit_stats.sql"),
             ),
             ("replay leases", include_str!("../../../migrations/postgres/0003_replay_leases.sql")),
+            ("tenants portal links", include_str!("../../../migrations/postgres/0004_tenants_portal_links.sql")),
+            ("attempt request headers", include_str!("../../../migrations/postgres/0005_attempt_request_headers.sql")),
         ])
         .run(&pool)
         .await?;
@@ -84,3 +87,4 @@ impl AttemptStats for Postgres {}
 impl DeadLetterIndex for Postgres {}
 impl SubscriptionTable for Postgres {}
 impl AuditTrail for Postgres {}
+impl PortalLinks for Postgres {}

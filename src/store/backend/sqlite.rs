@@ -2,7 +2,8 @@
 //! It runs all the shared SQL as it is.
 
 use super::{
-    AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, SqlStore, StoreError, SubscriptionTable, migrator,
+    AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
+    SubscriptionTable, migrator,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -26,6 +27,8 @@ impl SqlStore<Sqlite> {
                 include_str!("../../../migrations/sqlite/0002_subscriptions_audit_stats.sql"),
             ),
             ("replay leases", include_str!("../../../migrations/sqlite/0003_replay_leases.sql")),
+            ("tenants portal links", include_str!("../../../migrations/sqlite/0004_tenants_portal_links.sql")),
+            ("attempt request headers", include_str!("../../../migrations/sqlite/0005_attempt_request_headers.sql")),
         ])
         .run(&pool)
         .await?;
@@ -55,3 +58,4 @@ impl AttemptStats for Sqlite {}
 impl DeadLetterIndex for Sqlite {}
 impl SubscriptionTable for Sqlite {}
 impl AuditTrail for Sqlite {}
+impl PortalLinks for Sqlite {}

@@ -3,7 +3,7 @@
 //! ([`Store::stats`](crate::store::Store::stats)).
 
 use super::Backend;
-use crate::store::{RouteStats, StoreError};
+use crate::store::{RouteStats, SeriesBucket, StoreError};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 
@@ -75,6 +75,41 @@ where
         }
         // Byte order on both backends (PostgreSQL's collation might sort otherwise).
         out.sort_by(|a, b| a.route.cmp(&b.route));
+        Ok(out)
+    }
+
+    /// [`Store::attempt_series`](crate::store::Store::attempt_series): one `GROUP BY` over the
+    /// bucket number, `(at - since) / bucket` in integers.
+    async fn attempt_series(
+        pool: &Pool<Self>,
+        since_ms: i64,
+        until_ms: i64,
+        bucket_ms: i64,
+        routes: Option<&[String]>,
+    ) -> Result<Vec<SeriesBucket>, StoreError> {
+        let bucket_ms = bucket_ms.max(1);
+        let mut q = QueryBuilder::<Self>::new("SELECT (at - ");
+        q.push_bind(since_ms).push(") / ").push_bind(bucket_ms);
+        q.push(
+            " AS b, COUNT(*) AS attempts, SUM(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END) AS delivered \
+             FROM attempts WHERE at >= ",
+        );
+        q.push_bind(since_ms).push(" AND at < ").push_bind(until_ms);
+        if let Some(routes) = routes {
+            super::push_routes(&mut q, routes);
+        }
+        q.push(" GROUP BY b ORDER BY b");
+        let rows = q.build().fetch_all(pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let attempts = row.try_get::<i64, _>("attempts")?.max(0) as u64;
+            let delivered = row.try_get::<i64, _>("delivered")?.max(0) as u64;
+            out.push(SeriesBucket {
+                start_ms: since_ms + row.try_get::<i64, _>("b")? * bucket_ms,
+                attempts,
+                delivered,
+            });
+        }
         Ok(out)
     }
 }

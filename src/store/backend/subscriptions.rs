@@ -35,7 +35,7 @@ where
         Self::bump_generation(&mut tx).await?;
         let inserted = sqlx::query(
             "INSERT INTO subscriptions (id, name, spec, secrets, enabled, disabled_reason, created_at, \
-             updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)",
+             updated_at, version, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)",
         )
         .bind(&sub.id)
         .bind(&sub.name)
@@ -45,6 +45,7 @@ where
         .bind(&sub.disabled_reason)
         .bind(sub.created_at_ms)
         .bind(sub.created_at_ms)
+        .bind(&sub.tenant)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -97,7 +98,7 @@ where
         Self::bump_generation(&mut tx).await?;
         let updated = sqlx::query(
             "UPDATE subscriptions SET name = $1, spec = $2, secrets = $3, enabled = $4, disabled_reason = $5, \
-             updated_at = $6, version = version + 1 WHERE id = $7 AND version = $8",
+             updated_at = $6, version = version + 1, tenant = $9 WHERE id = $7 AND version = $8",
         )
         .bind(&sub.name)
         .bind(sub.spec.to_string())
@@ -107,6 +108,7 @@ where
         .bind(at_ms)
         .bind(&sub.id)
         .bind(expected_version)
+        .bind(&sub.tenant)
         .execute(&mut *tx)
         .await;
         let updated = match updated {
@@ -219,6 +221,7 @@ where
             name: row.try_get("name")?,
             enabled: row.try_get("enabled")?,
             disabled_reason: row.try_get("disabled_reason")?,
+            tenant: row.try_get("tenant")?,
             created_at_ms: row.try_get("created_at")?,
             updated_at_ms: row.try_get("updated_at")?,
             version: row.try_get("version")?,

@@ -1,0 +1,119 @@
+//! The CLI's checks of a config directory, made without a broker or a store:
+//! `hookrelay validate` (every problem and warning, as text or JSON, and who may call the API)
+//! and `hookrelay route test` (one event through one route's pipeline, printed as the request
+//! it would send, or why it would be filtered out or dead-lettered).
+
+use super::{OutFormat, Usage, print_errors};
+use anyhow::Result;
+use hookrelay::config::{self, LoadOptions};
+use std::process::ExitCode;
+
+/// Exit 0 valid, 1 invalid; warnings are reported either way.
+pub(crate) fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: bool) -> ExitCode {
+    let loaded = config::load_with(dir, LoadOptions { allow_missing_secrets });
+    let (errors, warnings) = match &loaded {
+        Ok(s) => (&[][..], &s.warnings[..]),
+        Err(e) => (&e.errors[..], &e.warnings[..]),
+    };
+    match format {
+        OutFormat::Text => {
+            for w in warnings {
+                println!("warning: {w}");
+            }
+            for e in errors {
+                println!("error: {e}");
+            }
+            match &loaded {
+                Ok(s) => {
+                    println!(
+                        "ok: {} — version {}, revision {}, {} route(s), {} event type(s), {} warning(s)",
+                        dir.display(),
+                        s.version,
+                        s.revision,
+                        s.routes.len(),
+                        s.schemas.types().len(),
+                        warnings.len()
+                    );
+                    println!("{}", hookrelay::api::access::describe(&s.api).0);
+                }
+                Err(_) => println!("{} error(s), {} warning(s)", errors.len(), warnings.len()),
+            }
+        }
+        OutFormat::Json => {
+            let loc = |e: &config::error::ConfigError| serde_json::json!({"file": e.file.display().to_string(), "line": e.line, "col": e.col, "message": e.message});
+            let mut report = serde_json::json!({
+                "valid": loaded.is_ok(),
+                "errors": errors.iter().map(loc).collect::<Vec<_>>(),
+                "warnings": warnings.iter().map(loc).collect::<Vec<_>>(),
+            });
+            if let Ok(s) = &loaded {
+                report["version"] = s.version.into();
+                report["revision"] = s.revision.clone().into();
+                report["routes"] = s.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>().into();
+                report["api"] = hookrelay::api::access::describe(&s.api).1;
+            }
+            println!("{report}");
+        }
+    }
+    if loaded.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Exit 0 when the event would be sent or filtered out, 1 when it would be dead-lettered or the
+/// config does not load.
+pub(crate) fn route_test(dir: &std::path::Path, name: &str, event: &std::path::Path) -> Result<ExitCode> {
+    let snapshot = match config::load(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            print_errors(&e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(route) = snapshot.route(name) else {
+        let names: Vec<&str> = snapshot.routes.iter().map(|r| r.name.as_str()).collect();
+        return Err(Usage(format!("no route named {name:?} (routes: {})", names.join(", "))).into());
+    };
+    let raw = std::fs::read(event).map_err(|e| Usage(format!("--event {}: cannot be read: {e}", event.display())))?;
+    let ev = hookrelay::event::CloudEvent::decode(&raw)
+        .map_err(|e| Usage(format!("--event {}: not a CloudEvent: {e}", event.display())))?;
+    if !route.events.iter().any(|p| hookrelay::broker::topic::matches(p, &ev.ty)) {
+        println!("note: route {name} does not subscribe to {:?} (events: {})", ev.ty, route.events.join(", "));
+    }
+    match hookrelay::pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
+        Ok(hookrelay::pipeline::Prepared::Filtered) => {
+            println!("filtered out: route {name}'s filter returned false; nothing would be sent")
+        }
+        Ok(hookrelay::pipeline::Prepared::Deliver(p)) => {
+            let seq = p.sequence.clone().unwrap_or_else(|| "<assigned at delivery>".into());
+            let tp = p.traceparent.clone().unwrap_or_else(hookrelay::telemetry::new_traceparent);
+            let headers = hookrelay::delivery::attempt::request_headers(
+                route,
+                &p,
+                &seq,
+                &tp,
+                1,
+                hookrelay::delivery::attempt::unix_now(),
+            );
+            println!("POST {}", route.url);
+            for (k, v) in &headers {
+                println!("{k}: {}", v.to_str().unwrap_or("<binary>"));
+            }
+            println!();
+            println!("{}", String::from_utf8_lossy(&p.body));
+            let policies = hookrelay::delivery::gate::describe(route, &snapshot);
+            if !policies.is_empty() {
+                println!();
+                for line in policies {
+                    println!("{line}");
+                }
+            }
+        }
+        Err(rej) => {
+            println!("dead letter: reason {}: {}", rej.reason.as_str(), rej.message);
+            for v in &rej.violations {
+                println!("  {}: {}", if v.path.is_empty() { "/" } else { &v.path }, v.message);
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
