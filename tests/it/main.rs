@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod console;
 mod delivery;
+mod filters;
 mod hardening;
 mod observability;
 mod policies;
