@@ -9,6 +9,7 @@ mod console;
 mod delivery;
 mod filters;
 mod hardening;
+mod ingest;
 mod observability;
 mod policies;
 mod quickstart;
