@@ -515,3 +515,29 @@ impl Default for RetryFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Holder {
+        filter: FilterFile,
+    }
+
+    fn filter(text: &str) -> FilterFile {
+        toml::from_str::<Holder>(text).unwrap().filter
+    }
+
+    #[test]
+    fn a_filter_is_a_plugin_path_or_a_table_with_datetimes_as_text() {
+        assert_eq!(filter("filter = \"plugins/a.rhai\""), FilterFile::Plugin("plugins/a.rhai".into()));
+        let table =
+            filter("filter = { all = [ { path = \"time\", gte = 2026-01-01T00:00:00Z }, { path = \"x\", eq = 1 } ] }");
+        let want =
+            serde_json::json!({"all": [{"path": "time", "gte": "2026-01-01T00:00:00Z"}, {"path": "x", "eq": 1}]});
+        assert_eq!(table, FilterFile::Declarative(want));
+        let e = toml::from_str::<Holder>("filter = 3").err().unwrap().to_string();
+        assert!(e.contains("a plugin path") && e.contains("declarative filter table"), "{e}");
+    }
+}

@@ -203,6 +203,22 @@ mod tests {
     }
 
     #[test]
+    fn steps_reach_into_inline_tables_and_arrays() {
+        let text = "url = \"x\"\nfilter = { all = [\n  { path = \"a\", eq = 1 },\n  { path = \"b\", gtee = 2 },\n] }\n";
+        let at = |steps: &[Step<'_>]| toml_at(text, steps).map(|r| &text[r]);
+        assert_eq!(at(&[Step::Key("filter"), Step::Key("all"), Step::Index(1), Step::Key("gtee")]), Some("2"));
+        assert_eq!(at(&[Step::Key("filter"), Step::Key("all"), Step::Index(0)]), Some("{ path = \"a\", eq = 1 }"));
+        assert_eq!(at(&[Step::Key("filter"), Step::Key("all"), Step::Index(2)]), None);
+        assert_eq!(at(&[Step::Key("filter"), Step::Index(0)]), None, "a table has no elements");
+        assert_eq!(at(&[Step::Index(0)]), None);
+        let dotted = "[filter]\npath = \"subject\"\nin = [\"a\", 3]\n";
+        assert_eq!(
+            toml_at(dotted, &[Step::Key("filter"), Step::Key("in"), Step::Index(1)]).map(|r| &dotted[r]),
+            Some("3")
+        );
+    }
+
+    #[test]
     fn json_pointers_reach_nested_members_and_elements() {
         let text = "{\n  \"a/b\": 1,\n  \"p\": {\"x\": [true, {\"type\": \"strng\"}]},\n  \"q\": \"}\"\n}";
         let at = |p: &str| json_pointer(text, p).map(|i| &text[i..i + 7.min(text.len() - i)]);
