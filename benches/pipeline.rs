@@ -6,6 +6,8 @@
 //! - `validate`: the event's `data` against its compiled schema;
 //! - `to_value`: the event as the JSON map scripts and redaction work on;
 //! - `filter` / `transform`: one Rhai call each (the conversion to and from Rhai included);
+//! - `filter/declarative`: the realistic route's filter written as a declarative filter
+//!   (`pipeline::condition`), evaluated on the decoded event;
 //! - `redact`: the route's two redaction paths;
 //! - `render/standard`, `render/cloudevents`, `render/data`: the body in each route `format`
 //!   (`pipeline::render`, the last step of `prepare`);
@@ -69,6 +71,13 @@ fn pieces(c: &mut Criterion) {
         g.bench_function(id("filter"), |b| {
             b.iter(|| filter.filter(&snap.engine, black_box(&value)).expect("filter runs"))
         });
+        // The same test as `common::FILTER`, declared: no engine, no conversion.
+        let declarative = hookrelay::pipeline::condition::Condition::compile(&serde_json::json!({"all": [
+            {"path": "data.total", "gte": 0}, {"path": "data.currency", "ne": "XXX"}
+        ]}))
+        .expect("the declarative filter compiles");
+        assert!(declarative.matches(&event), "the bench event passes both filters");
+        g.bench_function(id("filter/declarative"), |b| b.iter(|| declarative.matches(black_box(&event))));
         g.bench_function(id("transform"), |b| {
             b.iter(|| transform.transform(&snap.engine, black_box(&value)).expect("transform runs"))
         });

@@ -78,11 +78,19 @@ pub(crate) fn route_test(dir: &std::path::Path, name: &str, event: &std::path::P
     if !route.events.iter().any(|p| hookrelay::broker::topic::matches(p, &ev.ty)) {
         println!("note: route {name} does not subscribe to {:?} (events: {})", ev.ty, route.events.join(", "));
     }
+    // A declarative filter says which of its tests failed.
+    let declarative = route.steps.condition.as_ref().map(|c| (c.to_string(), c.explain(&ev)));
     match hookrelay::pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
-        Ok(hookrelay::pipeline::Prepared::Filtered) => {
-            println!("filtered out: route {name}'s filter returned false; nothing would be sent")
-        }
+        Ok(hookrelay::pipeline::Prepared::Filtered) => match declarative {
+            Some((_, Err(why))) => {
+                println!("filtered out: route {name}'s filter did not match: {why}; nothing would be sent")
+            }
+            _ => println!("filtered out: route {name}'s filter returned false; nothing would be sent"),
+        },
         Ok(hookrelay::pipeline::Prepared::Deliver(p)) => {
+            if let Some((filter, _)) = &declarative {
+                println!("filter matched: {filter}");
+            }
             let seq = p.sequence.clone().unwrap_or_else(|| "<assigned at delivery>".into());
             let tp = p.traceparent.clone().unwrap_or_else(hookrelay::telemetry::new_traceparent);
             let headers = hookrelay::delivery::attempt::request_headers(

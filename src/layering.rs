@@ -115,7 +115,8 @@ fn the_layers_hold() {
         let extra: Vec<String> = uses(m).into_iter().filter(|u| !allowed.contains(&u.as_str())).collect();
         assert!(extra.is_empty(), "{m} must use only {allowed:?}, and uses {extra:?}");
     };
-    only("broker", &[]);
+    only("broker", &["binding"]);
+    only("binding", &[]);
     only("event", &[]);
     only("delivery::http", &["broker"]);
     only("delivery::policy", &[]);

@@ -15,7 +15,8 @@
 //!   into a [`config::Snapshot`]: everything per-event work needs, compiled once, from types
 //!   that the modules using them define. One route compiler serves route files and API
 //!   subscriptions ([`subscriptions`]).
-//! - [`event`] is the CloudEvents 1.0 envelope (structured JSON mode).
+//! - [`event`] is the CloudEvents 1.0 envelope (structured JSON mode); [`binding`] turns binary
+//!   content mode (HTTP `ce-` headers, AMQP `cloudEvents:` properties) into it at both entries.
 //! - [`pipeline`] is the pure, I/O-free per-event path.
 //! - [`delivery`] is one message, at least once: the worker, the attempt, the verdict, the
 //!   settlement, outbound HTTP ([`delivery::http`]: client, SSRF guard, signing, retry
@@ -38,6 +39,7 @@
 //!   the API; [`example`] makes example payloads from schemas.
 
 pub mod api;
+pub mod binding;
 pub mod broker;
 pub mod config;
 pub mod delivery;

@@ -14,8 +14,10 @@
 //!    cross-origin request without a CORS preflight, which this API never grants, and behind a
 //!    proxy the `Host` and `Origin` are the proxy's business.
 //! 3. **Content type, keys or not, under `/v1/`.** A POST needs a JSON content type
-//!    (`application/json`, or for a CloudEvent body [`super::events::MEDIA_TYPES`]), even without
-//!    a body: a page can send a bodyless or form POST to any address without a preflight. A PUT,
+//!    (`application/json`, or for a CloudEvent body [`super::events::MEDIA_TYPES`], and on
+//!    `POST /v1/events` a batch too), even without a body: a page can send a bodyless or form POST
+//!    to any address without a preflight. A CloudEvents binary-mode ingest (`ce-specversion`
+//!    header) may have any content type, the data's: that header already needs a preflight. A PUT,
 //!    PATCH or DELETE needs one when it carries a body (a browser cannot send those cross-origin
 //!    without a preflight). Otherwise 415 `unsupported_media_type`. The console's and the
 //!    portal's pages, served behind this middleware too, take HTML forms and check a CSRF token
@@ -63,7 +65,13 @@ pub(crate) fn peer(extensions: &http::Extensions) -> Option<Peer> {
 /// The media types a request body may have on `path` (a CloudEvent's, or JSON).
 fn media_types(path: &str) -> &'static [&'static str] {
     let test_send = path.strip_prefix("/v1/routes/").is_some_and(|rest| rest.ends_with("/test"));
-    if path == "/v1/events" || test_send { super::events::MEDIA_TYPES } else { &["application/json"] }
+    if path == "/v1/events" {
+        super::events::INGEST_MEDIA_TYPES
+    } else if test_send {
+        super::events::MEDIA_TYPES
+    } else {
+        &["application/json"]
+    }
 }
 
 /// The media type of a `Content-Type` value, lowercased, without parameters.
@@ -206,6 +214,13 @@ fn check_content_type(req: &Request) -> Result<(), Refused> {
         return Ok(());
     }
     let path = req.uri().path();
+    // CloudEvents binary mode: the body is the event's data, of any type. A browser cannot send
+    // a `ce-specversion` header to another origin without a CORS preflight, which this API never
+    // grants, so this opens nothing to cross-site pages (and without keys, the checks above
+    // still refuse what a browser marks cross-site).
+    if path == "/v1/events" && *method == Method::POST && req.headers().contains_key(crate::binding::HTTP_SPECVERSION) {
+        return Ok(());
+    }
     let accepted = media_types(path);
     let given = req.headers().get(http::header::CONTENT_TYPE).map(|v| essence(&String::from_utf8_lossy(v.as_bytes())));
     if given.as_deref().is_some_and(|g| accepted.contains(&g)) {
@@ -338,7 +353,7 @@ mod tests {
     fn content_types_compare_by_essence() {
         assert_eq!(essence("Application/JSON; charset=utf-8"), "application/json");
         assert_eq!(essence(" text/plain "), "text/plain");
-        assert_eq!(media_types("/v1/events"), super::super::events::MEDIA_TYPES);
+        assert_eq!(media_types("/v1/events"), super::super::events::INGEST_MEDIA_TYPES);
         assert_eq!(media_types("/v1/routes/orders/test"), super::super::events::MEDIA_TYPES);
         assert_eq!(media_types("/v1/subscriptions"), ["application/json"]);
     }

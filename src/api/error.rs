@@ -133,6 +133,14 @@ impl From<DecodeError> for ApiError {
     }
 }
 
+impl From<crate::binding::BindingError> for ApiError {
+    /// 422 `malformed`, the attribute in `details.attribute`, as a structured event's would be.
+    fn from(e: crate::binding::BindingError) -> Self {
+        let attribute = e.attribute.clone();
+        Self::unprocessable("malformed", e.to_string()).details(serde_json::json!({ "attribute": attribute }))
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let (status, code) = match r.status() {

@@ -18,8 +18,12 @@
 //! publisher confirm; a `basic.return` counts as a failure (an unroutable mandatory publish is
 //! returned, then acked). Each route consumes on a channel of its own, so closing it returns
 //! exactly that route's unacked messages, in order.
+//!
+//! Events published in CloudEvents binary content mode are put in structured form as they are
+//! consumed ([`crate::binding`]), so the rest of hookrelay sees one form.
 
 use super::{Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology};
+use crate::binding;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -289,10 +293,15 @@ impl Consumer for AmqpConsumer {
             Ok(d) => d,
             Err(e) => return Some(Err(e.into())),
         };
-        let headers = d.properties.headers().as_ref().map(from_table).unwrap_or_default();
+        let mut headers = d.properties.headers().as_ref().map(from_table).unwrap_or_default();
         let message_id = d.properties.message_id().as_ref().map(|m| m.as_str().to_string());
+        let content_type = d.properties.content_type().as_ref().map(|c| c.as_str());
+        let body = match binding::is_amqp_binary(headers.0.keys().map(String::as_str), content_type) {
+            true => from_binary(&mut headers, content_type, d.data, message_id.as_deref()),
+            false => Bytes::from(d.data),
+        };
         Some(Ok(Message::new(
-            Bytes::from(d.data),
+            body,
             headers,
             d.routing_key.as_str().to_string(),
             message_id,
@@ -304,6 +313,26 @@ impl Consumer for AmqpConsumer {
     async fn close(self: Box<Self>) {
         // Closing the channel (never cancelling first) returns the unacked messages in order.
         let _ = self.ch.close(200, "route stopped".into()).await;
+    }
+}
+
+/// A binary-mode message (CloudEvents AMQP binding: attributes as `cloudEvents:` or
+/// `cloudEvents_` application properties, `content-type` for the data, the body the data) in
+/// the structured form, which is what the pipeline decodes and what a retry or a dead letter
+/// keeps; the attribute properties leave the headers. A body that is not what its content type
+/// says stays as it came, so that decoding it dead-letters it `malformed`; the cause is logged.
+fn from_binary(headers: &mut Headers, content_type: Option<&str>, data: Vec<u8>, message_id: Option<&str>) -> Bytes {
+    let attributes: Vec<(String, Value)> =
+        headers.0.iter().filter_map(|(k, v)| Some((binding::amqp_attribute(k)?.to_string(), v.clone()))).collect();
+    match binding::to_structured(attributes, content_type, &data) {
+        Ok(structured) => {
+            headers.0.retain(|k, _| binding::amqp_attribute(k).is_none());
+            Bytes::from(structured)
+        }
+        Err(e) => {
+            tracing::warn!(message_id, error = %e, "a binary-mode CloudEvent cannot be put in structured form");
+            Bytes::from(data)
+        }
     }
 }
 

@@ -344,8 +344,9 @@ pub struct RouteFile {
     /// Deliveries at once on an unordered route, 1 to 10,000. Default 16.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// A plugin that defines `fn filter(event)`.
-    pub filter: Option<Spanned<PathBuf>>,
+    /// A plugin that defines `fn filter(event)` (a path), or a declarative filter (a table,
+    /// docs/filters.md).
+    pub filter: Option<Spanned<FilterFile>>,
     /// A plugin that defines `fn transform(event)`.
     pub transform: Option<Spanned<PathBuf>>,
     /// Paths removed from the event before sending, e.g. `data.customer.email`,
@@ -374,6 +375,54 @@ pub struct RouteFile {
     pub circuit_breaker: Option<CircuitBreakerFile>,
     /// Attempts started per second to the endpoint (docs/endpoint-policies.md).
     pub rate_limit: Option<RateLimitFile>,
+}
+
+/// `filter` of a route: a plugin path (a string), or a declarative filter (a table such as
+/// `{ path = "data.total", gte = 100 }`, compiled by [`crate::pipeline::condition`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterFile {
+    /// A plugin that defines `fn filter(event)`, relative to the config directory.
+    Plugin(PathBuf),
+    /// A declarative filter, as written.
+    Declarative(serde_json::Value),
+}
+
+impl<'de> Deserialize<'de> for FilterFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FilterFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a plugin path such as \"plugins/only-paid.rhai\", or a declarative filter table such as \
+                     { path = \"data.total\", gte = 100 }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<FilterFile, E> {
+                Ok(FilterFile::Plugin(PathBuf::from(s)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FilterFile, A::Error> {
+                let mut value = serde_json::Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                datetimes_as_text(&mut value);
+                Ok(FilterFile::Declarative(value))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A TOML date-time (`gte = 2026-01-01T00:00:00Z`, unquoted) reaches JSON as a one-key table:
+/// it is compared as the text it was written as, the way a quoted one is.
+fn datetimes_as_text(value: &mut serde_json::Value) {
+    const KEY: &str = "$__toml_private_datetime";
+    match value {
+        serde_json::Value::Object(m) if m.len() == 1 && m.get(KEY).is_some_and(serde_json::Value::is_string) => {
+            *value = m.shift_remove(KEY).unwrap_or_default();
+        }
+        serde_json::Value::Object(m) => m.values_mut().for_each(datetimes_as_text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(datetimes_as_text),
+        _ => {}
+    }
 }
 
 /// `[circuit_breaker]` of a route.
@@ -464,5 +513,31 @@ impl Default for RetryFile {
             max_attempts: super::route::DEFAULT_MAX_ATTEMPTS,
             backoff: super::route::default_backoff().into_iter().map(Dur).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Holder {
+        filter: FilterFile,
+    }
+
+    fn filter(text: &str) -> FilterFile {
+        toml::from_str::<Holder>(text).unwrap().filter
+    }
+
+    #[test]
+    fn a_filter_is_a_plugin_path_or_a_table_with_datetimes_as_text() {
+        assert_eq!(filter("filter = \"plugins/a.rhai\""), FilterFile::Plugin("plugins/a.rhai".into()));
+        let table =
+            filter("filter = { all = [ { path = \"time\", gte = 2026-01-01T00:00:00Z }, { path = \"x\", eq = 1 } ] }");
+        let want =
+            serde_json::json!({"all": [{"path": "time", "gte": "2026-01-01T00:00:00Z"}, {"path": "x", "eq": 1}]});
+        assert_eq!(table, FilterFile::Declarative(want));
+        let e = toml::from_str::<Holder>("filter = 3").err().unwrap().to_string();
+        assert!(e.contains("a plugin path") && e.contains("declarative filter table"), "{e}");
     }
 }

@@ -27,6 +27,32 @@ pub fn toml_item(text: &str, path: &[&str], index: usize) -> Option<Range<usize>
     })
 }
 
+/// One step into a TOML document: a key of a table, or an element of an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// A key.
+    Key(&'a str),
+    /// An array element.
+    Index(usize),
+}
+
+/// The span of what `steps` lead to from the root (a key's value, an array's element), through
+/// inline tables and arrays too (a route's declarative `filter`).
+pub fn toml_at(text: &str, steps: &[Step<'_>]) -> Option<Range<usize>> {
+    let doc = DeTable::parse(text).ok()?;
+    let (first, rest) = steps.split_first()?;
+    let Step::Key(k) = first else { return None };
+    let mut value = doc.get_ref().get(*k)?;
+    for step in rest {
+        value = match (value.get_ref(), step) {
+            (DeValue::Table(t), Step::Key(k)) => t.get(*k)?,
+            (DeValue::Array(items), Step::Index(i)) => items.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(value.span())
+}
+
 fn toml_entry(text: &str, path: &[&str]) -> Option<(Range<usize>, Range<usize>)> {
     let (last, tables) = path.split_last()?;
     in_table(text, tables, |t| t.get_key_value(*last).map(|(k, v)| (k.span(), v.span())))
@@ -174,6 +200,22 @@ mod tests {
         assert_eq!(&list[toml_item(list, &["retry", "backoff"], 1).unwrap()], "\"0s\"");
         assert_eq!(toml_item(list, &["retry", "backoff"], 2), None);
         assert_eq!(toml_value(text, &["concurrency", "x"]), None);
+    }
+
+    #[test]
+    fn steps_reach_into_inline_tables_and_arrays() {
+        let text = "url = \"x\"\nfilter = { all = [\n  { path = \"a\", eq = 1 },\n  { path = \"b\", gtee = 2 },\n] }\n";
+        let at = |steps: &[Step<'_>]| toml_at(text, steps).map(|r| &text[r]);
+        assert_eq!(at(&[Step::Key("filter"), Step::Key("all"), Step::Index(1), Step::Key("gtee")]), Some("2"));
+        assert_eq!(at(&[Step::Key("filter"), Step::Key("all"), Step::Index(0)]), Some("{ path = \"a\", eq = 1 }"));
+        assert_eq!(at(&[Step::Key("filter"), Step::Key("all"), Step::Index(2)]), None);
+        assert_eq!(at(&[Step::Key("filter"), Step::Index(0)]), None, "a table has no elements");
+        assert_eq!(at(&[Step::Index(0)]), None);
+        let dotted = "[filter]\npath = \"subject\"\nin = [\"a\", 3]\n";
+        assert_eq!(
+            toml_at(dotted, &[Step::Key("filter"), Step::Key("in"), Step::Index(1)]).map(|r| &dotted[r]),
+            Some("3")
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::delivery::http::guard::Policy;
 use crate::delivery::http::retry::RetryPolicy;
 use crate::delivery::http::sign::Signer;
 use crate::delivery::policy::{CircuitBreaker, RateLimit};
+use crate::pipeline::condition::{Condition, Loc};
 use crate::pipeline::redact::RedactPath;
 use crate::pipeline::script::Script;
 use crate::pipeline::{BodyFormat, Steps};
@@ -102,6 +103,8 @@ pub enum Field<'a> {
     RatePerSecond,
     /// `rate_limit.burst`.
     RateBurst,
+    /// A place inside a declarative `filter` (empty: the filter as a whole).
+    Filter(&'a [Loc]),
 }
 
 impl Field<'_> {
@@ -143,6 +146,7 @@ impl Field<'_> {
             Self::BreakerDisableAfter => "circuit_breaker.disable_after".into(),
             Self::RatePerSecond => "rate_limit.per_second".into(),
             Self::RateBurst => "rate_limit.burst".into(),
+            Self::Filter(at) => crate::pipeline::condition::loc_text(at),
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct Definition<'a> {
     pub backoff: Vec<Duration>,
     /// `fn filter(event)`, checked to be defined.
     pub filter: Option<Arc<Script>>,
+    /// A declarative filter (`filter` written as a table), as written.
+    pub condition: Option<&'a serde_json::Value>,
     /// `fn transform(event)`, checked to be defined.
     pub transform: Option<Arc<Script>>,
     /// Paths removed before sending, as written.
@@ -262,6 +268,13 @@ pub fn compile(
             Err(m) => problem(Field::Redact(i), m),
         }
     }
+    let condition = def.condition.and_then(|v| match Condition::compile(v) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            problem(Field::Filter(&e.at), e.message);
+            None
+        }
+    });
     let mut headers = HeaderMap::new();
     for (k, v) in &def.headers {
         match (HeaderName::try_from(*k), HeaderValue::try_from(*v)) {
@@ -321,7 +334,7 @@ pub fn compile(
         ordered: def.ordered,
         timeout: def.timeout,
         concurrency: def.concurrency,
-        steps: Steps { tenant, filter: def.filter, transform: def.transform, redact, format: def.format },
+        steps: Steps { tenant, condition, filter: def.filter, transform: def.transform, redact, format: def.format },
         headers,
         log_payload: def.log_payload,
         signer,
@@ -349,6 +362,7 @@ mod tests {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: default_backoff(),
             filter: None,
+            condition: None,
             transform: None,
             redact: vec!["data.customer.email"],
             format: BodyFormat::Standard,

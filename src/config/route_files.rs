@@ -6,13 +6,14 @@
 //! retry waits past RabbitMQ's consumer timeout).
 
 use super::error::{ConfigError, display_path};
-use super::files::{RouteFile, SigningScheme};
+use super::files::{FilterFile, RouteFile, SigningScheme};
 use super::route::{self, Definition, Field};
 use super::{LoadOptions, Origin, RABBITMQ_CONSUMER_TIMEOUT, Route, locate, toml_error};
 use crate::broker::topic;
 use crate::delivery::http::guard::Policy;
 use crate::delivery::http::sign::{Signer, SigningKey};
 use crate::delivery::policy::{CircuitBreaker, RateLimit};
+use crate::pipeline::condition::Loc;
 use crate::pipeline::schema::SchemaRegistry;
 use crate::pipeline::script::{EntryPoint, Script};
 use http::HeaderName;
@@ -134,8 +135,13 @@ impl RouteFiles<'_> {
             .as_ref()
             .map(|n| n.get_ref().clone())
             .unwrap_or_else(|| path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string());
-        let filter = file.filter.as_ref().and_then(|p| self.script(at, p, EntryPoint::Filter));
-        let transform = file.transform.as_ref().and_then(|p| self.script(at, p, EntryPoint::Transform));
+        let (filter, condition) = match file.filter.as_ref().map(|f| (f.get_ref(), f.span())) {
+            Some((FilterFile::Plugin(p), span)) => (self.script(at, p, span, EntryPoint::Filter), None),
+            Some((FilterFile::Declarative(table), _)) => (None, Some(table)),
+            None => (None, None),
+        };
+        let transform =
+            file.transform.as_ref().and_then(|p| self.script(at, p.get_ref(), p.span(), EntryPoint::Transform));
         let signer = self.signer(at, file);
         let mut digest = Sha256::new();
         digest.update(at.text.as_bytes());
@@ -152,6 +158,7 @@ impl RouteFiles<'_> {
             max_attempts: file.retry.max_attempts,
             backoff: file.retry.backoff.iter().map(|d| d.0).collect(),
             filter,
+            condition,
             transform,
             redact: file.redact.iter().map(|p| p.get_ref().as_str()).collect(),
             format: file.format,
@@ -209,28 +216,42 @@ impl RouteFiles<'_> {
                 Field::BreakerDisableAfter => at.path(&["circuit_breaker", "disable_after"], true, msg),
                 Field::RatePerSecond => at.path(&["rate_limit", "per_second"], false, msg),
                 Field::RateBurst => at.path(&["rate_limit", "burst"], false, msg),
+                Field::Filter(inner) => {
+                    let msg = format!("`{}`: {msg}", crate::pipeline::condition::loc_text(inner));
+                    let mut steps = vec![locate::Step::Key("filter")];
+                    steps.extend(inner.iter().map(|l| match l {
+                        Loc::Key(k) => locate::Step::Key(k),
+                        Loc::Index(i) => locate::Step::Index(*i),
+                    }));
+                    // The innermost place the text holds (a missing key: the table it is missing from).
+                    let span = (1..=steps.len()).rev().find_map(|n| locate::toml_at(at.text, &steps[..n]));
+                    match span {
+                        Some(span) => at.span(span, msg),
+                        None => ConfigError::file(at.shown, msg),
+                    }
+                }
             });
         });
         // A plugin or secret that failed leaves no route behind, complete or not.
         route.filter(|_| self.errors.len() == before)
     }
 
-    fn script(&mut self, at: At<'_>, rel: &toml::Spanned<PathBuf>, entry: EntryPoint) -> Option<Arc<Script>> {
-        let path = self.dir.join(rel.get_ref());
+    fn script(&mut self, at: At<'_>, rel: &Path, span: Range<usize>, entry: EntryPoint) -> Option<Arc<Script>> {
+        let path = self.dir.join(rel);
         let script = match self.scripts.get(&path) {
             Some(s) => s.clone(),
             None => {
                 let compiled = match std::fs::read_to_string(&path) {
                     Ok(text) => {
-                        self.files.push((rel.get_ref().display().to_string(), text.clone().into_bytes()));
-                        Script::compile(self.engine, rel.get_ref(), &text)
-                            .map_err(|e| self.errors.push(ConfigError::script(rel.get_ref(), &text, &e)))
+                        self.files.push((rel.display().to_string(), text.clone().into_bytes()));
+                        Script::compile(self.engine, rel, &text)
+                            .map_err(|e| self.errors.push(ConfigError::script(rel, &text, &e)))
                             .ok()
                             .map(Arc::new)
                     }
                     Err(e) => {
-                        let msg = format!("plugin {} cannot be read: {e}", rel.get_ref().display());
-                        self.errors.push(at.span(rel.span(), msg));
+                        let msg = format!("plugin {} cannot be read: {e}", rel.display());
+                        self.errors.push(at.span(span.clone(), msg));
                         None
                     }
                 };
@@ -243,8 +264,8 @@ impl RouteFiles<'_> {
                 EntryPoint::Filter => "filter",
                 EntryPoint::Transform => "transform",
             };
-            let msg = format!("plugin {} does not define `fn {name}(event)`", rel.get_ref().display());
-            self.errors.push(at.span(rel.span(), msg));
+            let msg = format!("plugin {} does not define `fn {name}(event)`", rel.display());
+            self.errors.push(at.span(span, msg));
             return None;
         }
         Some(script)

@@ -1,9 +1,10 @@
-//! The per-event path, pure and without I/O: decode → tenant → schema → filter → transform →
-//! redact → render. Everything it uses was built at config load: what all routes share (the schema
+//! The per-event path, pure and without I/O: decode → tenant → schema → filter (declarative or
+//! Rhai) → transform → redact → render. Everything it uses was built at config load: what all routes share (the schema
 //! catalogue, the script engine, the size limit: a [`Context`]) and each route's [`Steps`]
 //! (its compiled scripts, redaction paths and body format). The types are defined here and
 //! assembled by `config`, which this module does not know.
 
+pub mod condition;
 pub mod redact;
 pub mod schema;
 pub mod script;
@@ -35,6 +36,8 @@ pub struct Context<'a> {
 pub struct Steps {
     /// Only one tenant's events, when the route has a tenant.
     pub tenant: TenantScope,
+    /// The declarative filter (`filter` written as a table), evaluated on the decoded event.
+    pub condition: Option<Arc<condition::Condition>>,
     /// `fn filter(event)`.
     pub filter: Option<Arc<Script>>,
     /// `fn transform(event)`.
@@ -143,6 +146,11 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
             other => Rejection::new(Reason::UnknownType, other.to_string()),
         },
     )?;
+    if let Some(c) = &steps.condition
+        && !c.matches(&event)
+    {
+        return Ok(Prepared::Filtered);
+    }
 
     let sequence = event.sequence_text();
     let traceparent = event.traceparent().map(str::to_string);

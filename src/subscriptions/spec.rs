@@ -59,9 +59,11 @@ subscription_definition! {
     #[schema(value_type = String, example = "standard")]
     pub format: BodyFormat,
     /// Rhai source that defines `fn filter(event)` returning a bool, e.g.
-    /// `fn filter(event) { event.subject == "tenant-42" }`.
+    /// `fn filter(event) { event.subject == "tenant-42" }`; or a declarative filter, an object
+    /// such as `{"all": [{"path": "data.total", "gte": 100}, {"path": "subject", "in": ["f-1"]}]}`
+    /// (docs/filters.md), evaluated without a script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<String>,
+    pub filter: Option<FilterSpec>,
     /// Rhai source that defines `fn transform(event)` returning the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<String>,
@@ -105,6 +107,18 @@ subscription_definition! {
     /// the stored definition: it is the subscription's owner.
     #[serde(default, skip_serializing)]
     pub tenant: Option<String>,
+}
+
+/// `filter` of a subscription: Rhai source (a string), or a declarative filter (any other JSON
+/// value, checked by the route compiler: an object of tests and combinators).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum FilterSpec {
+    /// Rhai source defining `fn filter(event)`.
+    Script(String),
+    /// A declarative filter: `{"path": "data.total", "gte": 100}`, or `all`/`any`/`not` of such.
+    #[schema(value_type = Object)]
+    Declarative(serde_json::Value),
 }
 
 /// `circuit_breaker` of a subscription: the keys of a route file's `[circuit_breaker]`, plus
@@ -211,7 +225,13 @@ pub fn compile(
         per_second: r.per_second,
         burst: r.burst.unwrap_or_else(|| RateLimit::default_burst(r.per_second)),
     });
-    let filter = script(&mut own, snapshot, "filter", spec.filter.as_deref(), EntryPoint::Filter);
+    let (filter, condition) = match &spec.filter {
+        Some(FilterSpec::Script(source)) => {
+            (script(&mut own, snapshot, "filter", Some(source), EntryPoint::Filter), None)
+        }
+        Some(FilterSpec::Declarative(table)) => (None, Some(table)),
+        None => (None, None),
+    };
     let transform = script(&mut own, snapshot, "transform", spec.transform.as_deref(), EntryPoint::Transform);
     let mut keys = Vec::new();
     for s in secrets {
@@ -232,6 +252,7 @@ pub fn compile(
         max_attempts: spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
         backoff,
         filter,
+        condition,
         transform,
         redact: spec.redact.iter().map(String::as_str).collect(),
         format: spec.format,

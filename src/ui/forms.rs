@@ -8,7 +8,7 @@ use super::{Ctx, FormData};
 use crate::api::error::ApiError;
 use crate::api::subscriptions::SubscriptionView;
 use crate::config::files::BodyFormat;
-use crate::subscriptions::{FieldError, SubscriptionDefinition, SubscriptionError, SubscriptionSpec};
+use crate::subscriptions::{FieldError, FilterSpec, SubscriptionDefinition, SubscriptionError, SubscriptionSpec};
 use maud::{Markup, html};
 use std::collections::BTreeMap;
 
@@ -77,7 +77,11 @@ impl SubForm {
             timeout: s.timeout.clone().unwrap_or_default(),
             max_attempts: s.max_attempts.map(|n| n.to_string()).unwrap_or_default(),
             backoff: s.backoff.as_ref().map(|b| b.join(", ")).unwrap_or_default(),
-            filter: s.filter.clone().unwrap_or_default(),
+            filter: match &s.filter {
+                Some(FilterSpec::Script(source)) => source.clone(),
+                Some(FilterSpec::Declarative(v)) => serde_json::to_string_pretty(v).unwrap_or_default(),
+                None => String::new(),
+            },
             transform: s.transform.clone().unwrap_or_default(),
             redact: s.redact.join(", "),
             headers: s.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("\n"),
@@ -129,7 +133,11 @@ impl SubForm {
             url: self.url.clone(),
             ordered: self.ordered,
             format,
-            filter: opt(&self.filter),
+            // JSON that opens with `{` is a declarative filter (docs/filters.md); anything else, Rhai.
+            filter: opt(&self.filter).map(|text| match text.trim_start().starts_with('{') {
+                true => serde_json::from_str(&text).map_or(FilterSpec::Script(text), FilterSpec::Declarative),
+                false => FilterSpec::Script(text),
+            }),
             transform: opt(&self.transform),
             redact: split(&self.redact),
             headers,
@@ -236,7 +244,7 @@ pub(super) fn render(
             @if !portal {
                 details open[field_error(e, "filter").is_some() || field_error(e, "transform").is_some() || field_error(e, "redact").is_some()] {
                     summary { "Filter, transform and redaction" }
-                    (field("Filter (Rhai)", "filter", Some("Defines fn filter(event) returning true to deliver."), e, html! { textarea id="filter" name="filter" placeholder="fn filter(event) { event.data.total > 100 }" { (f.filter) } }))
+                    (field("Filter", "filter", Some("Rhai defining fn filter(event), returning true to deliver; or a declarative filter as JSON, e.g. {\"path\": \"data.total\", \"gte\": 100}."), e, html! { textarea id="filter" name="filter" placeholder="fn filter(event) { event.data.total > 100 }" { (f.filter) } }))
                     (field("Transform (Rhai)", "transform", Some("Defines fn transform(event) returning the event."), e, html! { textarea id="transform" name="transform" { (f.transform) } }))
                     (field("Redact", "redact", Some("Dotted paths removed before sending, e.g. data.customer.email."), e, html! { input id="redact" type="text" name="redact" value=(f.redact); }))
                 }

@@ -88,7 +88,8 @@ async fn keyless_api_refuses_foreign_hosts_cross_site_requests_and_non_json_bodi
     // What a page can send to any address without a preflight.
     let text = send(&base, "POST", "/v1/events", &[("content-type", "text/plain")], &paid("forged-1"), None).await;
     assert_eq!(text.expect(415)["error"]["code"], "unsupported_media_type");
-    assert_eq!(text.json["error"]["details"]["accepted"], json!(["application/cloudevents+json", "application/json"]));
+    let accepted = json!(["application/cloudevents+json", "application/json", "application/cloudevents-batch+json"]);
+    assert_eq!(text.json["error"]["details"]["accepted"], accepted);
     let form = [("content-type", "application/x-www-form-urlencoded")];
     send(&base, "POST", "/v1/config/reload", &form, b"a=1", None).await.expect(415);
     let test_send = send(&base, "POST", "/v1/routes/orders/test", &[], b"", None).await;

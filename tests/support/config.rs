@@ -50,6 +50,14 @@ pub enum Signing {
     File(PathBuf),
 }
 
+/// `filter` of a route: a plugin path, or a declarative filter table (docs/filters.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+enum Filter {
+    Plugin(PathBuf),
+    Declarative(serde_json::Value),
+}
+
 /// `[retry]` of a route.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 struct RetrySection {
@@ -84,7 +92,7 @@ pub struct RouteConfig {
     ordered: Option<bool>,
     timeout: Option<String>,
     concurrency: Option<usize>,
-    filter: Option<PathBuf>,
+    filter: Option<Filter>,
     transform: Option<PathBuf>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     redact: Vec<String>,
@@ -163,9 +171,16 @@ impl RouteConfig {
         self
     }
 
+    /// `filter`: a declarative filter, e.g. `json!({"path": "data.n", "gte": 100})`, written
+    /// as a TOML table.
+    pub fn filter_table(mut self, table: serde_json::Value) -> Self {
+        self.filter = Some(Filter::Declarative(table));
+        self
+    }
+
     /// `filter`: a plugin defining `fn filter(event)`, relative to the config directory.
     pub fn filter(mut self, plugin: impl Into<PathBuf>) -> Self {
-        self.filter = Some(plugin.into());
+        self.filter = Some(Filter::Plugin(plugin.into()));
         self
     }
 

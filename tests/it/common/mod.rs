@@ -838,7 +838,7 @@ impl Api {
         if let Some(k) = &self.key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
-        if body.is_some() {
+        if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             req = req.header("content-type", "application/json");
         }
         for (k, v) in headers {
