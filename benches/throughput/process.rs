@@ -263,6 +263,8 @@ pub(crate) struct Scenario {
     pub(crate) prefetch: u32,
     /// Per-attempt timeout, when the default 10 s would cut a held request short.
     pub(crate) timeout: Option<Duration>,
+    /// `order_key` of an ordered route (the `per_key_order` group).
+    pub(crate) order_key: Option<&'static str>,
 }
 
 impl Scenario {
@@ -271,6 +273,10 @@ impl Scenario {
             .map(|k| {
                 let route =
                     realistic_route(format!("bench-{k}"), format!("{}/r{k}", rx.addr), self.ordered, self.concurrency);
+                let route = match self.order_key {
+                    Some(k) => route.order_key(k),
+                    None => route,
+                };
                 match self.timeout {
                     Some(t) => route.timeout(t),
                     None => route,

@@ -94,6 +94,7 @@ async fn accept(
         return Err(ApiError::bad_request("the body is not JSON: send a CloudEvent in structured JSON mode"));
     }
     let event = CloudEvent::decode(&raw)?;
+    event.check_schedule(snapshot.limits.max_schedule_ahead.0, std::time::SystemTime::now())?;
     if incoming.is_none()
         && let Some(tp) = event.traceparent()
     {

@@ -38,6 +38,9 @@ pub struct RouteView {
     pub url: String,
     /// Strict FIFO.
     pub ordered: bool,
+    /// FIFO per this key (an attribute or `data.<path>`), keys in parallel; ordered routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_key: Option<String>,
     /// `standard`, `cloudevents` or `data`.
     pub format: String,
     /// Per-attempt timeout in milliseconds.
@@ -131,6 +134,7 @@ impl RouteView {
             events: r.events.clone(),
             url: r.url.to_string(),
             ordered: r.ordered,
+            order_key: r.order_key.as_ref().map(|k| k.as_str().to_string()),
             format: r.steps.format.as_str().into(),
             timeout_ms: r.timeout.as_millis() as u64,
             concurrency: r.concurrency,

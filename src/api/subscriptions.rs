@@ -383,6 +383,7 @@ pub async fn validate(
         ordered: false,
         timeout,
         concurrency: 1,
+        order_key: None,
         steps: Default::default(),
         headers: HeaderMap::new(),
         log_payload: false,

@@ -12,6 +12,7 @@ use crate::broker::topic;
 use crate::delivery::http::guard::Policy;
 use crate::delivery::http::retry::RetryPolicy;
 use crate::delivery::http::sign::Signer;
+use crate::delivery::policy::OrderKey;
 use crate::delivery::policy::{CircuitBreaker, RateLimit};
 use crate::pipeline::redact::RedactPath;
 use crate::pipeline::script::Script;
@@ -102,6 +103,8 @@ pub enum Field<'a> {
     RatePerSecond,
     /// `rate_limit.burst`.
     RateBurst,
+    /// `order_key`.
+    OrderKey,
 }
 
 impl Field<'_> {
@@ -119,6 +122,7 @@ impl Field<'_> {
             Self::BreakerDisableAfter => Some("circuit_breaker.disable_after"),
             Self::RatePerSecond => Some("rate_limit.per_second"),
             Self::RateBurst => Some("rate_limit.burst"),
+            Self::OrderKey => Some("order_key"),
             _ => None,
         }
     }
@@ -143,6 +147,7 @@ impl Field<'_> {
             Self::BreakerDisableAfter => "circuit_breaker.disable_after".into(),
             Self::RatePerSecond => "rate_limit.per_second".into(),
             Self::RateBurst => "rate_limit.burst".into(),
+            Self::OrderKey => "order_key".into(),
         }
     }
 }
@@ -162,8 +167,10 @@ pub struct Definition<'a> {
     pub ordered: bool,
     /// Per-attempt timeout.
     pub timeout: Duration,
-    /// Deliveries at once (unordered).
+    /// Deliveries at once (unordered), keys at once (ordered with an `order_key`).
     pub concurrency: usize,
+    /// FIFO per key (ordered routes), as written.
+    pub order_key: Option<&'a str>,
     /// Attempts in all.
     pub max_attempts: u32,
     /// Waits between attempts; the last repeats.
@@ -304,6 +311,18 @@ pub fn compile(
             problem(Field::RateBurst, format!("must be at least 1 and at most {}", BURST.end()));
         }
     }
+    let order_key = match def.order_key.map(OrderKey::parse) {
+        Some(Ok(_)) if !def.ordered => {
+            problem(Field::OrderKey, "needs `ordered = true` (it orders each key's events)".into());
+            None
+        }
+        Some(Ok(k)) => Some(k),
+        Some(Err(m)) => {
+            problem(Field::OrderKey, m);
+            None
+        }
+        None => None,
+    };
     if let Some(Err(m)) = def.tenant.map(crate::tenant::check_id) {
         problem(Field::Tenant, m);
     }
@@ -321,6 +340,7 @@ pub fn compile(
         ordered: def.ordered,
         timeout: def.timeout,
         concurrency: def.concurrency,
+        order_key,
         steps: Steps { tenant, filter: def.filter, transform: def.transform, redact, format: def.format },
         headers,
         log_payload: def.log_payload,
@@ -346,6 +366,7 @@ mod tests {
             ordered: false,
             timeout: DEFAULT_TIMEOUT,
             concurrency: DEFAULT_CONCURRENCY,
+            order_key: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: default_backoff(),
             filter: None,

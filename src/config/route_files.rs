@@ -149,6 +149,7 @@ impl RouteFiles<'_> {
             ordered: file.ordered,
             timeout: file.timeout.0,
             concurrency: file.concurrency,
+            order_key: file.order_key.as_ref().map(|k| k.get_ref().as_str()),
             max_attempts: file.retry.max_attempts,
             backoff: file.retry.backoff.iter().map(|d| d.0).collect(),
             filter,
@@ -209,6 +210,10 @@ impl RouteFiles<'_> {
                 Field::BreakerDisableAfter => at.path(&["circuit_breaker", "disable_after"], true, msg),
                 Field::RatePerSecond => at.path(&["rate_limit", "per_second"], false, msg),
                 Field::RateBurst => at.path(&["rate_limit", "burst"], false, msg),
+                Field::OrderKey => match &file.order_key {
+                    Some(k) => at.span(k.span(), msg),
+                    None => ConfigError::file(at.shown, msg),
+                },
             });
         });
         // A plugin or secret that failed leaves no route behind, complete or not.

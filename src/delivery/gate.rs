@@ -49,7 +49,7 @@ pub const CONSUMERS_EVERY: Duration = Duration::from_secs(5);
 /// broker of `snap`: nothing for a route without any.
 pub fn describe(route: &Route, snap: &Snapshot) -> Vec<String> {
     let fmt = |d: Duration| humantime::format_duration(d).to_string();
-    let mut out = Vec::new();
+    let mut out = describe_order(route);
     if let Some(cb) = &route.circuit_breaker {
         let open_for = fmt(cb.open_for);
         let held = if route.ordered {
@@ -98,6 +98,17 @@ pub fn describe(route: &Route, snap: &Snapshot) -> Vec<String> {
         ));
     }
     out
+}
+
+/// What the route's per-key order does, in words: nothing without an `order_key`.
+fn describe_order(route: &Route) -> Vec<String> {
+    let Some(key) = &route.order_key else { return Vec::new() };
+    vec![format!(
+        "order: FIFO per `{}` (events without it share one line), up to {} keys at once; a failing key retries in \
+         place and holds only its own events",
+        key.as_str(),
+        route.concurrency
+    )]
 }
 
 /// Every route's gate, by route name.

@@ -74,7 +74,12 @@ subscription_definition! {
     /// Per-attempt timeout, e.g. `"10s"` (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    /// Deliveries at once (unordered), 1 to 10,000; default 16.
+    /// Ordered subscriptions: FIFO per key (a CloudEvent attribute such as `subject`, or
+    /// `data.<path>`), keys in parallel up to `concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_key: Option<String>,
+    /// Deliveries at once (unordered) or keys at once (ordered with `order_key`), 1 to 10,000;
+    /// default 16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
     /// Attempts in all, 1 to 1,000; default 8.
@@ -229,6 +234,7 @@ pub fn compile(
         ordered: spec.ordered,
         timeout,
         concurrency: spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+        order_key: spec.order_key.as_deref(),
         max_attempts: spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
         backoff,
         filter,

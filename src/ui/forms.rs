@@ -135,6 +135,7 @@ impl SubForm {
             headers,
             timeout: opt(&self.timeout),
             concurrency: current.and_then(|c| c.concurrency),
+            order_key: current.and_then(|c| c.order_key.clone()),
             max_attempts,
             backoff: opt(&self.backoff).map(|b| split(&b)),
             log_payload: self.log_payload,

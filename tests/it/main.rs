@@ -13,6 +13,7 @@ mod policies;
 mod quickstart;
 mod reload;
 mod resilience;
+mod shapes;
 mod signatures;
 mod store;
 mod telemetry;

@@ -82,6 +82,7 @@ pub struct RouteConfig {
     events: Vec<String>,
     url: String,
     ordered: Option<bool>,
+    order_key: Option<String>,
     timeout: Option<String>,
     concurrency: Option<usize>,
     filter: Option<PathBuf>,
@@ -112,6 +113,7 @@ impl RouteConfig {
             events: Vec::new(),
             url: String::new(),
             ordered: None,
+            order_key: None,
             timeout: None,
             concurrency: None,
             filter: None,
@@ -148,6 +150,12 @@ impl RouteConfig {
     /// `ordered`: strict FIFO, retries in place.
     pub fn ordered(mut self, ordered: bool) -> Self {
         self.ordered = Some(ordered);
+        self
+    }
+
+    /// `order_key`: FIFO per key on an ordered route (`subject`, `data.<path>`).
+    pub fn order_key(mut self, key: impl Into<String>) -> Self {
+        self.order_key = Some(key.into());
         self
     }
 

@@ -1,5 +1,6 @@
 //! Endpoint policies as values: a route's `[circuit_breaker]` and `[rate_limit]` settings, the
-//! circuit breaker's state machine ([`breaker`]) and the token bucket ([`bucket`]). Pure: no
+//! circuit breaker's state machine ([`breaker`]) and the token bucket ([`bucket`]); and the
+//! values of its delivery shape: its `order_key` ([`order`]). Pure: no
 //! I/O, no clock of their own (every call takes `now`, a [`tokio::time::Instant`], so the tests
 //! drive them with `tokio::time::pause()`), no locks. A leaf, like [`super::http`]: the route
 //! compiler in [`crate::config`] builds the settings, and [`super::gate`] keeps one breaker and
@@ -7,9 +8,11 @@
 
 pub mod breaker;
 pub mod bucket;
+pub mod order;
 
 pub use breaker::{Breaker, Health, State, Ticket};
 pub use bucket::Bucket;
+pub use order::OrderKey;
 
 use std::time::Duration;
 
