@@ -391,6 +391,7 @@ pub async fn validate(
         retry: RetryPolicy { max_attempts: 1, backoff: vec![std::time::Duration::from_secs(1)] },
         circuit_breaker: None,
         rate_limit: None,
+        batch: None,
         digest: String::new(),
         origin: Origin::Api { subscription: String::new() },
     };

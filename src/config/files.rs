@@ -389,6 +389,29 @@ pub struct RouteFile {
     pub circuit_breaker: Option<CircuitBreakerFile>,
     /// Attempts started per second to the endpoint (docs/endpoint-policies.md).
     pub rate_limit: Option<RateLimitFile>,
+    /// Many events in one request (unordered routes; docs/delivery-shapes.md).
+    pub batch: Option<BatchFile>,
+}
+
+/// `[batch]` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchFile {
+    /// Events in one request at most, 1 to 1,000. Default 50.
+    #[serde(default = "default_batch_events")]
+    pub max_events: usize,
+    /// How long the first event of a batch waits for more, above zero, at most 1 minute.
+    /// Default 500ms.
+    #[serde(default = "default_batch_wait")]
+    pub max_wait: Dur,
+}
+
+fn default_batch_events() -> usize {
+    crate::delivery::policy::DEFAULT_BATCH_EVENTS
+}
+
+fn default_batch_wait() -> Dur {
+    Dur(crate::delivery::policy::DEFAULT_BATCH_WAIT)
 }
 
 /// `[circuit_breaker]` of a route.

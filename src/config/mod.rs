@@ -81,6 +81,8 @@ pub struct Route {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// `[rate_limit]`: attempts started per second to the endpoint.
     pub rate_limit: Option<RateLimit>,
+    /// `[batch]`: many events in one request (unordered routes).
+    pub batch: Option<crate::delivery::policy::Batch>,
     /// Hash of the route file and its plugins: tells a reload which routes changed.
     pub digest: String,
     /// Where the route is defined.
@@ -117,10 +119,15 @@ impl Route {
     /// The prefetch its consumer takes, given `[broker] prefetch`: at least one message per
     /// slot where deliveries run side by side (unordered routes, an ordered route's lanes).
     pub fn prefetch(&self, configured: u16) -> u16 {
+        let slots = match self.batch {
+            // Room for two full batches, so that the next gathers while one is being sent.
+            Some(b) => self.concurrency.max(2 * b.max_events),
+            None => self.concurrency,
+        };
         if self.ordered && self.order_key.is_none() {
             configured
         } else {
-            configured.max(self.concurrency.min(usize::from(u16::MAX)) as u16)
+            configured.max(slots.min(usize::from(u16::MAX)) as u16)
         }
     }
 

@@ -12,7 +12,7 @@ use super::{LoadOptions, Origin, RABBITMQ_CONSUMER_TIMEOUT, Route, locate, toml_
 use crate::broker::topic;
 use crate::delivery::http::guard::Policy;
 use crate::delivery::http::sign::{Signer, SigningKey};
-use crate::delivery::policy::{CircuitBreaker, RateLimit};
+use crate::delivery::policy::{Batch, CircuitBreaker, RateLimit};
 use crate::pipeline::schema::SchemaRegistry;
 use crate::pipeline::script::{EntryPoint, Script};
 use http::HeaderName;
@@ -169,6 +169,7 @@ impl RouteFiles<'_> {
                 per_second: r.per_second,
                 burst: r.burst.unwrap_or_else(|| RateLimit::default_burst(r.per_second)),
             }),
+            batch: file.batch.as_ref().map(|b| Batch { max_events: b.max_events, max_wait: b.max_wait.0 }),
             digest: hex::encode(digest.finalize()),
             origin: Origin::File { file: at.shown.display().to_string() },
         };
@@ -210,6 +211,9 @@ impl RouteFiles<'_> {
                 Field::BreakerDisableAfter => at.path(&["circuit_breaker", "disable_after"], true, msg),
                 Field::RatePerSecond => at.path(&["rate_limit", "per_second"], false, msg),
                 Field::RateBurst => at.path(&["rate_limit", "burst"], false, msg),
+                Field::Batch => at.path(&["batch"], true, msg),
+                Field::BatchMaxEvents => at.path(&["batch", "max_events"], false, msg),
+                Field::BatchMaxWait => at.path(&["batch", "max_wait"], false, msg),
                 Field::OrderKey => match &file.order_key {
                     Some(k) => at.span(k.span(), msg),
                     None => ConfigError::file(at.shown, msg),

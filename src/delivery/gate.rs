@@ -102,13 +102,27 @@ pub fn describe(route: &Route, snap: &Snapshot) -> Vec<String> {
 
 /// What the route's per-key order does, in words: nothing without an `order_key`.
 fn describe_order(route: &Route) -> Vec<String> {
-    let Some(key) = &route.order_key else { return Vec::new() };
-    vec![format!(
-        "order: FIFO per `{}` (events without it share one line), up to {} keys at once; a failing key retries in \
-         place and holds only its own events",
-        key.as_str(),
-        route.concurrency
-    )]
+    let mut out = Vec::new();
+    if let Some(key) = &route.order_key {
+        out.push(format!(
+            "order: FIFO per `{}` (events without it share one line), up to {} keys at once; a failing key retries \
+             in place and holds only its own events",
+            key.as_str(),
+            route.concurrency
+        ));
+    }
+    if let Some(b) = &route.batch {
+        out.push(format!(
+            "batch: up to {} events per request, or what has arrived {} after the first: the body is a JSON array of \
+             the bodies above, one signature over it, webhook-id derived from the event ids, headers \
+             hookrelay-batch-size and hookrelay-event-ids; a retry resends the whole batch, a permanent failure \
+             dead-letters each event; {} batches at once",
+            b.max_events,
+            humantime::format_duration(b.max_wait),
+            route.concurrency
+        ));
+    }
+    out
 }
 
 /// Every route's gate, by route name.

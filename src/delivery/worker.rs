@@ -3,7 +3,8 @@
 //!
 //! Ordered routes (single active consumer) are a plain sequential loop: one message at a time,
 //! retried in place, so later events wait; with an `order_key`, one such line per key
-//! ([`lanes`]). Unordered routes run up to `concurrency` messages at
+//! ([`lanes`]). Unordered routes with `[batch]` gather messages into batches ([`batch`]); other
+//! unordered routes run up to `concurrency` messages at
 //! once (a semaphore of slots), retried through the broker's delay, so one failing event blocks
 //! nothing. Stopping takes no new message, lets the ones in flight settle, then closes the
 //! consumer, which gives the unacked ones back in order (never cancel-then-requeue: on a
@@ -44,6 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+mod batch;
 mod lanes;
 mod schedule;
 
@@ -215,7 +217,10 @@ impl Worker {
                 let follow = self.gate.clone().follow_consumers(self.broker.clone(), self.route.clone(), following);
                 tokio::spawn(follow.in_current_span());
             }
-            Arc::new(self).concurrent(consumer.as_mut(), route.concurrency).await
+            match route.batch {
+                Some(batch) => Arc::new(self).batched(consumer.as_mut(), batch, route.concurrency).await,
+                None => Arc::new(self).concurrent(consumer.as_mut(), route.concurrency).await,
+            }
         };
         consumer.close().await;
         result
@@ -425,7 +430,8 @@ impl Dispatch<'_> {
                     Admission::Hold { wait, .. } => return self.settle.hold(number, wait).await,
                 },
             };
-            let attempt = Attempt { route: self.route, payload, sequence: &sequence, number, traceparent: &incoming };
+            let attempt =
+                Attempt { route: self.route, payload, sequence: &sequence, number, traceparent: &incoming, extra: &[] };
             // The headers sent go into the delivery log with the body, where the route keeps
             // bodies: rendering and storing them costs about 4,500 instructions per attempt
             // (docs/operations.md, "Delivery log and store"), too much to pay on every route.

@@ -18,7 +18,8 @@
 mod spec;
 
 pub use spec::{
-    CircuitBreakerSpec, FieldError, RateLimitSpec, SubscriptionDefinition, SubscriptionError, SubscriptionSpec, compile,
+    BatchSpec, CircuitBreakerSpec, FieldError, RateLimitSpec, SubscriptionDefinition, SubscriptionError,
+    SubscriptionSpec, compile,
 };
 
 use crate::config::{Origin, Route, Snapshot};

@@ -8,7 +8,7 @@ use crate::config::error::ConfigError;
 use crate::config::route::{self, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, Definition};
 use crate::config::{Origin, Route, Snapshot};
 use crate::delivery::http::sign::{Signer, SigningKey};
-use crate::delivery::policy::{self, CircuitBreaker, RateLimit};
+use crate::delivery::policy::{self, Batch, CircuitBreaker, RateLimit};
 use crate::pipeline::BodyFormat;
 use crate::pipeline::script::{EntryPoint, Script};
 use crate::store::StoreError;
@@ -99,6 +99,9 @@ subscription_definition! {
     /// Attempts started per second to the endpoint, retries included (docs/endpoint-policies.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Many events in one request (unordered subscriptions; docs/delivery-shapes.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSpec>,
     /// Deliver (default true) or not. Not part of the stored definition: it is the
     /// subscription's state.
     #[serde(default, skip_serializing)]
@@ -146,6 +149,20 @@ pub struct RateLimitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100000, example = 20)]
     pub burst: Option<u32>,
+}
+
+/// `batch` of a subscription: the keys of a route file's `[batch]`, the wait as text.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Events in one request at most; default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000, example = 50)]
+    pub max_events: Option<usize>,
+    /// How long the first event of a batch waits for more, e.g. `"500ms"` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "500ms")]
+    pub max_wait: Option<String>,
 }
 
 /// One problem with a subscription definition.
@@ -216,6 +233,13 @@ pub fn compile(
         per_second: r.per_second,
         burst: r.burst.unwrap_or_else(|| RateLimit::default_burst(r.per_second)),
     });
+    let batch = spec.batch.as_ref().map(|b| Batch {
+        max_events: b.max_events.unwrap_or(policy::DEFAULT_BATCH_EVENTS),
+        max_wait: match &b.max_wait {
+            Some(t) => duration(&mut own, "batch.max_wait", t).unwrap_or(policy::DEFAULT_BATCH_WAIT),
+            None => policy::DEFAULT_BATCH_WAIT,
+        },
+    });
     let filter = script(&mut own, snapshot, "filter", spec.filter.as_deref(), EntryPoint::Filter);
     let transform = script(&mut own, snapshot, "transform", spec.transform.as_deref(), EntryPoint::Transform);
     let mut keys = Vec::new();
@@ -247,6 +271,7 @@ pub fn compile(
         tenant: spec.tenant.as_deref(),
         circuit_breaker,
         rate_limit,
+        batch,
         digest: hex::encode(digest.finalize()),
         origin: Origin::Api { subscription: id.to_string() },
     };

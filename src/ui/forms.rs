@@ -141,6 +141,7 @@ impl SubForm {
             log_payload: self.log_payload,
             circuit_breaker: current.and_then(|c| c.circuit_breaker.clone()),
             rate_limit: current.and_then(|c| c.rate_limit.clone()),
+            batch: current.and_then(|c| c.batch.clone()),
             enabled,
             tenant: opt(&self.tenant),
         })

@@ -1,7 +1,8 @@
 //! Delivery shapes as a receiver meets them (docs/delivery-shapes.md): per-key order (every
 //! key's events in order, keys side by side, a failing key holding only itself) and scheduled
 //! delivery (`deliverat`: not before its time, across a router restart; refused beyond
-//! `[limits] max_schedule_ahead`). Each on both
+//! `[limits] max_schedule_ahead`), and batches (JSON arrays of the unbatched bodies, signed once,
+//! verified by the published `standardwebhooks` library; retried whole, dead-lettered per event). Each on both
 //! brokers (`shapes::on_rabbitmq::*`, `shapes::on_embedded::*`), the router a real process.
 //!
 //! Times are asserted only as orderings the product promises, never as how fast anything went.
@@ -19,6 +20,8 @@ on_both_brokers!(super::TestBroker::rabbitmq(), super::TestBroker::embedded();
     every_keys_events_arrive_in_order_with_a_growing_sequence,
     a_failing_key_holds_only_its_own_events,
     a_scheduled_event_waits_for_deliverat_across_a_restart,
+    a_burst_arrives_in_signed_batches_of_the_unbatched_bodies,
+    a_batch_refused_for_good_dead_letters_each_event,
 );
 
 /// `per_key` events for each of `keys` keys (`subject` = `k<key>`), published interleaved:
@@ -187,4 +190,169 @@ async fn a_scheduled_event_waits_for_deliverat_across_a_restart(on: TestBroker) 
         assert!(dead[0].error.contains("max_schedule_ahead"), "{dead:?}");
     }
     drop(router);
+}
+
+/// Whether `python3` has the published `standardwebhooks` package: required under CI, else the
+/// check that needs it is skipped (with a note).
+fn standardwebhooks_available() -> bool {
+    let probe = std::process::Command::new("python3").args(["-c", "import standardwebhooks"]).status();
+    if probe.is_ok_and(|s| s.success()) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must have the standardwebhooks package (pip install standardwebhooks)"
+    );
+    eprintln!("SKIPPED the library check: python3 with the standardwebhooks package is not installed");
+    false
+}
+
+/// Verifies `r` with the published `standardwebhooks` Python library, unmodified.
+fn verify_with_library(r: &Received) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, &r.body).unwrap();
+    let headers: serde_json::Map<String, Value> =
+        r.headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().into())).collect();
+    let script = "import json,sys\nfrom standardwebhooks.webhooks import Webhook\n\
+                  body=open(sys.argv[2],'rb').read()\nheaders=json.loads(sys.argv[3])\n\
+                  print(json.dumps(Webhook(sys.argv[1]).verify(body, headers)))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, SECRET, body.to_str().unwrap(), &Value::Object(headers).to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "standardwebhooks refused {}: {}", r.id(), String::from_utf8_lossy(&out.stderr));
+    let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verified, r.json(), "the library gives back the batch");
+}
+
+/// 25 events with `time` set, to a route with `[batch] max_events = 10` and, beside it, the same
+/// route unbatched. The receiver fails the batch route's first request with a 503. Every event
+/// arrives once in a 2xx'd batch; at least ⌈25/10⌉ requests; each body is a JSON array of
+/// exactly the unbatched bodies, in publish order within it, listed by `hookrelay-event-ids`
+/// and counted by `hookrelay-batch-size`; every request verifies (spec verifier and the
+/// published library); the failed batch is retried whole under the same `webhook-id`.
+async fn a_burst_arrives_in_signed_batches_of_the_unbatched_bodies(on: TestBroker) {
+    const N: usize = 25;
+    let failed_first = Arc::new(AtomicBool::new(false));
+    let f = failed_first.clone();
+    let rx = Receiver::start(move |r, _| {
+        let first = r.path == "/batched" && !f.swap(true, Ordering::SeqCst);
+        (if first { 503 } else { 200 }, vec![])
+    })
+    .await;
+    let cfg = on.config();
+    let route = |name: &str| RouteConfig::new(name).events(["order.*"]).url(rx.url(&format!("/{name}")));
+    cfg.route(&route("batched").batch(10, Duration::from_millis(500)).backoff([Duration::from_millis(300)]));
+    cfg.route(&route("single"));
+    let router = RouterProc::ready(&cfg).await;
+    let events: Vec<Value> = (0..N)
+        .map(|i| {
+            let mut e = event("order.paid", &format!("b-{i}"), json!({"n": i}));
+            e["time"] = json!("2030-01-01T00:00:00Z");
+            e
+        })
+        .collect();
+    on.publish(&router, &events).await;
+
+    let single = rx.wait_distinct("/single", N, T).await;
+    let unbatched: BTreeMap<String, Value> = single.iter().map(|r| (r.id(), r.json())).collect();
+    let ids_of = |r: &Received| -> Vec<String> {
+        r.header("hookrelay-event-ids").split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+    let distinct = |got: &[Received]| got.iter().flat_map(ids_of).collect::<std::collections::HashSet<_>>().len();
+    let retried = |got: &[Received]| got.iter().any(|r| r.header("hookrelay-attempt") == "2");
+    let got = rx
+        .wait_until("/batched", format!("{N} events in batches, one retried"), T, |got| {
+            distinct(got) >= N && retried(got)
+        })
+        .await;
+    let again = got.iter().find(|r| r.header("hookrelay-attempt") == "2").unwrap();
+    let failed = got.iter().find(|r| r.id() == again.id() && r.header("hookrelay-attempt") == "1").unwrap();
+    assert_eq!(again.body, failed.body, "the failed batch is sent again whole, under the same webhook-id");
+    let ok: Vec<&Received> = got.iter().filter(|r| !std::ptr::eq(*r, failed)).collect();
+    assert!(ok.len() >= N.div_ceil(10), "at least ⌈N/max_events⌉ 2xx'd requests: {}", ok.len());
+    let library = standardwebhooks_available();
+    let mut seen: Vec<String> = Vec::new();
+    for r in &got {
+        let ids = ids_of(r);
+        let body = r.json();
+        let elements = body.as_array().expect("a JSON array");
+        assert_eq!(r.header("hookrelay-batch-size"), elements.len().to_string());
+        assert_eq!(ids.len(), elements.len(), "one id per element");
+        assert!(elements.len() <= 10, "max_events");
+        for (id, element) in ids.iter().zip(elements) {
+            assert_eq!(element, &unbatched[id], "exactly what the unbatched delivery sent for {id}");
+        }
+        let places: Vec<usize> = ids.iter().map(|id| id[2..].parse().unwrap()).collect();
+        assert!(places.windows(2).all(|w| w[0] < w[1]), "publish order within a batch: {places:?}");
+        assert!(r.id().starts_with("batch_"), "{}", r.id());
+        verify_spec(SECRET, r).unwrap();
+        if library {
+            verify_with_library(r);
+        }
+    }
+    for r in &ok {
+        seen.extend(ids_of(r));
+    }
+    seen.sort();
+    let mut all: Vec<String> = (0..N).map(|i| format!("b-{i}")).collect();
+    all.sort();
+    assert_eq!(seen, all, "every event once in a delivered batch");
+    let api = Api::new(&router.api().await, None);
+    let scrape = api.get("/metrics").await.text;
+    assert!(scrape.contains("hookrelay_batch_size_count{route=\"batched\"}"), "{scrape}");
+    assert!(cfg.dead_letters().await.is_empty());
+}
+
+/// A receiver answering 400: each of the 12 events of the batches becomes a dead letter
+/// (reason `rejected`, the response's status), after one request per batch.
+async fn a_batch_refused_for_good_dead_letters_each_event(on: TestBroker) {
+    let rx = Receiver::start(|_, _| (400, vec![])).await;
+    let cfg = on.config();
+    cfg.route(&RouteConfig::new("r").events(["order.*"]).url(rx.url("/r")).batch(5, Duration::from_millis(300)));
+    let router = RouterProc::ready(&cfg).await;
+    on.publish(&router, &numbered("e", 12)).await;
+    let dead = cfg.wait_dead_letters(12, T).await;
+    let mut ids: Vec<&str> = dead.iter().map(|d| d.event_id.as_str()).collect();
+    ids.sort();
+    let mut all: Vec<String> = (0..12).map(|i| format!("e-{i}")).collect();
+    all.sort();
+    assert_eq!(ids, all, "one dead letter per event");
+    for d in &dead {
+        assert_eq!((d.reason.as_str(), d.last_status), ("rejected", Some(400)), "{d:?}");
+    }
+    let got = rx.on("/r");
+    let sent: usize = got.iter().map(|r| r.json().as_array().map_or(0, Vec::len)).sum();
+    assert_eq!(sent, 12, "each event sent once, in a batch: {} requests", got.len());
+}
+
+/// `hookrelay validate` places each misuse of the shapes at its `file:line:col`: `[batch]` on an
+/// ordered route, `order_key` without `ordered`, a key that is no attribute, batch limits.
+#[test]
+fn validate_places_shape_mistakes_at_their_line() {
+    let cfg = TestBroker::embedded().config();
+    let head = "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:1/\"\n";
+    cfg.route_text("a", &format!("{head}ordered = true\n[batch]\nmax_events = 10\n"));
+    cfg.route_text("b", &format!("{head}order_key = \"subject\"\n"));
+    cfg.route_text("c", &format!("{head}ordered = true\norder_key = \"data\"\n"));
+    cfg.route_text("d", &format!("{head}[batch]\nmax_events = 0\nmax_wait = \"2m\"\n"));
+    let out = std::process::Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(cfg.path())
+        .env(SECRET_ENV, SECRET)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for expected in [
+        "routes/a.toml:4:2: `batch` applies to unordered routes only",
+        "routes/b.toml:3:13: `order_key` needs `ordered = true`",
+        "routes/c.toml:4:13: `order_key` \"data\" as a whole is no key",
+        "routes/d.toml:4:14: `batch.max_events` must be at least 1 and at most 1000",
+        "routes/d.toml:5:12: `batch.max_wait` must be more than zero and at most 1 minute",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
 }

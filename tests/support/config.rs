@@ -72,6 +72,13 @@ struct RateLimitSection {
     burst: Option<u32>,
 }
 
+/// `[batch]` of a route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct BatchSection {
+    max_events: usize,
+    max_wait: String,
+}
+
 /// One `routes/<name>.toml`:
 /// `RouteConfig::new("erp").events(["order.*"]).url(rx.url("/erp")).ordered(true)`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,6 +109,8 @@ pub struct RouteConfig {
     circuit_breaker: Option<CircuitBreakerSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_limit: Option<RateLimitSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<BatchSection>,
 }
 
 impl RouteConfig {
@@ -127,6 +136,7 @@ impl RouteConfig {
             retry: None,
             circuit_breaker: None,
             rate_limit: None,
+            batch: None,
         }
     }
 
@@ -247,6 +257,12 @@ impl RouteConfig {
     /// `burst` (`None`: its default, `per_second`).
     pub fn rate_limit(mut self, per_second: f64, burst: Option<u32>) -> Self {
         self.rate_limit = Some(RateLimitSection { per_second, burst });
+        self
+    }
+
+    /// `[batch] max_events, max_wait`: many events in one request.
+    pub fn batch(mut self, max_events: usize, max_wait: Duration) -> Self {
+        self.batch = Some(BatchSection { max_events, max_wait: duration(max_wait) });
         self
     }
 

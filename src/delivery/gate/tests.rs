@@ -23,6 +23,7 @@ fn route(circuit_breaker: Option<CircuitBreaker>, rate_limit: Option<RateLimit>,
         retry: RetryPolicy { max_attempts: 3, backoff: vec![Duration::from_secs(5)] },
         circuit_breaker,
         rate_limit,
+        batch: None,
         digest: String::new(),
         origin: Origin::File { file: "routes/r.toml".into() },
     }
