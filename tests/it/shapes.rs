@@ -356,3 +356,27 @@ fn validate_places_shape_mistakes_at_their_line() {
         assert!(text.contains(expected), "{expected:?} in:\n{text}");
     }
 }
+
+/// Two replicas on one RabbitMQ route with `order_key` (the second a standby consumer); the
+/// active one is killed mid-stream: the standby takes over, and every key's events still first
+/// arrive in publish order (redeliveries of what was in flight at the kill may repeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_order_holds_through_a_consumer_failover_between_replicas() {
+    let on = TestBroker::rabbitmq();
+    let rx = Receiver::start_slow(Duration::from_millis(50), |_, _| (200, vec![])).await;
+    let cfg = on.config();
+    cfg.route(&keyed_route(&rx));
+    let mut active = RouterProc::ready(&cfg).await;
+    let standby = RouterProc::ready(&cfg).await;
+    let vh = on.vhost().unwrap();
+    vh.publish(&keyed(10, 20)).await;
+    rx.wait_requests("/r", 40, T).await;
+    active.kill();
+    let at_kill = rx.on("/r").len();
+    let got = rx.wait_distinct("/r", 200, T).await;
+    assert!(at_kill < 200, "the kill came mid-stream: {at_kill} requests");
+    for (k, places) in per_key(&got) {
+        assert_eq!(places, (0..20).collect::<Vec<_>>(), "key {k} in publish order through the failover");
+    }
+    drop(standby);
+}
