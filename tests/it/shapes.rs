@@ -380,3 +380,46 @@ async fn per_key_order_holds_through_a_consumer_failover_between_replicas() {
     }
     drop(standby);
 }
+
+/// API subscriptions take the same keys: `order_key` and `batch` are shown on the route and
+/// deliver as a route file's do; the same mistakes are refused with a 422 naming each field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_take_order_key_and_batch_with_the_same_checks() {
+    let on = TestBroker::embedded();
+    let rx = Receiver::ok().await;
+    let cfg = on.config();
+    let router = RouterProc::ready(&cfg).await;
+    let api = Api::new(&router.api().await, None);
+    let keyed = json!({"name": "keyed", "events": ["order.*"], "url": rx.url("/keyed"), "ordered": true,
+                       "order_key": "data.n", "concurrency": 4});
+    api.post("/v1/subscriptions", keyed).await.expect(201);
+    let batched = json!({"name": "batched", "events": ["order.*"], "url": rx.url("/batched"),
+                         "batch": {"max_events": 3, "max_wait": "300ms"}});
+    let created = api.post("/v1/subscriptions", batched).await;
+    let sub = created.expect(201);
+    assert_eq!(sub["batch"], json!({"max_events": 3, "max_wait": "300ms"}), "{sub}");
+    let route = api.get("/v1/routes/batched").await.json;
+    assert_eq!((&route["batch_max_events"], &route["batch_max_wait_ms"]), (&json!(3), &json!(300)), "{route}");
+    assert_eq!(api.get("/v1/routes/keyed").await.json["order_key"], "data.n");
+
+    on.publish(&router, &numbered("s", 3)).await;
+    rx.wait_distinct("/keyed", 3, T).await;
+    let got = rx
+        .wait_until("/batched", "3 events in batches", T, |got| {
+            got.iter().map(|r| r.json().as_array().map_or(0, Vec::len)).sum::<usize>() >= 3
+        })
+        .await;
+    assert!(got.iter().all(|r| r.id().starts_with("batch_")), "batches, not single events");
+
+    let bad = json!({"name": "bad", "events": ["order.*"], "url": rx.url("/bad"), "ordered": true,
+                     "order_key": "Subject", "batch": {"max_events": 0, "max_wait": "soon"}});
+    let refused = api.post("/v1/subscriptions", bad).await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    let fields: Vec<&str> = refused.json["error"]["details"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["order_key", "batch", "batch.max_events", "batch.max_wait"], "{}", refused.text);
+}
