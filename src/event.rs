@@ -22,6 +22,9 @@
 //!   tenant or an entity in any language, and is never copied into a header as it is (the
 //!   CloudEvents HTTP binding percent-encodes header values).
 //! - `subject`, when present, not empty (CloudEvents 1.0.2: "MUST be a non-empty string").
+//! - `deliverat` (scheduled delivery, docs/delivery-shapes.md), when present, an RFC 3339
+//!   date-time as a string; how far ahead it may lie is `[limits] max_schedule_ahead`
+//!   ([`CloudEvent::check_schedule`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -58,6 +61,9 @@ pub struct CloudEvent {
     #[serde(flatten)]
     pub extensions: Map<String, Value>,
 }
+
+/// The extension attribute that schedules an event's delivery: not before this RFC 3339 time.
+pub const DELIVER_AT: &str = "deliverat";
 
 /// An RFC 3339 `date-time` (a CloudEvent's `time`) as a point in time; `None` when it does not
 /// parse. `humantime` reads the UTC form (`Z`); a numeric offset (`-03:00`) is applied here.
@@ -216,7 +222,34 @@ impl CloudEvent {
                 check_string(name, v)?;
             }
         }
+        self.deliver_at()?;
         Ok(())
+    }
+
+    /// `deliverat`, when the event has one: an error unless it is an RFC 3339 date-time.
+    pub fn deliver_at(&self) -> Result<Option<SystemTime>, DecodeError> {
+        let Some(value) = self.extensions.get(DELIVER_AT) else { return Ok(None) };
+        match value.as_str().and_then(parse_time) {
+            Some(at) => Ok(Some(at)),
+            None => Err(DecodeError::Attribute {
+                name: DELIVER_AT.into(),
+                problem: format!("must be an RFC 3339 date-time such as \"2030-01-31T09:30:00Z\", not {value}"),
+            }),
+        }
+    }
+
+    /// Refuses a `deliverat` more than `max_ahead` after `now` (`[limits] max_schedule_ahead`).
+    pub fn check_schedule(&self, max_ahead: Duration, now: SystemTime) -> Result<(), DecodeError> {
+        match self.deliver_at()? {
+            Some(at) if at.duration_since(now).is_ok_and(|ahead| ahead > max_ahead) => Err(DecodeError::Attribute {
+                name: DELIVER_AT.into(),
+                problem: format!(
+                    "lies more than {} ahead ([limits] max_schedule_ahead)",
+                    humantime::format_duration(max_ahead)
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The requested schema version: `"2"`, `"v2"` → 2.
@@ -288,6 +321,27 @@ mod tests {
             parse_time("2024-02-29T12:34:56.123456789Z").map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap()),
             Some(Duration::new(1_709_210_096, 123_456_789))
         );
+    }
+
+    #[test]
+    fn deliverat_is_an_rfc3339_time_at_most_max_schedule_ahead_away() {
+        let ev = |at: Value| {
+            let mut e = serde_json::json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t"});
+            e[DELIVER_AT] = at;
+            CloudEvent::decode(&serde_json::to_vec(&e).unwrap())
+        };
+        let now = parse_time("2030-01-01T00:00:00Z").unwrap();
+        let day = Duration::from_secs(86_400);
+        let ok = ev("2030-01-02T00:00:00Z".into()).unwrap();
+        assert_eq!(ok.deliver_at(), Ok(Some(now + day)));
+        assert_eq!(ok.check_schedule(day, now), Ok(()));
+        let far = ok.check_schedule(day - Duration::from_secs(1), now).unwrap_err();
+        assert_eq!(far.attribute(), Some(DELIVER_AT));
+        assert!(far.to_string().contains("max_schedule_ahead"), "{far}");
+        assert_eq!(ev("2020-01-01T00:00:00Z".into()).unwrap().check_schedule(day, now), Ok(()), "past: at once");
+        for bad in [Value::from("tomorrow"), Value::from("2030-01-02"), Value::from(1_900_000_000)] {
+            assert_eq!(ev(bad.clone()).unwrap_err().attribute(), Some(DELIVER_AT), "{bad}");
+        }
     }
 
     #[test]

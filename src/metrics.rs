@@ -37,6 +37,8 @@
 //! | `hookrelay_rate_limited_waits_total` | counter | `route` |
 //! | `hookrelay_rate_limit_per_second` | gauge | `route` |
 //! | `hookrelay_api_refused_total` | counter | `reason` = an [`ApiRefusal`] label |
+//! | `hookrelay_order_lanes_in_use` | gauge | `route` ([`shape`]) |
+//! | `hookrelay_batch_size` | histogram | `route` ([`shape`]) |
 //!
 //! The circuit and rate-limit metrics exist for routes with a `[circuit_breaker]` or a
 //! `[rate_limit]` only ([`GateMeter`]).
@@ -51,8 +53,10 @@ use std::time::{Duration, SystemTime};
 
 mod api;
 mod gate;
+pub mod shape;
 pub use api::{ApiRefusal, api_refused};
 pub use gate::GateMeter;
+pub use shape::{BATCH_SIZE, BatchMeter, LanesMeter, ORDER_LANES};
 
 /// `hookrelay_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "hookrelay_build_info";
@@ -131,6 +135,8 @@ pub const METRICS: &[&str] = &[
     RATE_LIMITED_WAITS,
     RATE_LIMIT_PER_SECOND,
     API_REFUSED,
+    ORDER_LANES,
+    BATCH_SIZE,
 ];
 
 /// Bucket bounds of [`DELIVERY_DURATION`], in seconds: a webhook answers in milliseconds to
@@ -313,6 +319,8 @@ pub fn install() -> Result<Metrics, MetricsError> {
         .map_err(build)?
         .set_buckets_for_metric(Matcher::Full(DELIVERY_LAG.into()), LAG_BUCKETS)
         .map_err(build)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), shape::BATCH_BUCKETS)
+        .map_err(build)?
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| MetricsError::Install(e.to_string()))?;
@@ -348,6 +356,7 @@ pub fn handle() -> Option<Metrics> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    shape::describe();
     describe_gauge!(BUILD_INFO, "hookrelay's version; always 1.");
     describe_counter!(CONFIG_RELOADS, Unit::Count, "Config reloads (SIGHUP, file watch, API) by result.");
     describe_gauge!(

@@ -70,10 +70,13 @@ pub(crate) fn event_index(id: &str) -> Option<usize> {
     id.strip_prefix("b-")?.parse().ok()
 }
 
-/// Event `i` as published: a structured-mode CloudEvent of type `order.paid`.
+/// Event `i` as published: a structured-mode CloudEvent of type `order.paid`, subject
+/// `k<i mod 10>`.
 pub(crate) fn event(i: usize, size: Size) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "specversion": "1.0", "id": event_id(i), "source": "bench", "type": "order.paid",
+        // Ten keys for the per-key order group (`order_key = "subject"`).
+        "subject": format!("k{}", i % 10),
         "time": "2026-11-22T10:00:00Z", "datacontenttype": "application/json",
         "data": {
             "order_id": format!("o-{i}"), "total": 100 + (i % 900), "currency": "BRL",

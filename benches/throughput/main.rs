@@ -30,25 +30,28 @@
 //! `cargo bench --bench throughput -- [--quick] [--events N] [--repeat K] [--json FILE]
 //! [--only GROUP,…] [--latency-secs S] [--in-flight N] [--fanout 1,10,100] [--backlog N]
 //! [--backlog-rabbitmq N] [--backlog-secs S] [--wrap 'CMD ARGS']` (groups: ceilings, unordered,
-//! ordered, latency, memory, payload, fanout, backlog; brokers: rabbitmq, embedded, both when
+//! ordered, per_key_order, latency, memory, payload, fanout, backlog; brokers: rabbitmq, embedded, both when
 //! neither is named). Needs RabbitMQ with the management plugin: every run uses a vhost of its
 //! own, deleted at the end. Never a pass/fail test: it prints figures.
 
+mod ceilings;
 #[path = "../common/mod.rs"]
 mod common;
 mod embedded;
 mod http;
+mod per_key;
 mod process;
 mod rabbit;
 mod receiver;
 mod report;
+mod rows;
 mod sys;
 
 use common::Size;
 use process::{BusKind, Feed, Launch, Scenario};
-use rabbit::Vhost;
-use receiver::{Receiver, Timeline};
-use report::{Bound, Report, Target, Unit, Versus};
+
+use receiver::Receiver;
+use report::{Bound, Report, Target};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -62,13 +65,14 @@ const USAGE: &str = "cargo bench --bench throughput -- [--quick] [--events N] [-
     [--only GROUP,...] [--latency-secs S] [--in-flight N] [--fanout 1,10,100] [--backlog N]
     [--backlog-rabbitmq N] [--backlog-secs S] [--wrap 'CMD ARGS']
 
-groups: ceilings, unordered, ordered, latency, memory, payload, fanout, backlog
+groups: ceilings, unordered, ordered, per_key_order, latency, memory, payload, fanout, backlog
 brokers: rabbitmq, embedded (both when neither is named)
 --quick: 5,000 events, one repetition, shorter latency and backlog runs.
 Needs RabbitMQ with the management plugin; prints figures, never pass/fail.";
 
 /// What `--only` can name: measures, then brokers.
-const GROUPS: [&str; 8] = ["ceilings", "unordered", "ordered", "latency", "memory", "payload", "fanout", "backlog"];
+const GROUPS: [&str; 9] =
+    ["ceilings", "unordered", "ordered", "per_key_order", "latency", "memory", "payload", "fanout", "backlog"];
 const BROKERS: [&str; 2] = ["rabbitmq", "embedded"];
 
 #[derive(Debug, Clone)]
@@ -141,7 +145,7 @@ impl Opts {
 }
 
 fn scenario(routes: usize, ordered: bool, size: Size) -> Scenario {
-    Scenario { routes, ordered, size, concurrency: CONCURRENCY, prefetch: PREFETCH, timeout: None }
+    Scenario { routes, ordered, size, concurrency: CONCURRENCY, prefetch: PREFETCH, timeout: None, order_key: None }
 }
 
 /// The key of a ceiling on a broker: RabbitMQ's keep the names they had before the embedded
@@ -219,327 +223,6 @@ impl Bench {
         eprintln!("{what} failed:\n{e}");
     }
 
-    fn declare_rows(&mut self) {
-        let fanout = self.opts.fanout.clone();
-        let r = &mut self.report;
-        let p = Versus::Nothing;
-        let ratio = |key: String| Versus::Ratio(key);
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let (g, b) = (ceiling_group(kind), kind.label());
-            let c = |s: &str| ceil(kind, s);
-            r.row(g, c("consume.1k"), format!("{b}: bare consumer, ack only"), Unit::PerSec, p.clone());
-            if kind == BusKind::RabbitMq {
-                r.row(g, "ceiling.post.1k", "bare hyper POST, 32 at once", Unit::PerSec, p.clone());
-            }
-            let relay = format!("{b}: bare relay (consume → POST → ack), 32 at once");
-            r.row(g, c("relay.1k"), relay, Unit::PerSec, ratio(c("consume.1k")));
-            let relay1 = format!("{b}: bare relay, one at a time");
-            r.row(g, c("relay1.1k"), relay1, Unit::PerSec, ratio(c("consume.1k")));
-            r.row(g, c("relay.p50"), format!("{b}: bare relay p50 at the latency-run rate"), Unit::Millis, p.clone());
-            r.row(g, c("relay.p99"), format!("{b}: bare relay p99 at the latency-run rate"), Unit::Millis, p.clone());
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let (g, b) = (group_of(kind), kind.label());
-            let k = |s: &str| format!("{b}.{s}");
-            let c = |s: &str| ceil(kind, s);
-            r.row(
-                g,
-                k("unordered.1k.rate"),
-                "unordered route, events/s (queue filled before the start)",
-                Unit::PerSec,
-                ratio(c("consume.1k")),
-            );
-            r.row(g, k("unordered.1k.cpu"), "router CPU per event, unordered", Unit::Micros, p.clone());
-            if kind == BusKind::RabbitMq {
-                r.row(
-                    g,
-                    k("unordered.1k.broker_cpu"),
-                    "RabbitMQ node CPU per event, unordered",
-                    Unit::Micros,
-                    p.clone(),
-                );
-            }
-            r.row(g, k("unordered.1k.harness_cpu"), "harness CPU per event (receiver)", Unit::Micros, p.clone());
-            r.row(g, k("unordered.1k.rss_peak"), "router peak RSS, unordered run", Unit::MiB, p.clone());
-            r.row(g, k("idle.rss"), "router RSS once consuming an empty queue", Unit::MiB, p.clone());
-            if kind == BusKind::Embedded {
-                // Ingest, broker and delivery in one process at once: no bare equivalent; events
-                // cannot enter faster than a bare client POSTs.
-                r.row(
-                    g,
-                    k("ingest.1k.rate"),
-                    "producers POST /v1/events while it delivers, events/s",
-                    Unit::PerSec,
-                    ratio("ceiling.post.1k".into()),
-                );
-                r.row(g, k("ingest.1k.cpu"), "router CPU per event, ingest API included", Unit::Micros, p.clone());
-                r.row(
-                    g,
-                    k("ingest.1k.harness_cpu"),
-                    "harness CPU per event (producers, receiver)",
-                    Unit::Micros,
-                    p.clone(),
-                );
-            }
-            r.row(g, k("ordered.1k.rate"), "ordered route, events/s", Unit::PerSec, ratio(c("relay1.1k")));
-            r.row(g, k("ordered.1k.cpu"), "router CPU per event, ordered", Unit::Micros, p.clone());
-            r.row(
-                g,
-                k("latency.rate"),
-                if kind == BusKind::Embedded {
-                    "latency runs: rate (half the lower of drain and POST rates)"
-                } else {
-                    "latency runs: publish rate (half the unordered rate)"
-                },
-                Unit::PerSec,
-                p.clone(),
-            );
-            let published = if kind == BusKind::Embedded { "publish (POST /v1/events)" } else { "publish" };
-            r.row(
-                g,
-                k("latency.p50"),
-                format!("{published} → receive p50"),
-                Unit::Millis,
-                Versus::Minus(c("relay.p50")),
-            );
-            r.row(
-                g,
-                k("latency.p99"),
-                format!("{published} → receive p99"),
-                Unit::Millis,
-                Versus::Minus(c("relay.p99")),
-            );
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let b = kind.label();
-            let k = |s: &str| format!("{b}.{s}");
-            let row = |r: &mut Report, key: &str, label: &str, unit, versus| {
-                r.row(G_MEM, k(key), format!("{b}: {label}"), unit, versus)
-            };
-            // (a) Events in the router: prefetched and unacked, 32 of them being delivered.
-            let idle = k("inflight_router.idle");
-            row(
-                r,
-                "inflight_router.idle",
-                "(a) router RSS idle, same config (prefetch N, 32 at once)",
-                Unit::MiB,
-                p.clone(),
-            );
-            row(r, "inflight_router.unacked", "(a) events in the router, unacked", Unit::Count, p.clone());
-            row(
-                r,
-                "inflight_router.held",
-                "(a) of which being delivered (held by the receiver)",
-                Unit::Count,
-                p.clone(),
-            );
-            row(r, "inflight_router.rss", "(a) router RSS with them in flight", Unit::MiB, Versus::Minus(idle.clone()));
-            row(r, "inflight_router.peak", "(a) router peak RSS (VmHWM)", Unit::MiB, Versus::Minus(idle));
-            row(r, "inflight_router.per_event", "(a) (peak − idle) per event in flight", Unit::KiB, p.clone());
-            row(r, "inflight_router.huge", "(a) of its RSS, in transparent huge pages", Unit::MiB, p.clone());
-            // (b) Deliveries in flight: one open connection each.
-            let idle = k("inflight.idle");
-            row(r, "inflight.idle", "(b) router RSS idle, same config (prefetch N, N at once)", Unit::MiB, p.clone());
-            row(r, "inflight.held", "(b) deliveries in flight (connections held open)", Unit::Count, p.clone());
-            row(r, "inflight.rss", "(b) router RSS with them in flight", Unit::MiB, Versus::Minus(idle.clone()));
-            row(r, "inflight.peak", "(b) router peak RSS (VmHWM)", Unit::MiB, Versus::Minus(idle));
-            row(r, "inflight.per_event", "(b) (peak − idle) per delivery in flight", Unit::KiB, p.clone());
-            row(r, "inflight.huge", "(b) of its RSS, in transparent huge pages", Unit::MiB, p.clone());
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let (b, c) = (kind.label(), |s: &str| ceil(kind, s));
-            let k = |s: &str| format!("{b}.{s}");
-            r.row(G_PAYLOAD, c("consume.64k"), format!("{b}: bare consumer, ack only"), Unit::PerSec, p.clone());
-            if kind == BusKind::RabbitMq {
-                r.row(G_PAYLOAD, "ceiling.post.64k", "bare hyper POST, 32 at once", Unit::PerSec, p.clone());
-            }
-            r.row(
-                G_PAYLOAD,
-                k("unordered.64k.rate"),
-                format!("{b}: unordered route"),
-                Unit::PerSec,
-                ratio(c("consume.64k")),
-            );
-            r.row(G_PAYLOAD, k("unordered.64k.cpu"), format!("{b}: router CPU per event"), Unit::Micros, p.clone());
-            r.row(G_PAYLOAD, k("unordered.64k.rss_peak"), format!("{b}: router peak RSS"), Unit::MiB, p.clone());
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let b = kind.label();
-            for &n in &fanout {
-                let (k, c) = (format!("{b}.fanout{n}"), ceil(kind, &format!("consume.fanout{n}")));
-                let (queues, routes) = if n == 1 { ("queue", "route") } else { ("queues", "routes") };
-                r.row(G_FANOUT, c.clone(), format!("{b}: bare consumer, {n} {queues}"), Unit::PerSec, p.clone());
-                r.row(G_FANOUT, format!("{k}.rate"), format!("{b}: {n} {routes}"), Unit::PerSec, ratio(c));
-                r.row(
-                    G_FANOUT,
-                    format!("{k}.cpu"),
-                    format!("{b}: router CPU per delivery, {n} {routes}"),
-                    Unit::Micros,
-                    p.clone(),
-                );
-                r.row(
-                    G_FANOUT,
-                    format!("{k}.rss_peak"),
-                    format!("{b}: router peak RSS, {n} {routes}"),
-                    Unit::MiB,
-                    p.clone(),
-                );
-            }
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let b = kind.label();
-            let k = |s: &str| format!("{b}.backlog.{s}");
-            let row = |r: &mut Report, key: &str, label: &str, unit| {
-                r.row(G_BACKLOG, k(key), format!("{b}: {label}"), unit, Versus::Nothing)
-            };
-            row(r, "events", "events waiting when the router starts", Unit::Count);
-            row(r, "fill_rate", "queue fill rate, router stopped", Unit::PerSec);
-            row(
-                r,
-                "queue_mib",
-                if kind == BusKind::Embedded { "queue file size" } else { "queue message bytes" },
-                Unit::MiB,
-            );
-            row(r, "start_s", "router start to consuming", Unit::Secs);
-            row(r, "rss_start", "router RSS once consuming", Unit::MiB);
-            row(r, "rss_steady", "router RSS, median of the window's 2nd half", Unit::MiB);
-            row(r, "rss_end", "router RSS at the window's end", Unit::MiB);
-            // Beside the same router's peak on a queue of `--events` (the unordered run).
-            let peak = format!("{b}: router peak RSS (VmHWM)");
-            r.row(G_BACKLOG, k("rss_peak"), peak, Unit::MiB, ratio(format!("{b}.unordered.1k.rss_peak")));
-            let rate = format!("{b}: deliveries/s with the backlog");
-            r.row(G_BACKLOG, k("rate"), rate, Unit::PerSec, ratio(ceil(kind, "consume.1k")));
-            row(r, "cpu", "router CPU per delivery", Unit::Micros);
-            row(r, "waiting", "events still waiting at the window's end", Unit::Count);
-        }
-    }
-
-    /// The bare consumer on `kind` with `queues` queues of `n` events: `ceiling.<…>.consume.<key>`.
-    async fn ceiling_consume(&mut self, kind: BusKind, queues: usize, n: usize, size: Size, key: &str) {
-        let rate = match kind {
-            BusKind::RabbitMq => {
-                let vh = Vhost::new();
-                Ok(rabbit::bare_consumer(&vh.url(), queues, n, size, PREFETCH as u16).await)
-            }
-            BusKind::Embedded => match tempfile::tempdir() {
-                Ok(dir) => embedded::bare_consumer(dir.path(), queues, n, size, PREFETCH as u16).await,
-                Err(e) => Err(e.to_string()),
-            },
-        };
-        let what = format!("{} bare consumer, {queues} queue(s), {}", kind.label(), size.label());
-        match rate {
-            Ok(r) => {
-                self.report.record(ceil(kind, &format!("consume.{key}")), r);
-                self.progress(&what, &format!("{r:.0} deliveries/s"));
-            }
-            Err(e) => self.fail(ceiling_group(kind), &what, &e),
-        }
-    }
-
-    async fn ceiling_post(&mut self, size: Size, n: usize, key: &str) {
-        let post = http::bare_post(&format!("{}/bare", self.rx.addr), n, size, CONCURRENCY).await;
-        self.report.record(format!("ceiling.post.{key}"), post);
-        self.progress(&format!("bare POST {}", size.label()), &format!("{post:.0}/s"));
-    }
-
-    /// Measures what `key` needs when this repetition has not measured it yet.
-    async fn ensure(&mut self, kind: BusKind, key: &str) {
-        if self.report.current(&ceil(kind, key)).is_some() {
-            return;
-        }
-        let n = self.opts.events;
-        match key {
-            "consume.1k" => self.ceiling_consume(kind, 1, n, Size::Kib1, "1k").await,
-            "relay1.1k" => self.ceiling_relay(kind, (n / 4).max(100), 1).await,
-            _ => unreachable!("no ceiling {key}"),
-        }
-    }
-
-    async fn ensure_post(&mut self) {
-        if self.report.current("ceiling.post.1k").is_none() {
-            self.ceiling_post(Size::Kib1, self.opts.events, "1k").await;
-        }
-    }
-
-    /// The bare relay on `kind`, `n` events from a filled queue, `in_flight` at once.
-    async fn ceiling_relay(&mut self, kind: BusKind, n: usize, in_flight: usize) {
-        let target = format!("{}/bare", self.rx.addr);
-        let done = match kind {
-            BusKind::RabbitMq => {
-                let vh = Vhost::new();
-                rabbit::declare_bare(&vh.url(), 1).await;
-                rabbit::publish_bulk(&vh.url(), "bare", "order.paid", Size::Kib1, n).await;
-                self.rx.reset(None);
-                rabbit::bare_relay(&vh.url(), &target, n, PREFETCH as u16, in_flight).await;
-                Ok(())
-            }
-            BusKind::Embedded => match tempfile::tempdir() {
-                Ok(dir) => {
-                    self.rx.reset(None);
-                    embedded::bare_relay(dir.path(), &target, n, PREFETCH as u16, in_flight).await
-                }
-                Err(e) => Err(e.to_string()),
-            },
-        };
-        let key = if in_flight == 1 { "relay1.1k" } else { "relay.1k" };
-        let what = format!("{} bare relay, {in_flight} at once", kind.label());
-        match done {
-            Ok(()) => {
-                let rate = self.rx.rate();
-                self.report.record(ceil(kind, key), rate);
-                self.progress(&what, &format!("{rate:.0}/s"));
-            }
-            Err(e) => self.fail(ceiling_group(kind), &what, &e),
-        }
-    }
-
-    /// The bare relay's latency on `kind`, events published at `rate`.
-    async fn ceiling_relay_latency(&mut self, kind: BusKind, rate: f64, events: usize) {
-        let timeline = Timeline::new(events);
-        self.rx.reset(Some(timeline.clone()));
-        let target = format!("{}/bare", self.rx.addr);
-        let done = match kind {
-            BusKind::RabbitMq => {
-                let vh = Vhost::new();
-                rabbit::declare_bare(&vh.url(), 1).await;
-                let url = vh.url();
-                let t = target.clone();
-                let relay =
-                    tokio::spawn(
-                        async move { rabbit::bare_relay(&url, &t, events, PREFETCH as u16, CONCURRENCY).await },
-                    );
-                rabbit::publish_paced(&vh.url(), "bare", "order.paid", Size::Kib1, events, rate, &timeline).await;
-                relay.await.map_err(|e| e.to_string())
-            }
-            BusKind::Embedded => match tempfile::tempdir() {
-                Ok(dir) => {
-                    embedded::bare_relay_paced(
-                        dir.path(),
-                        &target,
-                        events,
-                        rate,
-                        &timeline,
-                        PREFETCH as u16,
-                        CONCURRENCY,
-                    )
-                    .await
-                }
-                Err(e) => Err(e.to_string()),
-            },
-        };
-        self.rx.reset(None);
-        let what = format!("{} bare relay latency", kind.label());
-        match done {
-            Ok(()) => {
-                let l = process::summarize(&timeline, events);
-                self.report.record(ceil(kind, "relay.p50"), l.p50_ms);
-                self.report.record(ceil(kind, "relay.p99"), l.p99_ms);
-                self.progress(&what, &format!("{rate:.0}/s: p50 {:.2} ms, p99 {:.2} ms", l.p50_ms, l.p99_ms));
-            }
-            Err(e) => self.fail(ceiling_group(kind), &what, &e),
-        }
-    }
-
     fn throughput_row(&mut self, kind: BusKind, prefix: &str, t: &process::Throughput, cpu_detail: bool) {
         self.report.record(format!("{prefix}.rate"), t.rate);
         self.report.record(format!("{prefix}.cpu"), t.cpu_us.router);
@@ -563,17 +246,6 @@ impl Bench {
                 t.rate, t.cpu_us.router, t.cpu_us.harness, t.peak_rss_mib
             ),
         );
-    }
-
-    /// The ceilings of one broker (the whole `ceilings` group).
-    async fn ceilings(&mut self, kind: BusKind) {
-        let n = self.opts.events;
-        self.ceiling_consume(kind, 1, n, Size::Kib1, "1k").await;
-        if kind == BusKind::RabbitMq {
-            self.ceiling_post(Size::Kib1, n, "1k").await;
-        }
-        self.ceiling_relay(kind, n, CONCURRENCY).await;
-        self.ceiling_relay(kind, (n / 4).max(100), 1).await;
     }
 
     /// Every hookrelay measure on one broker.
@@ -627,6 +299,9 @@ impl Bench {
                 }
                 Err(e) => self.fail(group, &format!("{b} ordered"), &e),
             }
+        }
+        if self.opts.wants("per_key_order") {
+            self.per_key_order(kind).await;
         }
         if self.opts.wants("latency") {
             // Half the maximum rate through the path the latency run's events take: on the

@@ -1,7 +1,8 @@
 //! The minimal HTTP receiver on loopback every run delivers to: it reads each body, answers 200,
 //! and records when requests arrive. For latency runs it also notes the arrival of each event
 //! (by its `webhook-id`) on a [`Timeline`] the publisher marks at publish time. In hold mode it
-//! keeps every request open until released, which is how a run gets 10,000 deliveries in flight.
+//! keeps every request open until released, which is how a run gets 10,000 deliveries in flight;
+//! in slow mode it takes a fixed time per request (the per-key order group).
 
 use crate::common::event_index;
 use bytes::Bytes;
@@ -75,6 +76,8 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
 struct State {
     count: AtomicUsize,
     held: AtomicUsize,
+    /// Milliseconds each request takes to answer (0: at once).
+    delay_ms: AtomicU64,
     /// Nanoseconds since `epoch` (+1) of the first and last arrival of the current run.
     first: AtomicU64,
     last: AtomicU64,
@@ -121,6 +124,10 @@ impl Receiver {
                                 let _ = hold_rx.wait_for(|h| !*h).await;
                                 st.held.fetch_sub(1, Ordering::SeqCst);
                             }
+                            let delay = st.delay_ms.load(Ordering::Relaxed);
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                            }
                             st.count.fetch_add(1, Ordering::SeqCst);
                             Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::new())))
                         }
@@ -150,6 +157,11 @@ impl Receiver {
     /// Requests being held open now.
     pub(crate) fn held(&self) -> usize {
         self.state.held.load(Ordering::SeqCst)
+    }
+
+    /// Takes `delay` to answer each request from now on (zero: at once).
+    pub(crate) fn slow(&self, delay: Duration) {
+        self.state.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Holds every request from now on (true) or releases them all (false).

@@ -189,6 +189,7 @@ async fn accept(
 /// Decodes one structured event and validates its data: the checks every event passes at ingest.
 fn check(snapshot: &crate::config::Snapshot, raw: &[u8]) -> Result<CloudEvent, ApiError> {
     let event = CloudEvent::decode(raw)?;
+    event.check_schedule(snapshot.limits.max_schedule_ahead.0, std::time::SystemTime::now())?;
     let null = serde_json::Value::Null;
     if let Err(e) = snapshot.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)) {
         return Err(match &e {

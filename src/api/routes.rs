@@ -38,6 +38,15 @@ pub struct RouteView {
     pub url: String,
     /// Strict FIFO.
     pub ordered: bool,
+    /// FIFO per this key (an attribute or `data.<path>`), keys in parallel; ordered routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_key: Option<String>,
+    /// `[batch] max_events`, when the route sends batches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_max_events: Option<usize>,
+    /// `[batch] max_wait` in milliseconds, when the route sends batches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_max_wait_ms: Option<u64>,
     /// `standard`, `cloudevents` or `data`.
     pub format: String,
     /// Per-attempt timeout in milliseconds.
@@ -131,6 +140,9 @@ impl RouteView {
             events: r.events.clone(),
             url: r.url.to_string(),
             ordered: r.ordered,
+            order_key: r.order_key.as_ref().map(|k| k.as_str().to_string()),
+            batch_max_events: r.batch.map(|b| b.max_events),
+            batch_max_wait_ms: r.batch.map(|b| b.max_wait.as_millis() as u64),
             format: r.steps.format.as_str().into(),
             timeout_ms: r.timeout.as_millis() as u64,
             concurrency: r.concurrency,
@@ -338,7 +350,8 @@ pub(crate) async fn send_now(state: &ApiState, route: &Route, payload: Payload) 
     let (snapshot, client) = (state.router.snapshot(), state.router.client());
     let sequence = state.router.sequencer().of(&payload);
     let traceparent = payload.traceparent.clone().unwrap_or_else(new_traceparent);
-    let attempt = Attempt { route, payload: &payload, sequence: &sequence, number: 1, traceparent: &traceparent };
+    let attempt =
+        Attempt { route, payload: &payload, sequence: &sequence, number: 1, traceparent: &traceparent, extra: &[] };
     let result = attempt.send(&client, snapshot.limits.response_body_bytes).await;
     let body = serde_json::from_slice(&payload.body).ok();
     TestResult {

@@ -383,6 +383,7 @@ pub async fn validate(
         ordered: false,
         timeout,
         concurrency: 1,
+        order_key: None,
         steps: Default::default(),
         headers: HeaderMap::new(),
         log_payload: false,
@@ -390,6 +391,7 @@ pub async fn validate(
         retry: RetryPolicy { max_attempts: 1, backoff: vec![std::time::Duration::from_secs(1)] },
         circuit_breaker: None,
         rate_limit: None,
+        batch: None,
         digest: String::new(),
         origin: Origin::Api { subscription: String::new() },
     };

@@ -295,6 +295,9 @@ pub struct SecurityFile {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Default `[limits] max_schedule_ahead`: 30 days.
+pub const DEFAULT_MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -303,11 +306,18 @@ pub struct LimitsFile {
     pub max_event_bytes: usize,
     /// Response body bytes kept for logs and dead letters. Default 4096.
     pub response_body_bytes: usize,
+    /// How far ahead an event's `deliverat` may lie: ingest refuses one further off (422), and
+    /// one consumed over AMQP is dead-lettered `malformed`. Above zero. Default 30d.
+    pub max_schedule_ahead: Dur,
 }
 
 impl Default for LimitsFile {
     fn default() -> Self {
-        Self { max_event_bytes: 256 * 1024, response_body_bytes: 4096 }
+        Self {
+            max_event_bytes: 256 * 1024,
+            response_body_bytes: 4096,
+            max_schedule_ahead: Dur(DEFAULT_MAX_SCHEDULE_AHEAD),
+        }
     }
 }
 
@@ -341,7 +351,12 @@ pub struct RouteFile {
     /// Per-attempt timeout (connect, send, response), above zero. Default 10s.
     #[serde(default = "default_timeout")]
     pub timeout: Dur,
-    /// Deliveries at once on an unordered route, 1 to 10,000. Default 16.
+    /// Ordered routes: FIFO per key instead of one line for the whole route (a CloudEvent
+    /// attribute such as `subject`, or `data.<path>`); keys go in parallel, up to
+    /// `concurrency` (docs/delivery-shapes.md).
+    pub order_key: Option<Spanned<String>>,
+    /// Deliveries at once on an unordered route (keys at once on an ordered route with an
+    /// `order_key`), 1 to 10,000. Default 16.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// A plugin that defines `fn filter(event)` (a path), or a declarative filter (a table,
@@ -375,6 +390,29 @@ pub struct RouteFile {
     pub circuit_breaker: Option<CircuitBreakerFile>,
     /// Attempts started per second to the endpoint (docs/endpoint-policies.md).
     pub rate_limit: Option<RateLimitFile>,
+    /// Many events in one request (unordered routes; docs/delivery-shapes.md).
+    pub batch: Option<BatchFile>,
+}
+
+/// `[batch]` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchFile {
+    /// Events in one request at most, 1 to 1,000. Default 50.
+    #[serde(default = "default_batch_events")]
+    pub max_events: usize,
+    /// How long the first event of a batch waits for more, above zero, at most 1 minute.
+    /// Default 500ms.
+    #[serde(default = "default_batch_wait")]
+    pub max_wait: Dur,
+}
+
+fn default_batch_events() -> usize {
+    crate::delivery::policy::DEFAULT_BATCH_EVENTS
+}
+
+fn default_batch_wait() -> Dur {
+    Dur(crate::delivery::policy::DEFAULT_BATCH_WAIT)
 }
 
 /// `filter` of a route: a plugin path (a string), or a declarative filter (a table such as

@@ -63,8 +63,10 @@ pub struct Route {
     pub ordered: bool,
     /// Per-attempt timeout.
     pub timeout: Duration,
-    /// Concurrent deliveries (unordered routes).
+    /// Concurrent deliveries (unordered routes), or keys at once (ordered, with an `order_key`).
     pub concurrency: usize,
+    /// Ordered routes: FIFO per this key, keys in parallel.
+    pub order_key: Option<crate::delivery::policy::OrderKey>,
     /// Its pipeline: tenant check, filter, transform, redaction, body format.
     pub steps: Steps,
     /// Static extra headers (credentials marked sensitive, see [`route::is_credential`]).
@@ -79,6 +81,8 @@ pub struct Route {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// `[rate_limit]`: attempts started per second to the endpoint.
     pub rate_limit: Option<RateLimit>,
+    /// `[batch]`: many events in one request (unordered routes).
+    pub batch: Option<crate::delivery::policy::Batch>,
     /// Hash of the route file and its plugins: tells a reload which routes changed.
     pub digest: String,
     /// Where the route is defined.
@@ -110,6 +114,21 @@ impl Route {
     /// The tenant whose events alone the route takes, if it has one.
     pub fn tenant(&self) -> Option<&str> {
         self.steps.tenant.tenant()
+    }
+
+    /// The prefetch its consumer takes, given `[broker] prefetch`: at least one message per
+    /// slot where deliveries run side by side (unordered routes, an ordered route's lanes).
+    pub fn prefetch(&self, configured: u16) -> u16 {
+        let slots = match self.batch {
+            // Room for two full batches, so that the next gathers while one is being sent.
+            Some(b) => self.concurrency.max(2 * b.max_events),
+            None => self.concurrency,
+        };
+        if self.ordered && self.order_key.is_none() {
+            configured
+        } else {
+            configured.max(slots.min(usize::from(u16::MAX)) as u16)
+        }
     }
 
     /// Whether an endpoint policy (circuit breaker, rate limit) is consulted around its
@@ -265,6 +284,9 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         main.security.ca_file.as_ref().map(|f| load_ca_file(dir, f, &mut files, &mut errors)).unwrap_or_default();
     check_api(&main.api, &mut errors);
     errors.extend(main.tenants.problem().map(|m| ConfigError::file(MAIN_FILE, m)));
+    if main.limits.max_schedule_ahead.0.is_zero() {
+        errors.push(ConfigError::file(MAIN_FILE, "[limits] max_schedule_ahead must be more than zero"));
+    }
     if main.broker.as_ref().is_some_and(|b| b.consumer_timeout.0.is_zero()) {
         errors.push(ConfigError::file(MAIN_FILE, "[broker] consumer_timeout must be more than zero"));
     }

@@ -12,7 +12,7 @@ use super::{LoadOptions, Origin, RABBITMQ_CONSUMER_TIMEOUT, Route, locate, toml_
 use crate::broker::topic;
 use crate::delivery::http::guard::Policy;
 use crate::delivery::http::sign::{Signer, SigningKey};
-use crate::delivery::policy::{CircuitBreaker, RateLimit};
+use crate::delivery::policy::{Batch, CircuitBreaker, RateLimit};
 use crate::pipeline::condition::Loc;
 use crate::pipeline::schema::SchemaRegistry;
 use crate::pipeline::script::{EntryPoint, Script};
@@ -155,6 +155,7 @@ impl RouteFiles<'_> {
             ordered: file.ordered,
             timeout: file.timeout.0,
             concurrency: file.concurrency,
+            order_key: file.order_key.as_ref().map(|k| k.get_ref().as_str()),
             max_attempts: file.retry.max_attempts,
             backoff: file.retry.backoff.iter().map(|d| d.0).collect(),
             filter,
@@ -175,6 +176,7 @@ impl RouteFiles<'_> {
                 per_second: r.per_second,
                 burst: r.burst.unwrap_or_else(|| RateLimit::default_burst(r.per_second)),
             }),
+            batch: file.batch.as_ref().map(|b| Batch { max_events: b.max_events, max_wait: b.max_wait.0 }),
             digest: hex::encode(digest.finalize()),
             origin: Origin::File { file: at.shown.display().to_string() },
         };
@@ -230,6 +232,13 @@ impl RouteFiles<'_> {
                         None => ConfigError::file(at.shown, msg),
                     }
                 }
+                Field::Batch => at.path(&["batch"], true, msg),
+                Field::BatchMaxEvents => at.path(&["batch", "max_events"], false, msg),
+                Field::BatchMaxWait => at.path(&["batch", "max_wait"], false, msg),
+                Field::OrderKey => match &file.order_key {
+                    Some(k) => at.span(k.span(), msg),
+                    None => ConfigError::file(at.shown, msg),
+                },
             });
         });
         // A plugin or secret that failed leaves no route behind, complete or not.

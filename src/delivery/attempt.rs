@@ -54,6 +54,8 @@ pub struct Attempt<'a> {
     /// The trace context the attempt continues when traces are off (with traces on, the attempt
     /// span's own context is sent): the same on every attempt, so that they share a trace.
     pub traceparent: &'a str,
+    /// Headers of this kind of delivery besides the usual ones (a batch's size and event ids).
+    pub extra: &'a [(HeaderName, HeaderValue)],
 }
 
 impl Attempt<'_> {
@@ -74,7 +76,11 @@ impl Attempt<'_> {
     async fn exchange(&self, client: &WebhookClient, keep: usize, logged: Option<&mut String>) -> AttemptResult {
         let span = telemetry::attempt_span(self.number, &self.route.url);
         let traceparent = telemetry::traceparent(&span, Some(self.traceparent));
-        let headers = request_headers(self.route, self.payload, self.sequence, &traceparent, self.number, unix_now());
+        let mut headers =
+            request_headers(self.route, self.payload, self.sequence, &traceparent, self.number, unix_now());
+        for (name, value) in self.extra {
+            headers.insert(name.clone(), value.clone());
+        }
         if let Some(logged) = logged {
             *logged = logged_headers(&headers);
         }

@@ -49,7 +49,7 @@ pub const CONSUMERS_EVERY: Duration = Duration::from_secs(5);
 /// broker of `snap`: nothing for a route without any.
 pub fn describe(route: &Route, snap: &Snapshot) -> Vec<String> {
     let fmt = |d: Duration| humantime::format_duration(d).to_string();
-    let mut out = Vec::new();
+    let mut out = describe_order(route);
     if let Some(cb) = &route.circuit_breaker {
         let open_for = fmt(cb.open_for);
         let held = if route.ordered {
@@ -95,6 +95,31 @@ pub fn describe(route: &Route, snap: &Snapshot) -> Vec<String> {
             "rate limit: at most {} attempts start per second (a bucket of {}), retries included; waiting for a token \
              is not an attempt; a 429 with Retry-After pauses the whole route until then; {shared}.",
             rl.per_second, rl.burst
+        ));
+    }
+    out
+}
+
+/// What the route's per-key order does, in words: nothing without an `order_key`.
+fn describe_order(route: &Route) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(key) = &route.order_key {
+        out.push(format!(
+            "order: FIFO per `{}` (events without it share one line), up to {} keys at once; a failing key retries \
+             in place and holds only its own events",
+            key.as_str(),
+            route.concurrency
+        ));
+    }
+    if let Some(b) = &route.batch {
+        out.push(format!(
+            "batch: up to {} events per request, or what has arrived {} after the first: the body is a JSON array of \
+             the bodies above, one signature over it, webhook-id derived from the event ids, headers \
+             hookrelay-batch-size and hookrelay-event-ids; a retry resends the whole batch, a permanent failure \
+             dead-letters each event; {} batches at once",
+            b.max_events,
+            humantime::format_duration(b.max_wait),
+            route.concurrency
         ));
     }
     out

@@ -22,11 +22,12 @@
 //! - after it: the [`verdict::AttemptResult`] feeds the circuit (a failed probe is retried, never
 //!   exhausts its event), and, for API subscriptions, `disable_after`.
 //!
-//! Where the other policies of issue 14 plug in, without changing this shape:
-//! - **batching**: in [`worker`]'s unordered loop, messages gather into one body up to
-//!   `max_events` or `max_wait`, sent as one attempt and settled one by one;
-//! - **scheduled delivery**: in [`settle`], a not-before time (`deliverat`) is a park with that
-//!   delay, not counted as an attempt, as a held event's is.
+//! The delivery shapes (docs/delivery-shapes.md) plug into [`worker`] without changing this
+//! shape: **per-key order** (an ordered route's `order_key`) runs one sequential line per key
+//! behind the single-active consumer; **scheduled delivery** (`deliverat`) holds a message
+//! before its first attempt as the gate holds one (parked with a not-before time, or in place);
+//! **batches** (`[batch]`) gather messages after their pipeline into one body, sent as one
+//! attempt and settled one by one.
 
 pub mod attempt;
 pub mod gate;

@@ -16,8 +16,8 @@
 //!   counts it ([`Settle::hold`]); on an ordered route the worker holds it in place instead, and
 //!   hands it back ([`Settled::HandBack`]) before RabbitMQ's consumer timeout would.
 //!
-//! Issue 14's scheduled deliveries plug in here too: a not-before time (a `deliverat`) is a park
-//! with that delay, not counted as an attempt.
+//! A scheduled event (its `deliverat` ahead) is held the same way, before its first attempt
+//! (the worker's `schedule` module).
 
 use super::verdict::{AttemptResult, Reason, Verdict};
 use crate::broker::{

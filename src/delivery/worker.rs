@@ -2,7 +2,9 @@
 //! `Dispatch`: prepare (the pipeline) → attempt → decide → report → settle.
 //!
 //! Ordered routes (single active consumer) are a plain sequential loop: one message at a time,
-//! retried in place, so later events wait. Unordered routes run up to `concurrency` messages at
+//! retried in place, so later events wait; with an `order_key`, one such line per key
+//! ([`lanes`]). Unordered routes with `[batch]` gather messages into batches ([`batch`]); other
+//! unordered routes run up to `concurrency` messages at
 //! once (a semaphore of slots), retried through the broker's delay, so one failing event blocks
 //! nothing. Stopping takes no new message, lets the ones in flight settle, then closes the
 //! consumer, which gives the unacked ones back in order (never cancel-then-requeue: on a
@@ -42,6 +44,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
+
+mod batch;
+mod lanes;
+mod schedule;
 
 /// The config now live with the HTTP client built for it: swapped as one by a reload, so that a
 /// delivery never pairs a config with another config's client.
@@ -193,7 +199,11 @@ impl Worker {
         let route = self.route.load_full();
         let result = if route.ordered {
             loop {
-                match self.sequential(consumer.as_mut()).await {
+                let round = match &route.order_key {
+                    Some(key) => self.lanes(consumer.as_mut(), key, route.concurrency).await,
+                    None => self.sequential(consumer.as_mut()).await,
+                };
+                match round {
                     Ok(true) => consumer = self.hand_back(consumer, &route).await?,
                     done => break done.map(drop),
                 }
@@ -207,7 +217,10 @@ impl Worker {
                 let follow = self.gate.clone().follow_consumers(self.broker.clone(), self.route.clone(), following);
                 tokio::spawn(follow.in_current_span());
             }
-            Arc::new(self).concurrent(consumer.as_mut(), route.concurrency).await
+            match route.batch {
+                Some(batch) => Arc::new(self).batched(consumer.as_mut(), batch, route.concurrency).await,
+                None => Arc::new(self).concurrent(consumer.as_mut(), route.concurrency).await,
+            }
         };
         consumer.close().await;
         result
@@ -218,7 +231,7 @@ impl Worker {
     async fn hand_back(&self, consumer: Box<dyn Consumer>, route: &Route) -> Result<Box<dyn Consumer>, String> {
         consumer.close().await;
         info!("held event handed back to the queue before the broker's consumer timeout; consuming again");
-        let prefetch = self.shared.snapshot().broker.prefetch;
+        let prefetch = route.prefetch(self.shared.snapshot().broker.prefetch);
         self.broker.consume(&route.queue(), prefetch).await.map_err(|e| format!("consuming again failed: {e}"))
     }
 
@@ -303,6 +316,9 @@ impl Worker {
         if let Some(rest) = settle.early() {
             // Not counted as consumed: the event has not come back for its attempt yet.
             return settle.park_again(rest).await;
+        }
+        if let Some(held) = self.hold_scheduled(&settle, &live.snapshot, &route).await {
+            return held;
         }
         self.meter.consumed();
         let _busy = self.meter.in_flight();
@@ -414,7 +430,8 @@ impl Dispatch<'_> {
                     Admission::Hold { wait, .. } => return self.settle.hold(number, wait).await,
                 },
             };
-            let attempt = Attempt { route: self.route, payload, sequence: &sequence, number, traceparent: &incoming };
+            let attempt =
+                Attempt { route: self.route, payload, sequence: &sequence, number, traceparent: &incoming, extra: &[] };
             // The headers sent go into the delivery log with the body, where the route keeps
             // bodies: rendering and storing them costs about 4,500 instructions per attempt
             // (docs/operations.md, "Delivery log and store"), too much to pay on every route.

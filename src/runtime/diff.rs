@@ -20,7 +20,9 @@ pub struct ConfigDiff {
     pub redeclare: BTreeSet<String>,
     /// Routes in both whose worker starts anew: their concurrency (prefetch and slots are set
     /// when a worker starts) changed, or they gained or lost a rate limit (an unordered route's
-    /// worker follows the queue's consumers, to share the rate, only when it starts with one).
+    /// worker follows the queue's consumers, to share the rate, only when it starts with one),
+    /// or their shape changed (`order_key`, `[batch]`: how a worker consumes is set when it
+    /// starts).
     pub restart: BTreeSet<String>,
     /// Routes in both, with the patterns they no longer have.
     pub unbind: BTreeMap<String, Vec<String>>,
@@ -51,7 +53,11 @@ impl ConfigDiff {
             if o.events != r.events || o.retry.tiers() != r.retry.tiers() {
                 diff.redeclare.insert(name());
             }
-            if o.concurrency != r.concurrency || o.rate_limit.is_some() != r.rate_limit.is_some() {
+            if o.concurrency != r.concurrency
+                || o.rate_limit.is_some() != r.rate_limit.is_some()
+                || o.order_key != r.order_key
+                || o.batch != r.batch
+            {
                 diff.restart.insert(name());
             }
             let dropped: Vec<String> = o.events.iter().filter(|p| !r.events.contains(p)).cloned().collect();
@@ -202,6 +208,15 @@ mod tests {
         let unbinds: Vec<(&str, usize)> = diff.unbinds().map(|(r, p)| (r.as_str(), p.len())).collect();
         assert_eq!(unbinds, [("moved", 1), ("gone", 2)]);
         assert!(!diff.new_client && diff.refusals.is_empty());
+    }
+
+    #[test]
+    fn a_new_delivery_shape_restarts_the_worker() {
+        let keyed = |key: &str| route("\"k\"", &format!("ordered = true\norder_key = \"{key}\""));
+        let batched = |n: usize| route("\"b\"", &format!("[batch]\nmax_events = {n}"));
+        let old = config(MAIN, &[("k", &keyed("subject")), ("b", &batched(10)), ("u", &route("\"u\"", ""))]);
+        let new = config(MAIN, &[("k", &keyed("data.id")), ("b", &batched(20)), ("u", &batched(5))]);
+        assert_eq!(ConfigDiff::between(&old, &new).restart, set(&["b", "k", "u"]));
     }
 
     #[test]

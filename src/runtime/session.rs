@@ -185,8 +185,7 @@ impl Session {
 
     /// Starts a worker on a declared route.
     async fn consume(&mut self, snap: &Snapshot, route: Arc<Route>) -> Result<(), BrokerError> {
-        let prefetch =
-            if route.ordered { snap.broker.prefetch } else { snap.broker.prefetch.max(route.concurrency as u16) };
+        let prefetch = route.prefetch(snap.broker.prefetch);
         let consumer = self.broker.consume(&route.queue(), prefetch).await?;
         let stop = CancellationToken::new();
         let live = Arc::new(ArcSwap::new(route.clone()));

@@ -18,7 +18,7 @@
 mod spec;
 
 pub use spec::{
-    CircuitBreakerSpec, FieldError, FilterSpec, RateLimitSpec, SubscriptionDefinition, SubscriptionError,
+    BatchSpec, CircuitBreakerSpec, FieldError, FilterSpec, RateLimitSpec, SubscriptionDefinition, SubscriptionError,
     SubscriptionSpec, compile,
 };
 

@@ -8,7 +8,7 @@ use crate::config::error::ConfigError;
 use crate::config::route::{self, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, Definition};
 use crate::config::{Origin, Route, Snapshot};
 use crate::delivery::http::sign::{Signer, SigningKey};
-use crate::delivery::policy::{self, CircuitBreaker, RateLimit};
+use crate::delivery::policy::{self, Batch, CircuitBreaker, RateLimit};
 use crate::pipeline::BodyFormat;
 use crate::pipeline::script::{EntryPoint, Script};
 use crate::store::StoreError;
@@ -76,7 +76,12 @@ subscription_definition! {
     /// Per-attempt timeout, e.g. `"10s"` (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    /// Deliveries at once (unordered), 1 to 10,000; default 16.
+    /// Ordered subscriptions: FIFO per key (a CloudEvent attribute such as `subject`, or
+    /// `data.<path>`), keys in parallel up to `concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_key: Option<String>,
+    /// Deliveries at once (unordered) or keys at once (ordered with `order_key`), 1 to 10,000;
+    /// default 16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
     /// Attempts in all, 1 to 1,000; default 8.
@@ -96,6 +101,9 @@ subscription_definition! {
     /// Attempts started per second to the endpoint, retries included (docs/endpoint-policies.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Many events in one request (unordered subscriptions; docs/delivery-shapes.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSpec>,
     /// Deliver (default true) or not. Not part of the stored definition: it is the
     /// subscription's state.
     #[serde(default, skip_serializing)]
@@ -155,6 +163,20 @@ pub struct RateLimitSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100000, example = 20)]
     pub burst: Option<u32>,
+}
+
+/// `batch` of a subscription: the keys of a route file's `[batch]`, the wait as text.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Events in one request at most; default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000, example = 50)]
+    pub max_events: Option<usize>,
+    /// How long the first event of a batch waits for more, e.g. `"500ms"` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "500ms")]
+    pub max_wait: Option<String>,
 }
 
 /// One problem with a subscription definition.
@@ -232,6 +254,13 @@ pub fn compile(
         Some(FilterSpec::Declarative(table)) => (None, Some(table)),
         None => (None, None),
     };
+    let batch = spec.batch.as_ref().map(|b| Batch {
+        max_events: b.max_events.unwrap_or(policy::DEFAULT_BATCH_EVENTS),
+        max_wait: match &b.max_wait {
+            Some(t) => duration(&mut own, "batch.max_wait", t).unwrap_or(policy::DEFAULT_BATCH_WAIT),
+            None => policy::DEFAULT_BATCH_WAIT,
+        },
+    });
     let transform = script(&mut own, snapshot, "transform", spec.transform.as_deref(), EntryPoint::Transform);
     let mut keys = Vec::new();
     for s in secrets {
@@ -249,6 +278,7 @@ pub fn compile(
         ordered: spec.ordered,
         timeout,
         concurrency: spec.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+        order_key: spec.order_key.as_deref(),
         max_attempts: spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
         backoff,
         filter,
@@ -262,6 +292,7 @@ pub fn compile(
         tenant: spec.tenant.as_deref(),
         circuit_breaker,
         rate_limit,
+        batch,
         digest: hex::encode(digest.finalize()),
         origin: Origin::Api { subscription: id.to_string() },
     };

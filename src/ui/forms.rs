@@ -143,11 +143,13 @@ impl SubForm {
             headers,
             timeout: opt(&self.timeout),
             concurrency: current.and_then(|c| c.concurrency),
+            order_key: current.and_then(|c| c.order_key.clone()),
             max_attempts,
             backoff: opt(&self.backoff).map(|b| split(&b)),
             log_payload: self.log_payload,
             circuit_breaker: current.and_then(|c| c.circuit_breaker.clone()),
             rate_limit: current.and_then(|c| c.rate_limit.clone()),
+            batch: current.and_then(|c| c.batch.clone()),
             enabled,
             tenant: opt(&self.tenant),
         })

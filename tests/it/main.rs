@@ -15,6 +15,7 @@ mod policies;
 mod quickstart;
 mod reload;
 mod resilience;
+mod shapes;
 mod signatures;
 mod store;
 mod telemetry;

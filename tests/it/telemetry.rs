@@ -345,6 +345,10 @@ fn reported_events_render_as_exact_prometheus_counts() {
     gate.held(HoldReason::CircuitOpen);
     gate.rate_waited();
     gate.rate(2.5);
+    metrics::LanesMeter::new(r).in_use(3);
+    let batches = metrics::BatchMeter::new(r);
+    batches.sent(50);
+    batches.sent(7);
 
     let s = Scrape::take();
     let route_l = [("route", r)];
@@ -369,6 +373,9 @@ fn reported_events_render_as_exact_prometheus_counts() {
     assert_eq!((held("circuit_open"), held("rate_limited")), (2.0, 0.0));
     assert_eq!(s.value(metrics::RATE_LIMITED_WAITS, &route_l), 1.0);
     assert_eq!(s.value(metrics::RATE_LIMIT_PER_SECOND, &route_l), 2.5);
+    assert_eq!(s.value(metrics::ORDER_LANES, &route_l), 3.0);
+    let b = metrics::BATCH_SIZE;
+    assert_eq!((s.value(&format!("{b}_count"), &route_l), s.value(&format!("{b}_sum"), &route_l)), (2.0, 57.0));
 
     let bucket = |name: &str, le: &str| s.value(&format!("{name}_bucket"), &[("route", r), ("le", le)]);
     let d = metrics::DELIVERY_DURATION;

@@ -80,6 +80,13 @@ struct RateLimitSection {
     burst: Option<u32>,
 }
 
+/// `[batch]` of a route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct BatchSection {
+    max_events: usize,
+    max_wait: String,
+}
+
 /// One `routes/<name>.toml`:
 /// `RouteConfig::new("erp").events(["order.*"]).url(rx.url("/erp")).ordered(true)`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -90,6 +97,7 @@ pub struct RouteConfig {
     events: Vec<String>,
     url: String,
     ordered: Option<bool>,
+    order_key: Option<String>,
     timeout: Option<String>,
     concurrency: Option<usize>,
     filter: Option<Filter>,
@@ -109,6 +117,8 @@ pub struct RouteConfig {
     circuit_breaker: Option<CircuitBreakerSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rate_limit: Option<RateLimitSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<BatchSection>,
 }
 
 impl RouteConfig {
@@ -120,6 +130,7 @@ impl RouteConfig {
             events: Vec::new(),
             url: String::new(),
             ordered: None,
+            order_key: None,
             timeout: None,
             concurrency: None,
             filter: None,
@@ -133,6 +144,7 @@ impl RouteConfig {
             retry: None,
             circuit_breaker: None,
             rate_limit: None,
+            batch: None,
         }
     }
 
@@ -156,6 +168,12 @@ impl RouteConfig {
     /// `ordered`: strict FIFO, retries in place.
     pub fn ordered(mut self, ordered: bool) -> Self {
         self.ordered = Some(ordered);
+        self
+    }
+
+    /// `order_key`: FIFO per key on an ordered route (`subject`, `data.<path>`).
+    pub fn order_key(mut self, key: impl Into<String>) -> Self {
+        self.order_key = Some(key.into());
         self
     }
 
@@ -254,6 +272,12 @@ impl RouteConfig {
     /// `burst` (`None`: its default, `per_second`).
     pub fn rate_limit(mut self, per_second: f64, burst: Option<u32>) -> Self {
         self.rate_limit = Some(RateLimitSection { per_second, burst });
+        self
+    }
+
+    /// `[batch] max_events, max_wait`: many events in one request.
+    pub fn batch(mut self, max_events: usize, max_wait: Duration) -> Self {
+        self.batch = Some(BatchSection { max_events, max_wait: duration(max_wait) });
         self
     }
 

@@ -1,5 +1,6 @@
 //! Endpoint policies as values: a route's `[circuit_breaker]` and `[rate_limit]` settings, the
-//! circuit breaker's state machine ([`breaker`]) and the token bucket ([`bucket`]). Pure: no
+//! circuit breaker's state machine ([`breaker`]) and the token bucket ([`bucket`]); and the
+//! values of its delivery shape: its `order_key` ([`order`]) and `[batch]` ([`Batch`]). Pure: no
 //! I/O, no clock of their own (every call takes `now`, a [`tokio::time::Instant`], so the tests
 //! drive them with `tokio::time::pause()`), no locks. A leaf, like [`super::http`]: the route
 //! compiler in [`crate::config`] builds the settings, and [`super::gate`] keeps one breaker and
@@ -7,9 +8,26 @@
 
 pub mod breaker;
 pub mod bucket;
+pub mod order;
 
 pub use breaker::{Breaker, Health, State, Ticket};
 pub use bucket::Bucket;
+pub use order::OrderKey;
+
+/// `[batch]` of an unordered route: up to `max_events` events in one request, sent once that
+/// many have gathered or `max_wait` after the first (docs/delivery-shapes.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Events in one request at most (at least 1).
+    pub max_events: usize,
+    /// How long the first event of a batch waits for more (above zero).
+    pub max_wait: Duration,
+}
+
+/// Default `[batch] max_events`.
+pub const DEFAULT_BATCH_EVENTS: usize = 50;
+/// Default `[batch] max_wait`.
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_millis(500);
 
 use std::time::Duration;
 
