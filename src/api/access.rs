@@ -14,7 +14,8 @@
 //!    cross-origin request without a CORS preflight, which this API never grants, and behind a
 //!    proxy the `Host` and `Origin` are the proxy's business.
 //! 3. **Content type, keys or not, under `/v1/`.** A POST needs a JSON content type
-//!    (`application/json`, or for a CloudEvent body [`super::events::MEDIA_TYPES`]), even without
+//!    (`application/json`, or for a CloudEvent body [`super::events::MEDIA_TYPES`], or for a PATCH
+//!    [`MERGE_PATCH`]), even without
 //!    a body: a page can send a bodyless or form POST to any address without a preflight. A PUT,
 //!    PATCH or DELETE needs one when it carries a body (a browser cannot send those cross-origin
 //!    without a preflight). Otherwise 415 `unsupported_media_type`. The console's and the
@@ -60,10 +61,20 @@ pub(crate) fn peer(extensions: &http::Extensions) -> Option<Peer> {
     extensions.get::<ConnectInfo<Peer>>().map(|c| c.0)
 }
 
-/// The media types a request body may have on `path` (a CloudEvent's, or JSON).
-fn media_types(path: &str) -> &'static [&'static str] {
+/// The media type of a PATCH body: a JSON Merge Patch (RFC 7396).
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
+
+/// The media types a request body may have for `method` on `path` (a CloudEvent's, a JSON Merge
+/// Patch, or JSON).
+fn media_types(method: &Method, path: &str) -> &'static [&'static str] {
     let test_send = path.strip_prefix("/v1/routes/").is_some_and(|rest| rest.ends_with("/test"));
-    if path == "/v1/events" || test_send { super::events::MEDIA_TYPES } else { &["application/json"] }
+    if *method == Method::PATCH {
+        &[MERGE_PATCH]
+    } else if path == "/v1/events" || test_send {
+        super::events::MEDIA_TYPES
+    } else {
+        &["application/json"]
+    }
 }
 
 /// The media type of a `Content-Type` value, lowercased, without parameters.
@@ -206,7 +217,7 @@ fn check_content_type(req: &Request) -> Result<(), Refused> {
         return Ok(());
     }
     let path = req.uri().path();
-    let accepted = media_types(path);
+    let accepted = media_types(method, path);
     let given = req.headers().get(http::header::CONTENT_TYPE).map(|v| essence(&String::from_utf8_lossy(v.as_bytes())));
     if given.as_deref().is_some_and(|g| accepted.contains(&g)) {
         return Ok(());
@@ -338,8 +349,9 @@ mod tests {
     fn content_types_compare_by_essence() {
         assert_eq!(essence("Application/JSON; charset=utf-8"), "application/json");
         assert_eq!(essence(" text/plain "), "text/plain");
-        assert_eq!(media_types("/v1/events"), super::super::events::MEDIA_TYPES);
-        assert_eq!(media_types("/v1/routes/orders/test"), super::super::events::MEDIA_TYPES);
-        assert_eq!(media_types("/v1/subscriptions"), ["application/json"]);
+        assert_eq!(media_types(&Method::POST, "/v1/events"), super::super::events::MEDIA_TYPES);
+        assert_eq!(media_types(&Method::POST, "/v1/routes/orders/test"), super::super::events::MEDIA_TYPES);
+        assert_eq!(media_types(&Method::POST, "/v1/subscriptions"), ["application/json"]);
+        assert_eq!(media_types(&Method::PATCH, "/v1/subscriptions/s-1"), [MERGE_PATCH]);
     }
 }

@@ -17,6 +17,7 @@
 //! POST   /v1/subscriptions                   create (the secret is returned once)           admin
 //! GET    /v1/subscriptions[/{id}]                                                           read
 //! PUT    /v1/subscriptions/{id}              replace (If-Match: version)                    admin
+//! PATCH  /v1/subscriptions/{id}              change some keys (JSON Merge Patch)            admin
 //! DELETE /v1/subscriptions/{id}                                                             admin
 //! POST   /v1/subscriptions/validate          policy check + signed test ping                admin
 //! POST   /v1/subscriptions/{id}/rotate-secret                                               admin
@@ -122,7 +123,7 @@ pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::opena
         .routes(routes!(routes::test))
         .routes(routes!(routes::example))
         .routes(routes!(subscriptions::create, subscriptions::list))
-        .routes(routes!(subscriptions::get, subscriptions::update, subscriptions::delete))
+        .routes(routes!(subscriptions::get, subscriptions::update, subscriptions::patch, subscriptions::delete))
         .routes(routes!(subscriptions::validate))
         .routes(routes!(subscriptions::rotate))
         .routes(routes!(deliveries::list))
