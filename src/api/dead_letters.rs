@@ -193,10 +193,21 @@ pub struct ReplayRequest {
     /// Or every dead letter matching this filter that was not replayed yet.
     pub filter: Option<ReplayFilter>,
     /// With `filter`: at most this many (default 1000, at most 10000).
+    #[serde(default, deserialize_with = "whole_number")]
     pub max: Option<u32>,
     /// Replay nothing: report in `would_replay` what would be replayed (and what would be
     /// refused) now.
     pub dry_run: Option<bool>,
+}
+
+/// A count written as a JSON integer, `5` or `5.0` alike (JSON Schema's `integer` takes both).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::Deserialize as _;
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(serde::de::Error::custom(format!("{n} is not a whole number from 0 to {}", u32::MAX))),
+    }
 }
 
 /// Which dead letters a bulk replay takes.
@@ -261,13 +272,13 @@ pub async fn replay(
 ) -> Result<Json<ReplayResult>, ApiError> {
     let access = caller.access(Scope::Admin)?;
     let routes = super::tenants::visible_routes(&state, access).await?;
+    let max = req.max.unwrap_or(1000);
+    if !(1..=10_000).contains(&max) {
+        return Err(ApiError::unprocessable("invalid", "`max` must be 1 to 10000"));
+    }
     let ids = match (req.ids, req.filter) {
         (Some(ids), None) if !ids.is_empty() && ids.len() <= 10_000 => ids,
         (None, Some(f)) => {
-            let max = req.max.unwrap_or(1000);
-            if !(1..=10_000).contains(&max) {
-                return Err(ApiError::unprocessable("invalid", "`max` must be 1 to 10000"));
-            }
             let filter = DeadLetterFilter {
                 route: f.route,
                 routes: routes.clone(),

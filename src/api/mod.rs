@@ -37,6 +37,7 @@ pub mod auth;
 pub mod config;
 pub mod dead_letters;
 pub mod deliveries;
+pub mod document;
 pub mod error;
 pub mod event_types;
 pub mod events;
@@ -143,14 +144,18 @@ pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::opena
         .with_state(state.clone())
         .split_for_parts();
     access::document(&mut openapi);
-    let doc = Arc::new(openapi.clone());
+    access::set_operations(&openapi);
+    let mut doc = serde_json::to_value(&openapi).unwrap_or_default();
+    document::constrain(&mut doc);
+    let doc = Arc::new(doc);
+    let live = state.router.clone();
     let router = router
         .merge(pages)
         .route(
             "/openapi.json",
             axum::routing::get(move || {
-                let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
+                let (doc, live) = (doc.clone(), live.clone());
+                async move { axum::Json(document::live(&doc, &live.snapshot())) }
             }),
         )
         .fallback(|uri: http::Uri| async move {

@@ -84,3 +84,30 @@ async fn a_violation_reads_the_same_in_the_api_error_the_dead_letter_and_publish
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), format!("error: {message}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_claims_bearer_auth_only_while_the_api_has_keys() {
+    let cfg = ConfigDir::with(MainConfig::new().version(1).loopback_targets());
+    let router = RouterProc::ready(&cfg).await;
+    let open = Api::new(&router.api().await, None);
+    let doc = open.get("/openapi.json").await.json;
+    assert!(doc["components"].get("securitySchemes").is_none(), "no keys: no scheme");
+    assert!(doc["paths"]["/v1/deliveries"]["get"].get("security").is_none());
+    // The live types are the event body's branches, each with its data schema.
+    let branches =
+        doc["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/cloudevents+json"]["schema"]["oneOf"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+    let types: Vec<&str> = branches.iter().filter_map(|b| b["properties"]["type"]["const"].as_str()).collect();
+    assert_eq!(types, ["order.created", "order.paid"]);
+    assert_eq!(branches[1]["properties"]["data"]["required"], json!(["n"]));
+    drop(router);
+
+    let (key, entry) = api_key("admin", &[Scope::Admin]);
+    let cfg = ConfigDir::with(MainConfig::new().version(1).loopback_targets().api_key(entry));
+    let router = RouterProc::ready(&cfg).await;
+    let doc = Api::new(&router.api().await, Some(&key)).get("/openapi.json").await.json;
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(doc["paths"]["/v1/deliveries"]["get"]["security"], json!([{"bearer": []}]));
+}
