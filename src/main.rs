@@ -124,6 +124,11 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan { config, against_dir } => Ok(cli::plan::plan(&config, &against_dir)),
+        Command::Init { dir } => {
+            cli::init::init(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut cli_command(), "hookrelay", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

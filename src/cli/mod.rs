@@ -1,8 +1,10 @@
 //! The command line's definition (clap) and what its commands share; one module per command
 //! that is more than a call into the library: `run`, `publish`, `checks` (`validate`,
-//! `route test`).
+//! `route test`), `init`, `plan`.
 
 pub(crate) mod checks;
+pub(crate) mod init;
+pub(crate) mod plan;
 pub(crate) mod publish;
 pub(crate) mod run;
 
@@ -163,6 +165,23 @@ pub(crate) enum Command {
         /// How long it is valid, e.g. 1h, 30d (at most 366d).
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: std::time::Duration,
+    },
+    /// Make a config repository to start from: a route, a schema, a plugin, a README and a CI job
+    /// that runs `hookrelay validate` on every change.
+    Init {
+        /// Where (absent or empty).
+        dir: PathBuf,
+    },
+    /// What a reload from --against-dir to --config would change: routes added, removed and
+    /// changed (bindings, queues, workers), as the router computes it; exit 2 when the router
+    /// would refuse it.
+    Plan {
+        /// The new config directory.
+        #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
+        config: PathBuf,
+        /// The config running now (e.g. a checkout of the main branch).
+        #[arg(long)]
+        against_dir: PathBuf,
     },
     /// Print a shell completion script.
     ///

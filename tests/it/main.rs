@@ -10,6 +10,7 @@ mod data_dir;
 mod delivery;
 mod errors;
 mod hardening;
+mod init;
 mod observability;
 mod policies;
 mod publish;
