@@ -1,11 +1,42 @@
 //! `hookrelay publish`: CloudEvents (structured JSON) to the events exchange of a broker
-//! (routing key = type, confirmed, many confirms pipelined), or through a running router's
-//! ingest API. A publish that reaches no queue means no route subscribes to the type, and is
-//! reported as an error.
+//! (routing key = type, confirmed), or through a running router's ingest API. Events go one
+//! after another, each once the previous one is confirmed, so that they are queued in the order
+//! they were published (an ordered route then receives them in that order). A publish that
+//! reaches no queue means no route subscribes to the type, and is reported as an error.
+//!
+//! Straight to a broker, [`check`] first makes the ingest API's checks, so that an event the
+//! API would refuse is refused with the same message.
 
 use crate::broker::{Broker, BrokerError, Destination, Headers};
-use futures_util::StreamExt;
+use crate::event::{CloudEvent, DecodeError};
+use crate::pipeline::schema::SchemaError;
 use serde_json::{Value, json};
+
+/// Why the ingest API (`POST /v1/events`) refuses an event; the message is the API's.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// 413 `too_large`.
+    #[error("the event is over the limit of {0} bytes ([limits] max_event_bytes)")]
+    TooLarge(usize),
+    /// 422 `malformed`.
+    #[error(transparent)]
+    Malformed(#[from] DecodeError),
+    /// 422 `unknown_type` or `schema`.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// The ingest API's checks of one event: size, envelope, type and schema.
+pub fn check(ctx: &crate::pipeline::Context<'_>, event: &Value) -> Result<(), Refusal> {
+    let raw = serde_json::to_vec(event).unwrap_or_default();
+    if raw.len() > ctx.max_event_bytes {
+        return Err(Refusal::TooLarge(ctx.max_event_bytes));
+    }
+    let event = CloudEvent::decode(&raw)?;
+    let null = Value::Null;
+    ctx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null))?;
+    Ok(())
+}
 
 /// The attributes of the events to publish.
 #[derive(Debug, Clone)]
@@ -56,34 +87,32 @@ impl EventSpec {
     }
 }
 
-/// Publishes `count` events, up to 256 awaiting their confirms at once, and prints each event
-/// id on stdout once confirmed. A return (no queue bound to the type) stops with an error.
+/// Publishes `count` events in order, each once the previous one is confirmed, and prints each
+/// event id on stdout once confirmed. A return (no queue bound to the type) stops with an error.
 pub async fn publish_events(broker: &dyn Broker, spec: &EventSpec, count: u64) -> Result<(), BrokerError> {
-    let mut confirmed = futures_util::stream::iter(0..count)
-        .map(|i| async move {
-            let ev = spec.event(i, count);
-            let id = ev["id"].as_str().unwrap_or_default().to_string();
-            let body = serde_json::to_vec(&ev).unwrap_or_default();
-            let to = Destination::Events { routing_key: &spec.ty };
-            match broker.publish(to, &body, &Headers::default(), Some(&id)).await {
-                Ok(()) => Ok(id),
-                Err(BrokerError::NotRouted(why)) => Err(BrokerError::NotRouted(format!(
+    for i in 0..count {
+        let ev = spec.event(i, count);
+        let id = ev["id"].as_str().unwrap_or_default().to_string();
+        let body = serde_json::to_vec(&ev).unwrap_or_default();
+        let to = Destination::Events { routing_key: &spec.ty };
+        match broker.publish(to, &body, &Headers::default(), Some(&id)).await {
+            Ok(()) => println!("{id}"),
+            Err(BrokerError::NotRouted(why)) => {
+                return Err(BrokerError::NotRouted(format!(
                     "no route subscribes to {:?} ({why}); is the router running with a route for it?",
                     spec.ty
-                ))),
-                Err(e) => Err(e),
+                )));
             }
-        })
-        .buffered(256);
-    while let Some(r) = confirmed.next().await {
-        println!("{}", r?);
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
 
-/// Publishes `count` events through a router's ingest API (`POST {base}/v1/events`), up to 64
-/// at once, and prints each event id once the router has accepted it (its broker confirmed).
-/// An answer other than 202 stops with the API's error message.
+/// Publishes `count` events through a router's ingest API (`POST {base}/v1/events`) in order,
+/// each once the previous one is accepted, and prints each event id once the router has
+/// accepted it (its broker confirmed). An answer other than 202 stops with the API's error
+/// message.
 pub async fn post_events(base: &str, api_key: Option<&str>, spec: &EventSpec, count: u64) -> Result<(), BrokerError> {
     use crate::delivery::http::client::WebhookClient;
     use crate::delivery::http::guard::Policy;
@@ -99,32 +128,34 @@ pub async fn post_events(base: &str, api_key: Option<&str>, spec: &EventSpec, co
             .map_err(|_| BrokerError::NotRouted("the API key is not a valid header value".into()))?;
         headers.insert(http::header::AUTHORIZATION, v);
     }
-    let mut accepted = futures_util::stream::iter(0..count)
-        .map(|i| {
-            let (client, url, headers) = (&client, &url, headers.clone());
-            async move {
-                let ev = spec.event(i, count);
-                let body = bytes::Bytes::from(serde_json::to_vec(&ev).unwrap_or_default());
-                let r = client
-                    .post(url, headers, body, std::time::Duration::from_secs(30), 64 * 1024)
-                    .await
-                    .map_err(|e| BrokerError::Closed(format!("POST {url}: {e}")))?;
-                if r.status != 202 {
-                    return Err(BrokerError::Refused(format!("POST {url} answered {}: {}", r.status, r.body)));
-                }
-                let answer: Value = serde_json::from_str(&r.body).unwrap_or_default();
-                if answer["routed"] == Value::Bool(false) {
-                    return Err(BrokerError::NotRouted(format!(
-                        "no route subscribes to {:?}: the event was accepted and dropped",
-                        spec.ty
-                    )));
-                }
-                Ok(ev["id"].as_str().unwrap_or_default().to_string())
-            }
-        })
-        .buffered(64);
-    while let Some(r) = accepted.next().await {
-        println!("{}", r?);
+    for i in 0..count {
+        let ev = spec.event(i, count);
+        let body = bytes::Bytes::from(serde_json::to_vec(&ev).unwrap_or_default());
+        let r = client
+            .post(&url, headers.clone(), body, std::time::Duration::from_secs(30), 64 * 1024)
+            .await
+            .map_err(|e| BrokerError::Closed(format!("POST {url}: {e}")))?;
+        if r.status != 202 {
+            return Err(BrokerError::Refused(refused(&url, r.status, &r.body)));
+        }
+        let answer: Value = serde_json::from_str(&r.body).unwrap_or_default();
+        if answer["routed"] == Value::Bool(false) {
+            return Err(BrokerError::NotRouted(format!(
+                "no route subscribes to {:?}: the event was accepted and dropped",
+                spec.ty
+            )));
+        }
+        println!("{}", ev["id"].as_str().unwrap_or_default());
     }
     Ok(())
+}
+
+/// An API's refusal: its `error.message` (the whole body when it is not the API's error shape),
+/// with every violation's path when it lists them.
+fn refused(url: &http::Uri, status: u16, body: &str) -> String {
+    let answer: Value = serde_json::from_str(body).unwrap_or_default();
+    match answer["error"]["message"].as_str() {
+        Some(message) => format!("{message} (POST {url} answered {status})"),
+        None => format!("POST {url} answered {status}: {body}"),
+    }
 }

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     for (name, text) in FILES.iter().zip(&texts) {
         std::fs::write(dir.join(name), text).unwrap();
     }
-    let Err(e) = config::load_with(dir, LoadOptions { allow_missing_secrets: true }) else { return };
+    let Err(e) = config::load_with(dir, LoadOptions::checking()) else { return };
     assert!(!e.errors.is_empty(), "a failed load says why");
     for err in e.errors.iter().chain(&e.warnings) {
         let shown = err.to_string();

@@ -15,11 +15,15 @@
 //!    proxy the `Host` and `Origin` are the proxy's business.
 //! 3. **Content type, keys or not, under `/v1/`.** A POST needs a JSON content type
 //!    (`application/json`, or for a CloudEvent body [`super::events::MEDIA_TYPES`], and on
-//!    `POST /v1/events` a batch too), even without a body: a page can send a bodyless or form POST
-//!    to any address without a preflight. A CloudEvents binary-mode ingest (`ce-specversion`
-//!    header) may have any content type, the data's: that header already needs a preflight. A PUT,
+//!    `POST /v1/events` a batch too, or for a PATCH [`MERGE_PATCH`]), even without a body: a page
+//!    can send a bodyless or form POST to any address without a preflight. A CloudEvents
+//!    binary-mode ingest (`ce-specversion` header) may have any content type, the data's: that
+//!    header already needs a preflight. A PUT,
 //!    PATCH or DELETE needs one when it carries a body (a browser cannot send those cross-origin
-//!    without a preflight). Otherwise 415 `unsupported_media_type`. The console's and the
+//!    without a preflight). Otherwise 415 `unsupported_media_type`. Not checked where nothing
+//!    can happen: a method or path the API does not have (405, 404), a request without a
+//!    credential when the API has keys (401), and a bodyless request that carries one (a page
+//!    cannot add `Authorization` to a cross-site request without a preflight). The console's and the
 //!    portal's pages, served behind this middleware too, take HTML forms and check a CSRF token
 //!    on every one of them instead.
 //!
@@ -62,10 +66,52 @@ pub(crate) fn peer(extensions: &http::Extensions) -> Option<Peer> {
     extensions.get::<ConnectInfo<Peer>>().map(|c| c.0)
 }
 
-/// The media types a request body may have on `path` (a CloudEvent's, or JSON).
-fn media_types(path: &str) -> &'static [&'static str] {
+/// The API's operations (method and path template, `{x}` for one segment), from its OpenAPI
+/// document: set once when the API's router is built.
+static OPERATIONS: std::sync::OnceLock<Vec<(Method, Vec<String>)>> = std::sync::OnceLock::new();
+
+/// Records the operations of `openapi` (see [`OPERATIONS`]).
+pub(crate) fn set_operations(openapi: &utoipa::openapi::OpenApi) {
+    let ops = openapi
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let segments: Vec<String> = path.split('/').map(str::to_string).collect();
+            let methods = [
+                (Method::GET, item.get.is_some()),
+                (Method::POST, item.post.is_some()),
+                (Method::PUT, item.put.is_some()),
+                (Method::PATCH, item.patch.is_some()),
+                (Method::DELETE, item.delete.is_some()),
+            ];
+            methods.into_iter().filter(|(_, has)| *has).map(move |(m, _)| (m, segments.clone()))
+        })
+        .collect();
+    let _ = OPERATIONS.set(ops);
+}
+
+/// Whether `method` on `path` is one of the API's operations (all are, before they are set).
+fn is_operation(method: &Method, path: &str) -> bool {
+    let Some(ops) = OPERATIONS.get() else { return true };
+    let segments: Vec<&str> = path.split('/').collect();
+    ops.iter().any(|(m, template)| {
+        m == method
+            && template.len() == segments.len()
+            && template.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+    })
+}
+
+/// The media type of a PATCH body: a JSON Merge Patch (RFC 7396).
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
+
+/// The media types a request body may have for `method` on `path` (a CloudEvent's, a JSON Merge
+/// Patch, or JSON).
+fn media_types(method: &Method, path: &str) -> &'static [&'static str] {
     let test_send = path.strip_prefix("/v1/routes/").is_some_and(|rest| rest.ends_with("/test"));
-    if path == "/v1/events" {
+    if *method == Method::PATCH {
+        &[MERGE_PATCH]
+    } else if path == "/v1/events" {
         super::events::INGEST_MEDIA_TYPES
     } else if test_send {
         super::events::MEDIA_TYPES
@@ -118,6 +164,10 @@ fn check(state: &ApiState, req: &Request) -> Result<(), Refused> {
     if api.keys.is_empty() {
         check_host(req, peer)?;
         check_same_origin(req.headers(), authority(req))?;
+    } else if !req.headers().contains_key(http::header::AUTHORIZATION) {
+        // With keys, a request without a credential is refused by its handler (401) whatever
+        // its content type: nothing it asks for happens.
+        return Ok(());
     }
     check_content_type(req)
 }
@@ -214,6 +264,16 @@ fn check_content_type(req: &Request) -> Result<(), Refused> {
         return Ok(());
     }
     let path = req.uri().path();
+    // A method the path does not have is answered 405 by the router, a path that does not exist
+    // 404: neither reaches a handler.
+    if !is_operation(method, path) {
+        return Ok(());
+    }
+    // A bodyless request that carries a credential did not come from a page of another site
+    // (a browser sends `Authorization` cross-origin only after a preflight, never granted here).
+    if bodyless && req.headers().contains_key(http::header::AUTHORIZATION) {
+        return Ok(());
+    }
     // CloudEvents binary mode: the body is the event's data, of any type. A browser cannot send
     // a `ce-specversion` header to another origin without a CORS preflight, which this API never
     // grants, so this opens nothing to cross-site pages (and without keys, the checks above
@@ -221,7 +281,7 @@ fn check_content_type(req: &Request) -> Result<(), Refused> {
     if path == "/v1/events" && *method == Method::POST && req.headers().contains_key(crate::binding::HTTP_SPECVERSION) {
         return Ok(());
     }
-    let accepted = media_types(path);
+    let accepted = media_types(method, path);
     let given = req.headers().get(http::header::CONTENT_TYPE).map(|v| essence(&String::from_utf8_lossy(v.as_bytes())));
     if given.as_deref().is_some_and(|g| accepted.contains(&g)) {
         return Ok(());
@@ -353,8 +413,9 @@ mod tests {
     fn content_types_compare_by_essence() {
         assert_eq!(essence("Application/JSON; charset=utf-8"), "application/json");
         assert_eq!(essence(" text/plain "), "text/plain");
-        assert_eq!(media_types("/v1/events"), super::super::events::INGEST_MEDIA_TYPES);
-        assert_eq!(media_types("/v1/routes/orders/test"), super::super::events::MEDIA_TYPES);
-        assert_eq!(media_types("/v1/subscriptions"), ["application/json"]);
+        assert_eq!(media_types(&Method::POST, "/v1/events"), super::super::events::INGEST_MEDIA_TYPES);
+        assert_eq!(media_types(&Method::POST, "/v1/routes/orders/test"), super::super::events::MEDIA_TYPES);
+        assert_eq!(media_types(&Method::POST, "/v1/subscriptions"), ["application/json"]);
+        assert_eq!(media_types(&Method::PATCH, "/v1/subscriptions/s-1"), [MERGE_PATCH]);
     }
 }

@@ -1,6 +1,6 @@
 //! `GET /v1/config` (the live config's version, revision, routes, and the last reloads) and
 //! `POST /v1/config/reload` (the same as SIGHUP: load, validate, and swap or keep the old one;
-//! audited either way, as `config.reload`, with its outcome).
+//! audited either way, as `config.reload`, with its outcome, as SIGHUP's are).
 
 use super::ApiState;
 use super::auth::Caller;
@@ -8,7 +8,6 @@ use super::error::{ApiError, ErrorBody, Json, KeyRefusals};
 use crate::config::Origin;
 use crate::config::files::Scope;
 use crate::runtime::ReloadOutcome;
-use crate::store::AuditEntry;
 use axum::extract::State;
 
 /// The live config.
@@ -28,6 +27,11 @@ pub struct ConfigView {
     pub broker: Option<String>,
     /// `sqlite` or `postgres`.
     pub store: String,
+    /// The data directory: where the SQLite store and the embedded broker's queue file are
+    /// (when they are given as relative paths).
+    pub data_dir: String,
+    /// Where the data directory's name came from.
+    pub data_dir_from: crate::config::data::DataDirFrom,
     /// Reloads applied since start.
     pub reloads_applied: u64,
     /// Reloads rejected since start.
@@ -55,6 +59,8 @@ pub async fn get(State(state): State<ApiState>, caller: Caller) -> Result<Json<C
         api_routes,
         broker: state.router.broker().map(|b| b.kind().to_string()),
         store: state.store.backend().to_string(),
+        data_dir: s.data_dir.path.display().to_string(),
+        data_dir_from: s.data_dir.from,
         reloads_applied: status.applied,
         reloads_rejected: status.rejected,
         last_reload_errors: status.last_error,
@@ -88,22 +94,14 @@ pub struct Reloaded {
     security(("bearer" = [])))]
 pub async fn reload(State(state): State<ApiState>, caller: Caller) -> Result<Json<Reloaded>, ApiError> {
     caller.require(Scope::Admin)?;
-    let before = state.router.snapshot();
-    let outcome =
-        crate::runtime::reload::reload_from_disk(&state.router, &state.config_dir, "POST /v1/config/reload").await;
-    let details = match &outcome {
-        ReloadOutcome::Applied { version, revision, added, removed, changed } => serde_json::json!({
-            "result": "applied", "from": {"version": before.version, "revision": before.revision},
-            "version": version, "revision": revision, "added": added, "removed": removed, "changed": changed,
-        }),
-        ReloadOutcome::Rejected { errors } => serde_json::json!({
-            // The count only: the errors are in the answer and the log, and the trail keeps no
-            // file contents.
-            "result": "rejected", "version": before.version, "revision": before.revision, "errors": errors.len(),
-        }),
-    };
-    let audit = AuditEntry::new(crate::broker::now_ms() as i64, &caller.name, "config.reload", "config", details);
-    state.store.append_audit(&audit).await?;
+    let (outcome, audited) = crate::runtime::reload::reload_audited(
+        &state.router,
+        &state.config_dir,
+        "POST /v1/config/reload",
+        &caller.name,
+    )
+    .await;
+    audited?;
     match outcome {
         ReloadOutcome::Applied { version, revision, added, removed, changed } => {
             Ok(Json(Reloaded { version, revision, added, removed, changed }))

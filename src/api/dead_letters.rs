@@ -10,7 +10,7 @@ use super::ApiState;
 use super::auth::{Access, Caller};
 use super::error::{ApiError, ErrorBody, Json, KeyRefusals, Path, Query};
 use super::{page_limit, parse_time, rfc3339};
-use crate::broker::{Destination, Headers};
+use crate::broker::{Destination, H_ATTEMPTS_BEFORE, Headers};
 use crate::config::files::Scope;
 use crate::config::route_queue;
 use crate::store::{AuditEntry, DeadLetter, DeadLetterFilter};
@@ -63,7 +63,8 @@ pub struct DeadLetterView {
     pub reason: String,
     /// The cause.
     pub error: String,
-    /// Schema violations and the like.
+    /// `{"violations": [{"path", "message"}]}` for `schema` (the shape of the API's errors:
+    /// `path` a JSON Pointer into `data`, `""` for `data` itself).
     #[schema(value_type = Option<Object>)]
     pub details: Option<serde_json::Value>,
     /// The last HTTP status.
@@ -78,6 +79,15 @@ pub struct DeadLetterView {
     pub replayed_at: Option<String>,
 }
 
+/// Dead letters store schema violations as a bare array (and did so before the API's shape was
+/// chosen): shown as the API's errors show them, `{"violations": [...]}`.
+fn one_shape(details: serde_json::Value) -> serde_json::Value {
+    match details {
+        serde_json::Value::Array(violations) => serde_json::json!({ "violations": violations }),
+        other => other,
+    }
+}
+
 impl From<DeadLetter> for DeadLetterView {
     fn from(d: DeadLetter) -> Self {
         Self {
@@ -87,7 +97,7 @@ impl From<DeadLetter> for DeadLetterView {
             event_type: d.event_type,
             reason: d.reason,
             error: d.error,
-            details: d.details.and_then(|t| serde_json::from_str(&t).ok()),
+            details: d.details.and_then(|t| serde_json::from_str(&t).ok()).map(one_shape),
             last_status: d.last_status,
             last_response: d.last_response,
             attempts: d.attempts,
@@ -183,10 +193,21 @@ pub struct ReplayRequest {
     /// Or every dead letter matching this filter that was not replayed yet.
     pub filter: Option<ReplayFilter>,
     /// With `filter`: at most this many (default 1000, at most 10000).
+    #[serde(default, deserialize_with = "whole_number")]
     pub max: Option<u32>,
     /// Replay nothing: report in `would_replay` what would be replayed (and what would be
     /// refused) now.
     pub dry_run: Option<bool>,
+}
+
+/// A count written as a JSON integer, `5` or `5.0` alike (JSON Schema's `integer` takes both).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::Deserialize as _;
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(serde::de::Error::custom(format!("{n} is not a whole number from 0 to {}", u32::MAX))),
+    }
 }
 
 /// Which dead letters a bulk replay takes.
@@ -251,13 +272,13 @@ pub async fn replay(
 ) -> Result<Json<ReplayResult>, ApiError> {
     let access = caller.access(Scope::Admin)?;
     let routes = super::tenants::visible_routes(&state, access).await?;
+    let max = req.max.unwrap_or(1000);
+    if !(1..=10_000).contains(&max) {
+        return Err(ApiError::unprocessable("invalid", "`max` must be 1 to 10000"));
+    }
     let ids = match (req.ids, req.filter) {
         (Some(ids), None) if !ids.is_empty() && ids.len() <= 10_000 => ids,
         (None, Some(f)) => {
-            let max = req.max.unwrap_or(1000);
-            if !(1..=10_000).contains(&max) {
-                return Err(ApiError::unprocessable("invalid", "`max` must be 1 to 10000"));
-            }
             let filter = DeadLetterFilter {
                 route: f.route,
                 routes: routes.clone(),
@@ -287,17 +308,19 @@ pub async fn replay(
     let mut result =
         if req.dry_run == Some(true) { dry_run(&state, mine).await? } else { replay_ids(&state, mine).await? };
     result.not_found.extend(hidden);
-    if !result.replayed.is_empty() {
-        let target = match result.replayed.as_slice() {
-            [one] => one.clone(),
-            many => format!("{} dead letters", many.len()),
+    // Audited when it republished or failed to: a replay that failed was still asked for.
+    if !result.replayed.is_empty() || !result.failed.is_empty() {
+        let target = match (result.replayed.as_slice(), result.failed.as_slice()) {
+            ([one], []) => one.clone(),
+            ([], [one]) => one.id.clone(),
+            (replayed, failed) => format!("{} dead letters", replayed.len() + failed.len()),
         };
         let audit = AuditEntry::new(
             crate::broker::now_ms() as i64,
             &caller.name,
             "dead_letter.replay",
             target,
-            serde_json::json!({"replayed": result.replayed, "failed": result.failed.len()}),
+            serde_json::json!({"replayed": result.replayed, "failed": result.failed}),
         );
         state.store.append_audit(&audit).await?;
     }
@@ -361,6 +384,8 @@ pub(crate) async fn replay_ids(state: &ApiState, ids: Vec<String>) -> Result<Rep
                         headers.0.extend(h);
                     }
                     headers.set("hookrelay-replay-of", id.as_str());
+                    // Attempts are numbered on from the dead letter's.
+                    headers.set(H_ATTEMPTS_BEFORE, dl.attempts);
                     let queue = route_queue(&dl.route);
                     let msg_id = (!dl.event_id.is_empty()).then_some(dl.event_id.as_str());
                     broker

@@ -357,6 +357,8 @@ pub async fn retry(
     })?;
     let mut headers = headers;
     headers.set("hookrelay-retry-of", id.as_str());
+    // Attempts are numbered on from the delivery's.
+    headers.set(crate::broker::H_ATTEMPTS_BEFORE, d.attempts);
     let queue = route_queue(&d.route);
     broker
         .publish(Destination::Queue(&queue), &body, &headers, Some(&d.event_id))

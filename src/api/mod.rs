@@ -17,6 +17,7 @@
 //! POST   /v1/subscriptions                   create (the secret is returned once)           admin
 //! GET    /v1/subscriptions[/{id}]                                                           read
 //! PUT    /v1/subscriptions/{id}              replace (If-Match: version)                    admin
+//! PATCH  /v1/subscriptions/{id}              change some keys (JSON Merge Patch)            admin
 //! DELETE /v1/subscriptions/{id}                                                             admin
 //! POST   /v1/subscriptions/validate          policy check + signed test ping                admin
 //! POST   /v1/subscriptions/{id}/rotate-secret                                               admin
@@ -36,6 +37,7 @@ pub mod auth;
 pub mod config;
 pub mod dead_letters;
 pub mod deliveries;
+pub mod document;
 pub mod error;
 pub mod event_types;
 pub mod events;
@@ -122,7 +124,7 @@ pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::opena
         .routes(routes!(routes::test))
         .routes(routes!(routes::example))
         .routes(routes!(subscriptions::create, subscriptions::list))
-        .routes(routes!(subscriptions::get, subscriptions::update, subscriptions::delete))
+        .routes(routes!(subscriptions::get, subscriptions::update, subscriptions::patch, subscriptions::delete))
         .routes(routes!(subscriptions::validate))
         .routes(routes!(subscriptions::rotate))
         .routes(routes!(deliveries::list))
@@ -142,14 +144,18 @@ pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::opena
         .with_state(state.clone())
         .split_for_parts();
     access::document(&mut openapi);
-    let doc = Arc::new(openapi.clone());
+    access::set_operations(&openapi);
+    let mut doc = serde_json::to_value(&openapi).unwrap_or_default();
+    document::constrain(&mut doc);
+    let doc = Arc::new(doc);
+    let live = state.router.clone();
     let router = router
         .merge(pages)
         .route(
             "/openapi.json",
             axum::routing::get(move || {
-                let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
+                let (doc, live) = (doc.clone(), live.clone());
+                async move { axum::Json(document::live(&doc, &live.snapshot())) }
             }),
         )
         .fallback(|uri: http::Uri| async move {

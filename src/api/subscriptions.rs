@@ -205,8 +205,11 @@ pub async fn get(
     Ok(Json(view(&state, visible(&state, access, &id).await?)))
 }
 
-/// Replace a subscription's definition (name and `ordered` cannot change; `enabled` switches it
-/// on or off). With `If-Match: <version>`, only that version is replaced (409 otherwise).
+/// Replace a subscription's definition: the body is the whole definition, and a key it leaves
+/// out takes its default (a `filter` left out is removed; to change some keys only, use
+/// `PATCH`). Name and `ordered` cannot change; `enabled` switches it on or off, and left out
+/// keeps it as it is, as `tenant` does. With `If-Match: <version>`, only that version is
+/// replaced (409 otherwise).
 #[utoipa::path(put, path = "/v1/subscriptions/{id}", tag = "subscriptions", request_body = SubscriptionSpec,
     params(("id" = String, Path, description = "Subscription id"),
         ("If-Match" = Option<String>, Header, description = "The version read; refuse if it changed")),
@@ -233,18 +236,89 @@ pub async fn update(
     if spec.tenant.is_some() {
         own_tenant(access, &mut spec)?;
     }
-    let expected = match headers.get(http::header::IF_MATCH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .map(|t| t.trim().trim_matches('"'))
-                .and_then(|t| t.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::bad_request("If-Match must be the subscription's version, e.g. \"3\""))?,
-        ),
-    };
+    let expected = if_match(&headers)?;
     let rec = state.subscriptions.update(&id, spec, expected, &caller.name).await?;
     Ok(Json(view(&state, rec)))
+}
+
+/// `If-Match: <version>`, when given.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    match headers.get(http::header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(|t| t.trim().trim_matches('"'))
+            .and_then(|t| t.parse::<i64>().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("If-Match must be the subscription's version, e.g. \"3\"")),
+    }
+}
+
+/// Change some keys of a subscription's definition: the body is a JSON Merge Patch (RFC 7396,
+/// `Content-Type: application/merge-patch+json`) of the definition `GET` shows. A key in it
+/// replaces the key's value, `null` removes the key (it takes its default), and a key left out
+/// is kept; objects (`headers`, `circuit_breaker`, `rate_limit`) merge key by key, arrays are
+/// replaced whole. The result is checked as a `PUT` of it would be. The change applies to the
+/// version read (409 if it changed meanwhile), or to the one `If-Match` names.
+#[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    request_body(content = Object, description = "A JSON Merge Patch of the definition, e.g. {\"url\": \"https://new.example.com/hook\", \"filter\": null}",
+        content_type = "application/merge-patch+json"),
+    params(("id" = String, Path, description = "Subscription id"),
+        ("If-Match" = Option<String>, Header, description = "The version read; refuse if it changed")),
+    responses(
+        (status = 200, body = SubscriptionView),
+        (status = 400, description = "Not JSON, a result with unknown keys or of the wrong types, or an If-Match that is not a version", body = ErrorBody),
+        KeyRefusals,
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        (status = 409, description = "Changed meanwhile, or the router refused to apply it", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/merge-patch+json`", body = ErrorBody),
+        (status = 422, description = "Invalid, or a name or `ordered` change (details: every field error)", body = ErrorBody),
+        (status = 503, description = "Its secrets cannot be opened (`secrets_unavailable`), or the store does not answer", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn patch(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    let access = caller.access(Scope::Admin)?;
+    let current = visible(&state, access, &id).await?;
+    let patch: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}; send a JSON Merge Patch")))?;
+    let mut definition = current.spec.clone();
+    merge_patch(&mut definition, patch);
+    let mut spec: SubscriptionSpec = serde_json::from_value(definition).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the patched definition is not valid: {e}"))
+    })?;
+    if spec.tenant.is_some() {
+        own_tenant(access, &mut spec)?;
+    }
+    // Applied to the version read, so that a change made meanwhile is not overwritten.
+    let expected = if_match(&headers)?.unwrap_or(current.version);
+    let rec = state.subscriptions.update(&id, spec, Some(expected), &caller.name).await?;
+    Ok(Json(view(&state, rec)))
+}
+
+/// RFC 7396, section 2: applies `patch` to `target`.
+fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+    let serde_json::Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::Value::Object(Default::default());
+    }
+    let map = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(&key);
+        } else {
+            merge_patch(map.entry(key).or_insert(serde_json::Value::Null), value);
+        }
+    }
 }
 
 /// Delete a subscription; its route stops after its in-flight deliveries.
@@ -404,4 +478,36 @@ pub async fn validate(
         policy_error: if blocked { result.error.clone() } else { None },
         ping: Some(result),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// RFC 7396, appendix A.
+    #[test]
+    fn merge_patch_follows_the_rfc_examples() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "b"}), json!({"b": "c"}), json!({"a": "b", "b": "c"})),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (json!({"a": "b", "b": "c"}), json!({"a": null}), json!({"b": "c"})),
+            (json!({"a": ["b"]}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "c"}), json!({"a": ["b"]}), json!({"a": ["b"]})),
+            (json!({"a": {"b": "c"}}), json!({"a": {"b": "d", "c": null}}), json!({"a": {"b": "d"}})),
+            (json!({"a": [{"b": "c"}]}), json!({"a": [1]}), json!({"a": [1]})),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a": "b"}), json!(["c"]), json!(["c"])),
+            (json!({"a": "foo"}), json!(null), json!(null)),
+            (json!({"a": "foo"}), json!("bar"), json!("bar")),
+            (json!({"e": null}), json!({"a": 1}), json!({"e": null, "a": 1})),
+            (json!([1, 2]), json!({"a": "b", "c": null}), json!({"a": "b"})),
+            (json!({}), json!({"a": {"bb": {"ccc": null}}}), json!({"a": {"bb": {}}})),
+        ];
+        for (mut target, patch, want) in cases {
+            let shown = format!("{target} + {patch}");
+            super::merge_patch(&mut target, patch);
+            assert_eq!(target, want, "{shown}");
+        }
+    }
 }

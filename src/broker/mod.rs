@@ -32,6 +32,9 @@ pub const DEAD_LETTERS: &str = "hookrelay.dead-letters";
 
 /// Header: the delivery attempt a message carries (set when it is parked for a retry).
 pub const H_ATTEMPT: &str = "hookrelay-attempt";
+/// Header: attempts the event's delivery on this route made before it was replayed or retried
+/// from the API (its attempts are numbered on from there; the retry budget starts afresh).
+pub const H_ATTEMPTS_BEFORE: &str = "hookrelay-attempts-before";
 /// Header: do not attempt before this Unix time in milliseconds.
 pub const H_NOT_BEFORE: &str = "hookrelay-not-before";
 /// Dead letter: the route.

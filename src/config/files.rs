@@ -76,6 +76,9 @@ pub struct MainFile {
     /// How events are matched to tenants.
     #[serde(default)]
     pub tenants: crate::tenant::TenantsFile,
+    /// Where the state files go (see [`super::data`]).
+    #[serde(default)]
+    pub data: super::data::DataFile,
 }
 
 /// `[api]`: the admin and ingest API.
@@ -216,7 +219,7 @@ pub enum OtlpProtocol {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreFile {
-    /// `sqlite://path` (relative to the working directory; created when missing) or
+    /// `sqlite://path` (a relative path is in the data directory; created when missing) or
     /// `postgres://user@host/db` (several replicas share it). Default `sqlite://hookrelay.db`.
     pub url: String,
     /// Attempts older than this are pruned in the background. Default 7 days.
@@ -268,8 +271,8 @@ impl Default for BrokerFile {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedFile {
-    /// The queue file (SQLite), relative to the working directory like the store; created when
-    /// missing. One process owns it at a time. Default `hookrelay-queue.db`.
+    /// The queue file (SQLite); a relative path is in the data directory, like the store's.
+    /// Created when missing. One process owns it at a time. Default `hookrelay-queue.db`.
     pub path: PathBuf,
     /// When a commit is durable. Default `normal`.
     pub sync: EmbeddedSync,

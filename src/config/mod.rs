@@ -11,11 +11,12 @@
 //! steps and catalogue, the delivery's signer and retry policy, the broker's endpoint); this
 //! module reads the files and assembles them. Modules: [`files`] (the serde shapes), [`allow`]
 //! (`allow_from` networks),
-//! `main_file` (`hookrelay.toml` and the environment), [`route`] (the route compiler, shared
+//! `main_file` (`hookrelay.toml` and the environment), [`data`] (the data directory), [`route`] (the route compiler, shared
 //! with API subscriptions), `route_files` (`routes/`), [`schemas`] (`schemas/`), [`error`] and
 //! [`locate`] (where a problem is).
 
 pub mod allow;
+pub mod data;
 pub mod error;
 pub mod files;
 pub mod locate;
@@ -159,6 +160,9 @@ pub enum BrokerKind {
 pub struct Snapshot {
     /// The config directory.
     pub dir: PathBuf,
+    /// Where the state files are: `store.url` and an embedded broker's path are already placed
+    /// in it.
+    pub data_dir: data::DataDir,
     /// `version` from `hookrelay.toml`.
     pub version: u64,
     /// Hash over every file loaded (12 hex digits).
@@ -258,11 +262,27 @@ pub fn broker_endpoint<'a>(settings: &'a BrokerFile, kind: &'a BrokerKind) -> En
 }
 
 /// Options of a load.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Secrets absent from the environment are not errors (`validate --allow-missing-secrets`):
     /// a random key stands in, so the snapshot must not be used to deliver.
     pub allow_missing_secrets: bool,
+    /// `--data-dir`: wins over `HOOKRELAY_DATA_DIR` and `[data] dir` (see [`data`]).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    /// Loads that do not deliver (checks, tools): absent secrets are not errors.
+    pub fn checking() -> Self {
+        Self { allow_missing_secrets: true, ..Self::default() }
+    }
+
+    /// How a reload of `live` loads: with the data directory `live` was given on the command
+    /// line, if it was (the variable and the file are read again).
+    pub fn reloading(live: &Snapshot) -> Self {
+        let data_dir = (live.data_dir.from == data::DataDirFrom::Flag).then(|| live.data_dir.path.clone());
+        Self { data_dir, ..Self::default() }
+    }
 }
 
 /// Loads and compiles `dir`, reporting every problem.
@@ -274,10 +294,17 @@ pub fn load(dir: &Path) -> Result<Snapshot, ConfigErrors> {
 pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors> {
     let mut errors = Vec::new();
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let main = load_main(dir, &mut files, &mut errors);
+    let mut main = load_main(dir, &mut files, &mut errors);
+    let env_data_dir = std::env::var_os(data::ENV).map(PathBuf::from);
+    let data_dir =
+        data::DataDir::resolve(dir, opts.data_dir.as_deref(), env_data_dir.as_deref(), main.data.dir.as_deref());
+    main.store.url = data_dir.store_url(&main.store.url);
     errors.extend(main.telemetry.problems().into_iter().map(|m| ConfigError::file(MAIN_FILE, m)));
     let mut warnings = Vec::new();
-    let broker_kind = broker_kind(&main, &files, &mut errors, &mut warnings);
+    let mut broker_kind = broker_kind(&main, &files, &mut errors, &mut warnings);
+    if let BrokerKind::Embedded(e) = &mut broker_kind {
+        e.path = data_dir.place(&e.path);
+    }
     let security =
         Policy { allow_http: main.security.allow_http, allow_private_networks: main.security.allow_private_networks };
     let extra_roots =
@@ -324,6 +351,7 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     routes.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Snapshot {
         dir: dir.to_path_buf(),
+        data_dir,
         version: main.version,
         revision,
         broker: main.broker.unwrap_or_default(),

@@ -70,6 +70,12 @@ impl At<'_> {
 impl RouteFiles<'_> {
     /// Every route file, compiled, sorted by name; problems go to `errors` and `warnings`.
     pub(super) fn load(mut self) -> Vec<Arc<Route>> {
+        // Every plugin first, whether a route that loads uses it or not: a plugin's syntax error
+        // is reported in the same pass as the route files' errors, not once they are fixed.
+        // One that cannot be read is reported by the route that names it, if any.
+        for rel in plugin_files(self.dir) {
+            let _ = self.compiled(&rel);
+        }
         let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.join("routes"))
             .into_iter()
             .flatten()
@@ -245,27 +251,30 @@ impl RouteFiles<'_> {
         route.filter(|_| self.errors.len() == before)
     }
 
+    /// The plugin at `rel` (relative to the config directory), compiled once per load; `None`
+    /// when it failed (reported once) or cannot be read (`Err`, for the route to report).
+    fn compiled(&mut self, rel: &Path) -> Result<Option<Arc<Script>>, std::io::Error> {
+        let path = normalized(&self.dir.join(rel));
+        if let Some(s) = self.scripts.get(&path) {
+            return Ok(s.clone());
+        }
+        let text = std::fs::read_to_string(&path)?;
+        self.files.push((rel.display().to_string(), text.clone().into_bytes()));
+        let compiled = Script::compile(self.engine, rel, &text)
+            .map_err(|e| self.errors.push(ConfigError::script(rel, &text, &e)))
+            .ok()
+            .map(Arc::new);
+        self.scripts.insert(path, compiled.clone());
+        Ok(compiled)
+    }
+
     fn script(&mut self, at: At<'_>, rel: &Path, span: Range<usize>, entry: EntryPoint) -> Option<Arc<Script>> {
-        let path = self.dir.join(rel);
-        let script = match self.scripts.get(&path) {
-            Some(s) => s.clone(),
-            None => {
-                let compiled = match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        self.files.push((rel.display().to_string(), text.clone().into_bytes()));
-                        Script::compile(self.engine, rel, &text)
-                            .map_err(|e| self.errors.push(ConfigError::script(rel, &text, &e)))
-                            .ok()
-                            .map(Arc::new)
-                    }
-                    Err(e) => {
-                        let msg = format!("plugin {} cannot be read: {e}", rel.display());
-                        self.errors.push(at.span(span.clone(), msg));
-                        None
-                    }
-                };
-                self.scripts.insert(path, compiled.clone());
-                compiled
+        let script = match self.compiled(rel) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("plugin {} cannot be read: {e}", rel.display());
+                self.errors.push(at.span(span.clone(), msg));
+                None
             }
         }?;
         if !script.defines(entry) {
@@ -326,6 +335,34 @@ impl RouteFiles<'_> {
         };
         signer.map_err(|m| self.errors.push(at.span(span, m))).ok()
     }
+}
+
+/// Every `.rhai` file under `plugins/`, relative to the config directory, sorted.
+fn plugin_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else if path.extension().is_some_and(|e| e == "rhai")
+                && let Ok(rel) = path.strip_prefix(base)
+            {
+                out.push(rel.to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dir.join("plugins"), dir, &mut out);
+    out.sort();
+    out
+}
+
+/// `path` without `.` components, so that `plugins/a.rhai` and `./plugins/a.rhai` are one plugin.
+fn normalized(path: &Path) -> PathBuf {
+    path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
 }
 
 /// An ordered route on RabbitMQ retries in place, holding the message unacked through every

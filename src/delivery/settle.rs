@@ -21,8 +21,8 @@
 
 use super::verdict::{AttemptResult, Reason, Verdict};
 use crate::broker::{
-    Broker, BrokerError, Destination, H_ATTEMPT, H_DEAD_AT, H_DETAILS, H_ERROR, H_LAST_RESPONSE, H_LAST_STATUS,
-    H_NOT_BEFORE, H_REASON, H_ROUTE, Headers, Message, now_ms,
+    Broker, BrokerError, Destination, H_ATTEMPT, H_ATTEMPTS_BEFORE, H_DEAD_AT, H_DETAILS, H_ERROR, H_LAST_RESPONSE,
+    H_LAST_STATUS, H_NOT_BEFORE, H_REASON, H_ROUTE, Headers, Message, now_ms,
 };
 use crate::config::Route;
 use crate::metrics::RouteMeter;
@@ -85,8 +85,17 @@ pub struct Settle<'a> {
 
 impl Settle<'_> {
     /// The attempt the message comes back for: 1 on its first delivery, then what a park set.
+    /// Counted from the replay or API retry that published it, for the retry budget; the
+    /// attempts before it are [`Settle::attempts_before`].
     pub fn attempt(&self) -> u32 {
         self.message.headers.u64(H_ATTEMPT).unwrap_or(1).max(1) as u32
+    }
+
+    /// Attempts the delivery made before a replay or an API retry published this message again
+    /// (0 on a first publish): attempt `n` of the message is the delivery's attempt
+    /// `attempts_before() + n`, as the receiver, the delivery log and the dead letter number it.
+    pub fn attempts_before(&self) -> u32 {
+        self.message.headers.u64(H_ATTEMPTS_BEFORE).unwrap_or(0).min(u64::from(u32::MAX / 2)) as u32
     }
 
     /// When the message came back from a wait queue before its not-before time (a wait queue
@@ -183,7 +192,8 @@ impl Settle<'_> {
         if let Some(b) = dl.last_response {
             h.set(H_LAST_RESPONSE, b);
         }
-        h.set(H_ATTEMPT, dl.attempts);
+        // The delivery's attempts in all, replays included.
+        h.set(H_ATTEMPT, self.attempts_before() + dl.attempts);
         h.set(H_DEAD_AT, now_ms());
         let id = uuid::Uuid::new_v4().to_string();
         self.broker.publish(Destination::DeadLetters { route }, &self.message.body, &h, Some(&id)).await?;

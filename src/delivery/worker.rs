@@ -430,8 +430,10 @@ impl Dispatch<'_> {
                     Admission::Hold { wait, .. } => return self.settle.hold(number, wait).await,
                 },
             };
+            // Numbered on across replays; the retry budget (`number`) counts from the replay.
+            let shown = self.settle.attempts_before() + number;
             let attempt =
-                Attempt { route: self.route, payload, sequence: &sequence, number, traceparent: &incoming, extra: &[] };
+                Attempt { route: self.route, payload, sequence: &sequence, number: shown, traceparent: &incoming, extra: &[] };
             // The headers sent go into the delivery log with the body, where the route keeps
             // bodies: rendering and storing them costs about 4,500 instructions per attempt
             // (docs/operations.md, "Delivery log and store"), too much to pay on every route.
@@ -452,7 +454,7 @@ impl Dispatch<'_> {
                     self.worker.shared.disable(self.route, DisableReason::Failing { since, after });
                 }
             }
-            self.report(payload, number, &result, headers, verdict);
+            self.report(payload, shown, &result, headers, verdict);
             match self.settle.verdict(verdict, &result, number).await? {
                 Settled::Again => number += 1,
                 settled => return Ok(settled),

@@ -139,9 +139,9 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
     let null = Value::Null;
     cx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(
         |e| match e {
-            SchemaError::Invalid { violations, .. } => {
-                let message = e_message(&event.ty, &violations);
-                Rejection { reason: Reason::Schema, message, violations }
+            SchemaError::Invalid { ref violations, .. } => {
+                let violations = violations.clone();
+                Rejection { reason: Reason::Schema, message: e.to_string(), violations }
             }
             other => Rejection::new(Reason::UnknownType, other.to_string()),
         },
@@ -237,15 +237,6 @@ pub fn render(
 /// Moves a member out of a JSON object (`null` when absent), without copying it.
 fn take(v: &mut Value, key: &str) -> Value {
     v.as_object_mut().and_then(|m| m.shift_remove(key)).unwrap_or(Value::Null)
-}
-
-fn e_message(ty: &str, violations: &[Violation]) -> String {
-    let first = violations.first().map(|v| format!("{}: {}", if v.path.is_empty() { "/" } else { &v.path }, v.message));
-    format!(
-        "data does not match the schema of {ty} ({} violation(s); first {})",
-        violations.len(),
-        first.unwrap_or_default()
-    )
 }
 
 #[cfg(test)]

@@ -22,13 +22,22 @@ pub struct SchemaRegistry {
     types: HashMap<String, TypeSchemas>,
 }
 
-/// One way an event's `data` breaks its schema.
+/// One way an event's `data` breaks its schema. In JSON (API error and dead-letter `details`,
+/// both `{"violations": [...]}`), `path` is a JSON Pointer into `data`: `""` for `data` itself
+/// (RFC 6901). In messages, the same place is written `data` or `data/customer/email`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Violation {
-    /// JSON Pointer into `data`, e.g. `/customer/email`.
+    /// JSON Pointer into `data`, e.g. `/customer/email`; empty for `data` itself.
     pub path: String,
     /// What the schema wanted.
     pub message: String,
+}
+
+/// `data: message` or `data/customer/email: message`: the one way messages name a violation.
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "data{}: {}", self.path, self.message)
+    }
 }
 
 /// Why an event is refused before any script runs.
@@ -60,10 +69,7 @@ pub enum SchemaError {
 }
 
 fn summary(v: &[Violation]) -> String {
-    v.iter()
-        .map(|v| format!("{}: {}", if v.path.is_empty() { "/" } else { &v.path }, v.message))
-        .collect::<Vec<_>>()
-        .join("; ")
+    v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl SchemaRegistry {

@@ -89,6 +89,15 @@ impl ConfigDiff {
 fn refusals(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     let mut out = Vec::new();
     let (a, b) = (&old.broker, &new.broker);
+    if old.data_dir.path != new.data_dir.path {
+        out.push(format!(
+            "{MAIN_FILE}: the data directory applies at start only ({} now, {} in the new config, from {}): restart \
+             hookrelay to change it",
+            old.data_dir.path.display(),
+            new.data_dir.path.display(),
+            new.data_dir.from.describe()
+        ));
+    }
     if old.store != new.store {
         out.push(format!("{MAIN_FILE}: [store] applies at start only: restart hookrelay to change it"));
     }
@@ -152,7 +161,9 @@ mod tests {
             let text = format!("{body}\n[signing]\nsecret_env = \"HOOKRELAY_DIFF_TEST_ABSENT\"\n");
             std::fs::write(dir.path().join(format!("routes/{name}.toml")), text).unwrap();
         }
-        load_with(dir.path(), LoadOptions { allow_missing_secrets: true }).unwrap_or_else(|e| panic!("{e}"))
+        // One data directory for both sides, as the running process has (never created here).
+        let opts = LoadOptions { data_dir: Some("/nonexistent/hookrelay-diff-test".into()), ..LoadOptions::checking() };
+        load_with(dir.path(), opts).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn route(events: &str, extra: &str) -> String {

@@ -180,11 +180,49 @@ fn api_routes(s: &Snapshot) -> Vec<Arc<Route>> {
     s.routes.iter().filter(|r| matches!(r.origin, Origin::Api { .. })).cloned().collect()
 }
 
+/// [`reload_from_disk`], recorded in the audit trail (when the router has a store) as
+/// `config.reload` by `actor`, with the trigger and the outcome: every reload, whoever asked
+/// for it (the API, SIGHUP, `--watch`). The error is the store's, when the entry could not be
+/// written (the reload itself happened or not, as the outcome says).
+pub async fn reload_audited(
+    router: &Runtime,
+    dir: &Path,
+    trigger: &str,
+    actor: &str,
+) -> (ReloadOutcome, Result<(), crate::store::StoreError>) {
+    let before = router.snapshot();
+    let outcome = reload_from_disk(router, dir, trigger).await;
+    let Some(store) = &router.store else { return (outcome, Ok(())) };
+    let details = match &outcome {
+        ReloadOutcome::Applied { version, revision, added, removed, changed } => serde_json::json!({
+            "result": "applied", "trigger": trigger, "from": {"version": before.version, "revision": before.revision},
+            "version": version, "revision": revision, "added": added, "removed": removed, "changed": changed,
+        }),
+        ReloadOutcome::Rejected { errors } => serde_json::json!({
+            // The count only: the errors are in the answer and the log, and the trail keeps no
+            // file contents.
+            "result": "rejected", "trigger": trigger, "version": before.version, "revision": before.revision,
+            "errors": errors.len(),
+        }),
+    };
+    let entry =
+        crate::store::AuditEntry::new(crate::broker::now_ms() as i64, actor, "config.reload", "config", details);
+    let stored = store.append_audit(&entry).await.map(|_| ());
+    if let Err(e) = &stored {
+        warn!(error = %e, trigger, "the reload could not be recorded in the audit trail");
+    }
+    (outcome, stored)
+}
+
+/// The actor of reloads the router makes itself (SIGHUP, `--watch`) in the audit trail.
+pub const ROUTER_ACTOR: &str = "router";
+
 /// Loads `dir` and applies it. `trigger` says why, for the log.
 pub async fn reload_from_disk(router: &Runtime, dir: &Path, trigger: &str) -> ReloadOutcome {
     info!(trigger, dir = %dir.display(), "reloading config");
     let d = dir.to_path_buf();
-    match tokio::task::spawn_blocking(move || config::load(&d)).await {
+    let opts = config::LoadOptions::reloading(&router.snapshot());
+    match tokio::task::spawn_blocking(move || config::load_with(&d, opts)).await {
         Ok(Ok(snapshot)) => {
             for w in &snapshot.warnings {
                 warn!("{w}");
@@ -244,7 +282,8 @@ pub async fn watch(router: Arc<Runtime>, dir: PathBuf, every: Duration, stop: Ca
             Some(p) if p == now => {
                 pending = None;
                 applied = now;
-                reload_from_disk(&router, &dir, "files changed").await;
+                // A trail that cannot be written is logged by reload_audited.
+                let _ = reload_audited(&router, &dir, "files changed", ROUTER_ACTOR).await;
             }
             _ if now != applied => pending = Some(now),
             _ => pending = None,

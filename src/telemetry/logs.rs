@@ -18,9 +18,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// The log layer of `format`, with its `RUST_LOG` filter.
-pub(super) fn layer(format: LogFormat) -> impl Layer<Registry> + Send + Sync {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// The log layer of `format`, with its `RUST_LOG` filter (`default` without one).
+pub(super) fn layer(format: LogFormat, default: &str) -> impl Layer<Registry> + Send + Sync {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Text => fmt::layer()
             .fmt_fields(TextFields)

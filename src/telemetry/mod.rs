@@ -115,6 +115,12 @@ pub enum TelemetryError {
 /// Installs the process-wide subscriber (logs now; traces once [`Telemetry::start_traces`]
 /// runs). Later calls return the same handle and change nothing.
 pub fn init(format: LogFormat) -> Telemetry {
+    init_with(format, "info")
+}
+
+/// [`init`] with another filter than `info` when `RUST_LOG` is not set: `warn` for a command
+/// whose output is its answer (`publish` prints ids, not the broker's start-up lines).
+pub fn init_with(format: LogFormat, default_filter: &str) -> Telemetry {
     let shared = SHARED.get_or_init(|| {
         let exporter = ExportSlot::default();
         let sampler = SamplerSlot::default();
@@ -127,7 +133,8 @@ pub fn init(format: LogFormat) -> Telemetry {
             .with_threads(false)
             .with_target(false)
             .with_filter(TracesFilter);
-        let installed = tracing_subscriber::registry().with(logs::layer(format)).with(otel).try_init().is_ok();
+        let installed =
+            tracing_subscriber::registry().with(logs::layer(format, default_filter)).with(otel).try_init().is_ok();
         Shared { provider, exporter, sampler, installed }
     });
     Telemetry { shared }

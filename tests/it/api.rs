@@ -1083,6 +1083,10 @@ include-path = "/v1/subscriptions/{{id}}"
 include-method = "PUT"
 parameters = {{ "path.id" = {{ dictionary = "subscriptions", probability = 0.5 }} }}
 [[operations]]
+include-path = "/v1/subscriptions/{{id}}"
+include-method = "PATCH"
+parameters = {{ "path.id" = {{ dictionary = "subscriptions", probability = 0.5 }} }}
+[[operations]]
 include-path = "/v1/subscriptions/{{id}}/rotate-secret"
 parameters = {{ "path.id" = {{ dictionary = "subscriptions", probability = 0.5 }} }}
 [[operations]]
@@ -1101,6 +1105,25 @@ parameters = {{ "path.name" = {{ dictionary = "routes", probability = 0.5 }} }}
 [[operations]]
 include-path = "/v1/event-types/{{type}}"
 parameters = {{ "path.type" = {{ dictionary = "types", probability = 0.5 }} }}
+
+# Every check runs everywhere but where the document cannot say what the handler decides
+# (reported in the issue 17 notes; each is a document or handler change still to make):
+# a CloudEvent's extension attributes (any name, any value, with rules for some names);
+[[operations]]
+include-path-regex = "^/v1/(events|routes/[{{]name[}}]/test)$"
+include-method = "POST"
+checks.negative_data_rejection.enabled = false
+# URLs against the security policy, durations in humantime's grammar (`timeout`, `backoff`,
+# `overlap`), Rhai scripts, and a PUT's name that must be the subscription's own;
+[[operations]]
+include-path-regex = "^/v1/subscriptions"
+checks.positive_data_acceptance.enabled = false
+# a body given as a JSON array, which serde reads into the request's fields in order, and a
+# portal link's `ttl` in humantime's grammar.
+[[operations]]
+include-path-regex = "^/v1/tenants/"
+checks.negative_data_rejection.enabled = false
+checks.positive_data_acceptance.enabled = false
 "#,
         deliveries = quoted(&deliveries),
     );
@@ -1111,12 +1134,10 @@ parameters = {{ "path.type" = {{ dictionary = "types", probability = 0.5 }} }}
     let dir = scratch.path();
     let mut child = tokio::process::Command::new("schemathesis")
         .args(["run", &format!("{}/openapi.json", s.base)])
-        .args([
-            "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-        ])
+        // Every check (schemathesis runs all of them unless told otherwise; `--checks all` would
+        // also override the per-operation exceptions of schemathesis.toml above).
         .args(["--header", &format!("Authorization: Bearer {}", s.admin.key().unwrap())])
-        .args(["--max-examples", "25", "--workers", "2", "--phases", "examples,coverage,fuzzing", "--seed", "1"])
+        .args(["--max-examples", "25", "--workers", "1", "--phases", "examples,coverage,fuzzing", "--seed", "1"])
         .args(["--request-timeout", "30", "--suppress-health-check", "all", "--no-color"])
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .current_dir(dir)

@@ -649,12 +649,17 @@ fn no_broker_section_means_the_embedded_broker() {
     let kind = |main: &str| {
         let cfg = ConfigDir::with_main_text(main);
         let s = hookrelay::config::load(cfg.path()).unwrap();
-        (
-            s.broker_kind.clone(),
-            s.broker.prefetch,
-            s.broker.delivery_limit,
-            s.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
-        )
+        // A relative queue file is placed in the data directory, by default data/ in the config.
+        let kind = match s.broker_kind.clone() {
+            BrokerKind::Embedded(mut e) => {
+                if let Ok(rel) = e.path.strip_prefix(cfg.path().join("data")) {
+                    e.path = rel.to_path_buf();
+                }
+                BrokerKind::Embedded(e)
+            }
+            other => other,
+        };
+        (kind, s.broker.prefetch, s.broker.delivery_limit, s.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>())
     };
     let default = EmbeddedFile { path: "hookrelay-queue.db".into(), sync: EmbeddedSync::Normal };
     assert_eq!(
@@ -714,12 +719,13 @@ async fn publish_uses_the_embedded_file_unless_the_environment_names_rabbitmq() 
         let out = cmd.output().unwrap();
         (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     };
-    // No [broker]: the embedded broker's file in the working directory, where no route is bound yet.
+    // No [broker]: the embedded broker's file in the data directory, where no route is bound yet.
     let (code, text) = publish(None);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("no route subscribes"), "{text}");
-    let file = cwd.path().join("hookrelay-queue.db");
-    assert!(file.exists(), "the queue file is created in the working directory");
+    let file = cfg.path().join("data/hookrelay-queue.db");
+    assert!(file.exists(), "the queue file is created in the data directory");
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "nothing in the working directory");
     // With a route's queue declared in the file, the event waits there for the router.
     {
         let b = EmbeddedBroker::open(&file, EmbeddedSync::Normal).await.unwrap();

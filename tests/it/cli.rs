@@ -506,6 +506,7 @@ async fn publish_and_listen_work_end_to_end() {
     let out = hookrelay(&["publish", "--type", "order.paid", "--data", r#"{"n": 5}"#, "--id", "cli-1"], &cfg);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli-1");
+    cfg.file("schemas/nobody.listens/v1.json", r#"{"type":"object"}"#);
     let unrouted = hookrelay(&["publish", "--type", "nobody.listens", "--data", "{}"], &cfg);
     assert_eq!(unrouted.status.code(), Some(1));
     assert!(text(&unrouted).contains("no route subscribes"), "{}", text(&unrouted));
@@ -648,7 +649,15 @@ fn usage_errors_exit_2_and_runtime_failures_exit_1() {
     }
     // A broker that does not answer is a failure of the run, not of the arguments.
     let out = Command::new(bin())
-        .args(["publish", "--type", "order.paid", "--data", "{}", "--broker-url", "amqp://guest:guest@127.0.0.1:1/%2f"])
+        .args([
+            "publish",
+            "--type",
+            "order.paid",
+            "--data",
+            r#"{"n": 1}"#,
+            "--broker-url",
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+        ])
         .env("HOOKRELAY_CONFIG", cfg.path())
         .output()
         .unwrap();

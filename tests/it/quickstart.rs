@@ -241,10 +241,6 @@ impl Drop for Proc {
 }
 
 /// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// One request as `hookrelay listen` printed it.
 #[derive(Debug)]
 struct Printed {
@@ -359,7 +355,23 @@ async fn the_readme_quick_start_works_as_written() {
             "no start-up line for route {route} with {target}:\n{stderr}"
         );
     }
-    assert!(dir.path().join("hookrelay-queue.db").exists(), "the queue file is in the working directory");
+    // The state files are in data/ beside hookrelay.toml, as the README says, and none is at the
+    // root, where the working directory is.
+    for f in ["hookrelay-queue.db", "hookrelay.db"] {
+        assert!(dir.path().join("data").join(f).exists(), "{f} is in data/");
+    }
+    let at_root: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".db"))
+        .collect();
+    assert!(at_root.is_empty(), "state files in the working directory: {at_root:?}");
+    assert!(
+        router.stderr().contains(&format!("data directory {}", dir.path().join("data").display())),
+        "the start-up log says where: {}",
+        router.stderr()
+    );
 
     // The receiver, then an event: verified on both routes.
     let publish_one = || async {

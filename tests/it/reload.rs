@@ -191,10 +191,7 @@ async fn watch_reloads_once_for_a_burst_of_changes_then_again_for_a_later_one() 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let burst =
-        hookrelay::config::load_with(cfg.path(), hookrelay::config::LoadOptions { allow_missing_secrets: true })
-            .unwrap()
-            .revision;
+    let burst = hookrelay::config::load_with(cfg.path(), hookrelay::config::LoadOptions::checking()).unwrap().revision;
     router.wait_log_count("config reloaded", 1, T).await;
     vh.publish(&numbered("w", 3)).await;
     rx.wait_distinct("/burst-5", 3, T).await;
@@ -204,10 +201,7 @@ async fn watch_reloads_once_for_a_burst_of_changes_then_again_for_a_later_one() 
     }
     // A later change reloads again.
     cfg.route(&route("r", "/later"));
-    let later =
-        hookrelay::config::load_with(cfg.path(), hookrelay::config::LoadOptions { allow_missing_secrets: true })
-            .unwrap()
-            .revision;
+    let later = hookrelay::config::load_with(cfg.path(), hookrelay::config::LoadOptions::checking()).unwrap().revision;
     router.wait_log_count("config reloaded", 2, T).await;
     vh.publish(&numbered("v", 2)).await;
     rx.wait_distinct("/later", 2, T).await;

@@ -622,6 +622,11 @@ impl ConfigDir {
     }
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_hookrelay")
 }
@@ -645,10 +650,19 @@ impl RouterProc {
 
     /// Starts with extra arguments and extra environment variables.
     pub fn start_with_env(cfg: &ConfigDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in(cfg, None, extra, env)
+    }
+
+    /// Starts in the working directory `cwd` (the test's own when `None`).
+    pub fn start_in(cfg: &ConfigDir, cwd: Option<&Path>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("router.log");
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let child = cmd
             .args(["run", "--config"])
             .arg(cfg.path())
             .args(extra)

@@ -9,8 +9,8 @@ use hookrelay::config::{self, LoadOptions};
 use std::process::ExitCode;
 
 /// Exit 0 valid, 1 invalid; warnings are reported either way.
-pub(crate) fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_secrets: bool) -> ExitCode {
-    let loaded = config::load_with(dir, LoadOptions { allow_missing_secrets });
+pub(crate) fn validate(dir: &std::path::Path, format: OutFormat, opts: LoadOptions) -> ExitCode {
+    let loaded = config::load_with(dir, opts);
     let (errors, warnings) = match &loaded {
         Ok(s) => (&[][..], &s.warnings[..]),
         Err(e) => (&e.errors[..], &e.warnings[..]),
@@ -35,6 +35,7 @@ pub(crate) fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_s
                         warnings.len()
                     );
                     println!("{}", hookrelay::api::access::describe(&s.api).0);
+                    println!("data directory: {} (from {})", s.data_dir.path.display(), s.data_dir.from.describe());
                 }
                 Err(_) => println!("{} error(s), {} warning(s)", errors.len(), warnings.len()),
             }
@@ -51,6 +52,7 @@ pub(crate) fn validate(dir: &std::path::Path, format: OutFormat, allow_missing_s
                 report["revision"] = s.revision.clone().into();
                 report["routes"] = s.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>().into();
                 report["api"] = hookrelay::api::access::describe(&s.api).1;
+                report["data_dir"] = serde_json::json!({"path": s.data_dir.path, "from": s.data_dir.from});
             }
             println!("{report}");
         }
@@ -118,7 +120,7 @@ pub(crate) fn route_test(dir: &std::path::Path, name: &str, event: &std::path::P
         Err(rej) => {
             println!("dead letter: reason {}: {}", rej.reason.as_str(), rej.message);
             for v in &rej.violations {
-                println!("  {}: {}", if v.path.is_empty() { "/" } else { &v.path }, v.message);
+                println!("  {v}");
             }
             return Ok(ExitCode::FAILURE);
         }
