@@ -13,7 +13,7 @@ use crate::delivery::http::sign::Signer;
 use crate::delivery::policy;
 use crate::delivery::verdict::Class;
 use crate::event::CloudEvent;
-use crate::pipeline::{self, Payload, Prepared};
+use crate::pipeline::{Payload, Prepared};
 use crate::telemetry::new_traceparent;
 use axum::extract::State;
 use bytes::Bytes;
@@ -113,6 +113,12 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 }
 
 impl RouteView {
+    /// As `caller` may see it: the URL's credentials masked without the admin scope.
+    pub fn seen_by(mut self, caller: &Caller) -> Self {
+        self.url = super::masking::url_for(caller, self.url);
+        self
+    }
+
     /// `r` as shown, with the state of its gate (`None` before its worker started).
     pub fn of(r: &Route, gate: Option<&Gate>) -> Self {
         let (origin, file, subscription) = match &r.origin {
@@ -183,7 +189,7 @@ pub struct Routes {
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Routes>, ApiError> {
     let access = caller.access(Scope::Read)?;
     let s = state.router.snapshot();
-    let view = |r: &Arc<Route>| RouteView::of(r, state.router.gate(&r.name).as_deref());
+    let view = |r: &Arc<Route>| RouteView::of(r, state.router.gate(&r.name).as_deref()).seen_by(&caller);
     Ok(Json(Routes { items: s.routes.iter().filter(|r| sees(access, r)).map(view).collect() }))
 }
 
@@ -207,7 +213,7 @@ pub async fn get(
         .route(&name)
         .filter(|r| sees(access, r))
         .ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
-    Ok(Json(RouteView::of(r, state.router.gate(&name).as_deref())))
+    Ok(Json(RouteView::of(r, state.router.gate(&name).as_deref()).seen_by(&caller)))
 }
 
 /// Whether the caller may see a running route: operators all, a tenant its own.
@@ -400,7 +406,7 @@ pub async fn test(
         ping(&format!("test event for route {name}"))
     } else {
         let ev = CloudEvent::decode(&body)?;
-        match pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
+        match snapshot.prepare_event(route, ev).await {
             Ok(Prepared::Deliver(p)) => p,
             Ok(Prepared::Filtered) => {
                 return Ok(Json(TestResult {

@@ -3,6 +3,7 @@
 
 mod api;
 mod broker;
+mod budgets;
 mod cli;
 mod common;
 mod console;
@@ -14,6 +15,7 @@ mod quickstart;
 mod reload;
 mod resilience;
 mod signatures;
+mod ssrf;
 mod store;
 mod telemetry;
 mod tokens;
