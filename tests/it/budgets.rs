@@ -28,7 +28,7 @@ fn memory_hogs() -> Vec<(&'static str, String)> {
             "deep",
             format!(
                 "fn r(n, s) {{ let a = s + n; let b = s + (n + 100); let c = s + (n + 200); let d = s + (n + 300); \
-                 let e = s + (n + 400); let f = [a, b]; \
+                 let e = s + (n + 400); \
                  if n > 0 {{ r(n - 1, s) }} else {{ 0 }} }}\nfn filter(event) {{ {BIG} r(28, s); true }}\n"
             ),
         ),
