@@ -13,7 +13,7 @@ use crate::delivery::http::sign::Signer;
 use crate::delivery::policy;
 use crate::delivery::verdict::Class;
 use crate::event::CloudEvent;
-use crate::pipeline::{Payload, Prepared};
+use crate::pipeline::{self, Payload, Prepared};
 use crate::telemetry::new_traceparent;
 use axum::extract::State;
 use bytes::Bytes;
@@ -406,7 +406,9 @@ pub async fn test(
         ping(&format!("test event for route {name}"))
     } else {
         let ev = CloudEvent::decode(&body)?;
-        match snapshot.prepare_event(route, ev).await {
+        // On the script pool, as the route's deliveries run: never on the API's threads.
+        let (snap, r) = (snapshot.clone(), route.clone());
+        match snapshot.script_pool.run(move || pipeline::prepare_event(&snap.pipeline(), &r.steps, ev)).await {
             Ok(Prepared::Deliver(p)) => p,
             Ok(Prepared::Filtered) => {
                 return Ok(Json(TestResult {

@@ -220,19 +220,6 @@ impl Snapshot {
         self.script_pool.run(move || pipeline::prepare(&snap.pipeline(), &route.steps, &raw)).await
     }
 
-    /// [`pipeline::prepare_event`], like [`Snapshot::prepare`].
-    pub async fn prepare_event(
-        self: &Arc<Self>,
-        route: &Arc<Route>,
-        event: crate::event::CloudEvent,
-    ) -> Result<pipeline::Prepared, pipeline::Rejection> {
-        if !route.steps.runs_scripts() {
-            return pipeline::prepare_event(&self.pipeline(), &route.steps, event);
-        }
-        let (snap, route) = (self.clone(), route.clone());
-        self.script_pool.run(move || pipeline::prepare_event(&snap.pipeline(), &route.steps, event)).await
-    }
-
     /// The broker this config runs on.
     pub fn broker_endpoint(&self) -> Endpoint<'_> {
         broker_endpoint(&self.broker, &self.broker_kind)
