@@ -59,3 +59,8 @@ pub mod ui;
 
 #[cfg(test)]
 mod layering;
+
+/// The unit tests run metered, as the router does, so that the scripts' memory budget applies.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: alloc_meter::Metered<std::alloc::System> = alloc_meter::Metered(std::alloc::System);

@@ -13,9 +13,10 @@ mod cli;
 
 /// mimalloc instead of the system allocator: the per-event path allocates many small values
 /// (JSON maps, headers, futures), and glibc's malloc was a fifth of the router's CPU time under
-/// load (see docs/benchmarks.md).
+/// load (see docs/benchmarks.md). Metered: each thread's net allocations are counted, which is
+/// how a script run is held to its memory budget (`[scripts] max_memory_bytes`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc_meter::Metered<mimalloc::MiMalloc> = alloc_meter::Metered(mimalloc::MiMalloc);
 
 fn main() -> ExitCode {
     no_transparent_huge_pages();

@@ -42,6 +42,7 @@ pub mod error;
 pub mod event_types;
 pub mod events;
 pub mod health;
+pub mod masking;
 pub mod routes;
 pub mod stats;
 pub mod subscriptions;

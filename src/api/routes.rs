@@ -122,6 +122,12 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 }
 
 impl RouteView {
+    /// As `caller` may see it: the URL's credentials masked without the admin scope.
+    pub fn seen_by(mut self, caller: &Caller) -> Self {
+        self.url = super::masking::url_for(caller, self.url);
+        self
+    }
+
     /// `r` as shown, with the state of its gate (`None` before its worker started).
     pub fn of(r: &Route, gate: Option<&Gate>) -> Self {
         let (origin, file, subscription) = match &r.origin {
@@ -195,7 +201,7 @@ pub struct Routes {
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Routes>, ApiError> {
     let access = caller.access(Scope::Read)?;
     let s = state.router.snapshot();
-    let view = |r: &Arc<Route>| RouteView::of(r, state.router.gate(&r.name).as_deref());
+    let view = |r: &Arc<Route>| RouteView::of(r, state.router.gate(&r.name).as_deref()).seen_by(&caller);
     Ok(Json(Routes { items: s.routes.iter().filter(|r| sees(access, r)).map(view).collect() }))
 }
 
@@ -219,7 +225,7 @@ pub async fn get(
         .route(&name)
         .filter(|r| sees(access, r))
         .ok_or_else(|| ApiError::not_found(format!("no route named {name:?}")))?;
-    Ok(Json(RouteView::of(r, state.router.gate(&name).as_deref())))
+    Ok(Json(RouteView::of(r, state.router.gate(&name).as_deref()).seen_by(&caller)))
 }
 
 /// Whether the caller may see a running route: operators all, a tenant its own.
@@ -413,7 +419,9 @@ pub async fn test(
         ping(&format!("test event for route {name}"))
     } else {
         let ev = CloudEvent::decode(&body)?;
-        match pipeline::prepare_event(&snapshot.pipeline(), &route.steps, ev) {
+        // On the script pool, as the route's deliveries run: never on the API's threads.
+        let (snap, r) = (snapshot.clone(), route.clone());
+        match snapshot.script_pool.run(move || pipeline::prepare_event(&snap.pipeline(), &r.steps, ev)).await {
             Ok(Prepared::Deliver(p)) => p,
             Ok(Prepared::Filtered) => {
                 return Ok(Json(TestResult {

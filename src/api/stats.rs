@@ -190,16 +190,23 @@ pub async fn audit(
         limit: page_limit(q.limit)?,
     };
     let page = state.store.audit(&filter).await?;
+    // Details hold subscription specs: their URLs' credentials are for admins only.
+    let reveal = super::masking::reveals(&caller);
     let items = page
         .items
         .into_iter()
-        .map(|a| AuditView {
-            id: a.id,
-            at: rfc3339(a.at_ms),
-            actor: a.actor,
-            action: a.action,
-            target: a.target,
-            details: a.details,
+        .map(|mut a| {
+            if !reveal {
+                super::masking::mask_urls_in(&mut a.details);
+            }
+            AuditView {
+                id: a.id,
+                at: rfc3339(a.at_ms),
+                actor: a.actor,
+                action: a.action,
+                target: a.target,
+                details: a.details,
+            }
         })
         .collect();
     Ok(Json(AuditPage { items, next: page.next }))

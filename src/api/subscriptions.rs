@@ -76,6 +76,14 @@ pub struct SubscriptionView {
     pub updated_at: String,
 }
 
+impl SubscriptionView {
+    /// As `caller` may see it: the URL's credentials masked without the admin scope.
+    fn seen_by(mut self, caller: &Caller) -> Self {
+        self.spec.url = super::masking::url_for(caller, std::mem::take(&mut self.spec.url));
+        self
+    }
+}
+
 fn view(state: &ApiState, rec: SubscriptionRecord) -> SubscriptionView {
     let snapshot = state.router.snapshot();
     let live =
@@ -181,8 +189,11 @@ pub async fn create(
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Subscriptions>, ApiError> {
     let access = caller.access(Scope::Read)?;
     let all = state.store.subscriptions().await?;
-    let items =
-        all.into_iter().filter(|r| owns_subscription(access, r.tenant.as_deref())).map(|r| view(&state, r)).collect();
+    let items = all
+        .into_iter()
+        .filter(|r| owns_subscription(access, r.tenant.as_deref()))
+        .map(|r| view(&state, r).seen_by(&caller))
+        .collect();
     Ok(Json(Subscriptions { items }))
 }
 
@@ -202,7 +213,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
     let access = caller.access(Scope::Read)?;
-    Ok(Json(view(&state, visible(&state, access, &id).await?)))
+    Ok(Json(view(&state, visible(&state, access, &id).await?).seen_by(&caller)))
 }
 
 /// Replace a subscription's definition: the body is the whole definition, and a key it leaves

@@ -36,6 +36,7 @@ pub(crate) fn validate(dir: &std::path::Path, format: OutFormat, opts: LoadOptio
                     );
                     println!("{}", hookrelay::api::access::describe(&s.api).0);
                     println!("data directory: {} (from {})", s.data_dir.path.display(), s.data_dir.from.describe());
+                    println!("{}", scripts_line(s));
                 }
                 Err(_) => println!("{} error(s), {} warning(s)", errors.len(), warnings.len()),
             }
@@ -53,11 +54,31 @@ pub(crate) fn validate(dir: &std::path::Path, format: OutFormat, opts: LoadOptio
                 report["routes"] = s.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>().into();
                 report["api"] = hookrelay::api::access::describe(&s.api).1;
                 report["data_dir"] = serde_json::json!({"path": s.data_dir.path, "from": s.data_dir.from});
+                report["scripts"] = serde_json::json!({
+                    "max_memory_bytes": s.budgets.max_memory_bytes,
+                    "max_time": humantime::format_duration(s.budgets.max_time).to_string(),
+                    "max_body_bytes": s.budgets.max_body_bytes,
+                    "pool": s.script_pool.size(),
+                });
             }
             println!("{report}");
         }
     }
     if loaded.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// The budgets every script run gets (`[scripts]`, defaults filled in).
+fn scripts_line(s: &config::Snapshot) -> String {
+    let b = &s.budgets;
+    format!(
+        "scripts: each run within {} of memory (max_memory_bytes = {}), {} (max_time), a body of at most {} bytes \
+         (max_body_bytes); {} run(s) at once (pool)",
+        hookrelay::pipeline::script::budget::bytes(b.max_memory_bytes as u64),
+        b.max_memory_bytes,
+        humantime::format_duration(b.max_time),
+        b.max_body_bytes,
+        s.script_pool.size()
+    )
 }
 
 /// Exit 0 when the event would be sent or filtered out, 1 when it would be dead-lettered or the

@@ -61,6 +61,9 @@ pub struct MainFile {
     /// Size limits on what is accepted.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// The budgets of every script run.
+    #[serde(default)]
+    pub scripts: ScriptsFile,
     /// Process-wide delivery settings.
     #[serde(default)]
     pub delivery: DeliveryFile,
@@ -321,6 +324,74 @@ impl Default for LimitsFile {
             response_body_bytes: 4096,
             max_schedule_ahead: Dur(DEFAULT_MAX_SCHEDULE_AHEAD),
         }
+    }
+}
+
+/// `[scripts]`: the budgets of every filter and transform run (docs/security.md, "The script
+/// sandbox"). A run over one is stopped and its event dead-lettered with reason `script_error`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptsFile {
+    /// Bytes one run may hold at once, everything counted (its variables, the event it was given,
+    /// function pointers and their values). Default 33554432 (32 MiB).
+    pub max_memory_bytes: usize,
+    /// Wall-clock time of one run. Default 1s.
+    pub max_time: Dur,
+    /// The largest body a transform may produce, rendered. Default: `[limits] max_event_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    /// How many runs may go at once, each on a blocking thread of its own (never on the threads
+    /// that serve the API and deliver). Default: the number of cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<usize>,
+}
+
+impl Default for ScriptsFile {
+    fn default() -> Self {
+        let d = crate::pipeline::script::Budgets::default();
+        Self { max_memory_bytes: d.max_memory_bytes, max_time: Dur(d.max_time), max_body_bytes: None, pool: None }
+    }
+}
+
+/// The largest `[scripts] pool`.
+pub const MAX_SCRIPT_POOL: usize = 256;
+
+impl ScriptsFile {
+    /// The budgets, with `max_body_bytes` defaulting to `max_event_bytes`.
+    pub fn budgets(&self, limits: &LimitsFile) -> crate::pipeline::script::Budgets {
+        crate::pipeline::script::Budgets {
+            max_memory_bytes: self.max_memory_bytes,
+            max_time: self.max_time.0,
+            max_body_bytes: self.max_body_bytes.unwrap_or(limits.max_event_bytes),
+        }
+    }
+
+    /// The pool's size.
+    pub fn pool_size(&self) -> usize {
+        self.pool.unwrap_or_else(crate::pipeline::script::ScriptPool::default_size)
+    }
+
+    /// Each value out of range, as (key, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.max_memory_bytes < 1 << 20 {
+            out.push((
+                "max_memory_bytes",
+                "must be at least 1048576 (1 MiB): a run holds the event it is given".into(),
+            ));
+        }
+        if self.max_time.0.is_zero() {
+            out.push(("max_time", "must be more than zero".into()));
+        }
+        if self.max_body_bytes == Some(0) {
+            out.push(("max_body_bytes", "must be more than zero".into()));
+        }
+        if let Some(n) = self.pool
+            && !(1..=MAX_SCRIPT_POOL).contains(&n)
+        {
+            out.push(("pool", format!("must be from 1 to {MAX_SCRIPT_POOL} threads, not {n}")));
+        }
+        out
     }
 }
 

@@ -178,6 +178,12 @@ pub struct Snapshot {
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// `[limits]`.
     pub limits: LimitsFile,
+    /// `[scripts]`, as written (shown by `validate`).
+    pub scripts: files::ScriptsFile,
+    /// The budgets of every script run, from `[scripts]`.
+    pub budgets: pipeline::script::Budgets,
+    /// Where scripts run: a bounded pool of blocking threads (`[scripts] pool`).
+    pub script_pool: pipeline::script::ScriptPool,
     /// `[delivery]`.
     pub delivery: DeliveryFile,
     /// `[store]`.
@@ -214,7 +220,27 @@ impl std::fmt::Debug for Snapshot {
 impl Snapshot {
     /// What every route's pipeline shares.
     pub fn pipeline(&self) -> pipeline::Context<'_> {
-        pipeline::Context { schemas: &self.schemas, engine: &self.engine, max_event_bytes: self.limits.max_event_bytes }
+        pipeline::Context {
+            schemas: &self.schemas,
+            engine: &self.engine,
+            max_event_bytes: self.limits.max_event_bytes,
+            max_body_bytes: self.budgets.max_body_bytes,
+        }
+    }
+
+    /// [`pipeline::prepare`] for one of this snapshot's routes: on the script pool when the
+    /// route runs scripts (so that a script burning its budget never holds an async worker),
+    /// inline otherwise.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        route: &Arc<Route>,
+        raw: bytes::Bytes,
+    ) -> Result<pipeline::Prepared, pipeline::Rejection> {
+        if !route.steps.runs_scripts() {
+            return pipeline::prepare(&self.pipeline(), &route.steps, &raw);
+        }
+        let (snap, route) = (self.clone(), route.clone());
+        self.script_pool.run(move || pipeline::prepare(&snap.pipeline(), &route.steps, &raw)).await
     }
 
     /// The broker this config runs on.
@@ -318,7 +344,17 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         errors.push(ConfigError::file(MAIN_FILE, "[broker] consumer_timeout must be more than zero"));
     }
     let schemas = schemas::load(dir, &dir.join("schemas"), &mut files, &mut errors);
-    let engine = Arc::new(sandboxed_engine());
+    let scripts_text = files.iter().find(|(n, _)| n == MAIN_FILE).map(|(_, t)| String::from_utf8_lossy(t).into_owned());
+    for (key, message) in main.scripts.problems() {
+        let message = format!("[scripts] {key} {message}");
+        let at = scripts_text.as_deref().and_then(|t| Some((t, locate::toml_value(t, &["scripts", key])?.start)));
+        errors.push(match at {
+            Some((t, offset)) => ConfigError::at_offset(MAIN_FILE, t, offset, message),
+            None => ConfigError::file(MAIN_FILE, message),
+        });
+    }
+    let budgets = main.scripts.budgets(&main.limits);
+    let engine = Arc::new(sandboxed_engine(budgets));
     let routes = route_files::RouteFiles {
         dir,
         security,
@@ -359,6 +395,9 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
         security,
         extra_roots,
         limits: main.limits,
+        script_pool: pipeline::script::ScriptPool::new(main.scripts.pool_size()),
+        scripts: main.scripts,
+        budgets,
         delivery: main.delivery,
         store: main.store,
         api: main.api,

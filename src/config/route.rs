@@ -260,7 +260,8 @@ pub fn compile(
     }
     let url = match def.url.parse::<Uri>() {
         Ok(u) if u.host().is_some() => match security.check_url(&u) {
-            Ok(()) => Some(u),
+            // A host written as numbers is sent as the dotted address it names.
+            Ok(()) => Some(crate::delivery::http::guard::canonical(u)),
             Err(e) => {
                 problem(Field::Url, e.to_string());
                 None

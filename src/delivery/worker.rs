@@ -29,7 +29,7 @@ use super::verdict::{self, AttemptResult, Reason, Verdict};
 use crate::broker::{Broker, BrokerError, Consumer, H_TRACEPARENT, Message, now_ms};
 use crate::config::{BrokerKind, Origin, Route, Snapshot};
 use crate::metrics::{self, RouteMeter};
-use crate::pipeline::{self, Payload, Prepared, Rejection};
+use crate::pipeline::{Payload, Prepared, Rejection};
 use crate::store::log::AttemptLog;
 use crate::store::{Attempt as LoggedAttempt, Outcome};
 use crate::telemetry;
@@ -358,9 +358,9 @@ fn flatten(r: Result<Result<Settled, BrokerError>, tokio::task::JoinError>) -> R
 /// it started (a reload applies to the messages that start after it), and its settlement.
 struct Dispatch<'a> {
     worker: &'a Worker,
-    snap: &'a Snapshot,
+    snap: &'a Arc<Snapshot>,
     client: &'a WebhookClient,
-    route: &'a Route,
+    route: &'a Arc<Route>,
     message: &'a Message,
     /// The attempt it comes for (1, or the next after a park).
     attempt: u32,
@@ -372,8 +372,8 @@ impl Dispatch<'_> {
     async fn run(self) -> Result<Settled, BrokerError> {
         // The pipeline runs before the span is made, so that the event's own `traceparent` can
         // still become the span's parent.
-        let pipeline = self.snap.pipeline();
-        match pipeline::prepare(&pipeline, &self.route.steps, &self.message.body) {
+        // Scripted routes prepare on the script pool, off the async workers.
+        match self.snap.prepare(self.route, self.message.body.clone()).await {
             Ok(Prepared::Deliver(payload)) => {
                 let traceparents = [self.header_tp, payload.traceparent.as_deref()];
                 let span = telemetry::decoded_event_span(

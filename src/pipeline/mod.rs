@@ -29,6 +29,8 @@ pub struct Context<'a> {
     pub engine: &'a rhai::Engine,
     /// `[limits] max_event_bytes`.
     pub max_event_bytes: usize,
+    /// `[scripts] max_body_bytes`: the largest body a transform may produce.
+    pub max_body_bytes: usize,
 }
 
 /// One route's steps, compiled.
@@ -46,6 +48,13 @@ pub struct Steps {
     pub redact: Vec<RedactPath>,
     /// The body's shape.
     pub format: BodyFormat,
+}
+
+impl Steps {
+    /// Whether the route runs a script (which then runs on the script pool).
+    pub fn runs_scripts(&self) -> bool {
+        self.filter.is_some() || self.transform.is_some()
+    }
 }
 
 /// The body a route sends.
@@ -185,8 +194,20 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
         event.data.unwrap_or(Value::Null)
     };
 
-    let (body, content_type) = render(steps.format, &ty, time.as_deref(), &content)
-        .map_err(|e| Rejection::new(Reason::Malformed, e.to_string()))?;
+    // A transform may grow a tiny event into a huge body: rendering stops at the cap.
+    let cap = if steps.transform.is_some() { cx.max_body_bytes } else { usize::MAX };
+    let (body, content_type) =
+        render_within(steps.format, &ty, time.as_deref(), &content, cap).map_err(|e| match e {
+            RenderError::TooLarge => Rejection::new(
+                Reason::ScriptError,
+                format!(
+                    "{}: the transform's body is over its budget: more than {} bytes ([scripts] max_body_bytes)",
+                    steps.transform.as_ref().map_or_else(String::new, |t| t.path.display().to_string()),
+                    cx.max_body_bytes
+                ),
+            ),
+            RenderError::Json(e) => Rejection::new(Reason::Malformed, e.to_string()),
+        })?;
     Ok(Prepared::Deliver(Payload {
         event_id: id,
         event_type: ty,
@@ -217,6 +238,70 @@ pub fn render(
     time: Option<&str>,
     content: &Value,
 ) -> Result<(Vec<u8>, &'static str), serde_json::Error> {
+    render_within(format, ty, time, content, usize::MAX).map_err(|e| match e {
+        RenderError::Json(e) => e,
+        RenderError::TooLarge => unreachable!("no cap"),
+    })
+}
+
+/// Why [`render_within`] gave no body.
+#[derive(Debug)]
+pub enum RenderError {
+    /// The body would be over the cap (rendering stopped there).
+    TooLarge,
+    /// Not serializable.
+    Json(serde_json::Error),
+}
+
+/// A body under construction that refuses to grow past `cap` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            return Err(std::io::Error::other(CapReached));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct CapReached;
+impl std::fmt::Display for CapReached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("body cap reached")
+    }
+}
+impl std::error::Error for CapReached {}
+
+/// [`render`], stopping as soon as the body would be over `cap` bytes.
+pub fn render_within(
+    format: BodyFormat,
+    ty: &str,
+    time: Option<&str>,
+    content: &Value,
+    cap: usize,
+) -> Result<(Vec<u8>, &'static str), RenderError> {
+    let mut out = Capped { buf: Vec::with_capacity(128), cap };
+    let ct = render_to(&mut out, format, ty, time, content)
+        .map_err(|e| if e.io_error_kind().is_some() { RenderError::TooLarge } else { RenderError::Json(e) })?;
+    Ok((out.buf, ct))
+}
+
+fn render_to(
+    out: &mut Capped,
+    format: BodyFormat,
+    ty: &str,
+    time: Option<&str>,
+    content: &Value,
+) -> Result<&'static str, serde_json::Error> {
     match format {
         BodyFormat::Standard => {
             let now;
@@ -227,10 +312,11 @@ pub fn render(
                     &now
                 }
             };
-            Ok((serde_json::to_vec(&StandardBody { ty, timestamp, data: content })?, "application/json"))
+            serde_json::to_writer(out, &StandardBody { ty, timestamp, data: content })?;
+            Ok("application/json")
         }
-        BodyFormat::Cloudevents => Ok((serde_json::to_vec(content)?, "application/cloudevents+json")),
-        BodyFormat::Data => Ok((serde_json::to_vec(content)?, "application/json")),
+        BodyFormat::Cloudevents => serde_json::to_writer(out, content).map(|()| "application/cloudevents+json"),
+        BodyFormat::Data => serde_json::to_writer(out, content).map(|()| "application/json"),
     }
 }
 
@@ -274,5 +360,13 @@ mod tests {
         // The timestamp has milliseconds: `before` truncated to them is not after it.
         let ms = std::time::Duration::from_millis(1);
         assert!(stamped + ms > before && stamped <= after, "timestamp {} is not the time of rendering", v["timestamp"]);
+    }
+
+    #[test]
+    fn rendering_stops_at_the_cap() {
+        let data = json!({"blob": "x".repeat(10_000)});
+        let (body, _) = render_within(BodyFormat::Data, "t", None, &data, 20_000).unwrap();
+        assert_eq!(body, serde_json::to_vec(&data).unwrap());
+        assert!(matches!(render_within(BodyFormat::Standard, "t", None, &data, 9_999), Err(RenderError::TooLarge)));
     }
 }

@@ -2,9 +2,16 @@
 //! plugin may define, `fn filter(event)` → bool and `fn transform(event)` → event.
 //!
 //! The sandbox: bounded operations, call depth, expression depth, string, array and map sizes;
-//! no modules (`import` is refused), no `eval`; `print`/`debug` go to the log. Rhai itself has
-//! no file or network access. Scripts are compiled once per load and never per event.
+//! no modules (`import` is refused), no `eval`; `print`/`debug` go to the log, rate-limited.
+//! Every run has a memory and a time budget ([`budget`]) and runs on a bounded pool of
+//! blocking threads ([`pool`]), never on the async runtime's workers. Rhai itself has no file
+//! or network access. Scripts are compiled once per load and never per event.
 
+pub mod budget;
+pub mod pool;
+
+pub use budget::Budgets;
+pub use pool::ScriptPool;
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -13,8 +20,8 @@ use std::sync::Arc;
 /// Operations one call may run before it is stopped.
 pub const MAX_OPERATIONS: u64 = 200_000;
 
-/// The sandboxed engine every script runs in.
-pub fn sandboxed_engine() -> Engine {
+/// The sandboxed engine every script runs in, stopping each run at `budgets`.
+pub fn sandboxed_engine(budgets: Budgets) -> Engine {
     let mut e = Engine::new();
     e.set_max_operations(MAX_OPERATIONS);
     e.set_max_call_levels(32);
@@ -25,8 +32,19 @@ pub fn sandboxed_engine() -> Engine {
     e.set_max_modules(0);
     e.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
     e.disable_symbol("eval");
-    e.on_print(|s| tracing::info!(target: "hookrelay::script", "{s}"));
-    e.on_debug(|s, src, pos| tracing::debug!(target: "hookrelay::script", source = src, %pos, "{s}"));
+    e.on_progress(budget::progress(budgets));
+    let limit = Arc::new(budget::PrintLimit::new());
+    let l = limit.clone();
+    e.on_print(move |s| {
+        if let Some(dropped) = l.admit() {
+            tracing::info!(target: "hookrelay::script", dropped, "{}", budget::cut(s));
+        }
+    });
+    e.on_debug(move |s, src, pos| {
+        if let Some(dropped) = limit.admit() {
+            tracing::debug!(target: "hookrelay::script", source = src, %pos, dropped, "{}", budget::cut(s));
+        }
+    });
     e
 }
 
@@ -135,6 +153,7 @@ impl Script {
         }
     }
 
+    /// Runs `entry`; the caller holds the run's [`budget::RunGuard`].
     fn call(&self, engine: &Engine, entry: EntryPoint, event: Dynamic) -> Result<Dynamic, ScriptError> {
         let mut scope = Scope::new();
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
@@ -144,11 +163,22 @@ impl Script {
     }
 
     fn error(&self, e: &EvalAltResult) -> ScriptError {
-        ScriptError { path: self.path.display().to_string(), message: e.to_string() }
+        // A run stopped by its budget: the budget's own message, where the script was.
+        let mut inner = e;
+        while let EvalAltResult::ErrorInFunctionCall(_, _, next, _) = inner {
+            inner = next;
+        }
+        let message = match inner {
+            EvalAltResult::ErrorTerminated(why, pos) if pos.is_none() => format!("stopped {why}"),
+            EvalAltResult::ErrorTerminated(why, pos) => format!("stopped {why} (at {pos})"),
+            _ => e.to_string(),
+        };
+        ScriptError { path: self.path.display().to_string(), message }
     }
 
     /// Runs `fn filter(event)`: true keeps the event.
     pub fn filter(&self, engine: &Engine, event: &Value) -> Result<bool, ScriptError> {
+        let _run = budget::RunGuard::start();
         let out = self.call(engine, EntryPoint::Filter, dynamic_of(event))?;
         out.as_bool().map_err(|ty| ScriptError {
             path: self.path.display().to_string(),
@@ -158,6 +188,7 @@ impl Script {
 
     /// Runs `fn transform(event)` and returns the event it gives back.
     pub fn transform(&self, engine: &Engine, event: &Value) -> Result<Value, ScriptError> {
+        let _run = budget::RunGuard::start();
         let out = self.call(engine, EntryPoint::Transform, dynamic_of(event))?;
         if !out.is_map() {
             return Err(ScriptError {
@@ -302,12 +333,12 @@ mod tests {
     use serde_json::json;
 
     fn compile(text: &str) -> Result<Script, CompileError> {
-        Script::compile(&sandboxed_engine(), Path::new("plugins/t.rhai"), text)
+        Script::compile(&sandboxed_engine(Budgets::default()), Path::new("plugins/t.rhai"), text)
     }
 
     #[test]
     fn filter_and_transform() {
-        let e = sandboxed_engine();
+        let e = sandboxed_engine(Budgets::default());
         let s = compile(
             "fn filter(event) { event.data.total > 100 }\n\
              fn transform(event) { event.data.remove(\"email\"); event.data.vip = true; event }",
@@ -335,7 +366,7 @@ mod tests {
 
     #[test]
     fn runaway_scripts_are_stopped() {
-        let e = sandboxed_engine();
+        let e = sandboxed_engine(Budgets::default());
         let s = compile("fn filter(event) { loop { } }").unwrap();
         let err = s.filter(&e, &json!({})).unwrap_err();
         assert!(err.message.to_lowercase().contains("operations"), "{err}");
@@ -343,7 +374,7 @@ mod tests {
 
     #[test]
     fn sandbox_refuses_import_and_eval() {
-        let e = sandboxed_engine();
+        let e = sandboxed_engine(Budgets::default());
         let s = compile("fn filter(event) { import \"x\" as x; true }");
         if let Ok(s) = s {
             assert!(s.filter(&e, &json!({})).is_err());
@@ -362,7 +393,7 @@ mod tests {
         assert_eq!(format!("{direct:?}"), format!("{serde:?}"));
         assert_eq!(json_of(&direct).unwrap(), rhai::serde::from_dynamic::<Value>(&serde).unwrap());
 
-        let e = sandboxed_engine();
+        let e = sandboxed_engine(Budgets::default());
         let s = compile(
             "fn transform(event) { event.data.c = 'c'; event.data.nan = 0.0 / 0.0; event.data.half = 1.0 / 2.0; \
              event.data.list = [1, 2.0, (), true]; event }",
@@ -381,7 +412,7 @@ mod tests {
 
     #[test]
     fn what_json_cannot_hold_goes_through_rhai_serde() {
-        let e = sandboxed_engine();
+        let e = sandboxed_engine(Budgets::default());
         let s = compile("fn transform(event) { event.data.f = Fn(\"x\"); event }").unwrap();
         assert!(json_of(&s.call(&e, EntryPoint::Transform, dynamic_of(&json!({"data": {}}))).unwrap()).is_none());
         assert!(s.transform(&e, &json!({"data": {}})).is_err(), "a function pointer is not JSON");
@@ -389,9 +420,72 @@ mod tests {
 
     #[test]
     fn wrong_return_types_are_script_errors() {
-        let e = sandboxed_engine();
+        let e = sandboxed_engine(Budgets::default());
         let s = compile("fn filter(event) { 1 }\nfn transform(event) { 2 }").unwrap();
         assert!(s.filter(&e, &json!({})).unwrap_err().message.contains("bool"));
         assert!(s.transform(&e, &json!({})).unwrap_err().message.contains("map"));
+    }
+
+    fn budgets(max_memory_bytes: usize, max_time_ms: u64) -> Budgets {
+        Budgets { max_memory_bytes, max_time: std::time::Duration::from_millis(max_time_ms), ..Budgets::default() }
+    }
+
+    /// Regression (issue 13): many values, each under Rhai's per-value limits, and values Rhai
+    /// does not count (closures, curried function pointers, map keys) add up to far more than
+    /// any limit; the run is charged for all of it.
+    #[test]
+    fn a_run_is_stopped_at_its_memory_budget_whatever_holds_the_memory() {
+        let e = sandboxed_engine(budgets(8 << 20, 60_000));
+        let big = "let s = \"0123456789abcdef\"; for k in 0..13 { s += s; }"; // 128 KiB
+        for body in [
+            "let a = []; for i in 0..2000 { let t = s + i; a.push(|| t); }",
+            "let a = []; for i in 0..2000 { a.push(Fn(\"g\").curry(s + i)); }",
+            "let m = #{}; for i in 0..2000 { m[s + i] = i; }",
+            "r(28, s);",
+        ] {
+            let text = format!(
+                "fn g(x) {{ x }}\nfn r(n, s) {{ let a = s + n; let b = s + (n + 100); let c = s + (n + 200); \
+                 if n > 0 {{ r(n - 1, s) }} else {{ 0 }} }}\nfn filter(event) {{ {big} {body} true }}"
+            );
+            let s = compile(&text).unwrap();
+            let err = s.filter(&e, &json!({})).expect_err(body);
+            assert!(err.message.contains("memory budget") && err.message.contains("max_memory_bytes"), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_run_within_its_budgets_is_untouched_and_its_memory_is_its_own() {
+        let e = sandboxed_engine(budgets(8 << 20, 60_000));
+        let s = compile("fn filter(event) { let s = \"0123456789abcdef\"; for k in 0..13 { s += s; } s.len() > 0 }")
+            .unwrap();
+        // Each run starts from zero: 100 runs of 128 KiB each stay within 8 MiB.
+        for _ in 0..100 {
+            assert!(s.filter(&e, &json!({})).unwrap());
+        }
+    }
+
+    /// Regression (issue 13): the operation limit does not bound time; a loop over a costly
+    /// built-in ran for seconds.
+    #[test]
+    fn a_run_is_stopped_at_its_time_budget() {
+        let e = sandboxed_engine(budgets(64 << 20, 50));
+        let s = compile(
+            "fn filter(event) { let s = \"0123456789abcdef\"; for k in 0..14 { s += s; } \
+             loop { let t = s.to_upper(); t.replace(\"A\", \"b\"); } }",
+        )
+        .unwrap();
+        let err = s.filter(&e, &json!({})).unwrap_err();
+        assert!(err.message.contains("time budget") && err.message.contains("max_time"), "{err}");
+        assert!(err.to_string().starts_with("plugins/t.rhai: stopped over its time budget"), "{err}");
+    }
+
+    #[test]
+    fn print_and_debug_are_rate_limited_per_run() {
+        let limit = budget::PrintLimit::new();
+        let _run = budget::RunGuard::start();
+        let admitted = (0..100).filter(|_| limit.admit().is_some()).count();
+        assert_eq!(admitted, budget::PRINT_LINES_PER_RUN as usize);
+        let long = "é".repeat(budget::PRINT_LINE_BYTES);
+        assert!(budget::cut(&long).len() <= budget::PRINT_LINE_BYTES);
     }
 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod broker;
+mod budgets;
 mod cli;
 mod common;
 mod console;
@@ -22,6 +23,7 @@ mod replay;
 mod resilience;
 mod shapes;
 mod signatures;
+mod ssrf;
 mod store;
 mod telemetry;
 mod tokens;

@@ -387,6 +387,27 @@ pub enum OtlpProtocol {
     Grpc,
 }
 
+/// `[scripts]`: the budgets of every script run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScriptsSection {
+    /// `max_memory_bytes`.
+    pub max_memory_bytes: Option<usize>,
+    /// `max_time`.
+    #[serde(serialize_with = "opt_duration")]
+    pub max_time: Option<Duration>,
+    /// `max_body_bytes`.
+    pub max_body_bytes: Option<usize>,
+    /// `pool`.
+    pub pool: Option<usize>,
+}
+
+fn opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        None => s.serialize_none(),
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 struct TenantsSection {
     attribute: Option<String>,
@@ -408,6 +429,7 @@ pub struct MainConfig {
     embedded: Option<EmbeddedSection>,
     security: Option<SecuritySection>,
     limits: Option<LimitsSection>,
+    scripts: Option<ScriptsSection>,
     delivery: Option<DeliverySection>,
     store: Option<StoreSection>,
     api: Option<ApiSection>,
@@ -513,6 +535,12 @@ impl MainConfig {
     /// `[limits] response_body_bytes`.
     pub fn response_body_bytes(mut self, n: usize) -> Self {
         self.limits_section().response_body_bytes = Some(n);
+        self
+    }
+
+    /// `[scripts]`.
+    pub fn scripts(mut self, scripts: ScriptsSection) -> Self {
+        self.scripts = Some(scripts);
         self
     }
 

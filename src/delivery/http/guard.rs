@@ -4,6 +4,13 @@
 //! connector that checks IP-literal hosts), so DNS rebinding does not get around it.
 //! IPv4-mapped, IPv4-compatible, NAT64 and 6to4 IPv6 addresses are judged by the IPv4 address
 //! inside them. Cloud metadata, unspecified, multicast and reserved addresses are always blocked.
+//!
+//! A host is an address literal when the WHATWG URL parser (what browsers do) or `inet_aton`
+//! (what the system resolver does) would read it as one: besides `127.0.0.1`, the decimal
+//! `2130706433`, hex `0x7f000001`, octal `0177.0.0.1` and short forms `127.1`. Those are judged
+//! here, before any connection, the same for `http` and `https` (for `https` the TLS library
+//! refuses such a host as a server name, which would otherwise hide the verdict behind a TLS
+//! error).
 
 use futures_util::future::BoxFuture;
 use http::Uri;
@@ -139,7 +146,92 @@ impl Policy {
 
 fn literal_ip(url: &Uri) -> Option<IpAddr> {
     let host = url.host()?;
-    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse().ok();
+    }
+    numeric_ipv4(host).map(IpAddr::V4)
+}
+
+/// `url` with a host written as numbers (`2130706433`, `0x7f.1`) rewritten as the dotted
+/// address it names (`127.0.0.1`), as a browser's URL parser does: TLS then checks the
+/// receiver's certificate for that address, instead of refusing the host as a server name.
+pub fn canonical(url: Uri) -> Uri {
+    let Some(host) = url.host() else { return url };
+    let Some(v4) = numeric_ipv4(host).map(|a| a.to_string()).filter(|a| a != host) else { return url };
+    let Some(auth) = url.authority().map(|a| a.as_str()) else { return url };
+    let (userinfo, hostport) = match auth.rfind('@') {
+        Some(i) => auth.split_at(i + 1),
+        None => ("", auth),
+    };
+    let port = hostport.get(host.len()..).unwrap_or("");
+    let mut parts = url.clone().into_parts();
+    parts.authority = format!("{userinfo}{v4}{port}").parse().ok();
+    Uri::from_parts(parts).unwrap_or(url)
+}
+
+/// The IPv4 address a host names when it is written as numbers, read as the WHATWG URL
+/// standard's IPv4 parser and `inet_aton` read it: one to four dot-separated parts (one trailing
+/// dot allowed), each decimal, hex (`0x`) or octal (leading `0`), the last part filling the
+/// remaining bytes (`127.1` is `127.0.0.1`, `2130706433` is `127.0.0.1`). Percent-encoded
+/// hosts are decoded first. `None` for a name, or for numbers that do not make an address.
+pub fn numeric_ipv4(host: &str) -> Option<Ipv4Addr> {
+    let decoded;
+    let host = if host.contains('%') {
+        decoded = percent_decode(host)?;
+        decoded.as_str()
+    } else {
+        host
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let numbers: Vec<u64> = parts.iter().map(|p| parse_part(p)).collect::<Option<_>>()?;
+    let (last, init) = numbers.split_last()?;
+    if init.iter().any(|n| *n > 255) || *last >= 1u64 << (8 * (5 - numbers.len())) {
+        return None;
+    }
+    let mut addr = *last;
+    for (i, n) in init.iter().enumerate() {
+        addr += n << (8 * (3 - i));
+    }
+    Some(Ipv4Addr::from(u32::try_from(addr).ok()?))
+}
+
+fn parse_part(p: &str) -> Option<u64> {
+    let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+        (h, 16)
+    } else if p.len() > 1 && p.starts_with('0') {
+        (&p[1..], 8)
+    } else {
+        (p, 10)
+    };
+    if digits.is_empty() {
+        // `0x` alone is zero for WHATWG; an empty part (`1..2`) is not a number.
+        return (radix == 16).then_some(0);
+    }
+    if digits.len() > 32 || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A resolver error: DNS failed, or it gave only blocked addresses.
@@ -304,6 +396,49 @@ mod tests {
         assert!(matches!(STRICT.check_url(&u("https://[::1]:8443/h")), Err(Blocked::Private(_))));
         assert!(matches!(STRICT.check_url(&u("ftp://x/")), Err(Blocked::Scheme(_))));
         assert_eq!(OPEN.check_url(&u("http://127.0.0.1:9/h")), Ok(()));
+    }
+
+    /// Regression (issue 13): numeric spellings of an address failed in TLS before the guard
+    /// ran on `https://`, so the verdict was a retried TLS error instead of `blocked`.
+    #[test]
+    fn numeric_spellings_of_addresses_are_judged_as_addresses() {
+        let u = |s: &str| s.parse::<Uri>().unwrap();
+        for host in [
+            "2130706433",
+            "0x7f000001",
+            "0X7F000001",
+            "0177.0.0.1",
+            "0177.0.0.01",
+            "127.1",
+            "127.0.1",
+            "0x7f.1",
+            "127.0.0.1.",
+            "017700000001",
+        ] {
+            assert_eq!(numeric_ipv4(host), Some(Ipv4Addr::LOCALHOST), "{host}");
+            for scheme in ["http", "https"] {
+                let url = u(&format!("{scheme}://{host}/hook"));
+                let verdict = Policy { allow_http: true, ..STRICT }.check_url(&url);
+                assert_eq!(verdict, Err(Blocked::Private(ip("127.0.0.1"))), "{url}");
+            }
+        }
+        // Percent-encoded digits, as a URL parser that accepts them decodes them.
+        assert_eq!(numeric_ipv4("%31%32%37.0.0.1"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(numeric_ipv4("0xa9fea9fe"), Some(Ipv4Addr::new(169, 254, 169, 254)));
+        assert!(matches!(OPEN.check_url(&u("https://2852039166/")), Err(Blocked::Forbidden(_))), "metadata");
+        assert_eq!(numeric_ipv4("0"), Some(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(numeric_ipv4("1.2.3.4"), Some(Ipv4Addr::new(1, 2, 3, 4)));
+        assert_eq!(numeric_ipv4("4294967295"), Some(Ipv4Addr::BROADCAST));
+        for name in
+            ["example.com", "1.2.3.4.5", "4294967296", "256.1.1.1", "1.256.1.1", "08.0.0.1", "1..2", "0x1g", "a.1", ""]
+        {
+            assert_eq!(numeric_ipv4(name), None, "{name}");
+        }
+        assert_eq!(canonical(u("https://0x7f.1:8443/h?q=1")).to_string(), "https://127.0.0.1:8443/h?q=1");
+        assert_eq!(canonical(u("http://u:p@2130706433/")).to_string(), "http://u:p@127.0.0.1/");
+        assert_eq!(canonical(u("https://example.com/")).to_string(), "https://example.com/");
+        assert_eq!(STRICT.check_url(&u("https://93.184.216.34/")), Ok(()));
+        assert_eq!(STRICT.check_url(&u("https://1571322146/")), Ok(()), "93.168.…: public, decimal");
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use crate::delivery::policy::Batch;
 use crate::delivery::settle::{Settle, Settled};
 use crate::delivery::verdict::{self, Verdict};
 use crate::metrics::BatchMeter;
-use crate::pipeline::{self, BodyFormat, Payload, Prepared};
+use crate::pipeline::{BodyFormat, Payload, Prepared};
 use crate::telemetry;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -145,8 +145,8 @@ impl Worker {
         let (snap, client) = (&live.snapshot, &live.client);
         let settle_of = |message| settle(self, &route, message);
         let dispatch_of = |message| dispatch(self, snap, client, &route, message);
-        // Each message's own steps; what is left makes the batch.
-        let pipeline = snap.pipeline();
+        // Each message's own steps (on the script pool when the route runs scripts); what is
+        // left makes the batch.
         let mut ready: Vec<(&Message, Payload)> = Vec::with_capacity(messages.len());
         for message in &messages {
             let settle = settle_of(message);
@@ -159,7 +159,7 @@ impl Worker {
                 continue;
             }
             self.meter.consumed();
-            match pipeline::prepare(&pipeline, &route.steps, &message.body) {
+            match snap.prepare(&route, message.body.clone()).await {
                 Ok(Prepared::Deliver(payload)) => ready.push((message, payload)),
                 Ok(Prepared::Filtered) => {
                     self.meter.filtered();
@@ -275,9 +275,9 @@ fn settle<'a>(w: &'a Worker, route: &'a Route, message: &'a Message) -> Settle<'
 
 fn dispatch<'a>(
     worker: &'a Worker,
-    snap: &'a Snapshot,
+    snap: &'a Arc<Snapshot>,
     client: &'a WebhookClient,
-    route: &'a Route,
+    route: &'a Arc<Route>,
     message: &'a Message,
 ) -> Dispatch<'a> {
     let settle = settle(worker, route, message);

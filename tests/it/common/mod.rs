@@ -777,7 +777,9 @@ impl TestCa {
         ca_params.distinguished_name.push(rcgen::DnType::CommonName, "hookrelay test CA");
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+        // `localhost` and 127.0.0.1: a route may name the receiver by its address, too.
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
         Self {
             ca_pem: ca.pem(),
             server_cert: cert.der().clone(),
