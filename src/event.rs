@@ -23,12 +23,14 @@
 //!   CloudEvents HTTP binding percent-encodes header values).
 //! - `subject`, when present, not empty (CloudEvents 1.0.2: "MUST be a non-empty string").
 
-use serde::{Deserialize, Serialize};
+mod de;
+
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::time::{Duration, SystemTime};
 
-/// A decoded CloudEvent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A decoded CloudEvent (deserialized in one pass, see `de.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CloudEvent {
     /// Unique per producer; the idempotency key and the `webhook-id`.
     pub id: String,
