@@ -4,6 +4,7 @@
 //! (its compiled scripts, redaction paths and body format). The types are defined here and
 //! assembled by `config`, which this module does not know.
 
+pub mod reads;
 pub mod redact;
 pub mod schema;
 pub mod script;

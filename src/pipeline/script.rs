@@ -5,6 +5,7 @@
 //! no modules (`import` is refused), no `eval`; `print`/`debug` go to the log. Rhai itself has
 //! no file or network access. Scripts are compiled once per load and never per event.
 
+use super::reads::Reads;
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct Script {
     /// SHA-256 of the source, hex.
     pub digest: String,
     ast: AST,
+    /// What `fn filter` reads of the event (converted for each call instead of all of it).
+    filter_reads: Reads,
     has_filter: bool,
     has_transform: bool,
 }
@@ -124,7 +127,8 @@ impl Script {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(text.as_bytes()))
         };
-        Ok(Self { path: shown.to_path_buf(), digest, ast, has_filter, has_transform })
+        let filter_reads = if has_filter { Reads::of(&ast, "filter") } else { Reads::Whole };
+        Ok(Self { path: shown.to_path_buf(), digest, ast, filter_reads, has_filter, has_transform })
     }
 
     /// Whether the plugin defines the entry point.
@@ -149,7 +153,7 @@ impl Script {
 
     /// Runs `fn filter(event)`: true keeps the event.
     pub fn filter(&self, engine: &Engine, event: &Value) -> Result<bool, ScriptError> {
-        let out = self.call(engine, EntryPoint::Filter, dynamic_of(event))?;
+        let out = self.call(engine, EntryPoint::Filter, self.filter_reads.dynamic(event))?;
         out.as_bool().map_err(|ty| ScriptError {
             path: self.path.display().to_string(),
             message: format!("filter must return a bool, not {ty}"),
