@@ -14,7 +14,7 @@ use super::error::{ApiError, ErrorBody, Json, KeyRefusals};
 use crate::broker::{BrokerError, Destination, H_TRACEPARENT, Headers};
 use crate::config::files::Scope;
 use crate::event::CloudEvent;
-use crate::pipeline::schema::SchemaError;
+use crate::pipeline::schema::{H_VALIDATED, SchemaError, validated_mark};
 use crate::telemetry;
 use axum::body::Body;
 use axum::extract::State;
@@ -101,6 +101,7 @@ async fn accept(
     }
     telemetry::record_event(span, &event.id, &event.ty);
     let null = serde_json::Value::Null;
+    crate::metrics::schema_validated(crate::metrics::ValidatedAt::Ingest);
     if let Err(e) = snapshot.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)) {
         return Err(match &e {
             SchemaError::Invalid { violations, .. } => ApiError::unprocessable("schema", e.to_string())
@@ -112,6 +113,8 @@ async fn accept(
         ApiError::unavailable("broker_unavailable", "the router is not connected to its broker right now; retry")
     })?;
     let mut message_headers = Headers::default();
+    // Validated under this revision: the router does not validate it again.
+    message_headers.set(H_VALIDATED, validated_mark(&snapshot.revision));
     // With traces off, the caller's traceparent passes through unchanged; without one, none is
     // set and the router uses the event's `traceparent` extension, if any.
     if let Some(tp) = telemetry::forward_traceparent(span, incoming) {

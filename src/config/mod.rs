@@ -191,7 +191,12 @@ impl std::fmt::Debug for Snapshot {
 impl Snapshot {
     /// What every route's pipeline shares.
     pub fn pipeline(&self) -> pipeline::Context<'_> {
-        pipeline::Context { schemas: &self.schemas, engine: &self.engine, max_event_bytes: self.limits.max_event_bytes }
+        pipeline::Context {
+            schemas: &self.schemas,
+            engine: &self.engine,
+            max_event_bytes: self.limits.max_event_bytes,
+            validated: false,
+        }
     }
 
     /// The broker this config runs on.

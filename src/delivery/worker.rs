@@ -27,6 +27,7 @@ use super::verdict::{self, AttemptResult, Reason, Verdict};
 use crate::broker::{Broker, BrokerError, Consumer, H_TRACEPARENT, Message, now_ms};
 use crate::config::{BrokerKind, Origin, Route, Snapshot};
 use crate::metrics::{self, RouteMeter};
+use crate::pipeline::schema::{H_VALIDATED, is_validated_mark};
 use crate::pipeline::{self, Payload, Prepared, Rejection};
 use crate::store::log::AttemptLog;
 use crate::store::{Attempt as LoggedAttempt, Outcome};
@@ -356,7 +357,9 @@ impl Dispatch<'_> {
     async fn run(self) -> Result<Settled, BrokerError> {
         // The pipeline runs before the span is made, so that the event's own `traceparent` can
         // still become the span's parent.
-        let pipeline = self.snap.pipeline();
+        let mut pipeline = self.snap.pipeline();
+        pipeline.validated =
+            self.message.headers.str(H_VALIDATED).is_some_and(|m| is_validated_mark(m, &self.snap.revision));
         match pipeline::prepare(&pipeline, &self.route.steps, &self.message.body) {
             Ok(Prepared::Deliver(payload)) => {
                 let traceparents = [self.header_tp, payload.traceparent.as_deref()];

@@ -29,6 +29,9 @@ pub struct Context<'a> {
     pub engine: &'a rhai::Engine,
     /// `[limits] max_event_bytes`.
     pub max_event_bytes: usize,
+    /// The event's `data` was validated under this config by this process already (the ingest
+    /// API's mark, [`schema::is_validated_mark`]): not validated again.
+    pub validated: bool,
 }
 
 /// One route's steps, compiled.
@@ -134,16 +137,19 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
     if !steps.tenant.admits(&event) {
         return Ok(Prepared::Filtered);
     }
-    let null = Value::Null;
-    cx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(
-        |e| match e {
-            SchemaError::Invalid { violations, .. } => {
-                let message = e_message(&event.ty, &violations);
-                Rejection { reason: Reason::Schema, message, violations }
-            }
-            other => Rejection::new(Reason::UnknownType, other.to_string()),
-        },
-    )?;
+    if !cx.validated {
+        crate::metrics::schema_validated(crate::metrics::ValidatedAt::Pipeline);
+        let null = Value::Null;
+        cx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(
+            |e| match e {
+                SchemaError::Invalid { violations, .. } => {
+                    let message = e_message(&event.ty, &violations);
+                    Rejection { reason: Reason::Schema, message, violations }
+                }
+                other => Rejection::new(Reason::UnknownType, other.to_string()),
+            },
+        )?;
+    }
 
     let sequence = event.sequence_text();
     let traceparent = event.traceparent().map(str::to_string);

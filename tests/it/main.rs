@@ -9,6 +9,7 @@ mod console;
 mod delivery;
 mod hardening;
 mod observability;
+mod pipeline;
 mod policies;
 mod quickstart;
 mod reload;
