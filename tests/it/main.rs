@@ -16,6 +16,7 @@ mod reload;
 mod resilience;
 mod signatures;
 mod store;
+mod store_batches;
 mod telemetry;
 mod tokens;
 mod worker;
