@@ -4,8 +4,8 @@
 //! 1. the ceilings, per broker: a bare consumer that only acks (RabbitMQ: lapin on a quorum
 //!    queue; embedded: the library's `Broker` API on a queue file of the harness's own, same
 //!    settings as the router's; prefetch 100 both), a bare relay (consume → POST → ack) at 32 in
-//!    flight and at one in flight, and a bare hyper client that only POSTs the same bodies to the
-//!    same receiver;
+//!    flight and at one in flight (with its own CPU per event, so that the router's reads as a
+//!    ratio), and a bare hyper client that only POSTs the same bodies to the same receiver;
 //! 2. hookrelay end to end (the release binary, as a process) on a realistic route (JSON Schema,
 //!    a Rhai filter, redaction, Standard Webhooks signing), draining a queue filled before it
 //!    started: events per second for an unordered and an ordered route, router CPU per event,
@@ -14,7 +14,8 @@
 //!    with 10,000 events in flight, two ways, each beside the idle router on the same config:
 //!    (a) prefetched into the router and unacked while the route delivers 32 at once, and
 //!    (b) 10,000 deliveries at once over 10,000 open connections; on the embedded broker also
-//!    with producers POSTing to `/v1/events` while it delivers;
+//!    with producers POSTing to `/v1/events` while it delivers; and `POST /v1/events` alone
+//!    beside a bare axum handler that parses the same bodies (the ceiling of ingest);
 //! 3. scaling: 1, 10 and 100 routes with fan-out (`--fanout` to choose; N routes get N/routes
 //!    events each, so every run makes the same number of deliveries; on RabbitMQ a route is one
 //!    quorum queue, the wait queues of retries being shared by every route per backoff step),
@@ -37,18 +38,21 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod embedded;
+mod groups;
 mod http;
+mod ingest;
 mod process;
 mod rabbit;
 mod receiver;
 mod report;
+mod rows;
 mod sys;
 
 use common::Size;
 use process::{BusKind, Feed, Launch, Scenario};
 use rabbit::Vhost;
-use receiver::{Receiver, Timeline};
-use report::{Bound, Report, Target, Unit, Versus};
+use receiver::Receiver;
+use report::{Bound, Report, Target};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -219,201 +223,6 @@ impl Bench {
         eprintln!("{what} failed:\n{e}");
     }
 
-    fn declare_rows(&mut self) {
-        let fanout = self.opts.fanout.clone();
-        let r = &mut self.report;
-        let p = Versus::Nothing;
-        let ratio = |key: String| Versus::Ratio(key);
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let (g, b) = (ceiling_group(kind), kind.label());
-            let c = |s: &str| ceil(kind, s);
-            r.row(g, c("consume.1k"), format!("{b}: bare consumer, ack only"), Unit::PerSec, p.clone());
-            if kind == BusKind::RabbitMq {
-                r.row(g, "ceiling.post.1k", "bare hyper POST, 32 at once", Unit::PerSec, p.clone());
-            }
-            let relay = format!("{b}: bare relay (consume → POST → ack), 32 at once");
-            r.row(g, c("relay.1k"), relay, Unit::PerSec, ratio(c("consume.1k")));
-            let relay1 = format!("{b}: bare relay, one at a time");
-            r.row(g, c("relay1.1k"), relay1, Unit::PerSec, ratio(c("consume.1k")));
-            r.row(g, c("relay.p50"), format!("{b}: bare relay p50 at the latency-run rate"), Unit::Millis, p.clone());
-            r.row(g, c("relay.p99"), format!("{b}: bare relay p99 at the latency-run rate"), Unit::Millis, p.clone());
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let (g, b) = (group_of(kind), kind.label());
-            let k = |s: &str| format!("{b}.{s}");
-            let c = |s: &str| ceil(kind, s);
-            r.row(
-                g,
-                k("unordered.1k.rate"),
-                "unordered route, events/s (queue filled before the start)",
-                Unit::PerSec,
-                ratio(c("consume.1k")),
-            );
-            r.row(g, k("unordered.1k.cpu"), "router CPU per event, unordered", Unit::Micros, p.clone());
-            if kind == BusKind::RabbitMq {
-                r.row(
-                    g,
-                    k("unordered.1k.broker_cpu"),
-                    "RabbitMQ node CPU per event, unordered",
-                    Unit::Micros,
-                    p.clone(),
-                );
-            }
-            r.row(g, k("unordered.1k.harness_cpu"), "harness CPU per event (receiver)", Unit::Micros, p.clone());
-            r.row(g, k("unordered.1k.rss_peak"), "router peak RSS, unordered run", Unit::MiB, p.clone());
-            r.row(g, k("idle.rss"), "router RSS once consuming an empty queue", Unit::MiB, p.clone());
-            if kind == BusKind::Embedded {
-                // Ingest, broker and delivery in one process at once: no bare equivalent; events
-                // cannot enter faster than a bare client POSTs.
-                r.row(
-                    g,
-                    k("ingest.1k.rate"),
-                    "producers POST /v1/events while it delivers, events/s",
-                    Unit::PerSec,
-                    ratio("ceiling.post.1k".into()),
-                );
-                r.row(g, k("ingest.1k.cpu"), "router CPU per event, ingest API included", Unit::Micros, p.clone());
-                r.row(
-                    g,
-                    k("ingest.1k.harness_cpu"),
-                    "harness CPU per event (producers, receiver)",
-                    Unit::Micros,
-                    p.clone(),
-                );
-            }
-            r.row(g, k("ordered.1k.rate"), "ordered route, events/s", Unit::PerSec, ratio(c("relay1.1k")));
-            r.row(g, k("ordered.1k.cpu"), "router CPU per event, ordered", Unit::Micros, p.clone());
-            r.row(
-                g,
-                k("latency.rate"),
-                if kind == BusKind::Embedded {
-                    "latency runs: rate (half the lower of drain and POST rates)"
-                } else {
-                    "latency runs: publish rate (half the unordered rate)"
-                },
-                Unit::PerSec,
-                p.clone(),
-            );
-            let published = if kind == BusKind::Embedded { "publish (POST /v1/events)" } else { "publish" };
-            r.row(
-                g,
-                k("latency.p50"),
-                format!("{published} → receive p50"),
-                Unit::Millis,
-                Versus::Minus(c("relay.p50")),
-            );
-            r.row(
-                g,
-                k("latency.p99"),
-                format!("{published} → receive p99"),
-                Unit::Millis,
-                Versus::Minus(c("relay.p99")),
-            );
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let b = kind.label();
-            let k = |s: &str| format!("{b}.{s}");
-            let row = |r: &mut Report, key: &str, label: &str, unit, versus| {
-                r.row(G_MEM, k(key), format!("{b}: {label}"), unit, versus)
-            };
-            // (a) Events in the router: prefetched and unacked, 32 of them being delivered.
-            let idle = k("inflight_router.idle");
-            row(
-                r,
-                "inflight_router.idle",
-                "(a) router RSS idle, same config (prefetch N, 32 at once)",
-                Unit::MiB,
-                p.clone(),
-            );
-            row(r, "inflight_router.unacked", "(a) events in the router, unacked", Unit::Count, p.clone());
-            row(
-                r,
-                "inflight_router.held",
-                "(a) of which being delivered (held by the receiver)",
-                Unit::Count,
-                p.clone(),
-            );
-            row(r, "inflight_router.rss", "(a) router RSS with them in flight", Unit::MiB, Versus::Minus(idle.clone()));
-            row(r, "inflight_router.peak", "(a) router peak RSS (VmHWM)", Unit::MiB, Versus::Minus(idle));
-            row(r, "inflight_router.per_event", "(a) (peak − idle) per event in flight", Unit::KiB, p.clone());
-            row(r, "inflight_router.huge", "(a) of its RSS, in transparent huge pages", Unit::MiB, p.clone());
-            // (b) Deliveries in flight: one open connection each.
-            let idle = k("inflight.idle");
-            row(r, "inflight.idle", "(b) router RSS idle, same config (prefetch N, N at once)", Unit::MiB, p.clone());
-            row(r, "inflight.held", "(b) deliveries in flight (connections held open)", Unit::Count, p.clone());
-            row(r, "inflight.rss", "(b) router RSS with them in flight", Unit::MiB, Versus::Minus(idle.clone()));
-            row(r, "inflight.peak", "(b) router peak RSS (VmHWM)", Unit::MiB, Versus::Minus(idle));
-            row(r, "inflight.per_event", "(b) (peak − idle) per delivery in flight", Unit::KiB, p.clone());
-            row(r, "inflight.huge", "(b) of its RSS, in transparent huge pages", Unit::MiB, p.clone());
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let (b, c) = (kind.label(), |s: &str| ceil(kind, s));
-            let k = |s: &str| format!("{b}.{s}");
-            r.row(G_PAYLOAD, c("consume.64k"), format!("{b}: bare consumer, ack only"), Unit::PerSec, p.clone());
-            if kind == BusKind::RabbitMq {
-                r.row(G_PAYLOAD, "ceiling.post.64k", "bare hyper POST, 32 at once", Unit::PerSec, p.clone());
-            }
-            r.row(
-                G_PAYLOAD,
-                k("unordered.64k.rate"),
-                format!("{b}: unordered route"),
-                Unit::PerSec,
-                ratio(c("consume.64k")),
-            );
-            r.row(G_PAYLOAD, k("unordered.64k.cpu"), format!("{b}: router CPU per event"), Unit::Micros, p.clone());
-            r.row(G_PAYLOAD, k("unordered.64k.rss_peak"), format!("{b}: router peak RSS"), Unit::MiB, p.clone());
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let b = kind.label();
-            for &n in &fanout {
-                let (k, c) = (format!("{b}.fanout{n}"), ceil(kind, &format!("consume.fanout{n}")));
-                let (queues, routes) = if n == 1 { ("queue", "route") } else { ("queues", "routes") };
-                r.row(G_FANOUT, c.clone(), format!("{b}: bare consumer, {n} {queues}"), Unit::PerSec, p.clone());
-                r.row(G_FANOUT, format!("{k}.rate"), format!("{b}: {n} {routes}"), Unit::PerSec, ratio(c));
-                r.row(
-                    G_FANOUT,
-                    format!("{k}.cpu"),
-                    format!("{b}: router CPU per delivery, {n} {routes}"),
-                    Unit::Micros,
-                    p.clone(),
-                );
-                r.row(
-                    G_FANOUT,
-                    format!("{k}.rss_peak"),
-                    format!("{b}: router peak RSS, {n} {routes}"),
-                    Unit::MiB,
-                    p.clone(),
-                );
-            }
-        }
-        for kind in [BusKind::RabbitMq, BusKind::Embedded] {
-            let b = kind.label();
-            let k = |s: &str| format!("{b}.backlog.{s}");
-            let row = |r: &mut Report, key: &str, label: &str, unit| {
-                r.row(G_BACKLOG, k(key), format!("{b}: {label}"), unit, Versus::Nothing)
-            };
-            row(r, "events", "events waiting when the router starts", Unit::Count);
-            row(r, "fill_rate", "queue fill rate, router stopped", Unit::PerSec);
-            row(
-                r,
-                "queue_mib",
-                if kind == BusKind::Embedded { "queue file size" } else { "queue message bytes" },
-                Unit::MiB,
-            );
-            row(r, "start_s", "router start to consuming", Unit::Secs);
-            row(r, "rss_start", "router RSS once consuming", Unit::MiB);
-            row(r, "rss_steady", "router RSS, median of the window's 2nd half", Unit::MiB);
-            row(r, "rss_end", "router RSS at the window's end", Unit::MiB);
-            // Beside the same router's peak on a queue of `--events` (the unordered run).
-            let peak = format!("{b}: router peak RSS (VmHWM)");
-            r.row(G_BACKLOG, k("rss_peak"), peak, Unit::MiB, ratio(format!("{b}.unordered.1k.rss_peak")));
-            let rate = format!("{b}: deliveries/s with the backlog");
-            r.row(G_BACKLOG, k("rate"), rate, Unit::PerSec, ratio(ceil(kind, "consume.1k")));
-            row(r, "cpu", "router CPU per delivery", Unit::Micros);
-            row(r, "waiting", "events still waiting at the window's end", Unit::Count);
-        }
-    }
-
     /// The bare consumer on `kind` with `queues` queues of `n` events: `ceiling.<…>.consume.<key>`.
     async fn ceiling_consume(&mut self, kind: BusKind, queues: usize, n: usize, size: Size, key: &str) {
         let rate = match kind {
@@ -464,6 +273,9 @@ impl Bench {
     /// The bare relay on `kind`, `n` events from a filled queue, `in_flight` at once.
     async fn ceiling_relay(&mut self, kind: BusKind, n: usize, in_flight: usize) {
         let target = format!("{}/bare", self.rx.addr);
+        // The harness's CPU during the relay (filling the queue included on RabbitMQ, where it
+        // is lapin publishing: a small share); less the receiver's, it is the relay's own.
+        let cpu_before = sys::own_cpu_seconds();
         let done = match kind {
             BusKind::RabbitMq => {
                 let vh = Vhost::new();
@@ -487,54 +299,11 @@ impl Bench {
             Ok(()) => {
                 let rate = self.rx.rate();
                 self.report.record(ceil(kind, key), rate);
-                self.progress(&what, &format!("{rate:.0}/s"));
-            }
-            Err(e) => self.fail(ceiling_group(kind), &what, &e),
-        }
-    }
-
-    /// The bare relay's latency on `kind`, events published at `rate`.
-    async fn ceiling_relay_latency(&mut self, kind: BusKind, rate: f64, events: usize) {
-        let timeline = Timeline::new(events);
-        self.rx.reset(Some(timeline.clone()));
-        let target = format!("{}/bare", self.rx.addr);
-        let done = match kind {
-            BusKind::RabbitMq => {
-                let vh = Vhost::new();
-                rabbit::declare_bare(&vh.url(), 1).await;
-                let url = vh.url();
-                let t = target.clone();
-                let relay =
-                    tokio::spawn(
-                        async move { rabbit::bare_relay(&url, &t, events, PREFETCH as u16, CONCURRENCY).await },
-                    );
-                rabbit::publish_paced(&vh.url(), "bare", "order.paid", Size::Kib1, events, rate, &timeline).await;
-                relay.await.map_err(|e| e.to_string())
-            }
-            BusKind::Embedded => match tempfile::tempdir() {
-                Ok(dir) => {
-                    embedded::bare_relay_paced(
-                        dir.path(),
-                        &target,
-                        events,
-                        rate,
-                        &timeline,
-                        PREFETCH as u16,
-                        CONCURRENCY,
-                    )
-                    .await
+                if in_flight > 1 {
+                    let harness = (sys::own_cpu_seconds() - cpu_before) * 1e6 / n as f64;
+                    self.report.record(ceil(kind, "relay.harness_cpu"), harness);
                 }
-                Err(e) => Err(e.to_string()),
-            },
-        };
-        self.rx.reset(None);
-        let what = format!("{} bare relay latency", kind.label());
-        match done {
-            Ok(()) => {
-                let l = process::summarize(&timeline, events);
-                self.report.record(ceil(kind, "relay.p50"), l.p50_ms);
-                self.report.record(ceil(kind, "relay.p99"), l.p99_ms);
-                self.progress(&what, &format!("{rate:.0}/s: p50 {:.2} ms, p99 {:.2} ms", l.p50_ms, l.p99_ms));
+                self.progress(&what, &format!("{rate:.0}/s"));
             }
             Err(e) => self.fail(ceiling_group(kind), &what, &e),
         }
@@ -571,6 +340,7 @@ impl Bench {
         self.ceiling_consume(kind, 1, n, Size::Kib1, "1k").await;
         if kind == BusKind::RabbitMq {
             self.ceiling_post(Size::Kib1, n, "1k").await;
+            self.ceiling_axum(n).await;
         }
         self.ceiling_relay(kind, n, CONCURRENCY).await;
         self.ceiling_relay(kind, (n / 4).max(100), 1).await;
@@ -590,6 +360,7 @@ impl Bench {
                 Ok(t) => {
                     self.throughput_row(kind, &format!("{b}.unordered.1k"), &t, true);
                     self.report.record(format!("{b}.idle.rss"), t.idle_rss_mib);
+                    self.relay_cpu(kind, t.cpu_us.harness);
                 }
                 Err(e) => self.fail(group, &format!("{b} unordered"), &e),
             }
@@ -611,6 +382,9 @@ impl Bench {
                 }
                 Err(e) => self.fail(group, &format!("{b} producers POSTing"), &e),
             }
+        }
+        if self.opts.wants("unordered") {
+            self.ingest_alone(kind).await;
         }
         if self.opts.wants("ordered") {
             self.ensure(kind, "relay1.1k").await;
@@ -690,106 +464,6 @@ impl Bench {
             if events > 0 {
                 self.backlog(kind, events).await;
             }
-        }
-    }
-
-    /// The `memory` group on one broker: (a) N events prefetched into the router while the route
-    /// delivers 32 at once (RabbitMQ only: the embedded broker's prefetch is `[broker] prefetch`,
-    /// which cannot be set without choosing RabbitMQ, so it stays 64 there); (b) N deliveries at
-    /// once, each on a connection of its own held open by the receiver.
-    async fn memory(&mut self, kind: BusKind) {
-        let (n, launch, b) = (self.opts.in_flight, self.opts.launch.clone(), kind.label());
-        let base =
-            Scenario { prefetch: n as u32, timeout: Some(Duration::from_secs(600)), ..scenario(1, false, Size::Kib1) };
-        let readings = [
-            ("inflight_router", "(a) in the router", Scenario { concurrency: CONCURRENCY, ..base.clone() }),
-            ("inflight", "(b) on open connections", Scenario { concurrency: n, ..base }),
-        ];
-        for (key, what, s) in readings {
-            if key == "inflight_router" && kind == BusKind::Embedded {
-                self.report.note(
-                    G_MEM,
-                    "(a) RabbitMQ only: the embedded broker's prefetch is [broker] prefetch, which cannot be set \
-                     without choosing RabbitMQ (it stays 64, at least the route's concurrency)",
-                );
-                continue;
-            }
-            let k = |s: &str| format!("{b}.{key}.{s}");
-            match process::in_flight(kind, &self.rx, &s, n, &launch).await {
-                Ok(m) => {
-                    // Per event in flight: unacked events for (a), held deliveries for (b).
-                    let count = m.unacked.filter(|_| key == "inflight_router").unwrap_or(m.held);
-                    let per = (m.peak_rss_mib - m.idle_rss_mib) * 1024.0 / count.max(1) as f64;
-                    self.report.record(k("idle"), m.idle_rss_mib);
-                    self.report.record(k("held"), m.held as f64);
-                    if let Some(u) = m.unacked {
-                        self.report.record(k("unacked"), u as f64);
-                    }
-                    self.report.record(k("rss"), m.rss_mib);
-                    self.report.record(k("peak"), m.peak_rss_mib);
-                    self.report.record(k("per_event"), per);
-                    self.report.record(k("huge"), m.huge_mib);
-                    let unacked = m.unacked.map_or(String::new(), |u| format!(", {u} unacked"));
-                    self.progress(
-                        &format!("{b} in flight, {what}"),
-                        &format!(
-                            "{} held{unacked}; RSS idle {:.1} MiB, now {:.1} MiB ({:.1} MiB in huge pages), \
-                             peak {:.1} MiB: {per:.1} KiB per event",
-                            m.held, m.idle_rss_mib, m.rss_mib, m.huge_mib, m.peak_rss_mib
-                        ),
-                    );
-                }
-                Err(e) => {
-                    self.rx.hold(false);
-                    self.fail(G_MEM, &format!("{b} in flight, {what}"), &e)
-                }
-            }
-        }
-    }
-
-    async fn backlog(&mut self, kind: BusKind, events: usize) {
-        let b = kind.label();
-        self.ensure(kind, "consume.1k").await;
-        let window = Duration::from_secs_f64(self.opts.backlog_secs);
-        let started = self.started;
-        let progress = move |done: usize| {
-            mark_progress(started);
-            eprintln!("[{:>6.1}s] {b} backlog: {done} events published", started.elapsed().as_secs_f64());
-        };
-        self.progress(&format!("{b} backlog"), &format!("filling the queue with {events} events"));
-        let s = scenario(1, false, Size::Kib1);
-        match process::backlog(kind, &self.rx, &s, events, window, &self.opts.launch, progress).await {
-            Ok(r) => {
-                let k = |s: &str| format!("{b}.backlog.{s}");
-                self.report.record(k("events"), events as f64);
-                self.report.record(k("fill_rate"), r.fill_rate);
-                self.report.record(k("queue_mib"), r.queue_mib);
-                self.report.record(k("start_s"), r.start_s);
-                self.report.record(k("rss_start"), r.rss_start_mib);
-                self.report.record(k("rss_steady"), r.rss_steady_mib);
-                self.report.record(k("rss_end"), r.rss_end_mib);
-                self.report.record(k("rss_peak"), r.peak_rss_mib);
-                self.report.record(k("rate"), r.rate);
-                self.report.record(k("cpu"), r.cpu_us);
-                self.report.record(k("waiting"), r.waiting as f64);
-                self.progress(
-                    &format!("{b} backlog"),
-                    &format!(
-                        "{events} filled at {:.0}/s ({:.0} MiB), consuming after {:.1} s; RSS {:.1} MiB at start, \
-                         {:.1} MiB steady, peak {:.1} MiB; {} delivered at {:.0}/s, {} waiting",
-                        r.fill_rate,
-                        r.queue_mib,
-                        r.start_s,
-                        r.rss_start_mib,
-                        r.rss_steady_mib,
-                        r.peak_rss_mib,
-                        r.delivered,
-                        r.rate,
-                        r.waiting
-                    ),
-                );
-            }
-            Err(e) => self.fail(G_BACKLOG, &format!("{b} backlog"), &e),
         }
     }
 
