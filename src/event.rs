@@ -240,6 +240,25 @@ impl CloudEvent {
         self.extensions.get("traceparent").and_then(Value::as_str)
     }
 
+    /// One attribute as it is in [`CloudEvent::into_value`]'s map (`None` when absent): `data`,
+    /// `sequence` and extensions borrowed, string attributes as new JSON strings.
+    pub fn attribute(&self, name: &str) -> Option<std::borrow::Cow<'_, Value>> {
+        use std::borrow::Cow;
+        let text = |s: &String| Cow::Owned(Value::String(s.clone()));
+        match name {
+            "id" => Some(text(&self.id)),
+            "source" => Some(text(&self.source)),
+            "type" => Some(text(&self.ty)),
+            "specversion" => Some(text(&self.specversion)),
+            "time" => self.time.as_ref().map(text),
+            "subject" => self.subject.as_ref().map(text),
+            "dataversion" => self.dataversion.as_ref().map(text),
+            "sequence" => self.sequence.as_ref().map(Cow::Borrowed),
+            "data" => self.data.as_ref().map(Cow::Borrowed),
+            _ => self.extensions.get(name).map(Cow::Borrowed),
+        }
+    }
+
     /// The event as a JSON map, as scripts and redaction see it.
     pub fn to_value(&self) -> Value {
         self.clone().into_value()

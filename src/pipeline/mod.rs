@@ -154,38 +154,64 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
     let sequence = event.sequence_text();
     let traceparent = event.traceparent().map(str::to_string);
     let event_time = event.time.as_deref().and_then(crate::event::parse_time);
-    let needs_value = steps.filter.is_some()
-        || steps.transform.is_some()
-        || !steps.redact.is_empty()
-        || steps.format == BodyFormat::Cloudevents;
     let script_err = |e: script::ScriptError| Rejection::new(Reason::ScriptError, e.to_string());
-
-    let (id, ty, time) = (event.id.clone(), event.ty.clone(), event.time.clone());
-    // What the body is made of: the whole event for `cloudevents`, `data` for the others.
-    let content = if needs_value {
-        let mut value = event.into_value();
+    // The event as one JSON map only when a step needs it whole: a transform, the
+    // `cloudevents` body, a redaction outside `data`, a filter that reads the whole event.
+    // Otherwise the filter reads the decoded event and redaction works on `data` alone.
+    let needs_map = steps.transform.is_some()
+        || steps.format == BodyFormat::Cloudevents
+        || steps.redact.iter().any(|p| !p.in_data())
+        || steps.filter.as_ref().is_some_and(|f| f.filter_reads_whole());
+    if !needs_map {
         if let Some(f) = &steps.filter
-            && !f.filter(cx.engine, &value).map_err(script_err)?
+            && !f.filter_event(cx.engine, &event).map_err(script_err)?
         {
             return Ok(Prepared::Filtered);
         }
-        if let Some(t) = &steps.transform {
-            let mut out = t.transform(cx.engine, &value).map_err(script_err)?;
-            value["data"] = take(&mut out, "data");
-        }
+        let CloudEvent { id, ty, time, data, .. } = event;
+        let mut data = data.unwrap_or(Value::Null);
         for path in &steps.redact {
-            path.apply(&mut value);
+            path.apply_to_data(&mut data);
         }
-        match steps.format {
-            BodyFormat::Cloudevents => value,
-            BodyFormat::Standard | BodyFormat::Data => take(&mut value, "data"),
-        }
-    } else {
-        event.data.unwrap_or(Value::Null)
-    };
+        return deliver(steps.format, id, ty, time.as_deref(), &data, sequence, traceparent, event_time);
+    }
 
-    let (body, content_type) = render(steps.format, &ty, time.as_deref(), &content)
-        .map_err(|e| Rejection::new(Reason::Malformed, e.to_string()))?;
+    let (id, ty, time) = (event.id.clone(), event.ty.clone(), event.time.clone());
+    // What the body is made of: the whole event for `cloudevents`, `data` for the others.
+    let mut value = event.into_value();
+    if let Some(f) = &steps.filter
+        && !f.filter(cx.engine, &value).map_err(script_err)?
+    {
+        return Ok(Prepared::Filtered);
+    }
+    if let Some(t) = &steps.transform {
+        let mut out = t.transform(cx.engine, &value).map_err(script_err)?;
+        value["data"] = take(&mut out, "data");
+    }
+    for path in &steps.redact {
+        path.apply(&mut value);
+    }
+    let content = match steps.format {
+        BodyFormat::Cloudevents => value,
+        BodyFormat::Standard | BodyFormat::Data => take(&mut value, "data"),
+    };
+    deliver(steps.format, id, ty, time.as_deref(), &content, sequence, traceparent, event_time)
+}
+
+/// The payload of a delivery: the body rendered, with what the attempts need.
+#[allow(clippy::too_many_arguments)] // the parts of one payload, each moved in once
+fn deliver(
+    format: BodyFormat,
+    id: String,
+    ty: String,
+    time: Option<&str>,
+    content: &Value,
+    sequence: Option<String>,
+    traceparent: Option<String>,
+    event_time: Option<std::time::SystemTime>,
+) -> Result<Prepared, Rejection> {
+    let (body, content_type) =
+        render(format, &ty, time, content).map_err(|e| Rejection::new(Reason::Malformed, e.to_string()))?;
     Ok(Prepared::Deliver(Payload {
         event_id: id,
         event_type: ty,
@@ -268,6 +294,45 @@ mod tests {
         let (body, ct) = render(BodyFormat::Data, "order.paid", None, &data).unwrap();
         assert_eq!(body, serde_json::to_vec(&data).unwrap());
         assert_eq!(ct, "application/json");
+    }
+
+    #[test]
+    fn the_event_as_one_map_or_not_the_same_body() {
+        let engine = script::sandboxed_engine();
+        let schemas = SchemaRegistry::default();
+        let cx = Context { schemas: &schemas, engine: &engine, max_event_bytes: 1 << 20, validated: true };
+        let filter = |text: &str| Some(Arc::new(Script::compile(&engine, "f.rhai".as_ref(), text).unwrap()));
+        let paths = ["data.customer.email", "data.items.*.card", "data.nothing.here"];
+        let steps = |f, format| Steps {
+            filter: f,
+            redact: paths.iter().map(|p| RedactPath::parse(p).unwrap()).collect(),
+            format,
+            ..Steps::default()
+        };
+        let raw = br#"{"specversion":"1.0","id":"e-1","source":"s","type":"order.paid","time":"2026-01-01T00:00:00Z",
+            "subject":"t-1","data":{"total":150,"customer":{"name":"A","email":"a@b"},"items":[{"card":"1","q":2}]}}"#;
+        let body = |steps: &Steps| match prepare(&cx, steps, raw).unwrap() {
+            Prepared::Deliver(p) => Some(String::from_utf8(p.body.to_vec()).unwrap()),
+            Prepared::Filtered => None,
+        };
+        for format in [BodyFormat::Standard, BodyFormat::Data] {
+            let partial = steps(filter("fn filter(e) { e.data.total > 100 && e.subject == \"t-1\" }"), format);
+            let whole = steps(filter("fn filter(e) { e.keys().len() > 0 && e.data.total > 100 }"), format);
+            let none = steps(None, format);
+            assert!(!partial.filter.as_ref().unwrap().filter_reads_whole());
+            assert!(whole.filter.as_ref().unwrap().filter_reads_whole());
+            let expected = body(&whole).expect("delivered");
+            assert!(!expected.contains("a@b") && !expected.contains("card") && expected.contains("\"q\":2"));
+            assert_eq!(body(&partial).as_deref(), Some(expected.as_str()), "{format:?}");
+            assert_eq!(body(&none).as_deref(), Some(expected.as_str()), "{format:?}");
+            let drops = steps(filter("fn filter(e) { e.data.total > 1000 }"), format);
+            assert_eq!(body(&drops), None);
+        }
+        // `redact = ["data"]` empties the body's data either way.
+        let gone = |f| Steps { filter: f, redact: vec![RedactPath::parse("data").unwrap()], ..Steps::default() };
+        let expected = body(&gone(filter("fn filter(e) { type_of(e) == \"map\" }"))).unwrap();
+        assert!(expected.ends_with(r#""data":null}"#), "{expected}");
+        assert_eq!(body(&gone(None)).unwrap(), expected);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! `event.a.b` is `Dot(event, Dot(a, b))`, `event.a[0]` is `Dot(event, Index(a, 0))`.
 
 use super::script::dynamic_of;
+use crate::event::CloudEvent;
 use rhai::{AST, ASTNode, Dynamic, Expr, Position, Stmt};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -98,6 +99,20 @@ impl Reads {
             !whole
         });
         if whole || tree.whole { Self::Whole } else { Self::Paths(tree) }
+    }
+
+    /// [`Reads::dynamic`] of a decoded event, without making it one map first: each
+    /// attribute read is taken from the event as [`CloudEvent::into_value`] would place it.
+    pub fn dynamic_of_event(&self, event: &CloudEvent) -> Dynamic {
+        match self {
+            Self::Whole => dynamic_of(&event.to_value()),
+            Self::Paths(tree) => Dynamic::from_map(
+                tree.children
+                    .iter()
+                    .filter_map(|(k, sub)| event.attribute(k).map(|v| (k.as_str().into(), sub.dynamic(&v))))
+                    .collect(),
+            ),
+        }
     }
 
     /// `event` as the entry point gets it: what it reads of it, converted.
@@ -227,6 +242,11 @@ mod tests {
                         .map_err(|e| e.to_string())
                 };
                 assert_eq!(call(r.dynamic(ev)), call(dynamic_of(ev)), "{s} on {ev}");
+                let mut full = ev.clone();
+                full["source"] = json!("s");
+                full["specversion"] = json!("1.0");
+                let decoded: CloudEvent = serde_json::from_value(full.clone()).unwrap();
+                assert_eq!(call(r.dynamic_of_event(&decoded)), call(dynamic_of(&full)), "{s} on the decoded {ev}");
             }
         }
     }

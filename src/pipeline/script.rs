@@ -160,6 +160,20 @@ impl Script {
         })
     }
 
+    /// Whether `fn filter` reads the event as a whole (then it needs the event as one map).
+    pub fn filter_reads_whole(&self) -> bool {
+        self.filter_reads == Reads::Whole
+    }
+
+    /// [`Script::filter`] on a decoded event, converting only what the filter reads of it.
+    pub fn filter_event(&self, engine: &Engine, event: &crate::event::CloudEvent) -> Result<bool, ScriptError> {
+        let out = self.call(engine, EntryPoint::Filter, self.filter_reads.dynamic_of_event(event))?;
+        out.as_bool().map_err(|ty| ScriptError {
+            path: self.path.display().to_string(),
+            message: format!("filter must return a bool, not {ty}"),
+        })
+    }
+
     /// Runs `fn transform(event)` and returns the event it gives back.
     pub fn transform(&self, engine: &Engine, event: &Value) -> Result<Value, ScriptError> {
         let out = self.call(engine, EntryPoint::Transform, dynamic_of(event))?;
