@@ -196,6 +196,7 @@ impl Snapshot {
             engine: &self.engine,
             max_event_bytes: self.limits.max_event_bytes,
             validated: false,
+            on_validate: None,
         }
     }
 

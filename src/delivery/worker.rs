@@ -357,7 +357,9 @@ impl Dispatch<'_> {
     async fn run(self) -> Result<Settled, BrokerError> {
         // The pipeline runs before the span is made, so that the event's own `traceparent` can
         // still become the span's parent.
+        let count = || metrics::schema_validated(metrics::ValidatedAt::Pipeline);
         let mut pipeline = self.snap.pipeline();
+        pipeline.on_validate = Some(&count);
         pipeline.validated =
             self.message.headers.str(H_VALIDATED).is_some_and(|m| is_validated_mark(m, &self.snap.revision));
         match pipeline::prepare(&pipeline, &self.route.steps, &self.message.body) {

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 pub enum ValidatedAt {
     /// `POST /v1/events`, before the publish.
     Ingest,
-    /// The router's pipeline (deliveries, and route tests through the API).
+    /// The router's pipeline, before a delivery.
     Pipeline,
 }
 

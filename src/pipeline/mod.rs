@@ -32,6 +32,8 @@ pub struct Context<'a> {
     /// The event's `data` was validated under this config by this process already (the ingest
     /// API's mark, [`schema::is_validated_mark`]): not validated again.
     pub validated: bool,
+    /// Called each time an event's `data` is validated (the router counts validations).
+    pub on_validate: Option<&'a (dyn Fn() + Sync)>,
 }
 
 /// One route's steps, compiled.
@@ -138,7 +140,9 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
         return Ok(Prepared::Filtered);
     }
     if !cx.validated {
-        crate::metrics::schema_validated(crate::metrics::ValidatedAt::Pipeline);
+        if let Some(counted) = cx.on_validate {
+            counted();
+        }
         let null = Value::Null;
         cx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(
             |e| match e {
@@ -300,7 +304,13 @@ mod tests {
     fn the_event_as_one_map_or_not_the_same_body() {
         let engine = script::sandboxed_engine();
         let schemas = SchemaRegistry::default();
-        let cx = Context { schemas: &schemas, engine: &engine, max_event_bytes: 1 << 20, validated: true };
+        let cx = Context {
+            schemas: &schemas,
+            engine: &engine,
+            max_event_bytes: 1 << 20,
+            validated: true,
+            on_validate: None,
+        };
         let filter = |text: &str| Some(Arc::new(Script::compile(&engine, "f.rhai".as_ref(), text).unwrap()));
         let paths = ["data.customer.email", "data.items.*.card", "data.nothing.here"];
         let steps = |f, format| Steps {
