@@ -26,12 +26,14 @@
 //!   date-time as a string; how far ahead it may lie is `[limits] max_schedule_ahead`
 //!   ([`CloudEvent::check_schedule`]).
 
-use serde::{Deserialize, Serialize};
+mod de;
+
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::time::{Duration, SystemTime};
 
-/// A decoded CloudEvent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A decoded CloudEvent (deserialized in one pass, see `de.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CloudEvent {
     /// Unique per producer; the idempotency key and the `webhook-id`.
     pub id: String,
@@ -269,6 +271,25 @@ impl CloudEvent {
     /// A W3C `traceparent` carried as a CloudEvents extension (distributed tracing extension).
     pub fn traceparent(&self) -> Option<&str> {
         self.extensions.get("traceparent").and_then(Value::as_str)
+    }
+
+    /// One attribute as it is in [`CloudEvent::into_value`]'s map (`None` when absent): `data`,
+    /// `sequence` and extensions borrowed, string attributes as new JSON strings.
+    pub fn attribute(&self, name: &str) -> Option<std::borrow::Cow<'_, Value>> {
+        use std::borrow::Cow;
+        let text = |s: &String| Cow::Owned(Value::String(s.clone()));
+        match name {
+            "id" => Some(text(&self.id)),
+            "source" => Some(text(&self.source)),
+            "type" => Some(text(&self.ty)),
+            "specversion" => Some(text(&self.specversion)),
+            "time" => self.time.as_ref().map(text),
+            "subject" => self.subject.as_ref().map(text),
+            "dataversion" => self.dataversion.as_ref().map(text),
+            "sequence" => self.sequence.as_ref().map(Cow::Borrowed),
+            "data" => self.data.as_ref().map(Cow::Borrowed),
+            _ => self.extensions.get(name).map(Cow::Borrowed),
+        }
     }
 
     /// The event as a JSON map, as scripts and redaction see it.

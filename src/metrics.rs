@@ -39,6 +39,7 @@
 //! | `hookrelay_api_refused_total` | counter | `reason` = an [`ApiRefusal`] label |
 //! | `hookrelay_order_lanes_in_use` | gauge | `route` ([`shape`]) |
 //! | `hookrelay_batch_size` | histogram | `route` ([`shape`]) |
+//! | `hookrelay_schema_validations_total` | counter | `at` = `ingest` \| `pipeline` |
 //!
 //! The circuit and rate-limit metrics exist for routes with a `[circuit_breaker]` or a
 //! `[rate_limit]` only ([`GateMeter`]).
@@ -53,9 +54,11 @@ use std::time::{Duration, SystemTime};
 
 mod api;
 mod gate;
+mod schema;
 pub mod shape;
 pub use api::{ApiRefusal, api_refused};
 pub use gate::GateMeter;
+pub use schema::{ValidatedAt, schema_validated};
 pub use shape::{BATCH_SIZE, BatchMeter, LanesMeter, ORDER_LANES};
 
 /// `hookrelay_build_info{version}`: always 1.
@@ -94,6 +97,9 @@ pub const QUEUE_DEPTH: &str = "hookrelay_queue_depth";
 /// `hookrelay_api_refused_total{reason}`: API requests refused before any handler ran, by why
 /// (see [`ApiRefusal`]).
 pub const API_REFUSED: &str = "hookrelay_api_refused_total";
+/// `hookrelay_schema_validations_total{at}`: events' `data` validated against their schema,
+/// by where (see [`ValidatedAt`]).
+pub const SCHEMA_VALIDATIONS: &str = "hookrelay_schema_validations_total";
 
 /// `hookrelay_circuit_state{route,state}`: 1 for the state the route's circuit is in
 /// (`closed`, `open`, `half_open`), 0 for the others.
@@ -137,6 +143,7 @@ pub const METRICS: &[&str] = &[
     API_REFUSED,
     ORDER_LANES,
     BATCH_SIZE,
+    SCHEMA_VALIDATIONS,
 ];
 
 /// Bucket bounds of [`DELIVERY_DURATION`], in seconds: a webhook answers in milliseconds to
@@ -325,6 +332,7 @@ pub fn install() -> Result<Metrics, MetricsError> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| MetricsError::Install(e.to_string()))?;
     describe();
+    schema::register();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let reloads = [ReloadResult::Applied, ReloadResult::Rejected]
         .map(|r| metrics::counter!(CONFIG_RELOADS, "result" => r.as_str()));
@@ -393,6 +401,11 @@ fn describe() {
         API_REFUSED,
         Unit::Count,
         "API requests refused before any handler ran: caller address, key address, Host, cross-site, content type."
+    );
+    describe_counter!(
+        SCHEMA_VALIDATIONS,
+        Unit::Count,
+        "Events' data validated against their schema, at ingest or in the pipeline."
     );
 }
 

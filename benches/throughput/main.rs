@@ -4,8 +4,8 @@
 //! 1. the ceilings, per broker: a bare consumer that only acks (RabbitMQ: lapin on a quorum
 //!    queue; embedded: the library's `Broker` API on a queue file of the harness's own, same
 //!    settings as the router's; prefetch 100 both), a bare relay (consume → POST → ack) at 32 in
-//!    flight and at one in flight, and a bare hyper client that only POSTs the same bodies to the
-//!    same receiver;
+//!    flight and at one in flight (with its own CPU per event, so that the router's reads as a
+//!    ratio), and a bare hyper client that only POSTs the same bodies to the same receiver;
 //! 2. hookrelay end to end (the release binary, as a process) on a realistic route (JSON Schema,
 //!    a Rhai filter, redaction, Standard Webhooks signing), draining a queue filled before it
 //!    started: events per second for an unordered and an ordered route, router CPU per event,
@@ -14,7 +14,8 @@
 //!    with 10,000 events in flight, two ways, each beside the idle router on the same config:
 //!    (a) prefetched into the router and unacked while the route delivers 32 at once, and
 //!    (b) 10,000 deliveries at once over 10,000 open connections; on the embedded broker also
-//!    with producers POSTing to `/v1/events` while it delivers;
+//!    with producers POSTing to `/v1/events` while it delivers; and `POST /v1/events` alone
+//!    beside a bare axum handler that parses the same bodies (the ceiling of ingest);
 //! 3. scaling: 1, 10 and 100 routes with fan-out (`--fanout` to choose; N routes get N/routes
 //!    events each, so every run makes the same number of deliveries; on RabbitMQ a route is one
 //!    quorum queue, the wait queues of retries being shared by every route per backoff step),
@@ -34,11 +35,12 @@
 //! neither is named). Needs RabbitMQ with the management plugin: every run uses a vhost of its
 //! own, deleted at the end. Never a pass/fail test: it prints figures.
 
-mod ceilings;
 #[path = "../common/mod.rs"]
 mod common;
 mod embedded;
+mod groups;
 mod http;
+mod ingest;
 mod per_key;
 mod process;
 mod rabbit;
@@ -49,7 +51,7 @@ mod sys;
 
 use common::Size;
 use process::{BusKind, Feed, Launch, Scenario};
-
+use rabbit::Vhost;
 use receiver::Receiver;
 use report::{Bound, Report, Target};
 use serde_json::json;
@@ -223,6 +225,92 @@ impl Bench {
         eprintln!("{what} failed:\n{e}");
     }
 
+    /// The bare consumer on `kind` with `queues` queues of `n` events: `ceiling.<…>.consume.<key>`.
+    async fn ceiling_consume(&mut self, kind: BusKind, queues: usize, n: usize, size: Size, key: &str) {
+        let rate = match kind {
+            BusKind::RabbitMq => {
+                let vh = Vhost::new();
+                Ok(rabbit::bare_consumer(&vh.url(), queues, n, size, PREFETCH as u16).await)
+            }
+            BusKind::Embedded => match tempfile::tempdir() {
+                Ok(dir) => embedded::bare_consumer(dir.path(), queues, n, size, PREFETCH as u16).await,
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let what = format!("{} bare consumer, {queues} queue(s), {}", kind.label(), size.label());
+        match rate {
+            Ok(r) => {
+                self.report.record(ceil(kind, &format!("consume.{key}")), r);
+                self.progress(&what, &format!("{r:.0} deliveries/s"));
+            }
+            Err(e) => self.fail(ceiling_group(kind), &what, &e),
+        }
+    }
+
+    async fn ceiling_post(&mut self, size: Size, n: usize, key: &str) {
+        let post = http::bare_post(&format!("{}/bare", self.rx.addr), n, size, CONCURRENCY).await;
+        self.report.record(format!("ceiling.post.{key}"), post);
+        self.progress(&format!("bare POST {}", size.label()), &format!("{post:.0}/s"));
+    }
+
+    /// Measures what `key` needs when this repetition has not measured it yet.
+    async fn ensure(&mut self, kind: BusKind, key: &str) {
+        if self.report.current(&ceil(kind, key)).is_some() {
+            return;
+        }
+        let n = self.opts.events;
+        match key {
+            "consume.1k" => self.ceiling_consume(kind, 1, n, Size::Kib1, "1k").await,
+            "relay1.1k" => self.ceiling_relay(kind, (n / 4).max(100), 1).await,
+            _ => unreachable!("no ceiling {key}"),
+        }
+    }
+
+    async fn ensure_post(&mut self) {
+        if self.report.current("ceiling.post.1k").is_none() {
+            self.ceiling_post(Size::Kib1, self.opts.events, "1k").await;
+        }
+    }
+
+    /// The bare relay on `kind`, `n` events from a filled queue, `in_flight` at once.
+    async fn ceiling_relay(&mut self, kind: BusKind, n: usize, in_flight: usize) {
+        let target = format!("{}/bare", self.rx.addr);
+        // The harness's CPU during the relay (filling the queue included on RabbitMQ, where it
+        // is lapin publishing: a small share); less the receiver's, it is the relay's own.
+        let cpu_before = sys::own_cpu_seconds();
+        let done = match kind {
+            BusKind::RabbitMq => {
+                let vh = Vhost::new();
+                rabbit::declare_bare(&vh.url(), 1).await;
+                rabbit::publish_bulk(&vh.url(), "bare", "order.paid", Size::Kib1, n).await;
+                self.rx.reset(None);
+                rabbit::bare_relay(&vh.url(), &target, n, PREFETCH as u16, in_flight).await;
+                Ok(())
+            }
+            BusKind::Embedded => match tempfile::tempdir() {
+                Ok(dir) => {
+                    self.rx.reset(None);
+                    embedded::bare_relay(dir.path(), &target, n, PREFETCH as u16, in_flight).await
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let key = if in_flight == 1 { "relay1.1k" } else { "relay.1k" };
+        let what = format!("{} bare relay, {in_flight} at once", kind.label());
+        match done {
+            Ok(()) => {
+                let rate = self.rx.rate();
+                self.report.record(ceil(kind, key), rate);
+                if in_flight > 1 {
+                    let harness = (sys::own_cpu_seconds() - cpu_before) * 1e6 / n as f64;
+                    self.report.record(ceil(kind, "relay.harness_cpu"), harness);
+                }
+                self.progress(&what, &format!("{rate:.0}/s"));
+            }
+            Err(e) => self.fail(ceiling_group(kind), &what, &e),
+        }
+    }
+
     fn throughput_row(&mut self, kind: BusKind, prefix: &str, t: &process::Throughput, cpu_detail: bool) {
         self.report.record(format!("{prefix}.rate"), t.rate);
         self.report.record(format!("{prefix}.cpu"), t.cpu_us.router);
@@ -248,6 +336,18 @@ impl Bench {
         );
     }
 
+    /// The ceilings of one broker (the whole `ceilings` group).
+    async fn ceilings(&mut self, kind: BusKind) {
+        let n = self.opts.events;
+        self.ceiling_consume(kind, 1, n, Size::Kib1, "1k").await;
+        if kind == BusKind::RabbitMq {
+            self.ceiling_post(Size::Kib1, n, "1k").await;
+            self.ceiling_axum(n).await;
+        }
+        self.ceiling_relay(kind, n, CONCURRENCY).await;
+        self.ceiling_relay(kind, (n / 4).max(100), 1).await;
+    }
+
     /// Every hookrelay measure on one broker.
     async fn hookrelay(&mut self, kind: BusKind, first_repetition: bool) {
         let (n, launch) = (self.opts.events, self.opts.launch.clone());
@@ -262,6 +362,7 @@ impl Bench {
                 Ok(t) => {
                     self.throughput_row(kind, &format!("{b}.unordered.1k"), &t, true);
                     self.report.record(format!("{b}.idle.rss"), t.idle_rss_mib);
+                    self.relay_cpu(kind, t.cpu_us.harness);
                 }
                 Err(e) => self.fail(group, &format!("{b} unordered"), &e),
             }
@@ -283,6 +384,9 @@ impl Bench {
                 }
                 Err(e) => self.fail(group, &format!("{b} producers POSTing"), &e),
             }
+        }
+        if self.opts.wants("unordered") {
+            self.ingest_alone(kind).await;
         }
         if self.opts.wants("ordered") {
             self.ensure(kind, "relay1.1k").await;
@@ -365,106 +469,6 @@ impl Bench {
             if events > 0 {
                 self.backlog(kind, events).await;
             }
-        }
-    }
-
-    /// The `memory` group on one broker: (a) N events prefetched into the router while the route
-    /// delivers 32 at once (RabbitMQ only: the embedded broker's prefetch is `[broker] prefetch`,
-    /// which cannot be set without choosing RabbitMQ, so it stays 64 there); (b) N deliveries at
-    /// once, each on a connection of its own held open by the receiver.
-    async fn memory(&mut self, kind: BusKind) {
-        let (n, launch, b) = (self.opts.in_flight, self.opts.launch.clone(), kind.label());
-        let base =
-            Scenario { prefetch: n as u32, timeout: Some(Duration::from_secs(600)), ..scenario(1, false, Size::Kib1) };
-        let readings = [
-            ("inflight_router", "(a) in the router", Scenario { concurrency: CONCURRENCY, ..base.clone() }),
-            ("inflight", "(b) on open connections", Scenario { concurrency: n, ..base }),
-        ];
-        for (key, what, s) in readings {
-            if key == "inflight_router" && kind == BusKind::Embedded {
-                self.report.note(
-                    G_MEM,
-                    "(a) RabbitMQ only: the embedded broker's prefetch is [broker] prefetch, which cannot be set \
-                     without choosing RabbitMQ (it stays 64, at least the route's concurrency)",
-                );
-                continue;
-            }
-            let k = |s: &str| format!("{b}.{key}.{s}");
-            match process::in_flight(kind, &self.rx, &s, n, &launch).await {
-                Ok(m) => {
-                    // Per event in flight: unacked events for (a), held deliveries for (b).
-                    let count = m.unacked.filter(|_| key == "inflight_router").unwrap_or(m.held);
-                    let per = (m.peak_rss_mib - m.idle_rss_mib) * 1024.0 / count.max(1) as f64;
-                    self.report.record(k("idle"), m.idle_rss_mib);
-                    self.report.record(k("held"), m.held as f64);
-                    if let Some(u) = m.unacked {
-                        self.report.record(k("unacked"), u as f64);
-                    }
-                    self.report.record(k("rss"), m.rss_mib);
-                    self.report.record(k("peak"), m.peak_rss_mib);
-                    self.report.record(k("per_event"), per);
-                    self.report.record(k("huge"), m.huge_mib);
-                    let unacked = m.unacked.map_or(String::new(), |u| format!(", {u} unacked"));
-                    self.progress(
-                        &format!("{b} in flight, {what}"),
-                        &format!(
-                            "{} held{unacked}; RSS idle {:.1} MiB, now {:.1} MiB ({:.1} MiB in huge pages), \
-                             peak {:.1} MiB: {per:.1} KiB per event",
-                            m.held, m.idle_rss_mib, m.rss_mib, m.huge_mib, m.peak_rss_mib
-                        ),
-                    );
-                }
-                Err(e) => {
-                    self.rx.hold(false);
-                    self.fail(G_MEM, &format!("{b} in flight, {what}"), &e)
-                }
-            }
-        }
-    }
-
-    async fn backlog(&mut self, kind: BusKind, events: usize) {
-        let b = kind.label();
-        self.ensure(kind, "consume.1k").await;
-        let window = Duration::from_secs_f64(self.opts.backlog_secs);
-        let started = self.started;
-        let progress = move |done: usize| {
-            mark_progress(started);
-            eprintln!("[{:>6.1}s] {b} backlog: {done} events published", started.elapsed().as_secs_f64());
-        };
-        self.progress(&format!("{b} backlog"), &format!("filling the queue with {events} events"));
-        let s = scenario(1, false, Size::Kib1);
-        match process::backlog(kind, &self.rx, &s, events, window, &self.opts.launch, progress).await {
-            Ok(r) => {
-                let k = |s: &str| format!("{b}.backlog.{s}");
-                self.report.record(k("events"), events as f64);
-                self.report.record(k("fill_rate"), r.fill_rate);
-                self.report.record(k("queue_mib"), r.queue_mib);
-                self.report.record(k("start_s"), r.start_s);
-                self.report.record(k("rss_start"), r.rss_start_mib);
-                self.report.record(k("rss_steady"), r.rss_steady_mib);
-                self.report.record(k("rss_end"), r.rss_end_mib);
-                self.report.record(k("rss_peak"), r.peak_rss_mib);
-                self.report.record(k("rate"), r.rate);
-                self.report.record(k("cpu"), r.cpu_us);
-                self.report.record(k("waiting"), r.waiting as f64);
-                self.progress(
-                    &format!("{b} backlog"),
-                    &format!(
-                        "{events} filled at {:.0}/s ({:.0} MiB), consuming after {:.1} s; RSS {:.1} MiB at start, \
-                         {:.1} MiB steady, peak {:.1} MiB; {} delivered at {:.0}/s, {} waiting",
-                        r.fill_rate,
-                        r.queue_mib,
-                        r.start_s,
-                        r.rss_start_mib,
-                        r.rss_steady_mib,
-                        r.peak_rss_mib,
-                        r.delivered,
-                        r.rate,
-                        r.waiting
-                    ),
-                );
-            }
-            Err(e) => self.fail(G_BACKLOG, &format!("{b} backlog"), &e),
         }
     }
 

@@ -182,7 +182,7 @@ impl BusKind {
         }
     }
 
-    fn open(self) -> Bus {
+    pub(crate) fn open(self) -> Bus {
         match self {
             BusKind::RabbitMq => Bus::RabbitMq(Vhost::new()),
             BusKind::Embedded => Bus::Embedded { api: format!("127.0.0.1:{}", free_port()) },
@@ -190,12 +190,12 @@ impl BusKind {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 impl Bus {
-    fn broker_spec(&self, prefetch: u32) -> BrokerSpec {
+    pub(crate) fn broker_spec(&self, prefetch: u32) -> BrokerSpec {
         match self {
             Bus::RabbitMq(vh) => BrokerSpec::RabbitMq { url: vh.url(), prefetch },
             Bus::Embedded { .. } => BrokerSpec::Embedded,
@@ -303,7 +303,7 @@ pub(crate) struct Throughput {
 }
 
 /// Waits until the ingest API answers (any HTTP status) on `api`.
-async fn api_up(api: &str, limit: Duration) -> Result<(), String> {
+pub(crate) async fn api_up(api: &str, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     while tokio::net::TcpStream::connect(api).await.is_err() {
         if Instant::now() > deadline {
@@ -316,7 +316,7 @@ async fn api_up(api: &str, limit: Duration) -> Result<(), String> {
 
 /// Starts a router on `dir` and waits until it consumes (and, for the embedded broker, until
 /// its API listens).
-async fn start(dir: &Path, bus: &Bus, launch: &Launch) -> Result<(Router, Consuming), String> {
+pub(crate) async fn start(dir: &Path, bus: &Bus, launch: &Launch) -> Result<(Router, Consuming), String> {
     let mut r = Router::start(dir, launch);
     let c = r.consuming(launch.start_limit()).await?;
     if let Bus::Embedded { api } = bus {

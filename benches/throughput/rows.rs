@@ -1,11 +1,9 @@
-//! The rows of the report, declared before the first measure so that the table keeps one order
-//! and shows a missing figure as missing: one block per group and broker.
+//! The table's rows: every figure the harness can show, declared once, in the order shown, with
+//! its unit and what it is compared with.
 
-use crate::process::BusKind;
+use crate::per_key::declare_per_key_rows;
 use crate::report::{Report, Unit, Versus};
-use crate::{
-    Bench, G_BACKLOG, G_FANOUT, G_MEM, G_PAYLOAD, ceil, ceiling_group, group_of, per_key::declare_per_key_rows,
-};
+use crate::{Bench, BusKind, G_BACKLOG, G_FANOUT, G_MEM, G_PAYLOAD, ceil, ceiling_group, group_of};
 
 impl Bench {
     pub(crate) fn declare_rows(&mut self) {
@@ -19,11 +17,15 @@ impl Bench {
             r.row(g, c("consume.1k"), format!("{b}: bare consumer, ack only"), Unit::PerSec, p.clone());
             if kind == BusKind::RabbitMq {
                 r.row(g, "ceiling.post.1k", "bare hyper POST, 32 at once", Unit::PerSec, p.clone());
+                let axum = "bare axum handler: parse the event, answer 202 (32 connections)";
+                r.row(g, "ceiling.axum.1k", axum, Unit::PerSec, p.clone());
             }
             let relay = format!("{b}: bare relay (consume → POST → ack), 32 at once");
             r.row(g, c("relay.1k"), relay, Unit::PerSec, ratio(c("consume.1k")));
             let relay1 = format!("{b}: bare relay, one at a time");
             r.row(g, c("relay1.1k"), relay1, Unit::PerSec, ratio(c("consume.1k")));
+            let cpu = format!("{b}: bare relay CPU per event (harness less its receiver), 32 at once");
+            r.row(g, c("relay.cpu"), cpu, Unit::Micros, p.clone());
             r.row(g, c("relay.p50"), format!("{b}: bare relay p50 at the latency-run rate"), Unit::Millis, p.clone());
             r.row(g, c("relay.p99"), format!("{b}: bare relay p99 at the latency-run rate"), Unit::Millis, p.clone());
         }
@@ -38,7 +40,8 @@ impl Bench {
                 Unit::PerSec,
                 ratio(c("consume.1k")),
             );
-            r.row(g, k("unordered.1k.cpu"), "router CPU per event, unordered", Unit::Micros, p.clone());
+            let cpu = "router CPU per event, unordered (against the bare relay's)";
+            r.row(g, k("unordered.1k.cpu"), cpu, Unit::Micros, ratio(c("relay.cpu")));
             if kind == BusKind::RabbitMq {
                 r.row(
                     g,
@@ -70,6 +73,9 @@ impl Bench {
                     p.clone(),
                 );
             }
+            let alone = "POST /v1/events alone, 32 connections (nothing delivered), events/s";
+            r.row(g, k("ingest_alone.1k.rate"), alone, Unit::PerSec, ratio("ceiling.axum.1k".into()));
+            r.row(g, k("ingest_alone.1k.cpu"), "router CPU per event, POST /v1/events alone", Unit::Micros, p.clone());
             r.row(g, k("ordered.1k.rate"), "ordered route, events/s", Unit::PerSec, ratio(c("relay1.1k")));
             r.row(g, k("ordered.1k.cpu"), "router CPU per event, ordered", Unit::Micros, p.clone());
             r.row(

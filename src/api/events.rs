@@ -18,7 +18,7 @@ use crate::binding;
 use crate::broker::{BrokerError, Destination, H_TRACEPARENT, Headers};
 use crate::config::files::Scope;
 use crate::event::CloudEvent;
-use crate::pipeline::schema::SchemaError;
+use crate::pipeline::schema::{H_VALIDATED, SchemaError, validated_mark};
 use crate::telemetry;
 use axum::body::Body;
 use axum::extract::State;
@@ -182,7 +182,8 @@ async fn accept(
         telemetry::set_parent(span, tp);
     }
     telemetry::record_event(span, &event.id, &event.ty);
-    let routed = publish(state, &event, &raw, telemetry::forward_traceparent(span, incoming), span).await?;
+    let routed =
+        publish(state, &snapshot.revision, &event, &raw, telemetry::forward_traceparent(span, incoming), span).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { id: event.id, routed })))
 }
 
@@ -191,6 +192,7 @@ fn check(snapshot: &crate::config::Snapshot, raw: &[u8]) -> Result<CloudEvent, A
     let event = CloudEvent::decode(raw)?;
     event.check_schedule(snapshot.limits.max_schedule_ahead.0, std::time::SystemTime::now())?;
     let null = serde_json::Value::Null;
+    crate::metrics::schema_validated(crate::metrics::ValidatedAt::Ingest);
     if let Err(e) = snapshot.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)) {
         return Err(match &e {
             SchemaError::Invalid { violations, .. } => ApiError::unprocessable("schema", e.to_string())
@@ -204,6 +206,7 @@ fn check(snapshot: &crate::config::Snapshot, raw: &[u8]) -> Result<CloudEvent, A
 /// Publishes one checked event with a confirm: `Ok(routed)` once the broker holds it durably.
 async fn publish(
     state: &ApiState,
+    revision: &str,
     event: &CloudEvent,
     raw: &[u8],
     traceparent: Option<String>,
@@ -213,6 +216,8 @@ async fn publish(
         ApiError::unavailable("broker_unavailable", "the router is not connected to its broker right now; retry")
     })?;
     let mut message_headers = Headers::default();
+    // Validated under this revision: the router does not validate it again.
+    message_headers.set(H_VALIDATED, validated_mark(revision));
     // With traces off, the caller's traceparent passes through unchanged; without one, none is
     // set and the router uses the event's `traceparent` extension, if any.
     if let Some(tp) = traceparent {
@@ -266,7 +271,7 @@ async fn accept_batch(
                 ));
             }
             let event = check(&snapshot, &raw)?;
-            let routed = publish(state, &event, &raw, traceparent.clone(), span).await?;
+            let routed = publish(state, &snapshot.revision, &event, &raw, traceparent.clone(), span).await?;
             Ok::<_, ApiError>((event.id, routed))
         }
         .await;

@@ -225,22 +225,34 @@ impl Snapshot {
             engine: &self.engine,
             max_event_bytes: self.limits.max_event_bytes,
             max_body_bytes: self.budgets.max_body_bytes,
+            validated: false,
+            on_validate: None,
         }
     }
 
     /// [`pipeline::prepare`] for one of this snapshot's routes: on the script pool when the
     /// route runs scripts (so that a script burning its budget never holds an async worker),
-    /// inline otherwise.
+    /// inline otherwise. `validated`: the event's `data` was validated under this config by
+    /// this process already (the ingest API's mark); `on_validate` is called when it is
+    /// validated here.
     pub async fn prepare(
         self: &Arc<Self>,
         route: &Arc<Route>,
         raw: bytes::Bytes,
+        validated: bool,
+        on_validate: fn(),
     ) -> Result<pipeline::Prepared, pipeline::Rejection> {
+        let run = move |snap: &Snapshot, route: &Route| {
+            let mut cx = snap.pipeline();
+            cx.validated = validated;
+            cx.on_validate = Some(&on_validate);
+            pipeline::prepare(&cx, &route.steps, &raw)
+        };
         if !route.steps.runs_scripts() {
-            return pipeline::prepare(&self.pipeline(), &route.steps, &raw);
+            return run(self, route);
         }
         let (snap, route) = (self.clone(), route.clone());
-        self.script_pool.run(move || pipeline::prepare(&snap.pipeline(), &route.steps, &raw)).await
+        self.script_pool.run(move || run(&snap, &route)).await
     }
 
     /// The broker this config runs on.

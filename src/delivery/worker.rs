@@ -29,6 +29,7 @@ use super::verdict::{self, AttemptResult, Reason, Verdict};
 use crate::broker::{Broker, BrokerError, Consumer, H_TRACEPARENT, Message, now_ms};
 use crate::config::{BrokerKind, Origin, Route, Snapshot};
 use crate::metrics::{self, RouteMeter};
+use crate::pipeline::schema::{H_VALIDATED, is_validated_mark};
 use crate::pipeline::{Payload, Prepared, Rejection};
 use crate::store::log::AttemptLog;
 use crate::store::{Attempt as LoggedAttempt, Outcome};
@@ -372,8 +373,12 @@ impl Dispatch<'_> {
     async fn run(self) -> Result<Settled, BrokerError> {
         // The pipeline runs before the span is made, so that the event's own `traceparent` can
         // still become the span's parent.
-        // Scripted routes prepare on the script pool, off the async workers.
-        match self.snap.prepare(self.route, self.message.body.clone()).await {
+        // Scripted routes prepare on the script pool, off the async workers. An event the ingest
+        // API validated under this config (its mark) is not validated again.
+        let validated =
+            self.message.headers.str(H_VALIDATED).is_some_and(|m| is_validated_mark(m, &self.snap.revision));
+        let counted = || metrics::schema_validated(metrics::ValidatedAt::Pipeline);
+        match self.snap.prepare(self.route, self.message.body.clone(), validated, counted).await {
             Ok(Prepared::Deliver(payload)) => {
                 let traceparents = [self.header_tp, payload.traceparent.as_deref()];
                 let span = telemetry::decoded_event_span(
@@ -432,8 +437,14 @@ impl Dispatch<'_> {
             };
             // Numbered on across replays; the retry budget (`number`) counts from the replay.
             let shown = self.settle.attempts_before() + number;
-            let attempt =
-                Attempt { route: self.route, payload, sequence: &sequence, number: shown, traceparent: &incoming, extra: &[] };
+            let attempt = Attempt {
+                route: self.route,
+                payload,
+                sequence: &sequence,
+                number: shown,
+                traceparent: &incoming,
+                extra: &[],
+            };
             // The headers sent go into the delivery log with the body, where the route keeps
             // bodies: rendering and storing them costs about 4,500 instructions per attempt
             // (docs/operations.md, "Delivery log and store"), too much to pay on every route.

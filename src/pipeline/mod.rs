@@ -5,6 +5,7 @@
 //! assembled by `config`, which this module does not know.
 
 pub mod condition;
+pub mod reads;
 pub mod redact;
 pub mod schema;
 pub mod script;
@@ -31,6 +32,11 @@ pub struct Context<'a> {
     pub max_event_bytes: usize,
     /// `[scripts] max_body_bytes`: the largest body a transform may produce.
     pub max_body_bytes: usize,
+    /// The event's `data` was validated under this config by this process already (the ingest
+    /// API's mark, [`schema::is_validated_mark`]): not validated again.
+    pub validated: bool,
+    /// Called each time an event's `data` is validated (the router counts validations).
+    pub on_validate: Option<&'a (dyn Fn() + Sync)>,
 }
 
 /// One route's steps, compiled.
@@ -145,16 +151,21 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
     if !steps.tenant.admits(&event) {
         return Ok(Prepared::Filtered);
     }
-    let null = Value::Null;
-    cx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(
-        |e| match e {
-            SchemaError::Invalid { ref violations, .. } => {
-                let violations = violations.clone();
-                Rejection { reason: Reason::Schema, message: e.to_string(), violations }
-            }
-            other => Rejection::new(Reason::UnknownType, other.to_string()),
-        },
-    )?;
+    if !cx.validated {
+        if let Some(counted) = cx.on_validate {
+            counted();
+        }
+        let null = Value::Null;
+        cx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(
+            |e| match e {
+                SchemaError::Invalid { ref violations, .. } => {
+                    let violations = violations.clone();
+                    Rejection { reason: Reason::Schema, message: e.to_string(), violations }
+                }
+                other => Rejection::new(Reason::UnknownType, other.to_string()),
+            },
+        )?;
+    }
     if let Some(c) = &steps.condition
         && !c.matches(&event)
     {
@@ -164,50 +175,76 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
     let sequence = event.sequence_text();
     let traceparent = event.traceparent().map(str::to_string);
     let event_time = event.time.as_deref().and_then(crate::event::parse_time);
-    let needs_value = steps.filter.is_some()
-        || steps.transform.is_some()
-        || !steps.redact.is_empty()
-        || steps.format == BodyFormat::Cloudevents;
     let script_err = |e: script::ScriptError| Rejection::new(Reason::ScriptError, e.to_string());
-
-    let (id, ty, time) = (event.id.clone(), event.ty.clone(), event.time.clone());
-    // What the body is made of: the whole event for `cloudevents`, `data` for the others.
-    let content = if needs_value {
-        let mut value = event.into_value();
+    // The event as one JSON map only when a step needs it whole: a transform, the
+    // `cloudevents` body, a redaction outside `data`, a filter that reads the whole event.
+    // Otherwise the filter reads the decoded event and redaction works on `data` alone.
+    let needs_map = steps.transform.is_some()
+        || steps.format == BodyFormat::Cloudevents
+        || steps.redact.iter().any(|p| !p.in_data())
+        || steps.filter.as_ref().is_some_and(|f| f.filter_reads_whole());
+    if !needs_map {
         if let Some(f) = &steps.filter
-            && !f.filter(cx.engine, &value).map_err(script_err)?
+            && !f.filter_event(cx.engine, &event).map_err(script_err)?
         {
             return Ok(Prepared::Filtered);
         }
-        if let Some(t) = &steps.transform {
-            let mut out = t.transform(cx.engine, &value).map_err(script_err)?;
-            value["data"] = take(&mut out, "data");
-        }
+        let CloudEvent { id, ty, time, data, .. } = event;
+        let mut data = data.unwrap_or(Value::Null);
         for path in &steps.redact {
-            path.apply(&mut value);
+            path.apply_to_data(&mut data);
         }
-        match steps.format {
-            BodyFormat::Cloudevents => value,
-            BodyFormat::Standard | BodyFormat::Data => take(&mut value, "data"),
-        }
-    } else {
-        event.data.unwrap_or(Value::Null)
-    };
+        return deliver(cx, steps, id, ty, time.as_deref(), &data, sequence, traceparent, event_time);
+    }
 
+    let (id, ty, time) = (event.id.clone(), event.ty.clone(), event.time.clone());
+    // What the body is made of: the whole event for `cloudevents`, `data` for the others.
+    let mut value = event.into_value();
+    if let Some(f) = &steps.filter
+        && !f.filter(cx.engine, &value).map_err(script_err)?
+    {
+        return Ok(Prepared::Filtered);
+    }
+    if let Some(t) = &steps.transform {
+        let mut out = t.transform(cx.engine, &value).map_err(script_err)?;
+        value["data"] = take(&mut out, "data");
+    }
+    for path in &steps.redact {
+        path.apply(&mut value);
+    }
+    let content = match steps.format {
+        BodyFormat::Cloudevents => value,
+        BodyFormat::Standard | BodyFormat::Data => take(&mut value, "data"),
+    };
+    deliver(cx, steps, id, ty, time.as_deref(), &content, sequence, traceparent, event_time)
+}
+
+/// The payload of a delivery: the body rendered, with what the attempts need.
+#[allow(clippy::too_many_arguments)] // the parts of one payload, each moved in once
+fn deliver(
+    cx: &Context<'_>,
+    steps: &Steps,
+    id: String,
+    ty: String,
+    time: Option<&str>,
+    content: &Value,
+    sequence: Option<String>,
+    traceparent: Option<String>,
+    event_time: Option<std::time::SystemTime>,
+) -> Result<Prepared, Rejection> {
     // A transform may grow a tiny event into a huge body: rendering stops at the cap.
     let cap = if steps.transform.is_some() { cx.max_body_bytes } else { usize::MAX };
-    let (body, content_type) =
-        render_within(steps.format, &ty, time.as_deref(), &content, cap).map_err(|e| match e {
-            RenderError::TooLarge => Rejection::new(
-                Reason::ScriptError,
-                format!(
-                    "{}: the transform's body is over its budget: more than {} bytes ([scripts] max_body_bytes)",
-                    steps.transform.as_ref().map_or_else(String::new, |t| t.path.display().to_string()),
-                    cx.max_body_bytes
-                ),
+    let (body, content_type) = render_within(steps.format, &ty, time, content, cap).map_err(|e| match e {
+        RenderError::TooLarge => Rejection::new(
+            Reason::ScriptError,
+            format!(
+                "{}: the transform's body is over its budget: more than {} bytes ([scripts] max_body_bytes)",
+                steps.transform.as_ref().map_or_else(String::new, |t| t.path.display().to_string()),
+                cx.max_body_bytes
             ),
-            RenderError::Json(e) => Rejection::new(Reason::Malformed, e.to_string()),
-        })?;
+        ),
+        RenderError::Json(e) => Rejection::new(Reason::Malformed, e.to_string()),
+    })?;
     Ok(Prepared::Deliver(Payload {
         event_id: id,
         event_type: ty,
@@ -346,6 +383,52 @@ mod tests {
         let (body, ct) = render(BodyFormat::Data, "order.paid", None, &data).unwrap();
         assert_eq!(body, serde_json::to_vec(&data).unwrap());
         assert_eq!(ct, "application/json");
+    }
+
+    #[test]
+    fn the_event_as_one_map_or_not_the_same_body() {
+        let engine = script::sandboxed_engine(script::Budgets::default());
+        let schemas = SchemaRegistry::default();
+        let cx = Context {
+            schemas: &schemas,
+            engine: &engine,
+            max_event_bytes: 1 << 20,
+            max_body_bytes: 1 << 20,
+            validated: true,
+            on_validate: None,
+        };
+        let filter = |text: &str| Some(Arc::new(Script::compile(&engine, "f.rhai".as_ref(), text).unwrap()));
+        let paths = ["data.customer.email", "data.items.*.card", "data.nothing.here"];
+        let steps = |f, format| Steps {
+            filter: f,
+            redact: paths.iter().map(|p| RedactPath::parse(p).unwrap()).collect(),
+            format,
+            ..Steps::default()
+        };
+        let raw = br#"{"specversion":"1.0","id":"e-1","source":"s","type":"order.paid","time":"2026-01-01T00:00:00Z",
+            "subject":"t-1","data":{"total":150,"customer":{"name":"A","email":"a@b"},"items":[{"card":"1","q":2}]}}"#;
+        let body = |steps: &Steps| match prepare(&cx, steps, raw).unwrap() {
+            Prepared::Deliver(p) => Some(String::from_utf8(p.body.to_vec()).unwrap()),
+            Prepared::Filtered => None,
+        };
+        for format in [BodyFormat::Standard, BodyFormat::Data] {
+            let partial = steps(filter("fn filter(e) { e.data.total > 100 && e.subject == \"t-1\" }"), format);
+            let whole = steps(filter("fn filter(e) { e.keys().len() > 0 && e.data.total > 100 }"), format);
+            let none = steps(None, format);
+            assert!(!partial.filter.as_ref().unwrap().filter_reads_whole());
+            assert!(whole.filter.as_ref().unwrap().filter_reads_whole());
+            let expected = body(&whole).expect("delivered");
+            assert!(!expected.contains("a@b") && !expected.contains("card") && expected.contains("\"q\":2"));
+            assert_eq!(body(&partial).as_deref(), Some(expected.as_str()), "{format:?}");
+            assert_eq!(body(&none).as_deref(), Some(expected.as_str()), "{format:?}");
+            let drops = steps(filter("fn filter(e) { e.data.total > 1000 }"), format);
+            assert_eq!(body(&drops), None);
+        }
+        // `redact = ["data"]` empties the body's data either way.
+        let gone = |f| Steps { filter: f, redact: vec![RedactPath::parse("data").unwrap()], ..Steps::default() };
+        let expected = body(&gone(filter("fn filter(e) { type_of(e) == \"map\" }"))).unwrap();
+        assert!(expected.ends_with(r#""data":null}"#), "{expected}");
+        assert_eq!(body(&gone(None)).unwrap(), expected);
     }
 
     #[test]

@@ -45,6 +45,20 @@ impl RedactPath {
     pub fn apply(&self, event: &mut Value) {
         remove(event, &self.segments);
     }
+
+    /// Whether the path is inside `data` (or is `data`).
+    pub fn in_data(&self) -> bool {
+        matches!(&self.segments[0], Segment::Key(k) if k == "data")
+    }
+
+    /// [`RedactPath::apply`] on the event's `data` alone, for a path [`in_data`](Self::in_data):
+    /// `data` itself becomes `null` (as the event without it renders).
+    pub fn apply_to_data(&self, data: &mut Value) {
+        match &self.segments[1..] {
+            [] => *data = Value::Null,
+            rest => remove(data, rest),
+        }
+    }
 }
 
 fn remove(value: &mut Value, path: &[Segment]) {

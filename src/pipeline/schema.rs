@@ -1,11 +1,42 @@
 //! The schema catalogue: each event type's schema versions, compiled once per config load into
 //! validators (draft 2020-12 unless the schema's `$schema` says otherwise), and the check of an
 //! event's `data` against them. The config loader reads `schemas/<type>/v<N>.json` into it.
+//!
+//! Validated once: the ingest API validates an event before publishing it and marks the message
+//! ([`H_VALIDATED`], [`validated_mark`]) with the config revision it validated under and a
+//! random value this process drew at start. A delivery in the same process under the same
+//! revision finds its own mark ([`is_validated_mark`]) and does not validate the event again;
+//! any other mark (another revision, another process, a producer's header) counts for nothing,
+//! so the event is validated as usual. Only the mark's value is compared, with no allocation.
 
 use jsonschema::Validator;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// Message header: the ingest API validated the event's `data` ([`validated_mark`]). Never sent
+/// to receivers (message headers are not request headers).
+pub const H_VALIDATED: &str = "hookrelay-validated";
+
+/// What this process draws once, so that only its own marks count (hex of 16 random bytes).
+fn process_nonce() -> &'static str {
+    static NONCE: OnceLock<String> = OnceLock::new();
+    NONCE.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random generator is available");
+        hex::encode(bytes)
+    })
+}
+
+/// The [`H_VALIDATED`] value for an event this process validated under config `revision`.
+pub fn validated_mark(revision: &str) -> String {
+    format!("{revision}.{}", process_nonce())
+}
+
+/// Whether `mark` is this process's [`validated_mark`] for `revision`.
+pub fn is_validated_mark(mark: &str, revision: &str) -> bool {
+    mark.strip_prefix(revision).and_then(|rest| rest.strip_prefix('.')) == Some(process_nonce())
+}
 
 /// One event type's schema versions.
 #[derive(Clone, Default)]
@@ -154,6 +185,17 @@ mod tests {
         let data = serde_json::json!({"id": "o1", "total": "ten"});
         let Err(SchemaError::Invalid { violations, .. }) = reg.validate("order.paid", None, &data) else { panic!() };
         assert_eq!(violations[0].path, "/total");
+    }
+
+    #[test]
+    fn only_this_process_marks_for_the_same_revision_count() {
+        let mark = validated_mark("abc123");
+        assert!(is_validated_mark(&mark, "abc123"));
+        assert!(!is_validated_mark(&mark, "abc124"), "another revision");
+        assert!(!is_validated_mark(&mark, "abc12"), "a prefix of the revision");
+        assert!(!is_validated_mark("abc123.00000000000000000000000000000000", "abc123"), "another process");
+        assert!(!is_validated_mark("abc123", "abc123"));
+        assert!(!is_validated_mark("", ""));
     }
 
     #[test]

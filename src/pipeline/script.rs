@@ -12,6 +12,8 @@ pub mod pool;
 
 pub use budget::Budgets;
 pub use pool::ScriptPool;
+
+use super::reads::Reads;
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -55,6 +57,8 @@ pub struct Script {
     /// SHA-256 of the source, hex.
     pub digest: String,
     ast: AST,
+    /// What `fn filter` reads of the event (converted for each call instead of all of it).
+    filter_reads: Reads,
     has_filter: bool,
     has_transform: bool,
 }
@@ -142,7 +146,8 @@ impl Script {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(text.as_bytes()))
         };
-        Ok(Self { path: shown.to_path_buf(), digest, ast, has_filter, has_transform })
+        let filter_reads = if has_filter { Reads::of(&ast, "filter") } else { Reads::Whole };
+        Ok(Self { path: shown.to_path_buf(), digest, ast, filter_reads, has_filter, has_transform })
     }
 
     /// Whether the plugin defines the entry point.
@@ -179,7 +184,22 @@ impl Script {
     /// Runs `fn filter(event)`: true keeps the event.
     pub fn filter(&self, engine: &Engine, event: &Value) -> Result<bool, ScriptError> {
         let _run = budget::RunGuard::start();
-        let out = self.call(engine, EntryPoint::Filter, dynamic_of(event))?;
+        let out = self.call(engine, EntryPoint::Filter, self.filter_reads.dynamic(event))?;
+        out.as_bool().map_err(|ty| ScriptError {
+            path: self.path.display().to_string(),
+            message: format!("filter must return a bool, not {ty}"),
+        })
+    }
+
+    /// Whether `fn filter` reads the event as a whole (then it needs the event as one map).
+    pub fn filter_reads_whole(&self) -> bool {
+        self.filter_reads == Reads::Whole
+    }
+
+    /// [`Script::filter`] on a decoded event, converting only what the filter reads of it.
+    pub fn filter_event(&self, engine: &Engine, event: &crate::event::CloudEvent) -> Result<bool, ScriptError> {
+        let _run = budget::RunGuard::start();
+        let out = self.call(engine, EntryPoint::Filter, self.filter_reads.dynamic_of_event(event))?;
         out.as_bool().map_err(|ty| ScriptError {
             path: self.path.display().to_string(),
             message: format!("filter must return a bool, not {ty}"),

@@ -5,8 +5,8 @@ use super::Dur;
 use crate::pipeline::BodyFormat;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::fmt;
+use std::path::PathBuf;
 use toml::Spanned;
 
 /// `routes/<name>.toml`.

@@ -26,7 +26,8 @@ use crate::delivery::http::client::WebhookClient;
 use crate::delivery::policy::Batch;
 use crate::delivery::settle::{Settle, Settled};
 use crate::delivery::verdict::{self, Verdict};
-use crate::metrics::BatchMeter;
+use crate::metrics::{self, BatchMeter};
+use crate::pipeline::schema::{H_VALIDATED, is_validated_mark};
 use crate::pipeline::{BodyFormat, Payload, Prepared};
 use crate::telemetry;
 use bytes::Bytes;
@@ -159,7 +160,9 @@ impl Worker {
                 continue;
             }
             self.meter.consumed();
-            match snap.prepare(&route, message.body.clone()).await {
+            let validated = message.headers.str(H_VALIDATED).is_some_and(|m| is_validated_mark(m, &snap.revision));
+            let counted = || metrics::schema_validated(metrics::ValidatedAt::Pipeline);
+            match snap.prepare(&route, message.body.clone(), validated, counted).await {
                 Ok(Prepared::Deliver(payload)) => ready.push((message, payload)),
                 Ok(Prepared::Filtered) => {
                     self.meter.filtered();

@@ -1,0 +1,55 @@
+//! The delivery log's batch writes on both backends: a batch of any size is written in parts of
+//! a few fixed sizes (so each statement is prepared once per connection), every attempt once and
+//! every delivery once, with its latest outcome.
+
+use crate::store::{attempt, on_postgres, on_sqlite};
+use hookrelay::store::{DeliveryFilter, Outcome, Store, delivery_id};
+use std::sync::Arc;
+
+/// 300 deliveries, each with a failed attempt and then a delivered one, in one batch of 600
+/// (parts of 256, 256, 64, 16 and 8), then 3 more attempts in a second batch.
+async fn batches_of_any_size_write_every_row_once(s: Arc<dyn Store>) {
+    let mut batch = Vec::new();
+    for i in 0..300 {
+        let event = format!("e-{i}");
+        batch.push(attempt("big", &event, 1, Outcome::Retrying, Some(503), 1_000 + i));
+        batch.push(attempt("big", &event, 2, Outcome::Delivered, Some(200), 2_000 + i));
+    }
+    s.record_attempts(&batch).await.unwrap();
+    s.record_attempts(&[
+        attempt("big", "e-0", 3, Outcome::Delivered, Some(200), 9_000),
+        attempt("small", "s-1", 1, Outcome::Dead, Some(400), 9_001),
+        attempt("small", "s-2", 1, Outcome::Delivered, Some(200), 9_002),
+    ])
+    .await
+    .unwrap();
+    let mut listed = Vec::new();
+    let mut filter = DeliveryFilter { limit: 1000, route: Some("big".into()), ..Default::default() };
+    loop {
+        let page = s.deliveries(&filter).await.unwrap();
+        listed.extend(page.items);
+        match page.next {
+            Some(next) => filter.cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 300, "one delivery per event");
+    assert!(listed.iter().all(|d| d.status == Outcome::Delivered && d.last_status == Some(200)));
+    let d = s.delivery(&delivery_id("big", "e-7")).await.unwrap().unwrap();
+    assert_eq!((d.attempts, d.first_at_ms, d.last_at_ms), (2, 1_007, 2_007));
+    let attempts = s.attempts(&delivery_id("big", "e-299")).await.unwrap();
+    assert_eq!(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(s.attempts(&delivery_id("big", "e-0")).await.unwrap().len(), 3);
+    let small = s.delivery(&delivery_id("small", "s-1")).await.unwrap().unwrap();
+    assert_eq!((small.status, small.last_status), (Outcome::Dead, Some(400)));
+}
+
+#[tokio::test]
+async fn sqlite_batches_of_any_size_write_every_row_once() {
+    on_sqlite(batches_of_any_size_write_every_row_once).await;
+}
+
+#[tokio::test]
+async fn postgres_batches_of_any_size_write_every_row_once() {
+    on_postgres(batches_of_any_size_write_every_row_once).await;
+}
