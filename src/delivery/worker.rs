@@ -240,7 +240,10 @@ impl Worker {
     /// the message in hand is to be handed back ([`Settled::HandBack`]).
     async fn sequential(&self, consumer: &mut dyn Consumer) -> Result<bool, String> {
         loop {
+            // `biased`: once stopping, no further message is taken, even when one is ready
+            // (unbiased, `select!` would pick either and SIGTERM could deliver the whole queue).
             let message = tokio::select! {
+                biased;
                 _ = self.stop.cancelled() => return Ok(false),
                 m = consumer.next() => next(m)?,
             };
@@ -271,10 +274,12 @@ impl Worker {
                 break;
             }
             let permit = tokio::select! {
+                biased;
                 _ = self.stop.cancelled() => break,
                 p = slots.clone().acquire_owned() => p.expect("never closed"),
             };
             let message = tokio::select! {
+                biased;
                 _ = self.stop.cancelled() => break,
                 m = consumer.next() => m,
             };

@@ -92,10 +92,12 @@ impl Worker {
                 break;
             }
             let permit = tokio::select! {
+                biased;
                 _ = self.stop.cancelled() => break,
                 p = slots.clone().acquire_owned() => p.expect("never closed"),
             };
             let first = tokio::select! {
+                biased;
                 _ = self.stop.cancelled() => break,
                 m = consumer.next() => m,
             };
@@ -244,6 +246,7 @@ impl Worker {
                             self.meter.retried();
                         }
                         tokio::select! {
+                            biased;
                             _ = self.stop.cancelled() => return Ok(()),
                             _ = tokio::time::sleep(delay) => number += 1,
                         }

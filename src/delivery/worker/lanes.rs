@@ -133,6 +133,7 @@ impl Worker {
             }
             meter.in_use(waiting.running.len());
             tokio::select! {
+                biased;
                 _ = self.stop.cancelled() => break,
                 Some(done) = lanes.join_next(), if !lanes.is_empty() => {
                     match ended(done) {
