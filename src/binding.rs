@@ -19,8 +19,6 @@
 //! body that is UTF-8 becomes a JSON string; any other body is carried as `data_base64`
 //! (CloudEvents JSON format §3.1), which schemas see as no `data` (`null`).
 
-#[cfg(doc)]
-use super::CloudEvent;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
@@ -91,7 +89,7 @@ pub fn percent_decode(value: &[u8]) -> Option<String> {
 
 /// The structured JSON form of a binary-mode event: `attributes` (names without their prefix,
 /// in the order given), `content_type` as `datacontenttype`, and `body` as `data` (see the
-/// module documentation). The result is checked by [`CloudEvent::decode`] like any event; here
+/// module documentation). The result is checked by [`crate::event::CloudEvent::decode`] like any event; here
 /// only what binary mode can get wrong is refused: an attribute named `data` or `data_base64`,
 /// and a body that is not what its content type says.
 pub fn to_structured(

@@ -1,6 +1,6 @@
 //! The serde shapes of the config files, with their documented defaults. These are what users
 //! write; [`super::Snapshot`] is what they compile into. `hookrelay.toml` here, a route file
-//! (`routes/<name>.toml`, the same fields as an API subscription) in [`route`].
+//! (`routes/<name>.toml`, the same fields as an API subscription) in `route`.
 
 use super::allow::AllowFrom;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
