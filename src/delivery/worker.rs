@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 mod batch;
+mod ids;
 mod lanes;
 mod schedule;
 
@@ -559,7 +560,7 @@ impl Dispatch<'_> {
     async fn refuse(&self, rej: Rejection) -> Result<Settled, BrokerError> {
         let span = telemetry::event_span(&self.route.name, self.header_tp);
         // Only on this rare path: the ids, read again from an event that did not pass.
-        let ids = (rej.reason != Reason::TooLarge).then(|| EventIds::peek(&self.message.body)).flatten();
+        let ids = (rej.reason != Reason::TooLarge).then(|| ids::EventIds::peek(&self.message.body)).flatten();
         if let Some(ids) = &ids {
             if self.header_tp.is_none()
                 && let Some(tp) = ids.traceparent.as_deref()
@@ -595,22 +596,5 @@ impl Dispatch<'_> {
         }
         .instrument(span)
         .await
-    }
-}
-
-/// The ids of an event the pipeline refused, for its span and log line.
-#[derive(serde::Deserialize)]
-struct EventIds<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "type")]
-    ty: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    traceparent: Option<Cow<'a, str>>,
-}
-
-impl<'a> EventIds<'a> {
-    fn peek(body: &'a [u8]) -> Option<Self> {
-        serde_json::from_slice(body).ok()
     }
 }
