@@ -4,14 +4,14 @@
 //!
 //! Every `hookrelay.toml` a benchmark writes comes from [`write_config`], so a change to the
 //! main file's shape (a new section, a new default) is one edit here. The files are written with
-//! the typed builders the integration tests use too (`tests/support/config.rs`).
+//! the typed builders the integration tests use too (`tests/support/config/`).
 
 #![allow(dead_code)] // each bench binary uses its own part of this module
 
 // The builders are `pub` for the test crate, whose helpers are public; here they serve this
 // crate only, and each bench binary uses its own part of them.
 #[allow(unreachable_pub, dead_code)]
-#[path = "../../tests/support/config.rs"]
+#[path = "../../tests/support/config/mod.rs"]
 mod config;
 
 pub(crate) use config::RouteConfig;

@@ -1,13 +1,13 @@
 //! Test helpers: a RabbitMQ vhost per test (created and deleted through the management API),
 //! the broker a suite runs on ([`TestBroker`]), a recording webhook receiver on loopback, config
-//! directories written with the typed builders of `tests/support/config.rs`, the router as a
+//! directories written with the typed builders of `tests/support/config/`, the router as a
 //! real process, a publisher, waiting ([`eventually`]), and a Standard Webhooks verifier written
 //! from the specification (not from hookrelay's signer).
 
 #![allow(dead_code, unreachable_pub)] // each test module uses a different subset
 
 mod brokers;
-#[path = "../../support/config.rs"]
+#[path = "../../support/config/mod.rs"]
 mod config;
 pub mod otlp;
 mod wait;
