@@ -1,7 +1,7 @@
 //! The OpenAPI document as served at `/openapi.json`: what the annotations generate, with the
 //! constraints the handlers enforce that the annotations cannot say (ranges, patterns, enums,
 //! one-of-two bodies), so that a request the document calls valid is one the API accepts
-//! (schemathesis checks it, `tests/it/api.rs`). Two parts depend on the live config and are
+//! (schemathesis checks it, `tests/it/api/openapi.rs`). Two parts depend on the live config and are
 //! added per request: the event types a CloudEvent may have (with each type's `data` schema),
 //! and bearer auth, claimed only while `[[api.keys]]` has keys.
 
