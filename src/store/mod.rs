@@ -289,7 +289,7 @@ pub(crate) fn parse_cursor(c: &str) -> Result<(i64, String), StoreError> {
 pub const SUBSCRIPTIONS_CHANNEL: &str = "hookrelay_subscriptions";
 
 /// The store's operations, the same on every backend (the conformance suite in
-/// `tests/it/store.rs` holds both to it).
+/// `tests/it/store/` holds both to it).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// `sqlite` or `postgres`.

@@ -1,7 +1,7 @@
 //! The two sqlx backends, SQLite and PostgreSQL, as one generic store: [`SqlStore`] over a sqlx
 //! database that implements [`Backend`]. Both run the same SQL (`$n` placeholders, upserts with
 //! `ON CONFLICT`, `RETURNING`, window functions; no backend-specific functions), written once,
-//! generic over the database, and the conformance suite (`tests/it/store.rs`) checks that it
+//! generic over the database, and the conformance suite (`tests/it/store/`) checks that it
 //! behaves the same on each.
 //!
 //! The shared SQL is split along the store's parts, one trait of provided methods each:

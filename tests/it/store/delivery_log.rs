@@ -1,0 +1,120 @@
+//! The delivery log beyond the core: the event and bodies kept for routes that log payloads,
+//! retention, and the statistics (percentiles computed in SQL).
+
+use super::{attempt, on_postgres, on_sqlite};
+use hookrelay::store::{Attempt, DeliveryFilter, Outcome, Pruned, Store, delivery_id};
+use std::sync::Arc;
+
+fn timed(route: &str, i: usize, outcome: Outcome, duration_ms: u64, at_ms: i64) -> Attempt {
+    let status = match outcome {
+        Outcome::Delivered => Some(200),
+        _ => Some(503),
+    };
+    Attempt { duration_ms, ..attempt(route, &format!("{route}-{i}"), 1, outcome, status, at_ms) }
+}
+
+async fn stats_compute_percentiles_in_sql(s: Arc<dyn Store>) {
+    let mut batch = Vec::new();
+    // alpha: 100 attempts lasting 1..=100 ms, recorded in a scrambled order (37 is coprime to
+    // 100): 80 delivered, 15 retried, 5 dead. Nearest rank: p50 = 50, p95 = 95, p99 = 99.
+    for i in 0..100 {
+        let outcome = match i {
+            0..80 => Outcome::Delivered,
+            80..95 => Outcome::Retrying,
+            _ => Outcome::Dead,
+        };
+        batch.push(timed("alpha", i, outcome, (i as u64 * 37) % 100 + 1, 10_000 + i as i64));
+    }
+    // Outside the window [10_000, 20_000): would change alpha's counts and its p99 if counted.
+    batch.push(timed("alpha", 900, Outcome::Delivered, 100_000, 9_999));
+    batch.push(timed("alpha", 901, Outcome::Delivered, 100_000, 20_000));
+    batch.push(timed("delta", 0, Outcome::Delivered, 5, 25_000));
+    // beta: 20 attempts lasting 5, 10, … 100 ms: p50 = 10th = 50, p95 = 19th = 95, p99 = 20th = 100.
+    for i in 0..20 {
+        batch.push(timed("beta", i, Outcome::Delivered, ((i as u64 * 7) % 20 + 1) * 5, 15_000 + i as i64));
+    }
+    // gamma: one dead attempt.
+    batch.push(timed("gamma", 0, Outcome::Dead, 7, 12_345));
+    s.record_attempts(&batch).await.unwrap();
+
+    let stats = s.stats(10_000, 20_000, None).await.unwrap();
+    let routes: Vec<&str> = stats.iter().map(|r| r.route.as_str()).collect();
+    assert_eq!(routes, ["alpha", "beta", "gamma"], "only routes with attempts in the window, by name");
+    let alpha = &stats[0];
+    assert_eq!((alpha.attempts, alpha.delivered, alpha.failed, alpha.dead), (100, 80, 20, 5));
+    assert_eq!(alpha.success_rate, Some(0.8));
+    assert_eq!((alpha.latency_p50_ms, alpha.latency_p95_ms, alpha.latency_p99_ms), (Some(50), Some(95), Some(99)));
+    assert_eq!((alpha.first_at_ms, alpha.last_at_ms), (Some(10_000), Some(10_099)));
+    let beta = &stats[1];
+    assert_eq!((beta.attempts, beta.delivered, beta.failed, beta.dead, beta.success_rate), (20, 20, 0, 0, Some(1.0)));
+    assert_eq!((beta.latency_p50_ms, beta.latency_p95_ms, beta.latency_p99_ms), (Some(50), Some(95), Some(100)));
+    let gamma = &stats[2];
+    assert_eq!(
+        (gamma.attempts, gamma.delivered, gamma.failed, gamma.dead, gamma.success_rate),
+        (1, 0, 1, 1, Some(0.0))
+    );
+    assert_eq!((gamma.latency_p50_ms, gamma.latency_p95_ms, gamma.latency_p99_ms), (Some(7), Some(7), Some(7)));
+    assert_eq!((gamma.first_at_ms, gamma.last_at_ms), (Some(12_345), Some(12_345)));
+
+    assert_eq!(s.stats(10_000, 20_000, Some("beta")).await.unwrap(), std::slice::from_ref(beta), "one route");
+    assert!(s.stats(10_000, 20_000, Some("delta")).await.unwrap().is_empty());
+    assert!(s.stats(30_000, 40_000, None).await.unwrap().is_empty());
+    // A wider window takes the outliers in: 102 attempts, p99 = the 101st = 100 000 ms.
+    let wide = s.stats(0, 30_000, Some("alpha")).await.unwrap();
+    assert_eq!((wide[0].attempts, wide[0].latency_p99_ms, wide[0].latency_p50_ms), (102, Some(100_000), Some(51)));
+}
+
+/// Routes that log payloads keep the event once per delivery (for a retry) and the body sent per
+/// attempt; routes that do not, keep neither. Retention prunes attempts, and a delivery only
+/// with its last attempt.
+async fn delivery_log_keeps_events_and_prunes(s: Arc<dyn Store>) {
+    let kept = |n: u32, outcome: Outcome, status: Option<u16>, at_ms: i64| Attempt {
+        payload: Some(br#"{"type":"order.paid","data":{"n":1}}"#.to_vec()),
+        event: Some(br#"{"id":"k1","type":"order.paid"}"#.to_vec()),
+        ..attempt("kept", "k1", n, outcome, status, at_ms)
+    };
+    s.record_attempts(&[kept(1, Outcome::Retrying, Some(503), 1_000)]).await.unwrap();
+    s.record_attempts(&[attempt("plain", "p1", 1, Outcome::Delivered, Some(200), 1_100)]).await.unwrap();
+    // A later attempt without the event (the route stopped logging payloads) does not erase it.
+    s.record_attempts(&[Attempt { event: None, ..kept(2, Outcome::Delivered, Some(200), 5_000) }]).await.unwrap();
+    let (k1, p1) = (delivery_id("kept", "k1"), delivery_id("plain", "p1"));
+    assert_eq!(s.delivery_event(&k1).await.unwrap().as_deref(), Some(br#"{"id":"k1","type":"order.paid"}"#.as_slice()));
+    assert_eq!(s.delivery_event(&p1).await.unwrap(), None, "a route without log_payload keeps no event");
+    assert_eq!(s.delivery_event("nope").await.unwrap(), None);
+    let attempts = s.attempts(&k1).await.unwrap();
+    assert_eq!(attempts[0].payload.as_deref(), Some(br#"{"type":"order.paid","data":{"n":1}}"#.as_slice()));
+    assert_eq!(attempts[0].event, None, "the event is kept once, with its delivery");
+    assert_eq!(s.attempts(&p1).await.unwrap()[0].payload, None, "a route without log_payload keeps no body");
+    // Lists do not carry events.
+    assert_eq!(s.deliveries(&DeliveryFilter { limit: 10, ..Default::default() }).await.unwrap().items.len(), 2);
+
+    assert_eq!(s.prune(2_000).await.unwrap(), Pruned { attempts: 2, deliveries: 1 });
+    assert!(s.delivery(&p1).await.unwrap().is_none(), "its only attempt is gone, and so is it");
+    let k = s.delivery(&k1).await.unwrap().unwrap();
+    assert_eq!((k.status, k.attempts), (Outcome::Delivered, 2), "a delivery with an attempt left stays whole");
+    assert_eq!(s.attempts(&k1).await.unwrap().len(), 1);
+    assert!(s.delivery_event(&k1).await.unwrap().is_some());
+    assert_eq!(s.prune(5_001).await.unwrap(), Pruned { attempts: 1, deliveries: 1 });
+    assert!(s.delivery(&k1).await.unwrap().is_none());
+    assert_eq!(s.delivery_event(&k1).await.unwrap(), None, "its event goes with it");
+}
+
+#[tokio::test]
+async fn sqlite_delivery_log_keeps_events_and_prunes() {
+    on_sqlite(delivery_log_keeps_events_and_prunes).await;
+}
+
+#[tokio::test]
+async fn postgres_delivery_log_keeps_events_and_prunes() {
+    on_postgres(delivery_log_keeps_events_and_prunes).await;
+}
+
+#[tokio::test]
+async fn sqlite_stats_compute_percentiles_in_sql() {
+    on_sqlite(stats_compute_percentiles_in_sql).await;
+}
+
+#[tokio::test]
+async fn postgres_stats_compute_percentiles_in_sql() {
+    on_postgres(stats_compute_percentiles_in_sql).await;
+}
