@@ -14,7 +14,7 @@
 //! store, which may be PostgreSQL and shared between replicas, while this file belongs to one
 //! process.
 //!
-//! # Semantics (the conformance suite in `tests/it/broker.rs` runs the same tests on RabbitMQ)
+//! # Semantics (the conformance suite in `tests/it/broker/conformance.rs` runs the same tests on RabbitMQ)
 //! - A topic exchange: routes bind their queue per pattern (`*` one word, `#` any); a publish to
 //!   [`Destination::Events`] stores one copy per bound queue in one transaction and returns after
 //!   the commit (the "publisher confirm"); with no queue bound it is [`BrokerError::NotRouted`].

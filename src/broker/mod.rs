@@ -4,7 +4,7 @@
 //! ([`embedded`]) that runs when `hookrelay.toml` has no `[broker]` section. Transport only: it
 //! moves, holds and gives back messages; what a message means and when to ack it is decided by
 //! the delivery module, which talks to the trait only, so the at-least-once rules hold for
-//! both brokers, and one conformance suite (`tests/it/broker.rs`) checks them on both.
+//! both brokers, and one conformance suite (`tests/it/broker/conformance.rs`) checks them on both.
 //!
 //! The model is RabbitMQ's, reduced to what hookrelay uses:
 //! - a topic exchange of events (routing key = event type), bound per route pattern to
