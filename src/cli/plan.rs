@@ -106,7 +106,8 @@ async fn ask(base: &str, api_key: Option<&str>, files: BTreeMap<String, String>)
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     if let Some(k) = api_key {
-        let v = http::HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| "the API key is not a valid header value")?;
+        let v = http::HeaderValue::from_str(&format!("Bearer {k}"))
+            .map_err(|_| "the API key is not a valid header value")?;
         headers.insert(http::header::AUTHORIZATION, v);
     }
     let body = serde_json::to_vec(&serde_json::json!({ "files": files })).unwrap_or_default();
