@@ -74,7 +74,8 @@ fn print(plan: &Plan) -> ExitCode {
 
 /// The files a load of `dir` reads (the loader's own listing, whether the load succeeds or
 /// not), with their text. A file outside the config layout (an absolute `[security] ca_file`)
-/// is not sent: the router reads its own, as a reload would. Secret files are never listed.
+/// is not sent: the router reads the file at that path, as a reload would. Secret files are
+/// never listed.
 fn files(dir: &Path) -> Result<BTreeMap<String, String>, String> {
     if !dir.join(MAIN_FILE).is_file() {
         return Err(format!("{} has no {MAIN_FILE}: is --config pointing at the config directory?", dir.display()));
@@ -86,7 +87,9 @@ fn files(dir: &Path) -> Result<BTreeMap<String, String>, String> {
     let mut files = BTreeMap::new();
     for rel in listed {
         if plan::check_path(&rel).is_err() {
-            eprintln!("warning: {rel} is not sent (outside the config directory's layout): the router reads its own");
+            eprintln!(
+                "warning: {rel} is not sent (outside the config directory's layout): the router reads the file there"
+            );
             continue;
         }
         let path = dir.join(&rel);
