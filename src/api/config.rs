@@ -124,7 +124,7 @@ pub async fn reload(State(state): State<ApiState>, caller: Caller) -> Result<Jso
 pub struct PlanRequest {
     /// The new config's files, each path (relative to the config directory: `hookrelay.toml`,
     /// `routes/<name>.toml`, `schemas/<type>/v<N>.json`, `plugins/<name>.rhai`, a `ca_file`'s
-    /// `<name>.pem`) to its text; at most 4096 files, and 2 MiB together. A route's
+    /// `<name>.pem`) to its text; at most 4096 files, and 1.5 MiB together. A route's
     /// `secret_file` is not sent: the router reads it where a reload would.
     pub files: std::collections::BTreeMap<String, String>,
 }
@@ -138,7 +138,7 @@ pub struct PlanRequest {
         (status = 200, description = "The plan (see `loads` and `applies`)", body = Plan),
         (status = 400, description = "Not JSON, or unknown keys", body = ErrorBody),
         KeyRefusals,
-        (status = 413, description = "The body is over 2 MB", body = ErrorBody),
+        (status = 413, description = "The files hold more than 1.5 MiB together, or the body is over 2 MB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "A path outside the config layout (`details.path`), or more than 4096 files", body = ErrorBody),
         (status = 503, description = "The router cannot write its scratch directory", body = ErrorBody)),

@@ -76,7 +76,7 @@ pub fn constrain(doc: &mut Value) {
         merge(s, json!({"properties": {"overlap": {"minLength": 1}}}));
     }
     // The paths a plan takes, and how many: a path outside the layout is refused with 422 (the
-    // total size, 2 MiB, is the body limit's, 413).
+    // total size, 1.5 MiB, no schema can say: 413).
     if let Some(s) = schemas.get_mut("PlanRequest") {
         use crate::runtime::plan::{LAYOUT, MAX_FILES, MAX_PATH};
         merge(

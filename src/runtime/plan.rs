@@ -42,9 +42,10 @@ pub const MAX_PATH: usize = 1024;
 /// The most files a plan takes.
 pub const MAX_FILES: usize = 4096;
 
-/// The most bytes a plan's files may hold together (2 MiB: the API's body limit, which a body
-/// holding them reaches first).
-pub const MAX_BYTES: usize = 2 * 1024 * 1024;
+/// The most bytes a plan's files may hold together: 1.5 MiB, so that a body that holds them
+/// (their JSON strings, a few percent longer for a config's text) stays within the API's body
+/// limit of 2 MiB, and a plan too large gets this limit's message, not a body cut short.
+pub const MAX_BYTES: usize = 1536 * 1024;
 
 static LAYOUT_RE: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(LAYOUT).expect("LAYOUT is a valid regular expression"));
@@ -70,7 +71,7 @@ pub enum PlanError {
         files: usize,
     },
     /// More than [`MAX_BYTES`] bytes.
-    #[error("the files hold {bytes} bytes together: a plan takes at most {MAX_BYTES}")]
+    #[error("the files hold {bytes} bytes together: a plan takes at most {MAX_BYTES} (1.5 MiB)")]
     TooLarge {
         /// How many were given.
         bytes: usize,

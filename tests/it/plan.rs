@@ -191,8 +191,9 @@ async fn the_endpoint_takes_config_paths_and_admin_keys_only() {
         assert_eq!(answer.json["error"]["details"]["path"], path);
         assert!(answer.json["error"]["message"].as_str().unwrap().contains(&format!("{path:?}")), "{answer:?}");
     }
-    let answer = admin.post("/v1/config/plan", json!({"files": {"hookrelay.toml": "#".repeat(3 << 20)}})).await;
+    let answer = admin.post("/v1/config/plan", json!({"files": {"hookrelay.toml": "#".repeat(1600 << 10)}})).await;
     assert_eq!(answer.expect(413).clone()["error"]["code"], "too_large");
+    assert!(answer.json["error"]["message"].as_str().unwrap().contains("a plan takes at most 1572864"), "{answer:?}");
     assert_eq!(admin.post("/v1/config/plan", json!({"file": {}})).await.expect(400)["error"]["code"], "invalid_body");
 
     // A config that does not load is a plan too: 200, `loads` false, every error.
