@@ -15,7 +15,17 @@ struct Running {
     base: String,
     admin: String,
     read: String,
+    /// The router's `TMPDIR`, where its plans' scratch directories go.
+    tmp: tempfile::TempDir,
     _broker: TestBroker,
+}
+
+impl Running {
+    /// The plans' scratch directories left in the router's `TMPDIR`: none, once they answered.
+    fn scratch_left(&self) -> Vec<String> {
+        let names = std::fs::read_dir(self.tmp.path()).unwrap().flatten().map(|e| e.file_name());
+        names.map(|n| n.to_string_lossy().into_owned()).filter(|n| n.starts_with("hookrelay-plan-")).collect()
+    }
 }
 
 async fn running() -> Running {
@@ -27,9 +37,11 @@ async fn running() -> Running {
     cfg.route(&RouteConfig::new("kept").events(["order.created"]).url(to).ordered(true));
     cfg.route(&RouteConfig::new("moved").events(["order.created", "order.paid"]).url(to));
     cfg.route(&RouteConfig::new("gone").events(["order.*"]).url(to));
-    let router = RouterProc::ready(&cfg).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let router = RouterProc::start_with_env(&cfg, &[], &[("TMPDIR", tmp.path().to_str().unwrap())]);
+    router.wait_log("consuming", std::time::Duration::from_secs(30)).await;
     let base = router.api().await;
-    Running { cfg, router, base, admin, read, _broker: broker }
+    Running { cfg, router, base, admin, read, tmp, _broker: broker }
 }
 
 /// A copy of the config files of `from` (not its state) in a new temp dir.
@@ -130,6 +142,7 @@ async fn a_router_plans_the_files_it_is_sent_as_against_dir_does_and_changes_not
     // Nothing was swapped, reloaded or left behind.
     assert_eq!(live(&r).await, before);
     assert_eq!(r.router.log_count("config reloaded") + r.router.log_count("reload rejected"), 0);
+    assert_eq!(r.scratch_left(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,6 +190,7 @@ async fn refusals_errors_and_missing_secrets_are_the_reloads_own() {
     assert!(!err.contains("hookrelay-plan-"), "no scratch path in the errors: {err}");
 
     assert_eq!(live(&r).await, before, "the router runs its config as before");
+    assert_eq!(r.scratch_left(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,4 +248,5 @@ async fn the_endpoint_takes_config_paths_and_admin_keys_only() {
     assert!(err.contains("cannot be used with"), "{err}");
 
     assert_eq!(live(&r).await, before);
+    assert_eq!(r.scratch_left(), Vec::<String>::new());
 }
