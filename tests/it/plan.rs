@@ -179,6 +179,23 @@ async fn refusals_errors_and_missing_secrets_are_the_reloads_own() {
     assert!(out.contains("1 error(s): a reload would be rejected, nothing would change"), "{out}");
     std::fs::remove_file(new.path().join("routes/secretive.toml")).unwrap();
 
+    // A relative `secret_file` is read where the router's config is (where the files are going),
+    // never sent: the router has it, the new config's directory does not.
+    write_file(&r.cfg.path().join("secrets/keyed.key"), SECRET);
+    write(
+        "routes/keyed.toml",
+        "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:9/\"\n[signing]\nsecret_file = \"secrets/keyed.key\"\n",
+    );
+    let (code, out, err) = plan(new.path(), &against, Some(&r.admin));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("+ route keyed: queue hookrelay.route.keyed bound to order.paid"), "{out}");
+    assert!(!err.contains("secrets/keyed.key"), "{err}");
+    std::fs::remove_file(r.cfg.path().join("secrets/keyed.key")).unwrap();
+    let (code, out, err) = plan(new.path(), &against, Some(&r.admin));
+    assert_eq!(code, Some(1), "without the router's file, as a reload would fail: {out}");
+    assert!(err.contains("error: routes/keyed.toml:4:15: secret file secrets/keyed.key cannot be read"), "{err}");
+    std::fs::remove_file(new.path().join("routes/keyed.toml")).unwrap();
+
     // Every error of a broken config at its file:line:col, in one pass, as validate prints them.
     write("routes/broken.toml", "events = [\"order.paid\"]\nurll = \"http://127.0.0.1:9/\"\n");
     write("plugins/bad.rhai", "fn filter(event) {\n  event.type ==\n");
