@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     no_transparent_huge_pages();
     let cli = Cli::from_arg_matches(&cli_command().get_matches()).unwrap_or_else(|e| e.exit());
     // A command whose output is its answer logs warnings and errors only (unless RUST_LOG says).
-    let quiet = matches!(cli.command, Command::Publish { .. });
+    let quiet = matches!(cli.command, Command::Publish { .. } | Command::Plan { .. });
     let telemetry = telemetry::init_with(cli.log_format, if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -60,7 +60,7 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
     match command {
         Command::Run { config, watch, data_dir } => cli::run::run(config, data_dir, watch, telemetry).await,
         Command::Validate { config, format, allow_missing_secrets, data_dir } => {
-            let opts = LoadOptions { allow_missing_secrets, data_dir };
+            let opts = LoadOptions { allow_missing_secrets, data_dir, ..LoadOptions::default() };
             Ok(cli::checks::validate(&config, format, opts))
         }
         Command::Publish {
@@ -125,7 +125,11 @@ async fn dispatch(command: Command, telemetry: telemetry::Telemetry) -> Result<E
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { config, against_dir } => Ok(cli::plan::plan(&config, &against_dir)),
+        Command::Plan { config, against: Some(base), api_key, .. } => {
+            Ok(cli::plan::against(&config, &base, api_key.as_deref()).await)
+        }
+        Command::Plan { config, against_dir: Some(old), .. } => Ok(cli::plan::against_dir(&config, &old)),
+        Command::Plan { .. } => Err(Usage("give --against URL or --against-dir DIR".into()).into()),
         Command::Init { dir } => {
             cli::init::init(&dir)?;
             Ok(ExitCode::SUCCESS)

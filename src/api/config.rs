@@ -1,6 +1,9 @@
-//! `GET /v1/config` (the live config's version, revision, routes, and the last reloads) and
+//! `GET /v1/config` (the live config's version, revision, routes, and the last reloads),
 //! `POST /v1/config/reload` (the same as SIGHUP: load, validate, and swap or keep the old one;
-//! audited either way, as `config.reload`, with its outcome, as SIGHUP's are).
+//! audited either way, as `config.reload`, with its outcome, as SIGHUP's are), and
+//! `POST /v1/config/plan` (what a reload to the config whose files the caller sends would change,
+//! against the live config; see [`crate::runtime::plan`]: the router never sends its own files,
+//! which may hold passwords). A plan changes nothing, so it is not audited.
 
 use super::ApiState;
 use super::auth::Caller;
@@ -8,6 +11,7 @@ use super::error::{ApiError, ErrorBody, Json, KeyRefusals};
 use crate::config::Origin;
 use crate::config::files::Scope;
 use crate::runtime::ReloadOutcome;
+use crate::runtime::plan::Plan;
 use axum::extract::State;
 
 /// The live config.
@@ -112,4 +116,38 @@ pub async fn reload(State(state): State<ApiState>, caller: Caller) -> Result<Jso
         )
         .details(serde_json::json!({ "errors": errors }))),
     }
+}
+
+/// A config to plan: its files.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    /// The new config's files, each path (relative to the config directory: `hookrelay.toml`,
+    /// `routes/<name>.toml`, `schemas/<type>/v<N>.json`, `plugins/<name>.rhai`, a `ca_file`'s
+    /// `<name>.pem`) to its text; at most 4096 files, and 1.5 MiB together. A route's
+    /// `secret_file` is not sent: the router reads it where a reload would.
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// What a reload to the config whose files are sent would change, computed by the router
+/// against the config in force, as a reload computes it (secrets from the router's environment,
+/// its data directory, the subscriptions merged in). Nothing is changed. A config that does not
+/// load is a plan too: `loads` false, with every `file:line:col` error.
+#[utoipa::path(post, path = "/v1/config/plan", tag = "operations", request_body = PlanRequest,
+    responses(
+        (status = 200, description = "The plan (see `loads` and `applies`)", body = Plan),
+        (status = 400, description = "Not JSON, or unknown keys", body = ErrorBody),
+        KeyRefusals,
+        (status = 413, description = "The files hold more than 1.5 MiB together, or the body is over 2 MB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "A path outside the config layout (`details.path`), or more than 4096 files", body = ErrorBody),
+        (status = 503, description = "The router cannot write its scratch directory", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn plan(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Json(req): Json<PlanRequest>,
+) -> Result<Json<Plan>, ApiError> {
+    caller.require(Scope::Admin)?;
+    Ok(Json(state.router.plan(req.files).await?))
 }

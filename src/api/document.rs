@@ -75,6 +75,18 @@ pub fn constrain(doc: &mut Value) {
     if let Some(s) = schemas.get_mut("RotateRequest") {
         merge(s, json!({"properties": {"overlap": {"minLength": 1}}}));
     }
+    // The paths a plan takes, and how many: a path outside the layout is refused with 422 (the
+    // total size, 1.5 MiB, no schema can say: 413).
+    if let Some(s) = schemas.get_mut("PlanRequest") {
+        use crate::runtime::plan::{LAYOUT, MAX_FILES, MAX_PATH};
+        merge(
+            s,
+            json!({"properties": {"files": {
+                "maxProperties": MAX_FILES,
+                "propertyNames": {"pattern": LAYOUT, "maxLength": MAX_PATH},
+            }}}),
+        );
+    }
     if let Some(s) = schemas.get_mut("ValidateRequest") {
         merge(s, json!({"properties": {"url": {"minLength": 1}, "timeout": {"minLength": 1}}}));
     }

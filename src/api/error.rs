@@ -141,6 +141,26 @@ impl From<crate::binding::BindingError> for ApiError {
     }
 }
 
+impl From<crate::runtime::plan::PlanError> for ApiError {
+    /// A path outside the config layout or too many files: 422, the path in `details.path`;
+    /// too many bytes: 413; a scratch directory the router cannot write: 503.
+    fn from(e: crate::runtime::plan::PlanError) -> Self {
+        use crate::runtime::plan::PlanError;
+        let message = e.to_string();
+        match e {
+            PlanError::Path { path, .. } => {
+                Self::unprocessable("file_path", message).details(serde_json::json!({ "path": path }))
+            }
+            PlanError::TooMany { .. } => Self::unprocessable("too_many_files", message),
+            PlanError::TooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
+            PlanError::Scratch(_) => {
+                tracing::warn!(error = %message, "a plan could not be made");
+                Self::unavailable("scratch_unavailable", message)
+            }
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let (status, code) = match r.status() {

@@ -28,6 +28,7 @@
 //! GET    /v1/stats                           per route over a window                        read
 //! GET    /v1/audit                           every change made through the API              read
 //! GET    /v1/config   POST /v1/config/reload                                                read / admin
+//! POST   /v1/config/plan                     what a reload to the files sent would change   admin
 //! POST   /v1/tenants/{id}/portal-link        a one-time URL into the tenant portal          admin
 //! GET    /healthz /readyz /metrics /openapi.json                                            open
 //! ```
@@ -138,6 +139,7 @@ pub fn app(state: ApiState, pages: axum::Router) -> (axum::Router, utoipa::opena
         .routes(routes!(stats::audit))
         .routes(routes!(config::get))
         .routes(routes!(config::reload))
+        .routes(routes!(config::plan))
         .routes(routes!(tenants::portal_link))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -172,16 +172,27 @@ pub(crate) enum Command {
         /// Where (absent or empty).
         dir: PathBuf,
     },
-    /// What a reload from --against-dir to --config would change: routes added, removed and
-    /// changed (bindings, queues, workers), as the router computes it; exit 2 when the router
-    /// would refuse it.
+    /// What a reload to --config would change: routes added, removed and changed (bindings,
+    /// queues, workers), as the router computes it; exit 1 when --config does not load, 2 when
+    /// the router would refuse it.
+    ///
+    /// Against a running router (--against URL: it is sent the files of --config and plans them
+    /// against the config it runs, with its own secrets and data directory; it never sends its
+    /// own files), or against another config directory (--against-dir).
+    #[command(group(clap::ArgGroup::new("old").required(true).args(["against", "against_dir"])))]
     Plan {
         /// The new config directory.
         #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = ".")]
         config: PathBuf,
+        /// A running router's API base URL (e.g. http://127.0.0.1:8080).
+        #[arg(long)]
+        against: Option<String>,
         /// The config running now (e.g. a checkout of the main branch).
         #[arg(long)]
-        against_dir: PathBuf,
+        against_dir: Option<PathBuf>,
+        /// API key for --against (an `admin` key), when the API has keys.
+        #[arg(long, env = "HOOKRELAY_API_KEY")]
+        api_key: Option<String>,
     },
     /// Print a shell completion script.
     ///

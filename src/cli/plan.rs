@@ -1,19 +1,27 @@
-//! `hookrelay plan --config NEW --against-dir OLD`: what a reload from OLD to NEW would change,
-//! for code review. The difference is the router's own ([`ConfigDiff`], the value a reload
-//! applies); this module only prints it. Exit 0 when the reload would be applied, 1 when NEW
-//! does not load, 2 when the router would refuse it.
+//! `hookrelay plan --config NEW (--against URL | --against-dir OLD)`: what a reload to NEW would
+//! change, for code review. The plan is the router's own ([`Plan`], from the value a reload
+//! applies, printed by the library's [`describe`](hookrelay::runtime::plan::describe)); this
+//! module gets it and prints it. Against a running router, it sends the files the loader reads
+//! from NEW (the loader's own listing) to `POST /v1/config/plan`, and the router plans them
+//! against the config it has in force (it never sends its own files, which may hold passwords).
+//! Exit 0 when the reload would be applied, 1 when NEW does not load (or the router cannot be
+//! asked), 2 when the router would refuse it.
 
 use super::print_errors;
-use hookrelay::config::{self, LoadOptions, Snapshot};
-use hookrelay::runtime::diff::ConfigDiff;
+use hookrelay::config::{self, LoadOptions, MAIN_FILE};
+use hookrelay::delivery::http::client::WebhookClient;
+use hookrelay::delivery::http::guard::Policy;
+use hookrelay::runtime::plan::{self, Plan};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Exit status of a plan the router would refuse.
 const REFUSED: u8 = 2;
 
-/// Loads both configs (secrets need not be set) and prints the difference.
-pub(crate) fn plan(new_dir: &Path, old_dir: &Path) -> ExitCode {
+/// Plans NEW against OLD, both loaded here (secrets need not be set).
+pub(crate) fn against_dir(new_dir: &Path, old_dir: &Path) -> ExitCode {
     let old = match config::load_with(old_dir, LoadOptions::checking()) {
         Ok(s) => s,
         Err(e) => {
@@ -24,82 +32,104 @@ pub(crate) fn plan(new_dir: &Path, old_dir: &Path) -> ExitCode {
     };
     // The data directory is where the running router has it, whatever the new config's place.
     let opts = LoadOptions { data_dir: Some(old.data_dir.path.clone()), ..LoadOptions::checking() };
-    let new = match config::load_with(new_dir, opts) {
-        Ok(s) => s,
-        Err(e) => {
-            print_errors(&e);
-            println!("{} error(s): a reload would be rejected, nothing would change", e.errors.len());
-            return ExitCode::FAILURE;
-        }
+    let plan = match config::load_with(new_dir, opts) {
+        Ok(new) => Plan::between(&old, &new),
+        Err(e) => Plan::rejected(&old, &e),
     };
-    let diff = ConfigDiff::between(&old, &new);
-    for line in describe(&old, &new, &diff) {
-        println!("{line}");
-    }
-    if diff.refusals.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(REFUSED) }
+    print(&plan)
 }
 
-/// The plan, one line each: a header, each route added (`+`), removed (`-`) or changed (`~`)
-/// with what the broker and the workers get, then the refusals.
-pub(crate) fn describe(old: &Snapshot, new: &Snapshot, diff: &ConfigDiff) -> Vec<String> {
-    let mut out = vec![format!(
-        "plan: version {} (revision {}) -> version {} (revision {})",
-        old.version, old.revision, new.version, new.revision
-    )];
-    for name in &diff.added {
-        let Some(r) = new.route(name) else { continue };
-        out.push(format!(
-            "+ route {name}: queue {} bound to {}, to {}{}",
-            r.queue(),
-            r.events.join(", "),
-            r.url,
-            if r.ordered { ", ordered" } else { "" }
-        ));
+/// Plans NEW against the config the router at `base` runs.
+pub(crate) async fn against(new_dir: &Path, base: &str, api_key: Option<&str>) -> ExitCode {
+    let planned = match files(new_dir) {
+        Ok(files) => ask(base, api_key, files).await,
+        Err(e) => Err(e),
+    };
+    match planned {
+        Ok(plan) => print(&plan),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
-    for (name, patterns) in &diff.removed {
-        out.push(format!("- route {name}: stops after its in-flight deliveries; unbinds {}", patterns.join(", ")));
+}
+
+/// Prints the warnings and errors on stderr, the plan's lines on stdout; the exit status.
+fn print(plan: &Plan) -> ExitCode {
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
     }
-    for name in &diff.changed {
-        let (Some(o), Some(r)) = (old.route(name), new.route(name)) else { continue };
-        let mut how = Vec::new();
-        let bound: Vec<&str> = r.events.iter().filter(|p| !o.events.contains(p)).map(String::as_str).collect();
-        if !bound.is_empty() {
-            how.push(format!("binds {}", bound.join(", ")));
-        }
-        if let Some(dropped) = diff.unbind.get(name) {
-            how.push(format!("unbinds {}", dropped.join(", ")));
-        }
-        if o.ordered != r.ordered {
-            how.push(format!("ordered {} -> {}", o.ordered, r.ordered));
-        }
-        if o.url != r.url {
-            how.push(format!("url {} -> {}", o.url, r.url));
-        }
-        if o.retry.tiers() != r.retry.tiers() {
-            how.push("new retry wait queues".into());
-        }
-        if diff.restart.contains(name) {
-            how.push("its worker restarts (concurrency or rate limit)".into());
-        }
-        if how.is_empty() {
-            how.push(
-                "its definition (plugins, pipeline, retry or secrets) applies to deliveries that start after the swap"
-                    .into(),
+    for e in &plan.errors {
+        eprintln!("error: {e}");
+    }
+    for line in &plan.lines {
+        println!("{line}");
+    }
+    match (plan.loads, plan.applies) {
+        (false, _) => ExitCode::FAILURE,
+        (true, false) => ExitCode::from(REFUSED),
+        (true, true) => ExitCode::SUCCESS,
+    }
+}
+
+/// The files a load of `dir` reads (the loader's own listing, whether the load succeeds or
+/// not), with their text. A file outside the config layout (an absolute `[security] ca_file`)
+/// is not sent: the router reads the file at that path, as a reload would. Secret files are
+/// never listed.
+fn files(dir: &Path) -> Result<BTreeMap<String, String>, String> {
+    if !dir.join(MAIN_FILE).is_file() {
+        return Err(format!("{} has no {MAIN_FILE}: is --config pointing at the config directory?", dir.display()));
+    }
+    let listed = match config::load_with(dir, LoadOptions::checking()) {
+        Ok(s) => s.files,
+        Err(e) => e.files,
+    };
+    let mut files = BTreeMap::new();
+    for rel in listed {
+        if plan::check_path(&rel).is_err() {
+            eprintln!(
+                "warning: {rel} is not sent (outside the config directory's layout): the router reads the file there"
             );
+            continue;
         }
-        out.push(format!("~ route {name}: {}", how.join("; ")));
+        let path = dir.join(&rel);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.insert(rel, text);
     }
-    if diff.new_client {
-        out.push("~ [security]: deliveries get a new HTTP client".into());
+    Ok(files)
+}
+
+/// Posts `files` to `base`'s `POST /v1/config/plan`; its plan, or one line saying why not.
+async fn ask(base: &str, api_key: Option<&str>, files: BTreeMap<String, String>) -> Result<Plan, String> {
+    // The caller chose this address: the SSRF guard is for webhook targets, not for this.
+    let client = WebhookClient::new(Policy { allow_http: true, allow_private_networks: true }, &[]);
+    let url: http::Uri = format!("{}/v1/config/plan", base.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| format!("--against {base:?} is not a URL: {e}"))?;
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    if let Some(k) = api_key {
+        let v = http::HeaderValue::from_str(&format!("Bearer {k}"))
+            .map_err(|_| "the API key is not a valid header value")?;
+        headers.insert(http::header::AUTHORIZATION, v);
     }
-    if diff.added.is_empty() && diff.removed.is_empty() && diff.changed.is_empty() && !diff.new_client {
-        out.push("no route changes".into());
+    let body = serde_json::to_vec(&serde_json::json!({ "files": files })).unwrap_or_default();
+    let answer = client
+        .post(&url, headers, body.into(), Duration::from_secs(60), 16 * 1024 * 1024)
+        .await
+        .map_err(|e| format!("cannot reach the router at {base}: {e}"))?;
+    let message = || {
+        let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        v["error"]["message"].as_str().map_or_else(|| answer.body.trim().to_string(), str::to_string)
+    };
+    match answer.status {
+        200 => serde_json::from_str(&answer.body)
+            .map_err(|e| format!("POST {url} answered 200 with what is not a plan ({e}): is {base} a hookrelay API?")),
+        401 | 403 => Err(format!(
+            "the router at {base} refused the key ({}, {}): a plan needs an admin key (--api-key or HOOKRELAY_API_KEY)",
+            answer.status,
+            message()
+        )),
+        status => Err(format!("POST {url} answered {status}: {}", message())),
     }
-    for r in &diff.refusals {
-        out.push(format!("refused: {r}"));
-    }
-    if !diff.refusals.is_empty() {
-        out.push(format!("{} refusal(s): the router would keep the running config", diff.refusals.len()));
-    }
-    out
 }

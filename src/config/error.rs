@@ -64,6 +64,9 @@ pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
     /// What would only be warned about.
     pub warnings: Vec<ConfigError>,
+    /// The files read on the way, relative to the config directory, sorted (as
+    /// [`super::Snapshot::files`] lists them for a set that loads).
+    pub files: Vec<String>,
 }
 
 impl fmt::Display for ConfigErrors {

@@ -307,6 +307,11 @@ pub struct LoadOptions {
     pub allow_missing_secrets: bool,
     /// `--data-dir`: wins over `HOOKRELAY_DATA_DIR` and `[data] dir` (see [`data`]).
     pub data_dir: Option<PathBuf>,
+    /// The config directory the files are meant to run from, when they are loaded from another
+    /// place (a plan loads a copy sent to the router in a scratch directory): a relative
+    /// `[data] dir`, the default data directory and a route's relative `secret_file` resolve
+    /// there, as they would once the files are in place. `None`: the directory loaded.
+    pub home: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -321,6 +326,12 @@ impl LoadOptions {
         let data_dir = (live.data_dir.from == data::DataDirFrom::Flag).then(|| live.data_dir.path.clone());
         Self { data_dir, ..Self::default() }
     }
+
+    /// The directory relative state and secret paths resolve in: [`LoadOptions::home`], else
+    /// `dir`.
+    pub fn home<'a>(&'a self, dir: &'a Path) -> &'a Path {
+        self.home.as_deref().unwrap_or(dir)
+    }
 }
 
 /// Loads and compiles `dir`, reporting every problem.
@@ -334,8 +345,12 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut main = load_main(dir, &mut files, &mut errors);
     let env_data_dir = std::env::var_os(data::ENV).map(PathBuf::from);
-    let data_dir =
-        data::DataDir::resolve(dir, opts.data_dir.as_deref(), env_data_dir.as_deref(), main.data.dir.as_deref());
+    let data_dir = data::DataDir::resolve(
+        opts.home(dir),
+        opts.data_dir.as_deref(),
+        env_data_dir.as_deref(),
+        main.data.dir.as_deref(),
+    );
     main.store.url = data_dir.store_url(&main.store.url);
     errors.extend(main.telemetry.problems().into_iter().map(|m| ConfigError::file(MAIN_FILE, m)));
     let mut warnings = Vec::new();
@@ -384,7 +399,8 @@ pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Snapshot, ConfigErrors
     .load();
 
     if !errors.is_empty() {
-        return Err(ConfigErrors { errors, warnings });
+        files.sort();
+        return Err(ConfigErrors { errors, warnings, files: files.into_iter().map(|(n, _)| n).collect() });
     }
     files.sort();
     let mut hash = Sha256::new();

@@ -302,7 +302,7 @@ impl RouteFiles<'_> {
                     return None;
                 }
             },
-            (None, Some(f)) => match std::fs::read_to_string(self.dir.join(f.get_ref())) {
+            (None, Some(f)) => match std::fs::read_to_string(self.opts.home(self.dir).join(f.get_ref())) {
                 Ok(s) => Some(s),
                 Err(_) if self.opts.allow_missing_secrets => None,
                 Err(e) => {

@@ -1,6 +1,7 @@
 //! The process around the route workers, with no per-message decision: connecting to the broker
 //! (with backoff), one session per connection (`session`: declare the topology, start and
-//! retire workers, wind down), reloads ([`reload`], each applying one [`diff::ConfigDiff`]), the
+//! retire workers, wind down), reloads ([`reload`], each applying one [`diff::ConfigDiff`]) and
+//! plans of reloads ([`plan`], the same difference, applied to nothing), the
 //! dead-letter indexer ([`indexer`]) and the queue-depth poller ([`depths`]).
 //!
 //! What a message becomes is [`crate::delivery`]'s business alone; this module hands it the
@@ -13,6 +14,7 @@
 pub mod depths;
 pub mod diff;
 pub mod indexer;
+pub mod plan;
 pub mod reload;
 mod session;
 

@@ -176,7 +176,7 @@ impl Runtime {
 }
 
 /// The API-managed routes of a snapshot.
-fn api_routes(s: &Snapshot) -> Vec<Arc<Route>> {
+pub(super) fn api_routes(s: &Snapshot) -> Vec<Arc<Route>> {
     s.routes.iter().filter(|r| matches!(r.origin, Origin::Api { .. })).cloned().collect()
 }
 

@@ -16,6 +16,7 @@ mod ingest;
 mod init;
 mod observability;
 mod pipeline;
+mod plan;
 mod policies;
 mod publish;
 mod quickstart;
