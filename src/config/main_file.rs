@@ -50,6 +50,33 @@ pub(super) fn broker_kind(
     }
 }
 
+/// The largest `[security] ca_file` read (a bundle of a few hundred certificates).
+const MAX_CA_FILE_BYTES: u64 = 4 << 20;
+/// The largest route `secret_file` read (a secret or a few rotated ones, one per line).
+pub(super) const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+
+/// Reads a file a config names by path (a CA bundle, a secret), refusing what is not a regular
+/// file or is over `max` bytes: such a path is chosen by whoever writes the config, and through
+/// `POST /v1/config/plan` by an admin key holder, so `/dev/zero` or a huge log must be an error,
+/// not a read until memory runs out.
+pub(super) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(format!("is {} bytes, over the limit of {max}", meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("grew over the limit of {max} bytes while being read"));
+    }
+    Ok(bytes)
+}
+
 pub(super) fn load_ca_file(
     dir: &Path,
     rel: &Path,
@@ -59,7 +86,7 @@ pub(super) fn load_ca_file(
     use rustls::pki_types::pem::PemObject;
     let path = dir.join(rel);
     let at = |m: String| ConfigError::file(MAIN_FILE, format!("[security] ca_file {}: {m}", rel.display()));
-    let bytes = match std::fs::read(&path) {
+    let bytes = match read_bounded(&path, MAX_CA_FILE_BYTES) {
         Ok(b) => b,
         Err(e) => {
             errors.push(at(format!("cannot be read: {e}")));

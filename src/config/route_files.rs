@@ -302,7 +302,12 @@ impl RouteFiles<'_> {
                     return None;
                 }
             },
-            (None, Some(f)) => match std::fs::read_to_string(self.opts.home(self.dir).join(f.get_ref())) {
+            (None, Some(f)) => match super::main_file::read_bounded(
+                &self.opts.home(self.dir).join(f.get_ref()),
+                super::main_file::MAX_SECRET_FILE_BYTES,
+            )
+            .and_then(|b| String::from_utf8(b).map_err(|_| "is not UTF-8".to_string()))
+            {
                 Ok(s) => Some(s),
                 Err(_) if self.opts.allow_missing_secrets => None,
                 Err(e) => {

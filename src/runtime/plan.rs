@@ -12,7 +12,10 @@
 //! data directory, and relative `secret_file`s and `[data] dir` resolved in its own config
 //! directory, as they will be once the files are in place there), merges the API-managed routes
 //! in as a reload does, and compares the result with the live config. The scratch directory is
-//! removed before the answer.
+//! removed before the answer. A sent config may still name files outside it by path (an absolute
+//! `secret_file` or `ca_file`); the loader reads those as it always does, bounded (a regular file,
+//! 64 KiB for a secret, 4 MiB for CA certificates), so an admin key cannot make the router read a
+//! device or a huge file into memory.
 
 use super::Runtime;
 use super::diff::ConfigDiff;

@@ -233,6 +233,20 @@ async fn the_endpoint_takes_config_paths_and_admin_keys_only() {
     assert_eq!((p["loads"].clone(), p["applies"].clone(), p["to"].clone()), (json!(false), json!(false), json!(null)));
     assert!(p["errors"][0].as_str().unwrap().starts_with("hookrelay.toml:1:"), "{p}");
 
+    // The files a sent config names by path are read with a bound: a device is an error, at
+    // once, not a read until memory runs out.
+    let route = "events = [\"order.paid\"]\nurl = \"http://127.0.0.1:9/\"\n[signing]\nsecret_file = \"/dev/zero\"\n";
+    let main = "version = 1\n[security]\nca_file = \"/dev/urandom\"\n";
+    let p = admin.post("/v1/config/plan", json!({"files": {"hookrelay.toml": main, "routes/z.toml": route}})).await;
+    let p = p.expect(200);
+    let errors = p["errors"].to_string();
+    assert_eq!(p["loads"], json!(false), "{p}");
+    assert!(
+        errors.contains("routes/z.toml:4:") && errors.contains("/dev/zero cannot be read: is not a regular file"),
+        "{p}"
+    );
+    assert!(errors.contains("ca_file /dev/urandom: cannot be read: is not a regular file"), "{p}");
+
     // An admin key, and no other.
     let body = json!({"files": {"hookrelay.toml": "version = 1"}});
     assert_eq!(
