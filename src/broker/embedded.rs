@@ -36,8 +36,9 @@
 //!   when messages arrive and a timer runs for the earliest delayed message: nothing polls.
 //!   Acks started without waiting ([`Message::start_ack`], an ordered route's) are grouped
 //!   further: they take effect at once in memory and are committed with the next commit that
-//!   something else needs, or after a few milliseconds (the engine's `ACK_LINGER`), so that a
-//!   stream of them costs a commit per group, not per message. A crash before that commit
+//!   something else needs (in a stream, the refill of the consumer's prefetch), at the latest
+//!   100 ms later (the engine's `ACK_LINGER`), so that a stream of them costs a commit per group,
+//!   not per message. A crash before that commit
 //!   gives those messages back: delivered again, never lost.
 //!   Memory stays bounded with any number of waiting messages: nothing loads a queue, reads are
 //!   bounded by free prefetch, and only unacked messages are tracked in memory.

@@ -52,8 +52,11 @@ use tracing::warn;
 /// Requests taken into one batch at most.
 const MAX_BATCH: usize = 1024;
 
-/// How long a grouped ack waits at most for its commit.
-const ACK_LINGER: Duration = Duration::from_millis(5);
+/// How long a grouped ack waits at most for its commit. In a stream something else commits
+/// first: the refill of the acking consumer's prefetch (a read that counts deliveries, once half
+/// the prefetch is acked), so a group is about half a prefetch, at any speed; this bounds the
+/// wait when the stream stops (and what a stopping worker waits for its last acks).
+const ACK_LINGER: Duration = Duration::from_millis(100);
 
 /// Grouped acks that make a commit on their own.
 const ACK_GROUP: usize = 256;
