@@ -22,7 +22,9 @@
 //! Events published in CloudEvents binary content mode are put in structured form as they are
 //! consumed ([`crate::binding`]), so the rest of hookrelay sees one form.
 
-use super::{Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology};
+use super::{
+    AckFuture, Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology,
+};
 use crate::binding;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -34,6 +36,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -283,6 +286,21 @@ impl Acker for AmqpAcker {
     async fn ack(&self) -> Result<(), BrokerError> {
         self.0.ack(BasicAckOptions::default()).await?;
         Ok(())
+    }
+
+    fn start_ack(&self) -> AckFuture {
+        let acker = self.0.clone();
+        let mut ack: AckFuture = Box::pin(async move {
+            acker.ack(BasicAckOptions::default()).await?;
+            Ok(())
+        });
+        // lapin queues the `basic.ack` for its connection's task on the first poll (and then
+        // waits for the frame to be written): poll once here, so that the ack is queued, in
+        // order, before this returns. A later poll, with the caller's waker, finishes it.
+        match ack.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(done) => Box::pin(std::future::ready(done)),
+            Poll::Pending => ack,
+        }
     }
 }
 

@@ -34,13 +34,21 @@
 //! - Throughput: one task owns the connection and commits everything that arrived while the
 //!   previous commit ran in one transaction (group commit); consumers are woken by the engine
 //!   when messages arrive and a timer runs for the earliest delayed message: nothing polls.
+//!   Acks started without waiting ([`Message::start_ack`], an ordered route's) are grouped
+//!   further: they take effect at once in memory and are committed with the next commit that
+//!   something else needs (in a stream, the refill of the consumer's prefetch), at the latest
+//!   100 ms later (the engine's `ACK_LINGER`), so that a stream of them costs a commit per group,
+//!   not per message. A crash before that commit
+//!   gives those messages back: delivered again, never lost.
 //!   Memory stays bounded with any number of waiting messages: nothing loads a queue, reads are
 //!   bounded by free prefetch, and only unacked messages are tracked in memory.
 
 mod engine;
 mod lock;
 
-use super::{Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology};
+use super::{
+    AckFuture, Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use engine::{Delivered, Reply, Request};
@@ -408,6 +416,17 @@ struct EmbeddedAcker {
 impl Acker for EmbeddedAcker {
     async fn ack(&self) -> Result<(), BrokerError> {
         let (consumer, seq) = (self.consumer, self.seq);
-        self.engine.call(|reply| Request::Ack { consumer, seq, reply }).await
+        self.engine.call(|reply| Request::Ack { consumer, seq, grouped: false, reply }).await
+    }
+
+    fn start_ack(&self) -> AckFuture {
+        let (consumer, seq) = (self.consumer, self.seq);
+        let (reply, rx) = oneshot::channel();
+        let sent = self.engine.send(Request::Ack { consumer, seq, grouped: true, reply });
+        let engine = self.engine.clone();
+        Box::pin(async move {
+            sent?;
+            rx.await.map_err(|_| engine.stopped())?
+        })
     }
 }

@@ -24,6 +24,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,13 +183,32 @@ impl Message {
     pub async fn ack(&self) -> Result<(), BrokerError> {
         self.acker.ack().await
     }
+
+    /// Starts the ack and returns at once, the ack under way (see [`Acker::start_ack`]); the
+    /// future tells how it ended. What an ordered route uses to take its next message without
+    /// waiting for the previous one's ack.
+    pub fn start_ack(&self) -> AckFuture {
+        self.acker.start_ack()
+    }
 }
+
+/// The end of an ack started by [`Message::start_ack`].
+pub type AckFuture = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send>>;
 
 /// How an implementation acks one message.
 #[async_trait]
 pub trait Acker: Send + Sync {
-    /// Acks.
+    /// Acks, and returns once the ack is done: sent to RabbitMQ, committed by the embedded
+    /// broker.
     async fn ack(&self) -> Result<(), BrokerError>;
+
+    /// Starts the ack now and returns without waiting for it: when this returns, the ack is
+    /// already in the broker connection's queue, behind every ack started before it on the same
+    /// connection. The future resolves as [`Acker::ack`] would have; dropping it does not undo
+    /// the ack. An ack may then be done later than with [`Acker::ack`] (the embedded broker
+    /// commits such acks in groups): a crash in between delivers the message again, never
+    /// loses it.
+    fn start_ack(&self) -> AckFuture;
 }
 
 /// A stream of messages from one queue.

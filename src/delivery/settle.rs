@@ -18,14 +18,22 @@
 //!
 //! A scheduled event (its `deliverat` ahead) is held the same way, before its first attempt
 //! (the worker's `schedule` module).
+//!
+//! Every ack above follows what it settles (the 2xx, the confirmed publish). An ordered route's
+//! worker does not wait for it to complete before it takes the next message ([`StartedAcks`]):
+//! the ack is started, in order, and its end is collected later. Order does not depend on it
+//! (one message at a time does that), and a crash before the broker took an ack gives that
+//! message back, to be delivered again: never lost.
 
 use super::verdict::{AttemptResult, Reason, Verdict};
+use crate::broker::AckFuture;
 use crate::broker::{
     Broker, BrokerError, Destination, H_ATTEMPT, H_ATTEMPTS_BEFORE, H_DEAD_AT, H_DETAILS, H_ERROR, H_LAST_RESPONSE,
     H_LAST_STATUS, H_NOT_BEFORE, H_REASON, H_ROUTE, Headers, Message, now_ms,
 };
 use crate::config::Route;
 use crate::metrics::RouteMeter;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -81,6 +89,26 @@ pub struct Settle<'a> {
     pub meter: &'a RouteMeter,
     /// Cancelled when the route stops.
     pub stop: &'a CancellationToken,
+    /// Where acks go when the worker does not wait for them; `None`: each ack is awaited.
+    pub started: Option<&'a StartedAcks>,
+}
+
+/// Acks started ([`Message::start_ack`](crate::broker::Message::start_ack)) that nobody waited
+/// for yet: [`Settle::ack`] puts them here when its worker pipelines acks, and the worker takes
+/// them ([`StartedAcks::take`]) to learn how they ended, and waits for all of them before it
+/// closes its consumer (so that nothing it settled comes back).
+#[derive(Default)]
+pub struct StartedAcks(Mutex<Vec<AckFuture>>);
+
+impl StartedAcks {
+    fn push(&self, ack: AckFuture) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(ack);
+    }
+
+    /// The acks started since the last call.
+    pub fn take(&self) -> Vec<AckFuture> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl Settle<'_> {
@@ -120,9 +148,13 @@ impl Settle<'_> {
         self.park(attempt, delay).await
     }
 
-    /// Acks: the message was delivered or filtered out.
+    /// Acks: the message was delivered or filtered out (or its fate is durable elsewhere).
+    /// With [`Settle::started`], starts the ack and leaves its end to the worker.
     pub async fn ack(&self) -> Result<Settled, BrokerError> {
-        self.message.ack().await?;
+        match self.started {
+            Some(started) => started.push(self.message.start_ack()),
+            None => self.message.ack().await?,
+        }
         Ok(Settled::Done)
     }
 

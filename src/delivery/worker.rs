@@ -1,9 +1,9 @@
 //! A route's worker: the consume loop, and the stages of one message read top to bottom in
 //! `Dispatch`: prepare (the pipeline) → attempt → decide → report → settle.
 //!
-//! Ordered routes (single active consumer) are a plain sequential loop: one message at a time,
-//! retried in place, so later events wait; with an `order_key`, one such line per key
-//! ([`lanes`]). Unordered routes with `[batch]` gather messages into batches ([`batch`]); other
+//! Ordered routes (single active consumer) are a plain sequential loop ([`ordered`]): one
+//! message at a time, retried in place, so later events wait, each ack started without waiting
+//! for it; with an `order_key`, one such line per key ([`lanes`]). Unordered routes with `[batch]` gather messages into batches ([`batch`]); other
 //! unordered routes run up to `concurrency` messages at
 //! once (a semaphore of slots), retried through the broker's delay, so one failing event blocks
 //! nothing. Stopping takes no new message, lets the ones in flight settle, then closes the
@@ -24,7 +24,7 @@
 use super::attempt::{Attempt, Sequencer};
 use super::gate::{Admission, Gate, Gates};
 use super::http::client::WebhookClient;
-use super::settle::{DeadLetter, Settle, Settled};
+use super::settle::{DeadLetter, Settle, Settled, StartedAcks};
 use super::verdict::{self, AttemptResult, Reason, Verdict};
 use crate::broker::{Broker, BrokerError, Consumer, H_TRACEPARENT, Message, now_ms};
 use crate::config::{BrokerKind, Origin, Route, Snapshot};
@@ -35,20 +35,19 @@ use crate::store::log::AttemptLog;
 use crate::store::{Attempt as LoggedAttempt, Outcome};
 use crate::telemetry;
 use arc_swap::ArcSwap;
-use futures_util::FutureExt;
 use std::borrow::Cow;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, warn};
 
 mod batch;
 mod ids;
 mod lanes;
+mod ordered;
 mod schedule;
 
 /// The config now live with the HTTP client built for it: swapped as one by a reload, so that a
@@ -228,38 +227,6 @@ impl Worker {
         result
     }
 
-    /// Closes `consumer`, which gives back the event an ordered route held in place (first, in
-    /// order), and consumes the queue again.
-    async fn hand_back(&self, consumer: Box<dyn Consumer>, route: &Route) -> Result<Box<dyn Consumer>, String> {
-        consumer.close().await;
-        info!("held event handed back to the queue before the broker's consumer timeout; consuming again");
-        let prefetch = route.prefetch(self.shared.snapshot().broker.prefetch);
-        self.broker.consume(&route.queue(), prefetch).await.map_err(|e| format!("consuming again failed: {e}"))
-    }
-
-    /// Ordered: one message at a time, each settled before the next is taken. `Ok(true)` when
-    /// the message in hand is to be handed back ([`Settled::HandBack`]).
-    async fn sequential(&self, consumer: &mut dyn Consumer) -> Result<bool, String> {
-        loop {
-            // `biased`: once stopping, no further message is taken, even when one is ready
-            // (unbiased, `select!` would pick either and SIGTERM could deliver the whole queue).
-            let message = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return Ok(false),
-                m = consumer.next() => next(m)?,
-            };
-            // A panic fails this worker like a failed consumer (the session then reconnects),
-            // as it fails a message's task on an unordered route.
-            match AssertUnwindSafe(self.handle(message)).catch_unwind().await {
-                Ok(Ok(Settled::Abandoned)) => return Ok(false),
-                Ok(Ok(Settled::HandBack)) => return Ok(true),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Err("delivery task failed: it panicked".into()),
-            }
-        }
-    }
-
     /// Unordered: up to `concurrency` messages at once, each in a task of its own.
     async fn concurrent(self: Arc<Self>, consumer: &mut dyn Consumer, concurrency: usize) -> Result<(), String> {
         let slots = Arc::new(Semaphore::new(concurrency));
@@ -294,7 +261,7 @@ impl Worker {
             let w = self.clone();
             inflight.spawn(
                 async move {
-                    let out = w.handle(message).await;
+                    let out = w.handle(message, None).await;
                     drop(permit);
                     out
                 }
@@ -309,8 +276,9 @@ impl Worker {
         result
     }
 
-    /// One message, from the broker to settled.
-    async fn handle(&self, message: Message) -> Result<Settled, BrokerError> {
+    /// One message, from the broker to settled; its ack left in `started` when given, else
+    /// awaited.
+    async fn handle(&self, message: Message, started: Option<&StartedAcks>) -> Result<Settled, BrokerError> {
         let live = self.shared.live();
         let route = self.route.load_full();
         let settle = Settle {
@@ -319,6 +287,7 @@ impl Worker {
             message: &message,
             meter: &self.meter,
             stop: &self.stop,
+            started,
         };
         if let Some(rest) = settle.early() {
             // Not counted as consumed: the event has not come back for its attempt yet.

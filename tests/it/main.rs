@@ -15,6 +15,7 @@ mod hardening;
 mod ingest;
 mod init;
 mod observability;
+mod ordered_acks;
 mod pipeline;
 mod plan;
 mod policies;

@@ -276,7 +276,7 @@ impl Worker {
 }
 
 fn settle<'a>(w: &'a Worker, route: &'a Route, message: &'a Message) -> Settle<'a> {
-    Settle { broker: w.broker.as_ref(), route, message, meter: &w.meter, stop: &w.stop }
+    Settle { broker: w.broker.as_ref(), route, message, meter: &w.meter, stop: &w.stop, started: None }
 }
 
 fn dispatch<'a>(

@@ -67,6 +67,11 @@ impl Db {
         Ok(&mut self.conn)
     }
 
+    /// Whether the batch wrote anything yet (its transaction is open).
+    pub(super) fn in_tx(&self) -> bool {
+        self.in_tx
+    }
+
     pub(super) async fn commit(&mut self) -> Result<(), sqlx::Error> {
         if self.in_tx {
             self.in_tx = false;
@@ -241,6 +246,9 @@ impl Writer {
             next_due,
             dirty: BTreeSet::new(),
             inserts: Vec::new(),
+            acked: Vec::new(),
+            grouped: Vec::new(),
+            grouped_since: None,
         })
     }
 }

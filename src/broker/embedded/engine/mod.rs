@@ -2,6 +2,16 @@
 //! memory, and applies what connections ask for in batches, one transaction per batch (group
 //! commit). A caller's publish, ack or declaration is answered only after its batch committed.
 //!
+//! Grouped acks ([`crate::broker::Message::start_ack`], what an ordered route's worker sends
+//! without waiting) go further: each takes effect in memory at once (the message leaves its
+//! consumer's unacked set, so the consumer's prefetch refills as before), and its row is deleted
+//! by the next commit anything else needs (a publish, an ack someone waits for, a refill, a
+//! declaration), at the latest [`ACK_LINGER`] after the first of them, or once [`ACK_GROUP`] of
+//! them wait. A batch of grouped acks alone commits nothing. Their answers go out after that
+//! commit, like everyone's. A crash before it leaves their rows in the file: the next run
+//! delivers those messages again (an allowed duplicate; every such ack followed its 2xx or its
+//! durable dead letter), it never loses one.
+//!
 //! What lives where:
 //! - on disk: queues (with their `ordered` flag, delivery limit and dead-letter routing key),
 //!   bindings, and messages (sequence, queue, visible time, deliveries so far, routing key,
@@ -42,6 +52,15 @@ use tracing::warn;
 /// Requests taken into one batch at most.
 const MAX_BATCH: usize = 1024;
 
+/// How long a grouped ack waits at most for its commit. In a stream something else commits
+/// first: the refill of the acking consumer's prefetch (a read that counts deliveries, once half
+/// the prefetch is acked), so a group is about half a prefetch, at any speed; this bounds the
+/// wait when the stream stops (and what a stopping worker waits for its last acks).
+const ACK_LINGER: Duration = Duration::from_millis(100);
+
+/// Grouped acks that make a commit on their own.
+const ACK_GROUP: usize = 256;
+
 /// The answer to one request.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, BrokerError>>;
 
@@ -67,8 +86,9 @@ pub(super) enum Request {
         delay: Option<Duration>,
         reply: Reply<()>,
     },
-    /// Removes a message its consumer holds.
-    Ack { consumer: u64, seq: i64, reply: Reply<()> },
+    /// Removes a message its consumer holds; `grouped` when its commit may wait for others
+    /// (the module docs).
+    Ack { consumer: u64, seq: i64, grouped: bool, reply: Reply<()> },
     /// Starts pushing a queue's messages to `out`.
     Consume {
         conn: u64,
@@ -139,6 +159,12 @@ pub(super) struct Writer {
     /// The batch's new messages, written by one multi-row INSERT after its requests are handled
     /// (nothing in a request reads the messages table, so the batch sees the same rows).
     inserts: Vec<NewRow>,
+    /// Acked messages whose rows the next commit deletes (no read takes an acked row meanwhile:
+    /// reads take rows past a queue's cursor, or given back, or delayed).
+    acked: Vec<i64>,
+    /// The answers of grouped acks waiting for that commit, and when the first of them came.
+    grouped: Vec<Reply<()>>,
+    grouped_since: Option<std::time::Instant>,
 }
 
 /// A message to insert: (seq, queue id, visible at, routing key, message id, headers, body).
@@ -159,17 +185,23 @@ impl Writer {
             let mut batch = Vec::new();
             let now = now_ms() as i64;
             let due_now = self.next_due.is_some_and(|d| d <= now);
-            if self.dirty.is_empty() && !due_now {
-                let wait = self.next_due.map(|d| Duration::from_millis((d - now).max(0) as u64));
+            let linger = self.linger_left();
+            if self.dirty.is_empty() && !due_now && linger != Some(Duration::ZERO) {
+                let due = self.next_due.map(|d| Duration::from_millis((d - now).max(0) as u64));
+                let wait = match (due, linger) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 tokio::select! {
                     r = rx.recv() => match r {
                         Some(r) => batch.push(r),
-                        None => break,
+                        // The last batch commits what grouped acks wait for.
+                        None => open = false,
                     },
                     _ = sleep_opt(wait) => {}
                 }
             }
-            while batch.len() < MAX_BATCH {
+            while open && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(r) => batch.push(r),
                     Err(mpsc::error::TryRecvError::Empty) => break,
@@ -179,9 +211,14 @@ impl Writer {
                     }
                 }
             }
-            self.batch(batch).await.map_err(|e| format!("{}: {e}", self.path))?;
+            self.batch(batch, !open).await.map_err(|e| format!("{}: {e}", self.path))?;
         }
         Ok(())
+    }
+
+    /// How long grouped acks may still wait for their commit (zero: commit now), if any wait.
+    fn linger_left(&self) -> Option<Duration> {
+        self.grouped_since.map(|since| ACK_LINGER.saturating_sub(since.elapsed()))
     }
 
     /// Tells every consumer the engine failed, and drops them.
@@ -198,13 +235,16 @@ impl Writer {
         }
     }
 
-    async fn batch(&mut self, batch: Vec<Request>) -> Result<(), sqlx::Error> {
+    /// Handles a batch of requests, then commits, unless the batch held grouped acks alone and
+    /// those may wait (`last`: nothing may wait, the engine is stopping).
+    async fn batch(&mut self, batch: Vec<Request>, last: bool) -> Result<(), sqlx::Error> {
         let mut done: Vec<Reply<()>> = Vec::new();
         let mut outbox: Vec<(u64, Delivered)> = Vec::new();
         let result = async {
-            let mut acked = Vec::new();
+            let mut others = false;
             for req in batch {
-                self.handle(req, &mut done, &mut acked).await?;
+                others |= !matches!(req, Request::Ack { grouped: true, .. });
+                self.handle(req, &mut done).await?;
             }
             let inserts = std::mem::take(&mut self.inserts);
             for chunk in inserts.chunks(INSERT_ROWS) {
@@ -223,20 +263,33 @@ impl Writer {
                 });
                 q.build().execute(self.db.tx().await?).await?;
             }
-            if !acked.is_empty() {
-                sqlx::query("DELETE FROM messages WHERE seq IN (SELECT value FROM json_each(?1))")
-                    .bind(json_list(&acked))
-                    .execute(self.db.tx().await?)
-                    .await?;
-            }
             self.promote().await?;
             self.push(&mut outbox).await?;
-            self.db.commit().await
+            let commit = last
+                || others
+                || self.db.in_tx()
+                || self.grouped.len() >= ACK_GROUP
+                || self.linger_left() == Some(Duration::ZERO);
+            if !commit {
+                return Ok(false);
+            }
+            if !self.acked.is_empty() {
+                sqlx::query("DELETE FROM messages WHERE seq IN (SELECT value FROM json_each(?1))")
+                    .bind(json_list(&self.acked))
+                    .execute(self.db.tx().await?)
+                    .await?;
+                self.acked.clear();
+            }
+            self.db.commit().await?;
+            Ok(true)
         }
         .await;
         match result {
-            Ok(()) => {
-                for r in done {
+            // Grouped acks alone: nothing written, nothing to answer or send yet.
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                self.grouped_since = None;
+                for r in done.into_iter().chain(self.grouped.drain(..)) {
                     let _ = r.send(Ok(()));
                 }
                 for (consumer, d) in outbox {
@@ -249,7 +302,9 @@ impl Writer {
             Err(e) => {
                 self.db.rollback().await;
                 self.inserts.clear();
-                for r in done {
+                self.acked.clear();
+                self.grouped_since = None;
+                for r in done.into_iter().chain(self.grouped.drain(..)) {
                     let _ = r.send(Err(db_error(&self.path, &e)));
                 }
                 Err(e)
@@ -257,12 +312,7 @@ impl Writer {
         }
     }
 
-    async fn handle(
-        &mut self,
-        req: Request,
-        done: &mut Vec<Reply<()>>,
-        acked: &mut Vec<i64>,
-    ) -> Result<(), sqlx::Error> {
+    async fn handle(&mut self, req: Request, done: &mut Vec<Reply<()>>) -> Result<(), sqlx::Error> {
         match req {
             Request::Declare { queue, ordered, delivery_limit, dead_letter_key, patterns, reply } => {
                 self.declare(&queue, ordered, delivery_limit.map(i64::from), &dead_letter_key, &patterns).await?;
@@ -312,7 +362,7 @@ impl Writer {
                 }
                 done.push(reply);
             }
-            Request::Ack { consumer, seq, reply } => {
+            Request::Ack { consumer, seq, grouped, reply } => {
                 let held = self.consumers.get_mut(&consumer).is_some_and(|c| c.inflight.remove(&seq));
                 if !held {
                     let _ = reply.send(Err(BrokerError::Closed(
@@ -327,8 +377,13 @@ impl Writer {
                     q.held -= 1;
                     self.dirty.insert(q.name.clone());
                 }
-                acked.push(seq);
-                done.push(reply);
+                self.acked.push(seq);
+                if grouped {
+                    self.grouped_since.get_or_insert_with(std::time::Instant::now);
+                    self.grouped.push(reply);
+                } else {
+                    done.push(reply);
+                }
             }
             Request::Consume { conn, consumer, queue, prefetch, out, reply } => {
                 let Some(q) = self.queues.get_mut(&queue) else {
