@@ -28,6 +28,7 @@
 //! states it; a new column type is one more line in each.
 
 mod audit;
+mod batch;
 mod dead_letters;
 mod deliveries;
 mod portal;

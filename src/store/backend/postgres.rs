@@ -3,7 +3,7 @@
 //! change feed of subscriptions (`LISTEN`). It runs all the shared SQL as it is.
 
 use super::{
-    AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
+    Attempt, AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
     SubscriptionTable, migrator,
 };
 use crate::store::SUBSCRIPTIONS_CHANNEL;
@@ -82,7 +82,12 @@ impl Backend for Postgres {
     }
 }
 
-impl DeliveryLog for Postgres {}
+#[async_trait]
+impl DeliveryLog for Postgres {
+    async fn record_attempts(pool: &Pool<Self>, batch: &[Attempt]) -> Result<(), StoreError> {
+        super::batch::postgres(pool, batch).await
+    }
+}
 impl AttemptStats for Postgres {}
 impl DeadLetterIndex for Postgres {}
 impl SubscriptionTable for Postgres {}

@@ -2,7 +2,7 @@
 //! It runs all the shared SQL as it is.
 
 use super::{
-    AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
+    Attempt, AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
     SubscriptionTable, migrator,
 };
 use async_trait::async_trait;
@@ -53,7 +53,12 @@ impl Backend for Sqlite {
     }
 }
 
-impl DeliveryLog for Sqlite {}
+#[async_trait]
+impl DeliveryLog for Sqlite {
+    async fn record_attempts(pool: &Pool<Self>, batch: &[Attempt]) -> Result<(), StoreError> {
+        super::batch::sqlite(pool, batch).await
+    }
+}
 impl AttemptStats for Sqlite {}
 impl DeadLetterIndex for Sqlite {}
 impl SubscriptionTable for Sqlite {}
