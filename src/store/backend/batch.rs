@@ -174,9 +174,10 @@ pub(super) struct SqliteWrite {
 impl SqliteWrite {
     /// Takes a connection and the write lock (`BEGIN IMMEDIATE`, waiting up to the busy timeout).
     pub(super) async fn begin(pool: &Pool<Sqlite>) -> Result<Self, StoreError> {
-        let mut conn = pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        Ok(Self { conn: Some(conn) })
+        // Armed before `BEGIN` is sent: a future dropped while it runs may leave it begun.
+        let mut tx = Self { conn: Some(pool.acquire().await?) };
+        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
+        Ok(tx)
     }
 
     fn conn(&mut self) -> &mut sqlx::SqliteConnection {
