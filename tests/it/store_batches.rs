@@ -61,9 +61,8 @@ async fn postgres_batches_of_any_size_write_every_row_once() {
 async fn abandoned_writes_leave_whole_batches_and_a_working_store(s: Arc<dyn Store>) {
     for t in 0..12u64 {
         let route = format!("cut-{t}");
-        let batch: Vec<_> = (0..300)
-            .map(|i| attempt(&route, &format!("e-{i}"), 1, Outcome::Delivered, Some(200), 1_000 + i))
-            .collect();
+        let batch: Vec<_> =
+            (0..300).map(|i| attempt(&route, &format!("e-{i}"), 1, Outcome::Delivered, Some(200), 1_000 + i)).collect();
         let write = s.record_attempts(&batch);
         let _ = tokio::time::timeout(std::time::Duration::from_micros(t * t * 100), write).await;
     }

@@ -127,7 +127,10 @@ static SQLITE_TEXTS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
     CHUNK_SIZES
         .iter()
         .map(|&n| {
-            (multi_row("attempts", ATTEMPT_COLUMNS, n, ""), multi_row("deliveries", DELIVERY_COLUMNS, n, DELIVERY_UPSERT))
+            (
+                multi_row("attempts", ATTEMPT_COLUMNS, n, ""),
+                multi_row("deliveries", DELIVERY_COLUMNS, n, DELIVERY_UPSERT),
+            )
         })
         .collect()
 });
@@ -138,9 +141,8 @@ fn sqlite_texts(rows: usize) -> &'static (String, String) {
 }
 
 /// The outcomes' names, made once: binding one is a reference count, not a copy.
-static OUTCOMES: LazyLock<[Arc<str>; 3]> = LazyLock::new(|| {
-    [Outcome::Delivered, Outcome::Retrying, Outcome::Dead].map(|o| Arc::from(o.as_str()))
-});
+static OUTCOMES: LazyLock<[Arc<str>; 3]> =
+    LazyLock::new(|| [Outcome::Delivered, Outcome::Retrying, Outcome::Dead].map(|o| Arc::from(o.as_str())));
 
 fn outcome(o: Outcome) -> Arc<str> {
     OUTCOMES[match o {

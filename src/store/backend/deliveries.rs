@@ -3,9 +3,7 @@
 //! attempts, and retention ([`Store::prune`](crate::store::Store::prune)).
 
 use super::{Backend, opt_u16, write_tx};
-use crate::store::{
-    Attempt, Delivery, DeliveryFilter, Outcome, Page, Pruned, StoreError, cursor, parse_cursor,
-};
+use crate::store::{Attempt, Delivery, DeliveryFilter, Outcome, Page, Pruned, StoreError, cursor, parse_cursor};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 
