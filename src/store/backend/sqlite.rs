@@ -19,7 +19,9 @@ impl SqlStore<Sqlite> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        // No ping before each acquire: the file is local, and a ping is a round trip to the
+        // connection's worker thread that tells nothing the next statement would not.
+        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(opts).await?;
         migrator(&[
             ("delivery log", include_str!("../../../migrations/sqlite/0001_delivery_log.sql")),
             (
