@@ -1,6 +1,6 @@
 //! PostgreSQL: connecting (migrations under an advisory lock, so replicas can start together)
-//! and what PostgreSQL does its own way: plain `BEGIN` (`READ COMMITTED`, row locks) and the
-//! change feed of subscriptions (`LISTEN`), and the delivery log's batch writes (`batch.rs`: one
+//! and what PostgreSQL does its own way: plain `BEGIN` (`READ COMMITTED`, row locks), the
+//! change feed of subscriptions (`LISTEN`) and the delivery log's batch writes (`batch.rs`: one
 //! `UNNEST` statement per table for any batch size). It runs the rest of the shared SQL as it is.
 
 use super::{
