@@ -1,6 +1,7 @@
-//! The delivery log's batch writes on both backends: a batch of any size is written in parts of
-//! a few fixed sizes (so each statement is prepared once per connection), every attempt once and
-//! every delivery once, with its latest outcome.
+//! The delivery log's batch writes on both backends (SQLite in parts of a few fixed sizes,
+//! PostgreSQL in one `UNNEST` statement per table): a batch of any size writes every attempt once
+//! and every delivery once, with its latest outcome, and a write abandoned part-way leaves its
+//! batch whole or absent and the store working.
 
 use crate::store::{attempt, on_postgres, on_sqlite};
 use hookrelay::store::{DeliveryFilter, Outcome, Store, delivery_id};
