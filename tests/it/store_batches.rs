@@ -1,6 +1,7 @@
-//! The delivery log's batch writes on both backends: a batch of any size is written in parts of
-//! a few fixed sizes (so each statement is prepared once per connection), every attempt once and
-//! every delivery once, with its latest outcome.
+//! The delivery log's batch writes on both backends (SQLite in parts of a few fixed sizes,
+//! PostgreSQL in one `UNNEST` statement per table): a batch of any size writes every attempt once
+//! and every delivery once, with its latest outcome, and a write abandoned part-way leaves its
+//! batch whole or absent and the store working.
 
 use crate::store::{attempt, on_postgres, on_sqlite};
 use hookrelay::store::{DeliveryFilter, Outcome, Store, delivery_id};
@@ -52,4 +53,40 @@ async fn sqlite_batches_of_any_size_write_every_row_once() {
 #[tokio::test]
 async fn postgres_batches_of_any_size_write_every_row_once() {
     on_postgres(batches_of_any_size_write_every_row_once).await;
+}
+
+/// A write abandoned part-way (its future dropped, as a shutdown or a timeout would) leaves
+/// nothing half-written and no transaction open: each batch is there whole or not at all, and
+/// the store takes the next batch and answers as before. Where each write is cut off varies
+/// from run to run; what is asserted holds wherever it is.
+async fn abandoned_writes_leave_whole_batches_and_a_working_store(s: Arc<dyn Store>) {
+    for t in 0..12u64 {
+        let route = format!("cut-{t}");
+        let batch: Vec<_> =
+            (0..300).map(|i| attempt(&route, &format!("e-{i}"), 1, Outcome::Delivered, Some(200), 1_000 + i)).collect();
+        let write = s.record_attempts(&batch);
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(t * t * 100), write).await;
+    }
+    s.record_attempts(&[attempt("after", "a-1", 1, Outcome::Delivered, Some(200), 5_000)]).await.unwrap();
+    for t in 0..12 {
+        let route = format!("cut-{t}");
+        let filter = DeliveryFilter { limit: 1000, route: Some(route.clone()), ..Default::default() };
+        let listed = s.deliveries(&filter).await.unwrap().items.len();
+        assert!(listed == 0 || listed == 300, "{route}: {listed} of 300 deliveries: a batch was half-written");
+        if listed == 300 {
+            assert_eq!(s.attempts(&delivery_id(&route, "e-299")).await.unwrap().len(), 1);
+        }
+    }
+    let after = s.delivery(&delivery_id("after", "a-1")).await.unwrap().unwrap();
+    assert_eq!((after.status, after.attempts), (Outcome::Delivered, 1));
+}
+
+#[tokio::test]
+async fn sqlite_abandoned_writes_leave_whole_batches_and_a_working_store() {
+    on_sqlite(abandoned_writes_leave_whole_batches_and_a_working_store).await;
+}
+
+#[tokio::test]
+async fn postgres_abandoned_writes_leave_whole_batches_and_a_working_store() {
+    on_postgres(abandoned_writes_leave_whole_batches_and_a_working_store).await;
 }

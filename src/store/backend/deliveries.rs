@@ -1,11 +1,9 @@
 //! The delivery log in SQL: attempts written in batches together with the one row per delivery
-//! they update, deliveries listed and read (with the event a delivery kept), a delivery's
+//! they update (each backend its own way, `batch.rs`), deliveries listed and read (with the event a delivery kept), a delivery's
 //! attempts, and retention ([`Store::prune`](crate::store::Store::prune)).
 
 use super::{Backend, opt_u16, write_tx};
-use crate::store::{
-    Attempt, Delivery, DeliveryFilter, Outcome, Page, Pruned, StoreError, cursor, delivery_id, parse_cursor,
-};
+use crate::store::{Attempt, Delivery, DeliveryFilter, Outcome, Page, Pruned, StoreError, cursor, parse_cursor};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 
@@ -29,76 +27,10 @@ where
     for<'r> Option<i64>: Encode<'r, Self>,
     for<'r> Option<Vec<u8>>: Encode<'r, Self>,
 {
-    /// [`Store::record_attempts`](crate::store::Store::record_attempts): multi-row statements
-    /// in one writing transaction, in [`chunks`] of a few fixed sizes, so that each statement's
-    /// text is one the connection has prepared before (its statement cache is keyed by the
-    /// text): preparing a statement cost about as much as running it.
-    async fn record_attempts(pool: &Pool<Self>, batch: &[Attempt]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut tx = write_tx(pool).await?;
-        for part in chunks(batch) {
-            let mut q = QueryBuilder::<Self>::new(
-                "INSERT INTO attempts (delivery_id, route, event_id, event_type, attempt, outcome, status, \
-                 duration_ms, response_body, request_headers, error, payload, config_version, config_revision, at) ",
-            );
-            q.push_values(part, |mut b, a| {
-                b.push_bind(delivery_id(&a.route, &a.event_id))
-                    .push_bind(a.route.clone())
-                    .push_bind(a.event_id.clone())
-                    .push_bind(a.event_type.clone())
-                    .push_bind(i64::from(a.attempt))
-                    .push_bind(a.outcome.as_str())
-                    .push_bind(a.status.map(i64::from))
-                    .push_bind(a.duration_ms as i64)
-                    .push_bind(a.response_body.clone())
-                    .push_bind(a.request_headers.clone())
-                    .push_bind(a.error.clone())
-                    .push_bind(a.payload.clone())
-                    .push_bind(a.config_version as i64)
-                    .push_bind(a.config_revision.clone())
-                    .push_bind(a.at_ms);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        // One row per delivery (PostgreSQL refuses to upsert a row twice in one
-        // statement), in id order so that concurrent writers lock rows in one order.
-        let rows = delivery_rows(batch);
-        for part in chunks(&rows) {
-            let mut q = QueryBuilder::<Self>::new(
-                "INSERT INTO deliveries (id, route, event_id, event_type, status, attempts, last_status, \
-                 last_error, first_at, last_at, event) ",
-            );
-            q.push_values(part, |mut b, row| {
-                let a = row.latest;
-                b.push_bind(row.id.clone())
-                    .push_bind(a.route.clone())
-                    .push_bind(a.event_id.clone())
-                    .push_bind(a.event_type.clone())
-                    .push_bind(a.outcome.as_str())
-                    .push_bind(i64::from(row.attempts))
-                    .push_bind(a.status.map(i64::from))
-                    .push_bind(a.error.clone())
-                    .push_bind(row.first_at)
-                    .push_bind(a.at_ms)
-                    .push_bind(row.event.map(<[u8]>::to_vec));
-            });
-            q.push(
-                " ON CONFLICT (id) DO UPDATE SET \
-                 status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.status ELSE deliveries.status END, \
-                 last_status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_status ELSE deliveries.last_status END, \
-                 last_error = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_error ELSE deliveries.last_error END, \
-                 attempts = CASE WHEN excluded.attempts > deliveries.attempts THEN excluded.attempts ELSE deliveries.attempts END, \
-                 first_at = CASE WHEN excluded.first_at < deliveries.first_at THEN excluded.first_at ELSE deliveries.first_at END, \
-                 last_at = CASE WHEN excluded.last_at > deliveries.last_at THEN excluded.last_at ELSE deliveries.last_at END, \
-                 event = COALESCE(excluded.event, deliveries.event)",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
+    /// [`Store::record_attempts`](crate::store::Store::record_attempts): every attempt
+    /// inserted and every delivery upserted in one writing transaction, each backend its own way
+    /// (`batch.rs`: SQLite's multi-row statements, PostgreSQL's `UNNEST`).
+    async fn record_attempts(pool: &Pool<Self>, batch: &[Attempt]) -> Result<(), StoreError>;
 
     /// [`Store::deliveries`](crate::store::Store::deliveries).
     async fn deliveries(pool: &Pool<Self>, f: &DeliveryFilter) -> Result<Page<Delivery>, StoreError> {
@@ -208,73 +140,5 @@ where
             first_at_ms: row.try_get("first_at")?,
             last_at_ms: row.try_get("last_at")?,
         })
-    }
-}
-
-/// The rows a multi-row statement takes at once: powers of two up to 256 (256 × 15 columns
-/// is well under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters). Nine statement
-/// texts per table, each prepared once per connection and kept in its statement cache.
-const CHUNK_SIZES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
-
-/// `items` cut into parts of the [`CHUNK_SIZES`], largest first: a batch of `n` rows takes as
-/// many statements as `n` has bits set (plus one per 256).
-fn chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
-    std::iter::from_fn(move || {
-        let size = CHUNK_SIZES.into_iter().find(|s| *s <= items.len())?;
-        let (part, rest) = items.split_at(size);
-        items = rest;
-        Some(part)
-    })
-}
-
-/// One delivery's share of a batch of attempts.
-struct DeliveryRow<'a> {
-    id: String,
-    /// The earliest attempt's time.
-    first_at: i64,
-    /// The highest attempt number.
-    attempts: u32,
-    /// The latest attempt (the later one in the batch on a tie, as one upsert per attempt in
-    /// batch order would have left it).
-    latest: &'a Attempt,
-    /// The event, if an attempt carries it.
-    event: Option<&'a [u8]>,
-}
-
-/// A batch of attempts folded into one row per delivery, sorted by delivery id.
-fn delivery_rows(batch: &[Attempt]) -> Vec<DeliveryRow<'_>> {
-    let mut rows: std::collections::BTreeMap<String, DeliveryRow<'_>> = std::collections::BTreeMap::new();
-    for a in batch {
-        let id = delivery_id(&a.route, &a.event_id);
-        let row = rows.entry(id.clone()).or_insert(DeliveryRow {
-            id,
-            first_at: a.at_ms,
-            attempts: a.attempt,
-            latest: a,
-            event: None,
-        });
-        row.first_at = row.first_at.min(a.at_ms);
-        row.attempts = row.attempts.max(a.attempt);
-        if a.at_ms >= row.latest.at_ms {
-            row.latest = a;
-        }
-        row.event = row.event.or(a.event.as_deref());
-    }
-    rows.into_values().collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_are_cut_into_the_fixed_sizes() {
-        for n in [0usize, 1, 2, 3, 15, 256, 257, 500, 1000] {
-            let items: Vec<usize> = (0..n).collect();
-            let parts: Vec<&[usize]> = chunks(&items).collect();
-            assert!(parts.iter().all(|p| CHUNK_SIZES.contains(&p.len())), "{n}: {parts:?}");
-            assert_eq!(parts.concat(), items, "{n}: every row once, in order");
-        }
-        assert_eq!(chunks(&[0u8; 15]).map(<[u8]>::len).collect::<Vec<_>>(), [8, 4, 2, 1]);
     }
 }

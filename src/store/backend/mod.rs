@@ -10,9 +10,10 @@
 //! [`SubscriptionTable`] (`subscriptions.rs`), [`AuditTrail`] (`audit.rs`) and [`PortalLinks`]
 //! (`portal.rs`). The [`Store`] impl
 //! below only hands each call to them. A backend takes the shared SQL with an empty impl of each
-//! trait (`sqlite.rs`, `postgres.rs`); to give one backend its own version of an operation (a
-//! PostgreSQL `UNNEST` insert, say), override that method in its impl, and the other backend
-//! keeps the shared one.
+//! trait (`sqlite.rs`, `postgres.rs`); to give one backend its own version of an operation,
+//! override that method in its impl, and the other backend keeps the shared one. The delivery
+//! log's batch write is the one operation each backend does its own way (`batch.rs`: SQLite's
+//! multi-row statements, PostgreSQL's `UNNEST`), so it has no shared version.
 //!
 //! What differs is in [`Backend`]: how a writing transaction begins (SQLite takes the write lock
 //! up front, `BEGIN IMMEDIATE`, waiting up to the busy timeout, so that concurrent writers queue
@@ -28,6 +29,7 @@
 //! states it; a new column type is one more line in each.
 
 mod audit;
+mod batch;
 mod dead_letters;
 mod deliveries;
 mod portal;

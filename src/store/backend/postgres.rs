@@ -1,9 +1,10 @@
 //! PostgreSQL: connecting (migrations under an advisory lock, so replicas can start together)
-//! and what PostgreSQL does its own way: plain `BEGIN` (`READ COMMITTED`, row locks) and the
-//! change feed of subscriptions (`LISTEN`). It runs all the shared SQL as it is.
+//! and what PostgreSQL does its own way: plain `BEGIN` (`READ COMMITTED`, row locks), the
+//! change feed of subscriptions (`LISTEN`) and the delivery log's batch writes (`batch.rs`: one
+//! `UNNEST` statement per table for any batch size). It runs the rest of the shared SQL as it is.
 
 use super::{
-    AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
+    Attempt, AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
     SubscriptionTable, migrator,
 };
 use crate::store::SUBSCRIPTIONS_CHANNEL;
@@ -82,7 +83,12 @@ impl Backend for Postgres {
     }
 }
 
-impl DeliveryLog for Postgres {}
+#[async_trait]
+impl DeliveryLog for Postgres {
+    async fn record_attempts(pool: &Pool<Self>, batch: &[Attempt]) -> Result<(), StoreError> {
+        super::batch::postgres(pool, batch).await
+    }
+}
 impl AttemptStats for Postgres {}
 impl DeadLetterIndex for Postgres {}
 impl SubscriptionTable for Postgres {}

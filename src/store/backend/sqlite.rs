@@ -1,8 +1,9 @@
-//! SQLite: opening a file (created when missing, WAL journal) and what SQLite does its own way.
-//! It runs all the shared SQL as it is.
+//! SQLite: opening a file (created when missing, WAL journal) and what SQLite does its own way:
+//! `BEGIN IMMEDIATE`, and the delivery log's batch writes (`batch.rs`: multi-row statements of a
+//! few fixed sizes). It runs the rest of the shared SQL as it is.
 
 use super::{
-    AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
+    Attempt, AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
     SubscriptionTable, migrator,
 };
 use async_trait::async_trait;
@@ -19,7 +20,9 @@ impl SqlStore<Sqlite> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        // No ping before each acquire: the file is local, and a ping is a round trip to the
+        // connection's worker thread that tells nothing the next statement would not.
+        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(opts).await?;
         migrator(&[
             ("delivery log", include_str!("../../../migrations/sqlite/0001_delivery_log.sql")),
             (
@@ -53,7 +56,12 @@ impl Backend for Sqlite {
     }
 }
 
-impl DeliveryLog for Sqlite {}
+#[async_trait]
+impl DeliveryLog for Sqlite {
+    async fn record_attempts(pool: &Pool<Self>, batch: &[Attempt]) -> Result<(), StoreError> {
+        super::batch::sqlite(pool, batch).await
+    }
+}
 impl AttemptStats for Sqlite {}
 impl DeadLetterIndex for Sqlite {}
 impl SubscriptionTable for Sqlite {}

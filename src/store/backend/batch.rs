@@ -1,0 +1,368 @@
+//! The delivery log's batch writes ([`Store::record_attempts`](crate::store::Store::record_attempts)),
+//! one way per backend, each at the fewest instructions per attempt it was measured at
+//! (docs/performance.md). Both first fold the batch into one row per delivery ([`Folded`]:
+//! each attempt's delivery id computed once), then write every attempt and upsert every
+//! delivery in one writing transaction:
+//!
+//! - SQLite ([`sqlite`]): multi-row `INSERT`s in [`chunks`] of a few fixed sizes, so that each
+//!   text is one the connection has prepared before (sqlx keys its statement cache by the
+//!   text), built once per process; every text value bound as an `Arc<str>` made once per
+//!   attempt and shared by both tables' rows (sqlx hands SQLite its own reference, no copy on
+//!   the runtime). The transaction is `BEGIN IMMEDIATE` … `COMMIT` run as cached prepared
+//!   statements too: sqlx's own `begin_with`/`commit` run them through `sqlite3_exec`, which
+//!   prepares them again every time. A [`SqliteWrite`] that ends without its `COMMIT` (an
+//!   error, a cancelled future) closes its connection instead of returning it to the pool, and
+//!   SQLite rolls the transaction back.
+//! - PostgreSQL ([`postgres`]): one `INSERT … SELECT … FROM UNNEST(…)` per table whatever the
+//!   batch size: a fixed number of array parameters, one text, prepared once per connection;
+//!   the arrays are encoded straight from the batch ([`PgBindIterExt`]), no row copied.
+
+use super::write_tx;
+use crate::store::{Attempt, Outcome, StoreError, delivery_id};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgBindIterExt;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Arguments, Pool, Postgres, Sqlite};
+use std::sync::{Arc, LazyLock};
+
+/// A batch of attempts with their delivery ids, folded into one row per delivery.
+pub(super) struct Folded<'a> {
+    /// Each attempt's [`delivery_id`], in batch order.
+    pub(super) ids: Vec<String>,
+    /// One per delivery, sorted by delivery id (so that concurrent writers lock rows in one
+    /// order; PostgreSQL also refuses to upsert a row twice in one statement).
+    pub(super) deliveries: Vec<DeliveryRow<'a>>,
+}
+
+/// One delivery's share of a batch of attempts.
+pub(super) struct DeliveryRow<'a> {
+    /// The position in the batch of its first attempt (its id is `ids[first]`).
+    pub(super) first: usize,
+    /// The earliest attempt's time.
+    pub(super) first_at: i64,
+    /// The highest attempt number.
+    pub(super) attempts: u32,
+    /// The latest attempt (the later one in the batch on a tie, as one upsert per attempt in
+    /// batch order would have left it).
+    pub(super) latest: &'a Attempt,
+    /// The event, if an attempt carries it (the first that does).
+    pub(super) event: Option<&'a [u8]>,
+}
+
+/// Folds `batch`: one [`delivery_id`] per attempt, one [`DeliveryRow`] per delivery.
+pub(super) fn fold(batch: &[Attempt]) -> Folded<'_> {
+    let ids: Vec<String> = batch.iter().map(|a| delivery_id(&a.route, &a.event_id)).collect();
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    // Stable: within one delivery, its attempts stay in batch order.
+    order.sort_by(|&x, &y| ids[x].cmp(&ids[y]));
+    let mut deliveries: Vec<DeliveryRow<'_>> = Vec::with_capacity(batch.len());
+    for i in order {
+        let a = &batch[i];
+        match deliveries.last_mut() {
+            Some(row) if ids[row.first] == ids[i] => {
+                row.first_at = row.first_at.min(a.at_ms);
+                row.attempts = row.attempts.max(a.attempt);
+                if a.at_ms >= row.latest.at_ms {
+                    row.latest = a;
+                }
+                row.event = row.event.or(a.event.as_deref());
+            }
+            _ => deliveries.push(DeliveryRow {
+                first: i,
+                first_at: a.at_ms,
+                attempts: a.attempt,
+                latest: a,
+                event: a.event.as_deref(),
+            }),
+        }
+    }
+    Folded { ids, deliveries }
+}
+
+/// The columns of `attempts` that a batch writes, in the order both backends bind them.
+const ATTEMPT_COLUMNS: &str = "delivery_id, route, event_id, event_type, attempt, outcome, status, duration_ms, \
+     response_body, request_headers, error, payload, config_version, config_revision, at";
+
+/// The columns of `deliveries` that a batch writes, in the order both backends bind them.
+const DELIVERY_COLUMNS: &str =
+    "id, route, event_id, event_type, status, attempts, last_status, last_error, first_at, last_at, event";
+
+/// How a delivery row already stored takes a batch's row for it: the latest attempt's outcome,
+/// status and error, the highest attempt number, the earliest and latest times, the event if it
+/// had none. (An attempt recorded late, behind a later one, changes only the counts and times.)
+const DELIVERY_UPSERT: &str = " ON CONFLICT (id) DO UPDATE SET \
+     status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.status ELSE deliveries.status END, \
+     last_status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_status ELSE deliveries.last_status END, \
+     last_error = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_error ELSE deliveries.last_error END, \
+     attempts = CASE WHEN excluded.attempts > deliveries.attempts THEN excluded.attempts ELSE deliveries.attempts END, \
+     first_at = CASE WHEN excluded.first_at < deliveries.first_at THEN excluded.first_at ELSE deliveries.first_at END, \
+     last_at = CASE WHEN excluded.last_at > deliveries.last_at THEN excluded.last_at ELSE deliveries.last_at END, \
+     event = COALESCE(excluded.event, deliveries.event)";
+
+/// The rows a SQLite multi-row statement takes at once: powers of two up to 256 (256 × 15
+/// columns is well under SQLite's 32,766 bound parameters). Nine texts per table, each
+/// prepared once per connection and kept in its statement cache.
+pub(super) const CHUNK_SIZES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// `items` cut into parts of the [`CHUNK_SIZES`], largest first: a batch of `n` rows takes as
+/// many statements as `n` has bits set (plus one per 256).
+pub(super) fn chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = CHUNK_SIZES.into_iter().find(|s| *s <= items.len())?;
+        let (part, rest) = items.split_at(size);
+        items = rest;
+        Some(part)
+    })
+}
+
+/// `INSERT INTO {table} ({columns}) VALUES (?, …), …` for `rows` rows, then `tail`.
+fn multi_row(table: &str, columns: &str, rows: usize, tail: &str) -> String {
+    let n = columns.split(',').count();
+    let row = format!("({})", vec!["?"; n].join(", "));
+    format!("INSERT INTO {table} ({columns}) VALUES {}{tail}", vec![row; rows].join(", "))
+}
+
+/// The SQLite texts of each chunk size, in the order of [`CHUNK_SIZES`]: (attempts, deliveries).
+static SQLITE_TEXTS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+    CHUNK_SIZES
+        .iter()
+        .map(|&n| {
+            (
+                multi_row("attempts", ATTEMPT_COLUMNS, n, ""),
+                multi_row("deliveries", DELIVERY_COLUMNS, n, DELIVERY_UPSERT),
+            )
+        })
+        .collect()
+});
+
+fn sqlite_texts(rows: usize) -> &'static (String, String) {
+    let i = CHUNK_SIZES.iter().position(|&n| n == rows).expect("a chunk has one of the chunk sizes");
+    &SQLITE_TEXTS[i]
+}
+
+/// The outcomes' names, made once: binding one is a reference count, not a copy.
+static OUTCOMES: LazyLock<[Arc<str>; 3]> =
+    LazyLock::new(|| [Outcome::Delivered, Outcome::Retrying, Outcome::Dead].map(|o| Arc::from(o.as_str())));
+
+fn outcome(o: Outcome) -> Arc<str> {
+    OUTCOMES[match o {
+        Outcome::Delivered => 0,
+        Outcome::Retrying => 1,
+        Outcome::Dead => 2,
+    }]
+    .clone()
+}
+
+/// The text values of one attempt that both tables' rows bind, made once.
+struct Texts {
+    id: Arc<str>,
+    route: Arc<str>,
+    event_id: Arc<str>,
+    event_type: Arc<str>,
+    error: Option<Arc<str>>,
+}
+
+fn encode_error(e: sqlx::error::BoxDynError) -> StoreError {
+    StoreError::Db(sqlx::Error::Encode(e))
+}
+
+/// A SQLite writing transaction on a connection of the pool, begun and committed with cached
+/// prepared statements (see the module docs). Dropped without [`commit`](Self::commit), it
+/// closes the connection, which rolls the transaction back.
+pub(super) struct SqliteWrite {
+    conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl SqliteWrite {
+    /// Takes a connection and the write lock (`BEGIN IMMEDIATE`, waiting up to the busy timeout).
+    pub(super) async fn begin(pool: &Pool<Sqlite>) -> Result<Self, StoreError> {
+        // Armed before `BEGIN` is sent: a future dropped while it runs may leave it begun.
+        let mut tx = Self { conn: Some(pool.acquire().await?) };
+        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
+        Ok(tx)
+    }
+
+    fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        self.conn.as_mut().expect("a transaction has its connection until it ends")
+    }
+
+    /// Commits and gives the connection back to the pool.
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT").execute(self.conn()).await?;
+        self.conn.take();
+        Ok(())
+    }
+}
+
+impl Drop for SqliteWrite {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.conn {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// SQLite's batch write (see the module docs).
+pub(super) async fn sqlite(pool: &Pool<Sqlite>, batch: &[Attempt]) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let folded = fold(batch);
+    let texts: Vec<Texts> = batch
+        .iter()
+        .zip(&folded.ids)
+        .map(|(a, id)| Texts {
+            id: Arc::from(id.as_str()),
+            route: Arc::from(a.route.as_str()),
+            event_id: Arc::from(a.event_id.as_str()),
+            event_type: Arc::from(a.event_type.as_str()),
+            error: a.error.as_deref().map(Arc::from),
+        })
+        .collect();
+    let revision: Arc<str> = Arc::from(batch[0].config_revision.as_str());
+    let mut tx = SqliteWrite::begin(pool).await?;
+    let mut start = 0;
+    for part in chunks(batch) {
+        let mut args = SqliteArguments::default();
+        args.reserve(part.len() * 15, 0);
+        for (a, t) in part.iter().zip(&texts[start..]) {
+            let revision =
+                if *a.config_revision == *revision { revision.clone() } else { Arc::from(a.config_revision.as_str()) };
+            (|| -> Result<(), sqlx::error::BoxDynError> {
+                args.add(t.id.clone())?;
+                args.add(t.route.clone())?;
+                args.add(t.event_id.clone())?;
+                args.add(t.event_type.clone())?;
+                args.add(i64::from(a.attempt))?;
+                args.add(outcome(a.outcome))?;
+                args.add(a.status.map(i64::from))?;
+                args.add(a.duration_ms as i64)?;
+                args.add(a.response_body.as_deref().map(Arc::<str>::from))?;
+                args.add(a.request_headers.as_deref().map(Arc::<str>::from))?;
+                args.add(t.error.clone())?;
+                args.add(a.payload.clone())?;
+                args.add(a.config_version as i64)?;
+                args.add(revision)?;
+                args.add(a.at_ms)
+            })()
+            .map_err(encode_error)?;
+        }
+        start += part.len();
+        sqlx::query_with(sqlite_texts(part.len()).0.as_str(), args).execute(tx.conn()).await?;
+    }
+    for part in chunks(&folded.deliveries) {
+        let mut args = SqliteArguments::default();
+        args.reserve(part.len() * 11, 0);
+        for row in part {
+            let a = row.latest;
+            let t = &texts[row.first];
+            (|| -> Result<(), sqlx::error::BoxDynError> {
+                args.add(t.id.clone())?;
+                args.add(t.route.clone())?;
+                args.add(t.event_id.clone())?;
+                args.add(t.event_type.clone())?;
+                args.add(outcome(a.outcome))?;
+                args.add(i64::from(row.attempts))?;
+                args.add(a.status.map(i64::from))?;
+                args.add(a.error.as_deref().map(Arc::<str>::from))?;
+                args.add(row.first_at)?;
+                args.add(a.at_ms)?;
+                args.add(row.event.map(<[u8]>::to_vec))
+            })()
+            .map_err(encode_error)?;
+        }
+        sqlx::query_with(sqlite_texts(part.len()).1.as_str(), args).execute(tx.conn()).await?;
+    }
+    tx.commit().await
+}
+
+/// PostgreSQL's `attempts` insert: one text for any batch size, rows in batch order (so their
+/// ids, and a delivery's attempts listed by id, follow it).
+static PG_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
+         SELECT {ATTEMPT_COLUMNS} FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+         $6::text[], $7::int8[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::int8[], \
+         $14::text[], $15::int8[]) WITH ORDINALITY AS u({ATTEMPT_COLUMNS}, n) ORDER BY n"
+    )
+});
+
+/// PostgreSQL's `deliveries` upsert: one text for any batch size (`WHERE true` keeps the
+/// parser from reading `ON CONFLICT` as a join's `ON`).
+static PG_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO deliveries ({DELIVERY_COLUMNS}) \
+         SELECT {DELIVERY_COLUMNS} FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int8[], $11::bytea[]) AS u({DELIVERY_COLUMNS}) \
+         WHERE true{DELIVERY_UPSERT}"
+    )
+});
+
+/// PostgreSQL's batch write (see the module docs).
+pub(super) async fn postgres(pool: &Pool<Postgres>, batch: &[Attempt]) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let folded = fold(batch);
+    let rows = &folded.deliveries;
+    let mut tx = write_tx(pool).await?;
+    sqlx::query(PG_ATTEMPTS.as_str())
+        .bind(folded.ids.iter().map(String::as_str).bind_iter())
+        .bind(batch.iter().map(|a| a.route.as_str()).bind_iter())
+        .bind(batch.iter().map(|a| a.event_id.as_str()).bind_iter())
+        .bind(batch.iter().map(|a| a.event_type.as_str()).bind_iter())
+        .bind(batch.iter().map(|a| i64::from(a.attempt)).bind_iter())
+        .bind(batch.iter().map(|a| a.outcome.as_str()).bind_iter())
+        .bind(batch.iter().map(|a| a.status.map(i64::from)).bind_iter())
+        .bind(batch.iter().map(|a| a.duration_ms as i64).bind_iter())
+        .bind(batch.iter().map(|a| a.response_body.as_deref()).bind_iter())
+        .bind(batch.iter().map(|a| a.request_headers.as_deref()).bind_iter())
+        .bind(batch.iter().map(|a| a.error.as_deref()).bind_iter())
+        .bind(batch.iter().map(|a| a.payload.as_deref()).bind_iter())
+        .bind(batch.iter().map(|a| a.config_version as i64).bind_iter())
+        .bind(batch.iter().map(|a| a.config_revision.as_str()).bind_iter())
+        .bind(batch.iter().map(|a| a.at_ms).bind_iter())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(PG_DELIVERIES.as_str())
+        .bind(rows.iter().map(|r| folded.ids[r.first].as_str()).bind_iter())
+        .bind(rows.iter().map(|r| r.latest.route.as_str()).bind_iter())
+        .bind(rows.iter().map(|r| r.latest.event_id.as_str()).bind_iter())
+        .bind(rows.iter().map(|r| r.latest.event_type.as_str()).bind_iter())
+        .bind(rows.iter().map(|r| r.latest.outcome.as_str()).bind_iter())
+        .bind(rows.iter().map(|r| i64::from(r.attempts)).bind_iter())
+        .bind(rows.iter().map(|r| r.latest.status.map(i64::from)).bind_iter())
+        .bind(rows.iter().map(|r| r.latest.error.as_deref()).bind_iter())
+        .bind(rows.iter().map(|r| r.first_at).bind_iter())
+        .bind(rows.iter().map(|r| r.latest.at_ms).bind_iter())
+        .bind(rows.iter().map(|r| r.event).bind_iter())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_the_fixed_sizes() {
+        for n in [0usize, 1, 2, 3, 15, 256, 257, 500, 1000] {
+            let items: Vec<usize> = (0..n).collect();
+            let parts: Vec<&[usize]> = chunks(&items).collect();
+            assert!(parts.iter().all(|p| CHUNK_SIZES.contains(&p.len())), "{n}: {parts:?}");
+            assert_eq!(parts.concat(), items, "{n}: every row once, in order");
+        }
+        assert_eq!(chunks(&[0u8; 15]).map(<[u8]>::len).collect::<Vec<_>>(), [8, 4, 2, 1]);
+    }
+
+    #[test]
+    fn sqlite_texts_bind_one_parameter_per_column_and_row() {
+        for n in CHUNK_SIZES {
+            let (attempts, deliveries) = sqlite_texts(n);
+            assert_eq!(attempts.matches('?').count(), 15 * n);
+            assert_eq!(deliveries.matches('?').count(), 11 * n);
+        }
+    }
+}
