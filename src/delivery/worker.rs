@@ -24,13 +24,13 @@
 use super::attempt::{Attempt, Sequencer};
 use super::gate::{Admission, Gate, Gates};
 use super::http::client::WebhookClient;
-use super::settle::{DeadLetter, Settle, Settled, StartedAcks};
+use super::settle::{Settle, Settled, StartedAcks};
 use super::verdict::{self, AttemptResult, Reason, Verdict};
 use crate::broker::{Broker, BrokerError, Consumer, H_TRACEPARENT, Message, now_ms};
 use crate::config::{BrokerKind, Origin, Route, Snapshot};
 use crate::metrics::{self, RouteMeter};
 use crate::pipeline::schema::{H_VALIDATED, is_validated_mark};
-use crate::pipeline::{Payload, Prepared, Rejection};
+use crate::pipeline::{Payload, Prepared};
 use crate::store::log::AttemptLog;
 use crate::store::{Attempt as LoggedAttempt, Outcome};
 use crate::telemetry;
@@ -354,33 +354,40 @@ impl Dispatch<'_> {
             self.message.headers.str(H_VALIDATED).is_some_and(|m| is_validated_mark(m, &self.snap.revision));
         let counted = || metrics::schema_validated(metrics::ValidatedAt::Pipeline);
         match self.snap.prepare(self.route, self.message.body.clone(), validated, counted).await {
-            Ok(Prepared::Deliver(payload)) => {
-                let traceparents = [self.header_tp, payload.traceparent.as_deref()];
-                let span = telemetry::decoded_event_span(
-                    &self.route.name,
-                    traceparents,
-                    &payload.event_id,
-                    &payload.event_type,
-                );
-                self.deliver(&payload).instrument(span).await
+            // The event span up front for traces, debug lines and a gate (which logs); else
+            // only once an attempt fails, for the lines that report it (`deliver`).
+            Ok(Prepared::Deliver(payload)) if self.route.gated() || telemetry::event_span_up_front() => {
+                self.deliver(&payload, false).instrument(self.event_span(&payload)).await
             }
+            Ok(Prepared::Deliver(payload)) => self.deliver(&payload, true).await,
             Ok(Prepared::Filtered) => {
                 self.worker.meter.filtered();
-                async {
+                let ack = async {
                     debug!("filtered out");
                     self.settle.ack().await
+                };
+                if telemetry::event_span_up_front() {
+                    ack.instrument(telemetry::event_span(&self.route.name, self.header_tp)).await
+                } else {
+                    ack.await
                 }
-                .instrument(telemetry::event_span(&self.route.name, self.header_tp))
-                .await
             }
             Err(rejection) => self.refuse(rejection).await,
         }
     }
 
-    /// The attempts of one event, inside its span. On a gated route ([`Route::gated`]) each
-    /// attempt asks the route's [`Gate`] first (which may hold the event without an attempt)
-    /// and tells it the result.
-    async fn deliver(&self, payload: &Payload) -> Result<Settled, BrokerError> {
+    /// The span of a decoded event: its parent the first valid of the message's and the event's
+    /// `traceparent`.
+    fn event_span(&self, p: &Payload) -> tracing::Span {
+        let traceparents = [self.header_tp, p.traceparent.as_deref()];
+        telemetry::decoded_event_span(&self.route.name, traceparents, &p.event_id, &p.event_type)
+    }
+
+    /// The attempts of one event, inside its span, or, when `late_span`, making the span only
+    /// for a failed attempt's report and settlement (an ungated route without traces or debug
+    /// lines). On a gated route ([`Route::gated`]) each attempt asks the route's [`Gate`] first
+    /// (which may hold the event without an attempt) and tells it the result.
+    async fn deliver(&self, payload: &Payload, late_span: bool) -> Result<Settled, BrokerError> {
         let sequence = self.worker.shared.sequencer.of(payload);
         // With traces off, every attempt sends the producer's traceparent, or one made once for
         // this event, so that all attempts share a trace.
@@ -440,8 +447,15 @@ impl Dispatch<'_> {
                     self.worker.shared.disable(self.route, DisableReason::Failing { since, after });
                 }
             }
-            self.report(payload, shown, &result, headers, verdict);
-            match self.settle.verdict(verdict, &result, number).await? {
+            let settled = if late_span && result.failure().is_some() {
+                let span = self.event_span(payload);
+                span.in_scope(|| self.report(payload, shown, &result, headers, verdict));
+                self.settle.verdict(verdict, &result, number).instrument(span).await?
+            } else {
+                self.report(payload, shown, &result, headers, verdict);
+                self.settle.verdict(verdict, &result, number).await?
+            };
+            match settled {
                 Settled::Again => number += 1,
                 settled => return Ok(settled),
             }
@@ -521,49 +535,5 @@ impl Dispatch<'_> {
                 }
             }
         }
-    }
-
-    /// Dead-letters an event the pipeline refused. The log says which event and why, never its
-    /// data: schema violations by path only (their messages quote the data; the dead letter
-    /// keeps them).
-    async fn refuse(&self, rej: Rejection) -> Result<Settled, BrokerError> {
-        let span = telemetry::event_span(&self.route.name, self.header_tp);
-        // Only on this rare path: the ids, read again from an event that did not pass.
-        let ids = (rej.reason != Reason::TooLarge).then(|| ids::EventIds::peek(&self.message.body)).flatten();
-        if let Some(ids) = &ids {
-            if self.header_tp.is_none()
-                && let Some(tp) = ids.traceparent.as_deref()
-            {
-                telemetry::set_parent(&span, tp);
-            }
-            telemetry::record_event(
-                &span,
-                ids.id.as_deref().unwrap_or_default(),
-                ids.ty.as_deref().unwrap_or_default(),
-            );
-        }
-        async {
-            let (revision, reason) = (&self.snap.revision, rej.reason.as_str());
-            if rej.reason == Reason::Schema {
-                let paths: Vec<&str> =
-                    rej.violations.iter().map(|v| if v.path.is_empty() { "/" } else { v.path.as_str() }).collect();
-                warn!(%revision, reason, violations = rej.violations.len(), paths = %paths.join(", "), "event refused (its data does not match the schema; the dead letter has the details); dead-lettering");
-            } else {
-                warn!(%revision, reason, error = %rej.message, "event refused; dead-lettering");
-            }
-            let details =
-                (!rej.violations.is_empty()).then(|| serde_json::to_value(&rej.violations).unwrap_or_default());
-            let dl = DeadLetter {
-                reason: rej.reason,
-                error: &rej.message,
-                details,
-                last_status: None,
-                last_response: None,
-                attempts: self.attempt - 1,
-            };
-            self.settle.dead_letter(dl).await
-        }
-        .instrument(span)
-        .await
     }
 }

@@ -304,6 +304,11 @@ impl std::io::Write for Capped {
         self.buf.extend_from_slice(b);
         Ok(b.len())
     }
+    // serde_json writes each piece with `write_all`: one check and one copy, without the
+    // default's retry loop around `write`.
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.write(b).map(drop)
+    }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }

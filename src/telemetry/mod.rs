@@ -32,9 +32,12 @@ mod traceparent;
 pub use self::logs::LogFormat;
 pub use self::otlp::span_exporter;
 pub use self::spans::{
-    attempt_span, decoded_event_span, event_span, ingest_span, record_attempt, record_event, record_ingest, set_parent,
+    attempt_span, decoded_event_span, event_span, event_span_up_front, ingest_span, record_attempt, record_event,
+    record_ingest, set_parent,
 };
-pub use self::traceparent::{format_traceparent, forward_traceparent, new_traceparent, parse_traceparent, traceparent};
+pub use self::traceparent::{
+    format_traceparent, forward_traceparent, new_traceparent, parse_traceparent, traceparent, traceparent_ref,
+};
 
 use crate::config::files::TelemetryFile;
 use opentelemetry::trace::{Link, SpanKind, TraceId, TraceState, TracerProvider as _};

@@ -449,7 +449,10 @@ async fn a_producers_trace_continues_through_the_router_to_the_receiver() {
 /// The distinctive parts of the failing events: none may reach the log.
 const MARKERS: [&str; 3] = ["PAYLOAD-MARKER-4111", "SCHEMA-MARKER-7", "answer from the test receiver"];
 
-async fn failing_deliveries_log(json_logs: bool) -> String {
+/// The router's log after three failing events. `RUST_LOG=info` takes the path of a router
+/// without debug lines, where the event span is made only for a failed attempt; the tests'
+/// default (`info,hookrelay=debug`) makes it up front: the lines must be the same either way.
+async fn failing_deliveries_log(json_logs: bool, info_only: bool) -> String {
     let vh = Vhost::new();
     let rx = Receiver::start(|r, _| if r.id() == "refused-400" { (400, vec![]) } else { (503, vec![]) }).await;
     let cfg = ConfigDir::new(&vh);
@@ -460,8 +463,9 @@ async fn failing_deliveries_log(json_logs: bool) -> String {
             .max_attempts(2)
             .backoff([Duration::from_millis(200)]),
     );
-    let router =
-        if json_logs { RouterProc::start_with(&cfg, &["--log-format", "json"]) } else { RouterProc::start(&cfg) };
+    let format: &[&str] = if json_logs { &["--log-format", "json"] } else { &[] };
+    let level: &[(&str, &str)] = if info_only { &[("RUST_LOG", "info")] } else { &[] };
+    let router = RouterProc::start_with_env(&cfg, format, level);
     router.wait_log("consuming", T).await;
     let data = json!({"n": 1, "card": MARKERS[0], "customer": {"email": "someone@example.com"}});
     vh.publish(&[
@@ -498,17 +502,22 @@ fn text_line<'a>(log: &'a str, message: &str, event_id: &str, attempt: u32) -> &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_deliveries_log_route_event_attempt_status_and_reason_without_payload_or_secret() {
-    let log = failing_deliveries_log(false).await;
-    let rejected = text_line(&log, "delivery failed; dead-lettering", "refused-400", 1);
+    for info_only in [false, true] {
+        text_lines_of_failures(&failing_deliveries_log(false, info_only).await);
+    }
+}
+
+fn text_lines_of_failures(log: &str) {
+    let rejected = text_line(log, "delivery failed; dead-lettering", "refused-400", 1);
     for part in ["WARN", "route=failing", "status=400", "reason=\"rejected\"", "failure=\"http_4xx\""] {
         assert!(rejected.contains(part), "{part} missing: {rejected}");
     }
     assert_eq!(rejected.matches("route=").count(), 1, "the route is named once: {rejected}");
-    let retry = text_line(&log, "delivery failed; will retry", "unavailable-503", 1);
+    let retry = text_line(log, "delivery failed; will retry", "unavailable-503", 1);
     for part in ["route=failing", "status=503", "reason=\"http_5xx\"", "retry_in="] {
         assert!(retry.contains(part), "{part} missing: {retry}");
     }
-    let exhausted = text_line(&log, "delivery failed; dead-lettering", "unavailable-503", 2);
+    let exhausted = text_line(log, "delivery failed; dead-lettering", "unavailable-503", 2);
     for part in ["route=failing", "status=503", "reason=\"exhausted\"", "failure=\"http_5xx\""] {
         assert!(exhausted.contains(part), "{part} missing: {exhausted}");
     }
@@ -521,7 +530,12 @@ async fn failing_deliveries_log_route_event_attempt_status_and_reason_without_pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_deliveries_log_the_same_as_json_without_payload_or_secret() {
-    let log = failing_deliveries_log(true).await;
+    for info_only in [false, true] {
+        json_lines_of_failures(&failing_deliveries_log(true, info_only).await);
+    }
+}
+
+fn json_lines_of_failures(log: &str) {
     let lines: Vec<Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))

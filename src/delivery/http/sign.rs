@@ -7,6 +7,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use bytes::BytesMut;
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::Sha256;
@@ -65,24 +66,63 @@ impl SigningKey {
 
 /// `v1,<base64>` for one key.
 pub fn standard_signature(key: &SigningKey, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut out = String::with_capacity(SIGNATURE_LEN);
+    let mut out = BytesMut::with_capacity(SIGNATURE_LEN);
     push_standard_signature(&mut out, key, id, timestamp, body);
-    out
+    String::from_utf8(out.to_vec()).expect("base64 is ASCII")
 }
 
 /// `v1,` and 44 characters of base64 (32 bytes of HMAC-SHA256).
-const SIGNATURE_LEN: usize = 3 + 44;
+const SIGNATURE_LEN: usize = 3 + B64_LEN;
+const B64_LEN: usize = 44;
 
 /// Appends `v1,<base64>` for one key to `out`, without a temporary string.
-fn push_standard_signature(out: &mut String, key: &SigningKey, id: &str, timestamp: i64, body: &[u8]) {
+fn push_standard_signature(out: &mut BytesMut, key: &SigningKey, id: &str, timestamp: i64, body: &[u8]) {
     let mut mac = key.mac();
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(itoa::Buffer::new().format(timestamp).as_bytes());
     mac.update(b".");
     mac.update(body);
-    out.push_str("v1,");
-    B64.encode_string(mac.finalize().into_bytes(), out);
+    let mut b64 = [0u8; B64_LEN];
+    let n = B64.encode_slice(mac.finalize().into_bytes(), &mut b64).expect("44 bytes hold 32 in base64");
+    out.extend_from_slice(b"v1,");
+    out.extend_from_slice(&b64[..n]);
+}
+
+/// The header values of one request, written one after another into one buffer and each taken
+/// as a slice of it: one allocation for all of them instead of one each (a header value owns
+/// its bytes).
+#[derive(Debug)]
+pub struct HeaderValues(BytesMut);
+
+impl HeaderValues {
+    /// Room for `capacity` bytes of values (more grows the buffer: still right, one more copy).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(BytesMut::with_capacity(capacity))
+    }
+
+    /// The value of the bytes `write` appends.
+    fn value(&mut self, write: impl FnOnce(&mut BytesMut)) -> HeaderValue {
+        write(&mut self.0);
+        HeaderValue::from_maybe_shared(self.0.split().freeze()).unwrap_or_else(|_| invalid())
+    }
+
+    /// `s` as a value, or `invalid` when it holds a control character. Checked once, by
+    /// [`HeaderValue::from_maybe_shared`], which takes bytes from 0x80 up as well: what attempts
+    /// send here is ASCII already (ids, types and sequences checked at decode, route names at
+    /// load, trace context parsed).
+    pub fn text(&mut self, s: &str) -> HeaderValue {
+        self.value(|b| b.extend_from_slice(s.as_bytes()))
+    }
+
+    /// A number in decimal.
+    pub fn number(&mut self, n: impl itoa::Integer) -> HeaderValue {
+        self.value(|b| b.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()))
+    }
+}
+
+fn invalid() -> HeaderValue {
+    HeaderValue::from_static("invalid")
 }
 
 /// Checks a `webhook-signature` header value (space-separated `v1,` signatures) in constant time.
@@ -97,9 +137,13 @@ pub fn verify_standard(key: &SigningKey, id: &str, timestamp: i64, body: &[u8], 
 
 /// `sha256=<hex>` of the body.
 pub fn hex_signature(key: &SigningKey, body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(hex_mac(key, body)))
+}
+
+fn hex_mac(key: &SigningKey, body: &[u8]) -> [u8; 32] {
     let mut mac = key.mac();
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac.finalize().into_bytes().into()
 }
 
 /// How a route signs, built at config load.
@@ -125,33 +169,51 @@ impl Signer {
     /// scheme so receivers can dedupe and refuse stale requests.
     pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(3);
-        self.insert_headers(&mut map, id, timestamp, body);
+        let mut values = HeaderValues::with_capacity(self.values_len(id));
+        self.insert_headers(&mut map, &mut values, id, timestamp, body);
         map
     }
 
+    /// About how many bytes the signature headers' values take (for [`HeaderValues`]).
+    pub fn values_len(&self, id: &str) -> usize {
+        let signatures = match self {
+            Self::Standard(keys) => keys.len() * (SIGNATURE_LEN + 1),
+            Self::Hex { .. } => HEX_LEN,
+        };
+        id.len() + 20 + signatures
+    }
+
     /// [`Signer::headers`] inserted straight into a request's headers (replacing any of the
-    /// same name), the way every attempt is signed.
-    pub fn insert_headers(&self, map: &mut HeaderMap, id: &str, timestamp: i64, body: &[u8]) {
-        let text = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        map.insert(WEBHOOK_ID.clone(), text(id));
-        map.insert(WEBHOOK_TIMESTAMP.clone(), HeaderValue::from(timestamp));
-        match self {
-            Self::Standard(keys) => {
-                let mut sigs = String::with_capacity(keys.len() * (SIGNATURE_LEN + 1));
+    /// same name), their values written into `values`: the way every attempt is signed.
+    pub fn insert_headers(&self, map: &mut HeaderMap, values: &mut HeaderValues, id: &str, ts: i64, body: &[u8]) {
+        map.insert(WEBHOOK_ID.clone(), values.text(id));
+        map.insert(WEBHOOK_TIMESTAMP.clone(), values.number(ts));
+        let signature = match self {
+            Self::Standard(keys) => values.value(|out| {
                 for (i, k) in keys.iter().enumerate() {
                     if i > 0 {
-                        sigs.push(' ');
+                        out.extend_from_slice(b" ");
                     }
-                    push_standard_signature(&mut sigs, k, id, timestamp, body);
+                    push_standard_signature(out, k, id, ts, body);
                 }
-                map.insert(WEBHOOK_SIGNATURE.clone(), text(&sigs));
-            }
-            Self::Hex { key, header } => {
-                map.insert(header.clone(), text(&hex_signature(key, body)));
-            }
-        }
+            }),
+            Self::Hex { key, .. } => values.value(|out| {
+                let mut hex = [0u8; 64];
+                hex::encode_to_slice(hex_mac(key, body), &mut hex).expect("64 hex digits for 32 bytes");
+                out.extend_from_slice(b"sha256=");
+                out.extend_from_slice(&hex);
+            }),
+        };
+        let name = match self {
+            Self::Standard(_) => &WEBHOOK_SIGNATURE,
+            Self::Hex { header, .. } => header,
+        };
+        map.insert(name.clone(), signature);
     }
 }
+
+/// `sha256=` and 64 hex digits.
+const HEX_LEN: usize = 7 + 64;
 
 #[cfg(test)]
 mod tests {
@@ -180,6 +242,10 @@ mod tests {
         let headers = Signer::Standard(vec![new.clone(), old.clone()]).headers(ID, TS, BODY);
         let sig = headers["webhook-signature"].to_str().unwrap().to_string();
         assert_eq!(sig.split(' ').count(), 2);
+        assert_eq!(
+            sig,
+            format!("{} {}", standard_signature(&new, ID, TS, BODY), standard_signature(&old, ID, TS, BODY))
+        );
         assert!(verify_standard(&old, ID, TS, BODY, &sig));
         assert!(verify_standard(&new, ID, TS, BODY, &sig));
     }
@@ -200,7 +266,25 @@ mod tests {
     fn hex_scheme_is_sha256_equals_hex() {
         let key = SigningKey::raw("s3cret").unwrap();
         let sig = hex_signature(&key, b"{}");
-        assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
+        assert!(sig.starts_with("sha256=") && sig.len() == HEX_LEN);
+        let header = HeaderName::from_static("x-signature");
+        let headers = Signer::Hex { key, header }.headers(ID, TS, b"{}");
+        assert_eq!(headers["x-signature"], sig.as_str());
+        assert_eq!(
+            (headers["webhook-id"].to_str().unwrap(), headers["webhook-timestamp"].to_str().unwrap()),
+            (ID, "1614265330")
+        );
+    }
+
+    #[test]
+    fn values_in_one_buffer_are_each_their_own() {
+        let mut values = HeaderValues::with_capacity(8);
+        let (a, b, c) = (values.text("msg_1"), values.number(-42i64), values.text("bell\u{7}"));
+        let d = values.text("a longer value than the buffer's capacity");
+        assert_eq!((a.to_str().unwrap(), b.to_str().unwrap(), c.to_str().unwrap()), ("msg_1", "-42", "invalid"));
+        assert_eq!(d, "a longer value than the buffer's capacity");
+        assert_eq!(values.text("tab\tok"), "tab\tok");
+        assert_eq!(values.text("new\nline"), "invalid");
     }
 
     #[test]

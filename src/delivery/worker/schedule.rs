@@ -20,6 +20,8 @@ use crate::config::{BrokerKind, Route, Snapshot};
 use crate::delivery::settle::{DeadLetter, Settle, Settled};
 use crate::delivery::verdict::Reason;
 use crate::event::{DELIVER_AT, parse_time};
+use memchr::memmem;
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -30,10 +32,10 @@ const IN_PLACE: Duration = Duration::from_secs(1);
 /// The `deliverat` of an event body, when it has one that parses (one that does not is refused
 /// by the pipeline, as malformed).
 pub(super) fn deliver_at(body: &[u8]) -> Option<SystemTime> {
-    const NEEDLE: &[u8] = b"\"deliverat\"";
-    if !body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
-        return None;
-    }
+    // Every message pays for this scan: memchr's searcher (built once) instead of comparing
+    // every 11-byte window, which cost about 11 instructions per byte of the body.
+    static NEEDLE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\"deliverat\""));
+    NEEDLE.find(body)?;
     let at = crate::delivery::policy::order::scalar_at(body, &[DELIVER_AT.to_string()])?;
     parse_time(&at)
 }
