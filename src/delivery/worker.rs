@@ -38,7 +38,7 @@ use arc_swap::ArcSwap;
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -227,6 +227,27 @@ impl Worker {
         result
     }
 
+    /// A free slot of `slots`, then the next message, for the unordered loops (single messages
+    /// and batches); `None` once the worker is stopping. The stop is polled first in both waits,
+    /// so that a stopping worker takes no further message.
+    async fn slot_and_message(
+        &self,
+        slots: &Arc<Semaphore>,
+        consumer: &mut dyn Consumer,
+    ) -> Option<(OwnedSemaphorePermit, Result<Message, String>)> {
+        let permit = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return None,
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+        };
+        let message = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return None,
+            m = consumer.next() => m,
+        };
+        Some((permit, next(message)))
+    }
+
     /// Unordered: up to `concurrency` messages at once, each in a task of its own.
     async fn concurrent(self: Arc<Self>, consumer: &mut dyn Consumer, concurrency: usize) -> Result<(), String> {
         let slots = Arc::new(Semaphore::new(concurrency));
@@ -241,17 +262,8 @@ impl Worker {
             if result.is_err() {
                 break;
             }
-            let permit = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => break,
-                p = slots.clone().acquire_owned() => p.expect("never closed"),
-            };
-            let message = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => break,
-                m = consumer.next() => m,
-            };
-            let message = match next(message) {
+            let Some((permit, message)) = self.slot_and_message(&slots, consumer).await else { break };
+            let message = match message {
                 Ok(m) => m,
                 Err(e) => {
                     result = Err(e);

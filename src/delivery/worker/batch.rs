@@ -91,17 +91,8 @@ impl Worker {
             if result.is_err() {
                 break;
             }
-            let permit = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => break,
-                p = slots.clone().acquire_owned() => p.expect("never closed"),
-            };
-            let first = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => break,
-                m = consumer.next() => m,
-            };
-            let mut messages = match next(first) {
+            let Some((permit, first)) = self.slot_and_message(&slots, consumer).await else { break };
+            let mut messages = match first {
                 Ok(m) => vec![m],
                 Err(e) => {
                     result = Err(e);
