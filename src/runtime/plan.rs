@@ -161,7 +161,11 @@ pub struct Plan {
 impl Plan {
     /// The plan from `old` to `new` (API-managed routes merged in, as a reload merges them).
     pub fn between(old: &Snapshot, new: &Snapshot) -> Self {
-        let diff = ConfigDiff::between(old, new);
+        Self::loaded(old, new, ConfigDiff::between(old, new))
+    }
+
+    /// The plan of a new config that loads, with the difference a reload would apply.
+    fn loaded(old: &Snapshot, new: &Snapshot, diff: ConfigDiff) -> Self {
         Self {
             from: ConfigRef::of(old),
             to: Some(ConfigRef::of(new)),
@@ -195,22 +199,9 @@ impl Plan {
     }
 
     /// A new config that loads but that a reload would reject before comparing it (a route
-    /// named as a subscription): `refusals` says why.
+    /// named as a subscription): `refusals` says why, and nothing else is planned.
     fn refused(old: &Snapshot, new: &Snapshot, refusals: Vec<String>) -> Self {
-        let diff = ConfigDiff { refusals, ..ConfigDiff::default() };
-        Self {
-            from: ConfigRef::of(old),
-            to: Some(ConfigRef::of(new)),
-            loads: true,
-            lines: describe(old, new, &diff),
-            added: Vec::new(),
-            removed: Vec::new(),
-            changed: Vec::new(),
-            refusals: diff.refusals,
-            errors: Vec::new(),
-            warnings: new.warnings.iter().map(ToString::to_string).collect(),
-            applies: false,
-        }
+        Self::loaded(old, new, ConfigDiff { refusals, ..ConfigDiff::default() })
     }
 }
 
