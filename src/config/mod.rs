@@ -230,9 +230,10 @@ impl Snapshot {
         }
     }
 
-    /// [`pipeline::prepare`] for one of this snapshot's routes: on the script pool when the
-    /// route runs scripts (so that a script burning its budget never holds an async worker),
-    /// inline otherwise. `validated`: the event's `data` was validated under this config by
+    /// [`pipeline::prepare`] for one of this snapshot's routes, here; when the route runs
+    /// scripts, moved to the script pool once they have run for
+    /// [`pipeline::script::budget::INLINE_ALLOWANCE`] (so that a script burning its budget
+    /// never holds an async worker for longer). `validated`: the event's `data` was validated under this config by
     /// this process already (the ingest API's mark); `on_validate` is called when it is
     /// validated here.
     pub async fn prepare(
@@ -250,6 +251,19 @@ impl Snapshot {
         };
         if !route.steps.runs_scripts() {
             return run(self, route);
+        }
+        // Scripts start here, on the async worker, for at most INLINE_ALLOWANCE; past it the
+        // work moves to the pool, and the route's scripts run there until the next reload.
+        if route.steps.scripts_inline() {
+            if let Some(out) = pipeline::script::budget::run_inline(|| run(self, route)) {
+                return out;
+            }
+            route.steps.scripts_to_pool();
+            tracing::info!(
+                route = %route.name,
+                allowance = ?pipeline::script::budget::INLINE_ALLOWANCE,
+                "a script ran past its allowance on an async worker: the route's scripts run on the script pool until the next reload"
+            );
         }
         let (snap, route) = (self.clone(), route.clone());
         self.script_pool.run(move || run(&snap, &route)).await

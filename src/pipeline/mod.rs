@@ -57,9 +57,24 @@ pub struct Steps {
 }
 
 impl Steps {
-    /// Whether the route runs a script (which then runs on the script pool).
+    /// Whether the route runs a script.
     pub fn runs_scripts(&self) -> bool {
         self.filter.is_some() || self.transform.is_some()
+    }
+
+    /// Whether the route's scripts start on the async worker ([`script::budget::run_inline`]):
+    /// none of them has gone past the allowance there.
+    pub fn scripts_inline(&self) -> bool {
+        self.scripts().all(|s| s.runs_inline())
+    }
+
+    /// The route's scripts run only on the script pool from now on.
+    pub fn scripts_to_pool(&self) {
+        self.scripts().for_each(|s| s.to_pool());
+    }
+
+    fn scripts(&self) -> impl Iterator<Item = &Arc<Script>> {
+        self.filter.iter().chain(self.transform.iter())
     }
 }
 

@@ -3,9 +3,10 @@
 //!
 //! The sandbox: bounded operations, call depth, expression depth, string, array and map sizes;
 //! no modules (`import` is refused), no `eval`; `print`/`debug` go to the log, rate-limited.
-//! Every run has a memory and a time budget ([`budget`]) and runs on a bounded pool of
-//! blocking threads ([`pool`]), never on the async runtime's workers. Rhai itself has no file
-//! or network access. Scripts are compiled once per load and never per event.
+//! Every run has a memory and a time budget ([`budget`]). A run starts on the async worker
+//! that has the event, and moves to a bounded pool of blocking threads ([`pool`]) once it has
+//! run there for [`budget::INLINE_ALLOWANCE`]; a script that did so runs only on the pool from
+//! then on. Rhai itself has no file or network access. Scripts are compiled once per load and never per event.
 
 pub mod budget;
 pub mod pool;
@@ -18,6 +19,7 @@ use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Operations one call may run before it is stopped.
 pub const MAX_OPERATIONS: u64 = 200_000;
@@ -38,14 +40,11 @@ pub fn sandboxed_engine(budgets: Budgets) -> Engine {
     let limit = Arc::new(budget::PrintLimit::new());
     let l = limit.clone();
     e.on_print(move |s| {
-        if let Some(dropped) = l.admit() {
-            tracing::info!(target: "hookrelay::script", dropped, "{}", budget::cut(s));
-        }
+        budget::say(&l, budget::Said::Print(s.to_string()));
     });
     e.on_debug(move |s, src, pos| {
-        if let Some(dropped) = limit.admit() {
-            tracing::debug!(target: "hookrelay::script", source = src, %pos, dropped, "{}", budget::cut(s));
-        }
+        let said = budget::Said::Debug { line: s.to_string(), source: src.map(str::to_string), pos: pos.to_string() };
+        budget::say(&limit, said);
     });
     e
 }
@@ -61,6 +60,9 @@ pub struct Script {
     filter_reads: Reads,
     has_filter: bool,
     has_transform: bool,
+    /// A run of it went past [`budget::INLINE_ALLOWANCE`] on an async worker: it runs only on
+    /// the script pool from then on (a reload compiles it afresh).
+    pooled: AtomicBool,
 }
 
 impl std::fmt::Debug for Script {
@@ -147,7 +149,19 @@ impl Script {
             hex::encode(sha2::Sha256::digest(text.as_bytes()))
         };
         let filter_reads = if has_filter { Reads::of(&ast, "filter") } else { Reads::Whole };
-        Ok(Self { path: shown.to_path_buf(), digest, ast, filter_reads, has_filter, has_transform })
+        let pooled = AtomicBool::new(false);
+        Ok(Self { path: shown.to_path_buf(), digest, ast, filter_reads, has_filter, has_transform, pooled })
+    }
+
+    /// Whether its runs start on the async worker ([`budget::run_inline`]): until one went past
+    /// the allowance there.
+    pub fn runs_inline(&self) -> bool {
+        !self.pooled.load(Ordering::Relaxed)
+    }
+
+    /// From now on, its runs go to the script pool.
+    pub fn to_pool(&self) {
+        self.pooled.store(true, Ordering::Relaxed);
     }
 
     /// Whether the plugin defines the entry point.
@@ -473,6 +487,28 @@ mod tests {
         }
     }
 
+    /// A run on the async worker past [`budget::INLINE_ALLOWANCE`] is stopped and reported as
+    /// moved (its result dropped); a quick one gives its result; the same long run elsewhere
+    /// runs to its end.
+    #[test]
+    fn an_inline_run_past_its_allowance_is_dropped_and_a_quick_one_kept() {
+        let e = sandboxed_engine(budgets(64 << 20, 60_000));
+        let quick = compile("fn filter(event) { event.n > 1 }").unwrap();
+        assert_eq!(budget::run_inline(|| quick.filter(&e, &json!({"n": 2}))), Some(Ok(true)));
+        let long = compile(
+            "fn filter(event) { let s = \"0123456789abcdef\"; for k in 0..12 { s += s; } \
+             let n = 0; for i in 0..300 { n += s.to_upper().len(); } n > 0 }",
+        )
+        .unwrap();
+        assert_eq!(budget::run_inline(|| long.filter(&e, &json!({}))), None);
+        assert_eq!(long.filter(&e, &json!({})), Ok(true));
+        assert_eq!(
+            budget::run_inline(|| quick.filter(&e, &json!({"n": 0}))),
+            Some(Ok(false)),
+            "the next run is its own"
+        );
+    }
+
     #[test]
     fn a_run_within_its_budgets_is_untouched_and_its_memory_is_its_own() {
         let e = sandboxed_engine(budgets(8 << 20, 60_000));
@@ -501,9 +537,9 @@ mod tests {
 
     #[test]
     fn print_and_debug_are_rate_limited_per_run() {
-        let limit = budget::PrintLimit::new();
+        let limit = Arc::new(budget::PrintLimit::new());
         let _run = budget::RunGuard::start();
-        let admitted = (0..100).filter(|_| limit.admit().is_some()).count();
+        let admitted = (0..100).filter(|_| budget::say(&limit, budget::Said::Print("line".into()))).count();
         assert_eq!(admitted, budget::PRINT_LINES_PER_RUN as usize);
         let long = "é".repeat(budget::PRINT_LINE_BYTES);
         assert!(budget::cut(&long).len() <= budget::PRINT_LINE_BYTES);

@@ -4,7 +4,8 @@
 //! files and in an API subscription's inline filter. Each run is stopped at its budget and its
 //! event dead-lettered `script_error` naming the budget; the router's peak memory stays under a
 //! stated bound; and while scripts burn their time budgets, `/healthz` answers and another
-//! route's events are delivered first.
+//! route's events are delivered first. A script past its allowance on the async worker moves to
+//! the script pool without running twice.
 
 use crate::common::*;
 use serde_json::json;
@@ -155,9 +156,57 @@ async fn scripts_burning_their_time_budget_hold_up_nothing_else(on: TestBroker) 
     assert!(rx.on("/slow").is_empty());
 }
 
+/// Tens of milliseconds of work in a few hundred operations: well past the allowance a script
+/// has on an async worker (1 ms), far within every budget.
+const PAST_ALLOWANCE: &str = "fn filter(event) { print(\"seen \" + event.id); let s = \"0123456789abcdef\"; \
+                              for k in 0..12 { s += s; } let n = 0; for i in 0..300 { n += s.to_upper().len(); } n > 0 }";
+
+/// A script that runs past its allowance on the async worker is moved to the script pool and run
+/// again there from the start: each event is still sent once and its `print` logged once, the
+/// route says once that its scripts run on the pool from then on, and a quick script's route
+/// never moves.
+async fn a_script_past_its_allowance_moves_to_the_pool_and_runs_once(on: TestBroker) {
+    let rx = Receiver::ok().await;
+    let cfg = ConfigDir::with(on.main());
+    cfg.file("plugins/long.rhai", PAST_ALLOWANCE);
+    cfg.file("plugins/quick.rhai", "fn filter(event) { print(\"quick \" + event.id); true }");
+    cfg.route(
+        &RouteConfig::new("long")
+            .events(["order.created"])
+            .url(rx.url("/long"))
+            .concurrency(1)
+            .filter("plugins/long.rhai"),
+    );
+    cfg.route(&RouteConfig::new("quick").events(["order.paid"]).url(rx.url("/quick")).filter("plugins/quick.rhai"));
+    let router = RouterProc::ready(&cfg).await;
+
+    let long: Vec<_> = (0..3).map(|i| event("order.created", &format!("long-{i}"), json!({"i": i}))).collect();
+    on.publish(&router, &long).await;
+    on.publish(&router, &numbered("quick", 5)).await;
+    rx.wait_distinct("/long", 3, T).await;
+    rx.wait_distinct("/quick", 5, T).await;
+    router.wait_log_count("quick quick-", 5, T).await;
+    router.wait_log_count("seen long-", 3, T).await;
+
+    assert_eq!(rx.on("/long").len(), 3, "each event sent once");
+    for i in 0..3 {
+        assert_eq!(router.log_count(&format!("seen long-{i}")), 1, "long-{i} printed once");
+    }
+    for i in 0..5 {
+        assert_eq!(router.log_count(&format!("quick quick-{i}")), 1, "quick-{i} printed once");
+    }
+    let moved = "the route's scripts run on the script pool until the next reload";
+    assert_eq!(router.log_count(moved), 1, "the long route moves once");
+    let text = router.log_text();
+    let line = text.lines().find(|l| l.contains(moved)).unwrap();
+    assert!(line.contains("route=long") && line.contains("allowance=1ms"), "{line}");
+    assert!(cfg.dead_letters().await.is_empty(), "nothing dead-lettered");
+}
+
 on_both_brokers!(super::TestBroker::rabbitmq(), super::TestBroker::embedded();
     memory_and_body_budgets_stop_the_worst_scripts,
     scripts_burning_their_time_budget_hold_up_nothing_else,
+    a_script_past_its_allowance_moves_to_the_pool_and_runs_once,
 );
 
 /// `validate` shows the budgets, defaults filled in, and refuses values out of range at their

@@ -14,10 +14,18 @@
 //!
 //! Without the metering allocator (a program other than the router linking the library) the
 //! memory budget is not measured; everything else applies.
+//!
+//! A route's scripts first run where the event is, on an async worker ([`run_inline`]), for at
+//! most [`INLINE_ALLOWANCE`]: handing every event to the script pool and back costs two thread
+//! wake-ups, more than a typical filter's whole run. A run still going at the allowance is
+//! stopped, its work dropped (lines it printed included: they are held until the run ends), and
+//! the caller runs it again from the start on the pool, with the full budgets; the route's
+//! scripts then run only on the pool until the next reload. Scripts have no effect but their
+//! result and their lines, so running one again changes nothing.
 
 use rhai::Dynamic;
-use std::cell::Cell;
-use std::sync::Mutex;
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The budgets of every run: `[scripts]` in `hookrelay.toml`.
@@ -56,8 +64,61 @@ struct Run {
     printed: u32,
 }
 
+/// How long scripts may run on an async worker before their work moves to the script pool:
+/// far above a filter's or a transform's usual run (tens of microseconds), far below what would
+/// hold up the other tasks of the worker for long.
+pub const INLINE_ALLOWANCE: Duration = Duration::from_millis(1);
+
+/// An inline run in progress on this thread ([`run_inline`]).
+struct Inline {
+    deadline: Instant,
+    moved: bool,
+    /// Lines printed, logged once the run ends where it started.
+    said: Vec<(Arc<PrintLimit>, Said)>,
+}
+
 thread_local! {
     static RUN: Cell<Option<Run>> = const { Cell::new(None) };
+    static INLINE: RefCell<Option<Inline>> = const { RefCell::new(None) };
+}
+
+/// Runs `work` (which runs scripts) on this thread, stopping any script still running after
+/// [`INLINE_ALLOWANCE`] from now: `None` when one was stopped (what `work` returned is dropped,
+/// and the lines its scripts printed with it), for the caller to run `work` again on the script
+/// pool.
+pub fn run_inline<T>(work: impl FnOnce() -> T) -> Option<T> {
+    let inline = Inline { deadline: Instant::now() + INLINE_ALLOWANCE, moved: false, said: Vec::new() };
+    INLINE.with(|i| *i.borrow_mut() = Some(inline));
+    /// Ends the inline run even when `work` panics.
+    struct End;
+    impl Drop for End {
+        fn drop(&mut self) {
+            INLINE.with(|i| i.borrow_mut().take());
+        }
+    }
+    let end = End;
+    let out = work();
+    let inline = INLINE.with(|i| i.borrow_mut().take()).expect("set above");
+    drop(end);
+    if inline.moved {
+        return None;
+    }
+    for (limit, said) in inline.said {
+        log(&limit, said);
+    }
+    Some(out)
+}
+
+/// Whether the inline run on this thread, if any, is past its allowance at `now`; marks it
+/// moved when it is.
+fn inline_over(now: Instant) -> bool {
+    INLINE.with(|i| match &mut *i.borrow_mut() {
+        Some(inline) if now >= inline.deadline => {
+            inline.moved = true;
+            true
+        }
+        _ => false,
+    })
 }
 
 /// A run in progress on this thread: charged from its creation until it is dropped.
@@ -91,7 +152,11 @@ pub(super) fn over_budget(budgets: &Budgets, ops: u64) -> Option<String> {
         }
     }
     if ops.is_multiple_of(CLOCK_EVERY) {
-        let spent = run.started.elapsed();
+        let now = Instant::now();
+        if inline_over(now) {
+            return Some(format!("on an async worker for {INLINE_ALLOWANCE:?}: moved to the script pool"));
+        }
+        let spent = now.duration_since(run.started);
         if spent > budgets.max_time {
             return Some(format!(
                 "over its time budget: ran {} ms after {ops} operations ([scripts] max_time = {})",
@@ -129,19 +194,11 @@ impl PrintLimit {
         Self { bucket: Mutex::new((f64::from(PRINT_LINES_PER_SECOND), Instant::now())), dropped: 0.into() }
     }
 
-    /// Whether a line may be logged now; `Some(n)` also says how many were dropped since the
-    /// last one logged.
-    pub(super) fn admit(&self) -> Option<u64> {
+    /// Whether a line may be logged now, within the rate of all scripts together; `Some(n)`
+    /// also says how many were dropped since the last one logged.
+    fn admit(&self) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        let in_run = RUN.with(|r| match r.get() {
-            Some(mut run) => {
-                run.printed += 1;
-                r.set(Some(run));
-                run.printed <= PRINT_LINES_PER_RUN
-            }
-            None => true,
-        });
-        let in_rate = in_run && {
+        let in_rate = {
             let mut b = self.bucket.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = Instant::now();
             let rate = f64::from(PRINT_LINES_PER_SECOND);
@@ -161,6 +218,49 @@ impl PrintLimit {
             None
         }
     }
+}
+
+/// A line a script printed: `print(s)`, or `debug(s)` with its source and position.
+pub(super) enum Said {
+    Print(String),
+    Debug { line: String, source: Option<String>, pos: String },
+}
+
+/// A line a script printed, within its run's limit: logged now, or, during an inline run, once
+/// that run ends where it started ([`run_inline`]). False when a limit dropped it.
+pub(super) fn say(limit: &Arc<PrintLimit>, said: Said) -> bool {
+    let in_run = RUN.with(|r| match r.get() {
+        Some(mut run) => {
+            run.printed += 1;
+            r.set(Some(run));
+            run.printed <= PRINT_LINES_PER_RUN
+        }
+        None => true,
+    });
+    if !in_run {
+        limit.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return false;
+    }
+    let held = INLINE.with(|i| match &mut *i.borrow_mut() {
+        Some(inline) => {
+            inline.said.push((limit.clone(), said));
+            None
+        }
+        None => Some(said),
+    });
+    held.is_none_or(|said| log(limit, said))
+}
+
+/// Logs a line within the rate of all scripts together; false when the rate dropped it.
+fn log(limit: &PrintLimit, said: Said) -> bool {
+    let Some(dropped) = limit.admit() else { return false };
+    match said {
+        Said::Print(line) => tracing::info!(target: "hookrelay::script", dropped, "{}", cut(&line)),
+        Said::Debug { line, source, pos } => {
+            tracing::debug!(target: "hookrelay::script", source = source.as_deref(), %pos, dropped, "{}", cut(&line));
+        }
+    }
+    true
 }
 
 /// `line`, cut to [`PRINT_LINE_BYTES`] on a character boundary.
