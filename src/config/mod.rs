@@ -253,17 +253,22 @@ impl Snapshot {
             return run(self, route);
         }
         // Scripts start here, on the async worker, for at most INLINE_ALLOWANCE; past it the
-        // work moves to the pool, and the route's scripts run there until the next reload.
+        // work moves to the pool, and after INLINE_MISSES such runs in a row (not one: a
+        // preempted thread can miss the allowance too) the route's scripts run there until the
+        // next reload.
         if route.steps.scripts_inline() {
             if let Some(out) = pipeline::script::budget::run_inline(|| run(self, route)) {
+                route.steps.scripts_ran_inline();
                 return out;
             }
-            route.steps.scripts_to_pool();
-            tracing::info!(
-                route = %route.name,
-                allowance = ?pipeline::script::budget::INLINE_ALLOWANCE,
-                "a script ran past its allowance on an async worker: the route's scripts run on the script pool until the next reload"
-            );
+            if route.steps.scripts_missed_inline() {
+                tracing::info!(
+                    route = %route.name,
+                    allowance = ?pipeline::script::budget::INLINE_ALLOWANCE,
+                    runs = pipeline::script::budget::INLINE_MISSES,
+                    "scripts ran past their allowance on an async worker: the route's scripts run on the script pool until the next reload"
+                );
+            }
         }
         let (snap, route) = (self.clone(), route.clone());
         self.script_pool.run(move || run(&snap, &route)).await

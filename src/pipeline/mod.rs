@@ -63,14 +63,20 @@ impl Steps {
     }
 
     /// Whether the route's scripts start on the async worker ([`script::budget::run_inline`]):
-    /// none of them has gone past the allowance there.
+    /// none of them has gone past the allowance there too many times in a row.
     pub fn scripts_inline(&self) -> bool {
         self.scripts().all(|s| s.runs_inline())
     }
 
-    /// The route's scripts run only on the script pool from now on.
-    pub fn scripts_to_pool(&self) {
-        self.scripts().for_each(|s| s.to_pool());
+    /// The route's scripts ran past the allowance on the async worker; true when that makes
+    /// them run only on the script pool from now on.
+    pub fn scripts_missed_inline(&self) -> bool {
+        self.scripts().fold(false, |pooled, s| s.missed_inline() | pooled)
+    }
+
+    /// The route's scripts ran within the allowance on the async worker.
+    pub fn scripts_ran_inline(&self) {
+        self.scripts().for_each(|s| s.ran_inline());
     }
 
     fn scripts(&self) -> impl Iterator<Item = &Arc<Script>> {

@@ -5,8 +5,8 @@
 //! no modules (`import` is refused), no `eval`; `print`/`debug` go to the log, rate-limited.
 //! Every run has a memory and a time budget ([`budget`]). A run starts on the async worker
 //! that has the event, and moves to a bounded pool of blocking threads ([`pool`]) once it has
-//! run there for [`budget::INLINE_ALLOWANCE`]; a script that did so runs only on the pool from
-//! then on. Rhai itself has no file or network access. Scripts are compiled once per load and never per event.
+//! run there for [`budget::INLINE_ALLOWANCE`]; a script that did so [`budget::INLINE_MISSES`]
+//! times in a row runs only on the pool from then on. Rhai itself has no file or network access. Scripts are compiled once per load and never per event.
 
 pub mod budget;
 pub mod pool;
@@ -19,7 +19,7 @@ use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Operations one call may run before it is stopped.
 pub const MAX_OPERATIONS: u64 = 200_000;
@@ -60,9 +60,9 @@ pub struct Script {
     filter_reads: Reads,
     has_filter: bool,
     has_transform: bool,
-    /// A run of it went past [`budget::INLINE_ALLOWANCE`] on an async worker: it runs only on
-    /// the script pool from then on (a reload compiles it afresh).
-    pooled: AtomicBool,
+    /// Its runs in a row that went past [`budget::INLINE_ALLOWANCE`] on an async worker; at
+    /// [`budget::INLINE_MISSES`] it runs only on the script pool (a reload compiles it afresh).
+    inline_misses: AtomicU32,
 }
 
 impl std::fmt::Debug for Script {
@@ -149,19 +149,27 @@ impl Script {
             hex::encode(sha2::Sha256::digest(text.as_bytes()))
         };
         let filter_reads = if has_filter { Reads::of(&ast, "filter") } else { Reads::Whole };
-        let pooled = AtomicBool::new(false);
-        Ok(Self { path: shown.to_path_buf(), digest, ast, filter_reads, has_filter, has_transform, pooled })
+        let inline_misses = AtomicU32::new(0);
+        Ok(Self { path: shown.to_path_buf(), digest, ast, filter_reads, has_filter, has_transform, inline_misses })
     }
 
-    /// Whether its runs start on the async worker ([`budget::run_inline`]): until one went past
-    /// the allowance there.
+    /// Whether its runs start on the async worker ([`budget::run_inline`]): until
+    /// [`budget::INLINE_MISSES`] runs in a row went past the allowance there.
     pub fn runs_inline(&self) -> bool {
-        !self.pooled.load(Ordering::Relaxed)
+        self.inline_misses.load(Ordering::Relaxed) < budget::INLINE_MISSES
     }
 
-    /// From now on, its runs go to the script pool.
-    pub fn to_pool(&self) {
-        self.pooled.store(true, Ordering::Relaxed);
+    /// A run went past the allowance on the async worker; true when that makes it run only on
+    /// the script pool from now on.
+    pub fn missed_inline(&self) -> bool {
+        self.inline_misses.fetch_add(1, Ordering::Relaxed) + 1 == budget::INLINE_MISSES
+    }
+
+    /// A run ended within the allowance on the async worker: the misses in a row start again.
+    pub fn ran_inline(&self) {
+        if self.inline_misses.load(Ordering::Relaxed) != 0 {
+            self.inline_misses.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Whether the plugin defines the entry point.

@@ -19,8 +19,9 @@
 //! most [`INLINE_ALLOWANCE`]: handing every event to the script pool and back costs two thread
 //! wake-ups, more than a typical filter's whole run. A run still going at the allowance is
 //! stopped, its work dropped (lines it printed included: they are held until the run ends), and
-//! the caller runs it again from the start on the pool, with the full budgets; the route's
-//! scripts then run only on the pool until the next reload. Scripts have no effect but their
+//! the caller runs it again from the start on the pool, with the full budgets; after
+//! [`INLINE_MISSES`] such runs in a row the route's scripts run only on the pool until the next
+//! reload. Scripts have no effect but their
 //! result and their lines, so running one again changes nothing.
 
 use rhai::Dynamic;
@@ -68,6 +69,11 @@ struct Run {
 /// far above a filter's or a transform's usual run (tens of microseconds), far below what would
 /// hold up the other tasks of the worker for long.
 pub const INLINE_ALLOWANCE: Duration = Duration::from_millis(1);
+
+/// Runs in a row past [`INLINE_ALLOWANCE`] after which a script runs only on the script pool:
+/// more than one, since a run can miss the allowance by being preempted rather than by its
+/// own work.
+pub const INLINE_MISSES: u32 = 3;
 
 /// An inline run in progress on this thread ([`run_inline`]).
 struct Inline {
