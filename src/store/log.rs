@@ -1,5 +1,7 @@
 //! The delivery-log writer: the router hands each attempt over without waiting, and a
-//! background task writes them in batches (up to 500, or what arrived within 100 ms). If the
+//! background task writes them in batches (up to 2,000, or what arrived within 250 ms: on
+//! SQLite an attempt costs 36 µs of CPU written in batches of 500, 21 µs in batches of 2,000,
+//! `cargo bench --bench store`). If the
 //! store falls behind and the queue fills, records are dropped and counted — deliveries never
 //! wait for the log. Dead letters do not go through here: they are stored durably before their
 //! ack (see `broker::dead_letters`).
@@ -14,7 +16,9 @@ use tracing::{debug, warn};
 
 /// Attempts waiting to be written, at most.
 pub const QUEUE: usize = 20_000;
-const BATCH: usize = 500;
+const BATCH: usize = 2_000;
+/// How long the first attempt of a batch waits for more.
+const LINGER: Duration = Duration::from_millis(250);
 
 /// The sending side, shared by every route.
 #[derive(Debug)]
@@ -56,7 +60,7 @@ async fn write(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Attempt>, stop: Can
         };
         let Some(first) = first else { return };
         batch.push(first);
-        let deadline = tokio::time::sleep(Duration::from_millis(100));
+        let deadline = tokio::time::sleep(LINGER);
         tokio::pin!(deadline);
         while batch.len() < BATCH {
             tokio::select! {
