@@ -21,8 +21,8 @@
 //! stopped, its work dropped (lines it printed included: they are held until the run ends), and
 //! the caller runs it again from the start on the pool, with the full budgets; after
 //! [`INLINE_MISSES`] such runs in a row the route's scripts run only on the pool until the next
-//! reload. Scripts have no effect but their
-//! result and their lines, so running one again changes nothing.
+//! reload. Scripts have no effect but their result and their lines, so running one again
+//! changes nothing.
 
 use rhai::Dynamic;
 use std::cell::{Cell, RefCell};
