@@ -153,7 +153,8 @@ async fn accept(
     let limit = snapshot.limits.max_event_bytes;
     let raw = read(body, limit, "the event ([limits] max_event_bytes)").await?;
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let raw = if headers.contains_key(binding::HTTP_SPECVERSION) && !binding::is_structured(content_type) {
+    let binary = headers.contains_key(binding::HTTP_SPECVERSION) && !binding::is_structured(content_type);
+    let raw = if binary {
         // Binary mode: the structured form is what is checked, queued and delivered.
         let structured = Bytes::from(binding::from_http(headers, &raw)?);
         if structured.len() > limit {
@@ -168,14 +169,19 @@ async fn accept(
         }
         structured
     } else {
-        if serde_json::from_slice::<serde::de::IgnoredAny>(&raw).is_err() {
-            return Err(ApiError::bad_request(
-                "the body is not JSON: send a CloudEvent in structured JSON mode, or in binary mode with ce- headers",
-            ));
-        }
         raw
     };
-    let event = check(&snapshot, &raw)?;
+    // One parse for an event that decodes; a body that does not is parsed again, only to tell
+    // one that is not JSON at all (400) from one that is no valid CloudEvent (422).
+    let event = check(&snapshot, &raw).map_err(|e| {
+        if !binary && serde_json::from_slice::<serde::de::IgnoredAny>(&raw).is_err() {
+            ApiError::bad_request(
+                "the body is not JSON: send a CloudEvent in structured JSON mode, or in binary mode with ce- headers",
+            )
+        } else {
+            e
+        }
+    })?;
     if incoming.is_none()
         && let Some(tp) = event.traceparent()
     {
