@@ -23,7 +23,8 @@
 //! consumed ([`crate::binding`]), so the rest of hookrelay sees one form.
 
 use super::{
-    AckFuture, Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology,
+    AckFuture, AckThrough, Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message,
+    RouteTopology,
 };
 use crate::binding;
 use async_trait::async_trait;
@@ -289,18 +290,27 @@ impl Acker for AmqpAcker {
     }
 
     fn start_ack(&self) -> AckFuture {
+        start_ack(self.0.clone(), BasicAckOptions::default())
+    }
+
+    fn ack_through(&self) -> Option<AckThrough> {
         let acker = self.0.clone();
-        let mut ack: AckFuture = Box::pin(async move {
-            acker.ack(BasicAckOptions::default()).await?;
-            Ok(())
-        });
-        // lapin queues the `basic.ack` for its connection's task on the first poll (and then
-        // waits for the frame to be written): poll once here, so that the ack is queued, in
-        // order, before this returns. A later poll, with the caller's waker, finishes it.
-        match ack.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(done) => Box::pin(std::future::ready(done)),
-            Poll::Pending => ack,
-        }
+        Some(Box::new(move || start_ack(acker, BasicAckOptions { multiple: true })))
+    }
+}
+
+/// Starts `acker`'s `basic.ack` with `options`.
+fn start_ack(acker: lapin::Acker, options: BasicAckOptions) -> AckFuture {
+    let mut ack: AckFuture = Box::pin(async move {
+        acker.ack(options).await?;
+        Ok(())
+    });
+    // lapin queues the `basic.ack` for its connection's task on the first poll (and then waits
+    // for the frame to be written): poll once here, so that the ack is queued, in order, before
+    // this returns. A later poll, with the caller's waker, finishes it.
+    match ack.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(done) => Box::pin(std::future::ready(done)),
+        Poll::Pending => ack,
     }
 }
 

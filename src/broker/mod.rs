@@ -190,10 +190,21 @@ impl Message {
     pub fn start_ack(&self) -> AckFuture {
         self.acker.start_ack()
     }
+
+    /// An ack of this message and of every message its consumer received before it and has
+    /// not acked, to start later (see [`Acker::ack_through`]); `None` where the broker acks one
+    /// message at a time.
+    pub fn ack_through(&self) -> Option<AckThrough> {
+        self.acker.ack_through()
+    }
 }
 
 /// The end of an ack started by [`Message::start_ack`].
 pub type AckFuture = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send>>;
+
+/// Starts an ack of a message and of every earlier one of its consumer not acked yet (AMQP's
+/// `basic.ack` with `multiple`), as [`Acker::start_ack`] starts one.
+pub type AckThrough = Box<dyn FnOnce() -> AckFuture + Send>;
 
 /// How an implementation acks one message.
 #[async_trait]
@@ -209,6 +220,16 @@ pub trait Acker: Send + Sync {
     /// commits such acks in groups): a crash in between delivers the message again, never
     /// loses it.
     fn start_ack(&self) -> AckFuture;
+
+    /// An ack of this message and of every message its consumer received before it and has not
+    /// acked (AMQP's `multiple`), to start later: one frame for many messages. Only for a
+    /// consumer whose messages all settle in the order they came (an ordered route without an
+    /// `order_key`), whose messages are all acked once settled: an ack through a message
+    /// acks whatever came before it. `None` (the default) where acks are not sent one frame
+    /// each (the embedded broker applies them in memory and commits them in groups).
+    fn ack_through(&self) -> Option<AckThrough> {
+        None
+    }
 }
 
 /// A stream of messages from one queue.

@@ -3,8 +3,9 @@
 //!
 //! Ordered routes (single active consumer) are a plain sequential loop ([`ordered`]): one
 //! message at a time, retried in place, so later events wait, each ack started without waiting
-//! for it; with an `order_key`, one such line per key ([`lanes`]). Unordered routes with `[batch]` gather messages into batches ([`batch`]); other
-//! unordered routes run up to `concurrency` messages at
+//! for it and the next message's pipeline run while the one in hand is delivered; with an
+//! `order_key`, one such line per key ([`lanes`]). Unordered routes with `[batch]` gather
+//! messages into batches ([`batch`]); other unordered routes run up to `concurrency` messages at
 //! once (a semaphore of slots), retried through the broker's delay, so one failing event blocks
 //! nothing. Stopping takes no new message, lets the ones in flight settle, then closes the
 //! consumer, which gives the unacked ones back in order (never cancel-then-requeue: on a
@@ -30,11 +31,12 @@ use crate::broker::{Broker, BrokerError, Consumer, H_TRACEPARENT, Message, now_m
 use crate::config::{BrokerKind, Origin, Route, Snapshot};
 use crate::metrics::{self, RouteMeter};
 use crate::pipeline::schema::{H_VALIDATED, is_validated_mark};
-use crate::pipeline::{Payload, Prepared};
+use crate::pipeline::{Payload, Prepared, Rejection};
 use crate::store::log::AttemptLog;
 use crate::store::{Attempt as LoggedAttempt, Outcome};
 use crate::telemetry;
 use arc_swap::ArcSwap;
+use ordered::Ready;
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -273,7 +275,7 @@ impl Worker {
             let w = self.clone();
             inflight.spawn(
                 async move {
-                    let out = w.handle(message, None).await;
+                    let out = w.handle(message, None, None).await;
                     drop(permit);
                     out
                 }
@@ -289,10 +291,17 @@ impl Worker {
     }
 
     /// One message, from the broker to settled; its ack left in `started` when given, else
-    /// awaited.
-    async fn handle(&self, message: Message, started: Option<&StartedAcks>) -> Result<Settled, BrokerError> {
+    /// awaited. `ready`: its pipeline, already run (`Worker::prepare_ahead`); used when the
+    /// config and route it ran under are still the live ones, else run again.
+    async fn handle(
+        &self,
+        message: Message,
+        started: Option<&StartedAcks>,
+        ready: Option<Ready>,
+    ) -> Result<Settled, BrokerError> {
         let live = self.shared.live();
         let route = self.route.load_full();
+        let ready = ready.filter(|r| Arc::ptr_eq(&r.live, &live) && Arc::ptr_eq(&r.route, &route));
         let settle = Settle {
             broker: self.broker.as_ref(),
             route: &route,
@@ -321,9 +330,27 @@ impl Worker {
             // API) wins over the event's `traceparent` extension.
             header_tp: message.headers.str(H_TRACEPARENT).filter(|tp| telemetry::parse_traceparent(tp).is_some()),
             settle,
+            ready: ready.map(|r| r.prepared),
         };
         dispatch.run().await
     }
+}
+
+/// Whether the ingest API validated the event of `message` under this config already (its
+/// mark), so that it is not validated again.
+fn validated(snap: &Snapshot, message: &Message) -> bool {
+    message.headers.str(H_VALIDATED).is_some_and(|m| is_validated_mark(m, &snap.revision))
+}
+
+/// The pipeline (decode, validate, filter, transform, render) of `body` on `route`: scripted
+/// routes on the script pool once their scripts outrun an async worker's allowance.
+async fn pipeline(
+    snap: &Arc<Snapshot>,
+    route: &Arc<Route>,
+    body: bytes::Bytes,
+    validated: bool,
+) -> Result<Prepared, Rejection> {
+    snap.prepare(route, body, validated, || metrics::schema_validated(metrics::ValidatedAt::Pipeline)).await
 }
 
 fn next(m: Option<Result<Message, BrokerError>>) -> Result<Message, String> {
@@ -354,18 +381,21 @@ struct Dispatch<'a> {
     attempt: u32,
     header_tp: Option<&'a str>,
     settle: Settle<'a>,
+    /// Its pipeline's result, when it ran ahead under the same config and route.
+    ready: Option<Result<Prepared, Rejection>>,
 }
 
 impl Dispatch<'_> {
-    async fn run(self) -> Result<Settled, BrokerError> {
+    async fn run(mut self) -> Result<Settled, BrokerError> {
         // The pipeline runs before the span is made, so that the event's own `traceparent` can
         // still become the span's parent.
-        // Scripted routes prepare on the script pool, off the async workers. An event the ingest
-        // API validated under this config (its mark) is not validated again.
-        let validated =
-            self.message.headers.str(H_VALIDATED).is_some_and(|m| is_validated_mark(m, &self.snap.revision));
-        let counted = || metrics::schema_validated(metrics::ValidatedAt::Pipeline);
-        match self.snap.prepare(self.route, self.message.body.clone(), validated, counted).await {
+        let prepared = match self.ready.take() {
+            Some(prepared) => prepared,
+            None => {
+                pipeline(self.snap, self.route, self.message.body.clone(), validated(self.snap, self.message)).await
+            }
+        };
+        match prepared {
             // The event span up front for traces, debug lines and a gate (which logs); else
             // only once an attempt fails, for the lines that report it (`deliver`).
             Ok(Prepared::Deliver(payload)) if self.route.gated() || telemetry::event_span_up_front() => {

@@ -2,9 +2,13 @@
 //! the previous one's ack; the embedded broker commits them in groups): what a receiver sees
 //! when the router is killed or stopped mid-stream, on both brokers. Killed, the only repeats
 //! are the last events before the kill, whose acks the broker had not taken, sent again first
-//! and in order; stopped, nothing is repeated.
+//! and in order; stopped, nothing is repeated. On RabbitMQ the acks go in groups (one
+//! `basic.ack` through the last of several), never held while a later event takes its time.
 
 use crate::common::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(90);
@@ -83,4 +87,56 @@ async fn sigterm_mid_stream_leaves_nothing_delivered_unacked(on: TestBroker) {
     let got = rx.wait_distinct("/erp", n, T).await;
     // Every ack started before the stop ended before the consumer closed: nothing comes twice.
     assert_eq!(arrivals(&got), (0..n).collect::<Vec<_>>(), "each event once, in publish order");
+}
+
+/// The broker's count of a queue's unacked messages (its statistics lag by a few seconds).
+fn unacked(vh: &Vhost, queue: &str) -> Option<u64> {
+    vh.queue(queue)["messages_unacknowledged"].as_u64()
+}
+
+/// Acks deferred to go in one frame still go while the next event is retried in place: the
+/// broker sees the delivered events acked, and only the one in hand unacked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_events_are_acked_while_the_next_one_is_retried_in_place() {
+    let vh = Vhost::new();
+    let failing = Arc::new(AtomicBool::new(true));
+    let down = failing.clone();
+    let rx =
+        Receiver::start(
+            move |r, _| {
+                if r.id() == "slow" && down.load(Ordering::SeqCst) { (503, vec![]) } else { (200, vec![]) }
+            },
+        )
+        .await;
+    let cfg = ConfigDir::new(&vh);
+    let route = RouteConfig::new("erp")
+        .events(["order.paid"])
+        .url(rx.url("/erp"))
+        .ordered(true)
+        .max_attempts(1000)
+        .backoff([Duration::from_millis(200)]);
+    cfg.route(&route);
+    let _router = RouterProc::ready(&cfg).await;
+    let mut events = numbered("e", 10);
+    events.push(event("order.paid", "slow", json!({"n": 10})));
+    vh.publish(&events).await;
+    rx.wait_until("/erp", "the ten delivered and `slow` tried twice", T, |got| {
+        got.iter().filter(|r| r.id() == "slow").count() >= 2
+    })
+    .await;
+    let queue = "hookrelay.route.erp";
+    let deadline = tokio::time::Instant::now() + T;
+    while unacked(&vh, queue) != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only `slow` should be unacked while it is retried: {:?}",
+            unacked(&vh, queue)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    failing.store(false, Ordering::SeqCst);
+    let got = rx.wait_distinct("/erp", 11, T).await;
+    assert_eq!(first_arrivals(&got).last().map(String::as_str), Some("slow"));
+    let delivered = got.iter().filter(|r| r.id() != "slow").count();
+    assert_eq!(delivered, 10, "each of the ten delivered once");
 }

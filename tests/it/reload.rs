@@ -173,6 +173,45 @@ async fn script_and_schema_changes_take_effect_on_the_next_event() {
     assert_eq!(first_arrivals(&rx.on("/r")), ["a-small", "b-big"]);
 }
 
+/// An ordered route takes its next event while the one in hand is delivered and runs that
+/// event's pipeline then: a reload in between still applies to it, as to any event that has
+/// not started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_an_ordered_route_retries_in_place_applies_to_the_event_behind() {
+    let vh = Vhost::new();
+    let failing = Arc::new(AtomicBool::new(true));
+    let down = failing.clone();
+    let rx = Receiver::start(
+        move |r, _| {
+            if r.id() == "a" && down.load(Ordering::SeqCst) { (503, vec![]) } else { (200, vec![]) }
+        },
+    )
+    .await;
+    let cfg = ConfigDir::new(&vh);
+    cfg.file("plugins/t.rhai", "fn transform(event) { event.data.v = 1; event }\n");
+    let route = RouteConfig::new("r")
+        .events(["order.paid"])
+        .url(rx.url("/r"))
+        .ordered(true)
+        .transform("plugins/t.rhai")
+        .max_attempts(100)
+        .backoff([Duration::from_millis(100)]);
+    cfg.route(&route);
+    let router = RouterProc::ready(&cfg).await;
+    vh.publish(&[event("order.paid", "a", json!({"n": 1})), event("order.paid", "b", json!({"n": 2}))]).await;
+    // Two failed attempts of `a`: `b` has come (prefetched) and waits behind it.
+    rx.wait_requests("/r", 2, T).await;
+    cfg.file("plugins/t.rhai", "fn transform(event) { event.data.v = 2; event }\n");
+    assert!(router.reload().await.contains("config reloaded"));
+    failing.store(false, Ordering::SeqCst);
+    rx.wait_distinct("/r", 2, T).await;
+    let got = rx.on("/r");
+    assert_eq!(first_arrivals(&got), ["a", "b"]);
+    let delivered = |id: &str| got.iter().rfind(|r| r.id() == id).expect("delivered").json()["data"].clone();
+    assert_eq!(delivered("a")["v"], 1, "`a` started before the reload: its attempts keep the config they began with");
+    assert_eq!(delivered("b")["v"], 2, "`b` starts after the reload: the new transform applies");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_reloads_once_for_a_burst_of_changes_then_again_for_a_later_one() {
     let vh = Vhost::new();

@@ -287,6 +287,7 @@ fn dispatch<'a>(
         attempt: settle.attempt(),
         header_tp: message.headers.str(H_TRACEPARENT).filter(|tp| telemetry::parse_traceparent(tp).is_some()),
         settle,
+        ready: None,
     }
 }
 

@@ -125,7 +125,7 @@ impl Worker {
                 let w = round.clone();
                 lanes.spawn(
                     async move {
-                        let out = w.handle(message, None).await;
+                        let out = w.handle(message, None, None).await;
                         (k, out)
                     }
                     .in_current_span(),

@@ -24,15 +24,63 @@
 //! - A crash (SIGKILL, a lost connection) may lose acks not yet taken by the broker: those
 //!   messages, the last ones settled, come again, before the rest and in order. Duplicates of
 //!   the last events, same `webhook-id`; never a lost one.
+//!
+//! # Acks in groups (RabbitMQ)
+//! Each `basic.ack` is a frame that lapin hands from task to task and writes with a system call
+//! of its own, and that the broker then processes: about a third of the router's CPU on an
+//! ordered route, one ack per event. As these messages settle in the order they came, one ack
+//! through the last settled message (`multiple`) acks all of them ([`StartedAcks::through`]),
+//! and it is started:
+//!
+//! - once a quarter of the prefetch (at most [`ACK_EVERY`]) is settled and unacked;
+//! - when nothing came while the last message was delivered (the queue ran dry, or the next
+//!   message waits for these acks: the prefetch is full);
+//! - when the message in hand takes longer than [`ACK_LINGER`] (a slow receiver, a retry
+//!   waiting in place), so that the broker never sees settled messages unacked for longer;
+//! - before the consumer closes, as above.
+//!
+//! lapin sends every ack from a task of its own, so that two of them may go out in either
+//! order, and the broker refuses an ack through a message that a later one acked already
+//! (`PRECONDITION_FAILED - unknown delivery tag`, which closes the channel): each ack through
+//! waits for the one before it to end. A crash repeats at most the messages of one group and
+//! the one in hand.
+//!
+//! # The next message prepared ahead
+//! While the message in hand is delivered (its request out, the receiver answering, a retry
+//! waiting), the next one is taken from the prefetch and its pipeline runs (decode, validate,
+//! filter, transform, render: [`Worker::prepare_ahead`]), so that the receiver's time is not
+//! lost to it: one at a time, an ordered route otherwise pays the pipeline and the round trip
+//! one after the other. That message is neither attempted nor acked before the one in hand
+//! settles; it is only out of the prefetch buffer, which the broker cannot tell apart:
+//!
+//! - stopping, a hand-back or a failure leave it unacked, and closing gives it back after the
+//!   one in hand, in order, as any prefetched message;
+//! - a reload before its turn makes it run its pipeline again, under the new config (its
+//!   attempts read the config when they start, as every message's do);
+//! - a message that may wait before its attempt (one parked, one with a `deliverat`) is not
+//!   prepared ahead: its pipeline runs in its turn.
 
-use super::{Worker, next};
-use crate::broker::{AckFuture, Consumer};
+use super::{Live, Worker, next, pipeline, schedule, validated};
+use crate::broker::{AckFuture, Consumer, H_NOT_BEFORE, Message};
 use crate::config::Route;
 use crate::delivery::settle::{Settled, StartedAcks};
+use crate::pipeline::{Prepared, Rejection};
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Sleep;
 use tracing::info;
+
+/// The most settled messages whose acks are deferred (a quarter of the prefetch, when that is
+/// less): one `basic.ack` frame, and one write, for this many.
+const ACK_EVERY: usize = 32;
+
+/// The longest a settled message's deferred ack waits while the one after it is delivered.
+const ACK_LINGER: Duration = Duration::from_millis(20);
 
 impl Worker {
     /// Closes `consumer`, which gives back the event an ordered route held in place (first, in
@@ -52,40 +100,99 @@ impl Worker {
     /// `Ok(true)` when the message in hand is to be handed back ([`Settled::HandBack`]). On `Ok`,
     /// every ack started has ended, so that the consumer can be closed.
     pub(super) async fn sequential(&self, consumer: &mut dyn Consumer) -> Result<bool, String> {
-        let started = StartedAcks::default();
-        let mut acks = FuturesUnordered::new();
-        let out = self.one_by_one(consumer, &started, &mut acks).await;
-        acks.extend(started.take());
+        let started = StartedAcks::through();
+        let prefetch = self.route.load().prefetch(self.shared.snapshot().broker.prefetch);
+        let mut acks = Acks {
+            started: &started,
+            every: usize::from(prefetch / 4).clamp(1, ACK_EVERY),
+            ends: FuturesUnordered::new(),
+            through: None,
+        };
+        let out = self.one_by_one(consumer, &mut acks).await;
+        let flushed = acks.flush().await;
         // Failed: the session reconnects, and the broker gives back whatever it did not take.
         let hand_back = out?;
-        while let Some(done) = acks.next().await {
+        flushed?;
+        acks.ends.extend(acks.through.take());
+        while let Some(done) = acks.ends.next().await {
             done.map_err(|e| e.to_string())?;
         }
         Ok(hand_back)
     }
 
-    async fn one_by_one(
-        &self,
-        consumer: &mut dyn Consumer,
-        started: &StartedAcks,
-        acks: &mut FuturesUnordered<AckFuture>,
-    ) -> Result<bool, String> {
+    async fn one_by_one(&self, consumer: &mut dyn Consumer, acks: &mut Acks<'_>) -> Result<bool, String> {
+        let started = acks.started;
+        // The next message, taken while the one before it was delivered, and its pipeline.
+        let mut ahead: Option<Ahead> = None;
+        // The consumer failed while a message was in hand: that message settles first.
+        let mut failed = None;
+        // Started with the first deferred ack; its end starts it.
+        let mut linger: Option<Pin<Box<Sleep>>> = None;
         loop {
-            // `biased`: once stopping, no further message is taken, even when one is ready
-            // (unbiased, `select!` would pick either and SIGTERM could deliver the whole queue).
-            let message = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return Ok(false),
-                Some(done) = acks.next(), if !acks.is_empty() => {
-                    done.map_err(|e| e.to_string())?;
-                    continue;
+            let (message, ready) = match ahead.take() {
+                // `biased` below: once stopping, no further message is taken, even when one
+                // is ready (unbiased, `select!` would pick either and SIGTERM could deliver the
+                // whole queue). One taken ahead stays unacked, and closing gives it back.
+                Some(_) if self.stop.is_cancelled() => return Ok(false),
+                Some(Ahead { message, preparing: Some(preparing), .. }) => (message, Some(preparing.await)),
+                Some(Ahead { message, ready, .. }) => (message, ready),
+                None => {
+                    // Nothing came while the last message was delivered: its ack goes now.
+                    acks.flush().await?;
+                    linger = None;
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.cancelled() => return Ok(false),
+                        Some(done) = acks.ends.next(), if !acks.ends.is_empty() => {
+                            done.map_err(|e| e.to_string())?;
+                            continue;
+                        }
+                        m = consumer.next() => (next(m)?, None),
+                    }
                 }
-                m = consumer.next() => next(m)?,
             };
+            if linger.is_none() && started.deferred() > 0 {
+                linger = Some(Box::pin(tokio::time::sleep(ACK_LINGER)));
+            }
             // A panic fails this worker like a failed consumer (the session then reconnects),
             // as it fails a message's task on an unordered route.
-            let settled = AssertUnwindSafe(self.handle(message, Some(started))).catch_unwind().await;
-            acks.extend(started.take());
+            let handling = AssertUnwindSafe(self.handle(message, Some(started), ready)).catch_unwind();
+            let mut handling = std::pin::pin!(handling);
+            // While it is delivered, the next message is taken (it is prefetched already) and
+            // its pipeline runs: the receiver's time is not lost to it. It is neither attempted
+            // nor acked before this one settles.
+            let settled = loop {
+                let taking = ahead.is_none() && failed.is_none() && !self.stop.is_cancelled();
+                let preparing = ahead.as_mut().and_then(|a| a.preparing.as_mut());
+                tokio::select! {
+                    biased;
+                    settled = &mut handling => break settled,
+                    ready = async { preparing.expect("checked").await }, if preparing.is_some() => {
+                        if let Some(a) = ahead.as_mut() {
+                            a.ready = Some(ready);
+                            a.preparing = None;
+                        }
+                    }
+                    // This one takes a while (a slow receiver, a retry's wait): the acks of
+                    // those before it go now.
+                    _ = async { linger.as_mut().expect("checked").await }, if linger.is_some() => {
+                        acks.flush().await?;
+                        linger = None;
+                    }
+                    m = consumer.next(), if taking => match next(m) {
+                        Ok(message) => {
+                            let preparing = self.prepare_ahead(&message);
+                            ahead = Some(Ahead { message, preparing, ready: None });
+                        }
+                        Err(e) => failed = Some(e),
+                    },
+                }
+            };
+            acks.ends.extend(started.take());
+            if started.deferred() >= acks.every {
+                acks.flush().await?;
+                linger = None;
+            }
             match settled {
                 Ok(Ok(Settled::Abandoned)) => return Ok(false),
                 Ok(Ok(Settled::HandBack)) => return Ok(true),
@@ -93,6 +200,71 @@ impl Worker {
                 Ok(Err(e)) => return Err(e.to_string()),
                 Err(_) => return Err("delivery task failed: it panicked".into()),
             }
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
     }
+}
+
+/// An ordered route's acks: started one by one, or deferred (RabbitMQ) and then started as one
+/// ack through the last message settled ([`StartedAcks::through`]).
+struct Acks<'a> {
+    started: &'a StartedAcks,
+    /// Deferred acks are started once this many messages wait for theirs.
+    every: usize,
+    /// Acks started whose ends were not seen yet.
+    ends: FuturesUnordered<AckFuture>,
+    /// The last ack through a message, until the next flush waits for it.
+    through: Option<AckFuture>,
+}
+
+impl Acks<'_> {
+    /// Starts the deferred ack, once the one before it has ended ([`StartedAcks::flush`]).
+    async fn flush(&mut self) -> Result<(), String> {
+        self.ends.extend(self.started.take());
+        if self.started.deferred() == 0 {
+            return Ok(());
+        }
+        if let Some(before) = self.through.take() {
+            before.await.map_err(|e| e.to_string())?;
+        }
+        self.through = self.started.flush();
+        Ok(())
+    }
+}
+
+impl Worker {
+    /// The pipeline of `message`, to run ahead of its turn while the message before it is
+    /// delivered, under the config and route live now: `None` for a message that may wait
+    /// before its attempt (parked, or with a `deliverat`), whose pipeline runs in its turn.
+    fn prepare_ahead(&self, message: &Message) -> Option<BoxFuture<'static, Ready>> {
+        if message.headers.u64(H_NOT_BEFORE).is_some() || schedule::deliver_at(&message.body).is_some() {
+            return None;
+        }
+        let (live, route) = (self.shared.live(), self.route.load_full());
+        let validated = validated(&live.snapshot, message);
+        let body = message.body.clone();
+        Some(Box::pin(async move {
+            let prepared = pipeline(&live.snapshot, &route, body, validated).await;
+            Ready { live, route, prepared }
+        }))
+    }
+}
+
+/// A message's pipeline, run ahead of its turn ([`Worker::prepare_ahead`]): the config and
+/// client and the route it ran under, and what it gave.
+pub(super) struct Ready {
+    pub(super) live: Arc<Live>,
+    pub(super) route: Arc<Route>,
+    pub(super) prepared: Result<Prepared, Rejection>,
+}
+
+/// The message after the one in hand, taken while that one was delivered, and its pipeline,
+/// running or done ([`Worker::prepare_ahead`]; neither for a message whose pipeline runs in
+/// its turn).
+struct Ahead {
+    message: Message,
+    preparing: Option<BoxFuture<'static, Ready>>,
+    ready: Option<Ready>,
 }
