@@ -27,7 +27,7 @@
 //!
 //! # Acks in groups (RabbitMQ)
 //! Each `basic.ack` is a frame that lapin hands from task to task and writes with a system call
-//! of its own, and that the broker then processes: about a third of the router's CPU on an
+//! of its own, and that the broker then processes: about a fifth of the router's CPU on an
 //! ordered route, one ack per event. As these messages settle in the order they came, one ack
 //! through the last settled message (`multiple`) acks all of them ([`StartedAcks::through`]),
 //! and it is started:
