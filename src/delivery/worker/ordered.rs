@@ -126,7 +126,7 @@ impl Worker {
         let mut ahead: Option<Ahead> = None;
         // The consumer failed while a message was in hand: that message settles first.
         let mut failed = None;
-        // Started with the first deferred ack; its end starts it.
+        // Armed while acks are deferred; when it fires, they are started.
         let mut linger: Option<Pin<Box<Sleep>>> = None;
         loop {
             let (message, ready) = match ahead.take() {
@@ -134,8 +134,9 @@ impl Worker {
                 // is ready (unbiased, `select!` would pick either and SIGTERM could deliver the
                 // whole queue). One taken ahead stays unacked, and closing gives it back.
                 Some(_) if self.stop.is_cancelled() => return Ok(false),
-                Some(Ahead { message, preparing: Some(preparing), .. }) => (message, Some(preparing.await)),
-                Some(Ahead { message, ready, .. }) => (message, ready),
+                Some(Ahead { message, pipeline: AheadPipeline::Running(running) }) => (message, Some(running.await)),
+                Some(Ahead { message, pipeline: AheadPipeline::Done(ready) }) => (message, Some(ready)),
+                Some(Ahead { message, pipeline: AheadPipeline::InTurn }) => (message, None),
                 None => {
                     // Nothing came while the last message was delivered: its ack goes now.
                     acks.flush().await?;
@@ -163,14 +164,16 @@ impl Worker {
             // nor acked before this one settles.
             let settled = loop {
                 let taking = ahead.is_none() && failed.is_none() && !self.stop.is_cancelled();
-                let preparing = ahead.as_mut().and_then(|a| a.preparing.as_mut());
+                let running = match ahead.as_mut().map(|a| &mut a.pipeline) {
+                    Some(AheadPipeline::Running(running)) => Some(running),
+                    _ => None,
+                };
                 tokio::select! {
                     biased;
                     settled = &mut handling => break settled,
-                    ready = async { preparing.expect("checked").await }, if preparing.is_some() => {
+                    ready = async { running.expect("checked").await }, if running.is_some() => {
                         if let Some(a) = ahead.as_mut() {
-                            a.ready = Some(ready);
-                            a.preparing = None;
+                            a.pipeline = AheadPipeline::Done(ready);
                         }
                     }
                     // This one takes a while (a slow receiver, a retry's wait): the acks of
@@ -181,8 +184,11 @@ impl Worker {
                     }
                     m = consumer.next(), if taking => match next(m) {
                         Ok(message) => {
-                            let preparing = self.prepare_ahead(&message);
-                            ahead = Some(Ahead { message, preparing, ready: None });
+                            let pipeline = match self.prepare_ahead(&message) {
+                                Some(running) => AheadPipeline::Running(running),
+                                None => AheadPipeline::InTurn,
+                            };
+                            ahead = Some(Ahead { message, pipeline });
                         }
                         Err(e) => failed = Some(e),
                     },
@@ -260,11 +266,18 @@ pub(super) struct Ready {
     pub(super) prepared: Result<Prepared, Rejection>,
 }
 
-/// The message after the one in hand, taken while that one was delivered, and its pipeline,
-/// running or done ([`Worker::prepare_ahead`]; neither for a message whose pipeline runs in
-/// its turn).
+/// The message after the one in hand, taken while that one was delivered, and its pipeline.
 struct Ahead {
     message: Message,
-    preparing: Option<BoxFuture<'static, Ready>>,
-    ready: Option<Ready>,
+    pipeline: AheadPipeline,
+}
+
+/// Where the pipeline of the message taken ahead is ([`Worker::prepare_ahead`]).
+enum AheadPipeline {
+    /// Running, while the message in hand is delivered.
+    Running(BoxFuture<'static, Ready>),
+    /// Done.
+    Done(Ready),
+    /// Not run ahead: it runs in its turn (a message that may wait before its attempt).
+    InTurn,
 }
