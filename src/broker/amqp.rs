@@ -17,29 +17,32 @@
 //! Every publish is persistent and `mandatory`, on a confirm-mode channel, and waits for its
 //! publisher confirm; a `basic.return` counts as a failure (an unroutable mandatory publish is
 //! returned, then acked). Each route consumes on a channel of its own, so closing it returns
-//! exactly that route's unacked messages, in order.
+//! exactly that route's unacked messages, in order. A consumer's acks go in groups, one
+//! `basic.ack` for many settled messages (the `acks` module).
 //!
 //! Events published in CloudEvents binary content mode are put in structured form as they are
 //! consumed ([`crate::binding`]), so the rest of hookrelay sees one form.
 
-use super::{
-    AckFuture, AckThrough, Acker, Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message,
-    RouteTopology,
-};
+use super::{Broker, BrokerError, Consumer, DEAD_LETTERS, Destination, Headers, Message, RouteTopology};
 use crate::binding;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+mod acks;
+
+use acks::{AckWindow, AmqpAcker};
 
 /// A RabbitMQ connection: one confirm-mode channel for publishing, one channel per consumer.
 pub struct AmqpBroker {
@@ -201,7 +204,8 @@ impl Broker for AmqpBroker {
         let tag = format!("hookrelay-{queue}-{}", std::process::id());
         let inner =
             ch.basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
-        Ok(Box::new(AmqpConsumer { ch, inner }))
+        let (acks, acking) = AckWindow::start(prefetch);
+        Ok(Box::new(AmqpConsumer { ch, inner, acks, acking: Some(acking) }))
     }
 
     async fn publish(
@@ -275,42 +279,23 @@ impl Broker for AmqpBroker {
 /// Every message hookrelay publishes is a CloudEvent in structured JSON mode.
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 
+/// A route's (or the dead-letter indexer's) consumer, on a channel of its own; its acks go in
+/// groups ([`acks`]).
 struct AmqpConsumer {
     ch: Channel,
     inner: lapin::Consumer,
+    acks: Arc<AckWindow>,
+    /// The window's task, until the consumer closes.
+    acking: Option<JoinHandle<()>>,
 }
 
-struct AmqpAcker(lapin::Acker);
-
-#[async_trait]
-impl Acker for AmqpAcker {
-    async fn ack(&self) -> Result<(), BrokerError> {
-        self.0.ack(BasicAckOptions::default()).await?;
-        Ok(())
-    }
-
-    fn start_ack(&self) -> AckFuture {
-        start_ack(self.0.clone(), BasicAckOptions::default())
-    }
-
-    fn ack_through(&self) -> Option<AckThrough> {
-        let acker = self.0.clone();
-        Some(Box::new(move || start_ack(acker, BasicAckOptions { multiple: true })))
-    }
-}
-
-/// Starts `acker`'s `basic.ack` with `options`.
-fn start_ack(acker: lapin::Acker, options: BasicAckOptions) -> AckFuture {
-    let mut ack: AckFuture = Box::pin(async move {
-        acker.ack(options).await?;
-        Ok(())
-    });
-    // lapin queues the `basic.ack` for its connection's task on the first poll (and then waits
-    // for the frame to be written): poll once here, so that the ack is queued, in order, before
-    // this returns. A later poll, with the caller's waker, finishes it.
-    match ack.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(done) => Box::pin(std::future::ready(done)),
-        Poll::Pending => ack,
+impl Drop for AmqpConsumer {
+    fn drop(&mut self) {
+        // Dropped without `close` (a failed session): the acks settled go out, best effort, and
+        // the window's task ends.
+        if self.acking.is_some() {
+            self.acks.closing();
+        }
     }
 }
 
@@ -328,17 +313,22 @@ impl Consumer for AmqpConsumer {
             true => from_binary(&mut headers, content_type, d.data, message_id.as_deref()),
             false => Bytes::from(d.data),
         };
+        self.acks.handed_out(d.delivery_tag, d.acker);
         Some(Ok(Message::new(
             body,
             headers,
             d.routing_key.as_str().to_string(),
             message_id,
             d.redelivered,
-            Box::new(AmqpAcker(d.acker)),
+            Box::new(AmqpAcker { window: self.acks.clone(), tag: d.delivery_tag }),
         )))
     }
 
-    async fn close(self: Box<Self>) {
+    async fn close(mut self: Box<Self>) {
+        // Every settled message's ack goes first, so that closing gives back only the others.
+        if let Some(acking) = self.acking.take() {
+            self.acks.close(acking).await;
+        }
         // Closing the channel (never cancelling first) returns the unacked messages in order.
         let _ = self.ch.close(200, "route stopped".into()).await;
     }

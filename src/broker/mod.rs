@@ -190,46 +190,26 @@ impl Message {
     pub fn start_ack(&self) -> AckFuture {
         self.acker.start_ack()
     }
-
-    /// An ack of this message and of every message its consumer received before it and has
-    /// not acked, to start later (see [`Acker::ack_through`]); `None` where the broker acks one
-    /// message at a time.
-    pub fn ack_through(&self) -> Option<AckThrough> {
-        self.acker.ack_through()
-    }
 }
 
 /// The end of an ack started by [`Message::start_ack`].
 pub type AckFuture = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send>>;
 
-/// Starts an ack of a message and of every earlier one of its consumer not acked yet (AMQP's
-/// `basic.ack` with `multiple`), as [`Acker::start_ack`] starts one.
-pub type AckThrough = Box<dyn FnOnce() -> AckFuture + Send>;
-
 /// How an implementation acks one message.
 #[async_trait]
 pub trait Acker: Send + Sync {
-    /// Acks, and returns once the ack is done: sent to RabbitMQ, committed by the embedded
-    /// broker.
+    /// Acks, and returns once the ack is done: committed by the embedded broker; on RabbitMQ
+    /// taken by the consumer's window, which sends it with others within 20 ms, and before the
+    /// consumer closes (`amqp::acks`). Either way the message is not given back by a close
+    /// after this returns; a crash before the broker took the ack delivers it again.
     async fn ack(&self) -> Result<(), BrokerError>;
 
     /// Starts the ack now and returns without waiting for it: when this returns, the ack is
-    /// already in the broker connection's queue, behind every ack started before it on the same
-    /// connection. The future resolves as [`Acker::ack`] would have; dropping it does not undo
-    /// the ack. An ack may then be done later than with [`Acker::ack`] (the embedded broker
-    /// commits such acks in groups): a crash in between delivers the message again, never
-    /// loses it.
+    /// already on its way, behind every ack started before it on the same consumer. The future resolves as
+    /// [`Acker::ack`] would have; dropping it does not undo the ack. An ack may then be done
+    /// later than with [`Acker::ack`] (the embedded broker commits such acks in groups): a
+    /// crash in between delivers the message again, never loses it.
     fn start_ack(&self) -> AckFuture;
-
-    /// An ack of this message and of every message its consumer received before it and has not
-    /// acked (AMQP's `multiple`), to start later: one frame for many messages. Only for a
-    /// consumer whose messages all settle in the order they came (an ordered route without an
-    /// `order_key`), whose messages are all acked once settled: an ack through a message
-    /// acks whatever came before it. `None` (the default) where acks are not sent one frame
-    /// each (the embedded broker applies them in memory and commits them in groups).
-    fn ack_through(&self) -> Option<AckThrough> {
-        None
-    }
 }
 
 /// A stream of messages from one queue.

@@ -21,13 +21,14 @@
 //!
 //! Every ack above follows what it settles (the 2xx, the confirmed publish). An ordered route's
 //! worker does not wait for it to complete before it takes the next message ([`StartedAcks`]):
-//! the ack is started, in order, and its end is collected later; on RabbitMQ it is deferred,
-//! and one ack through the last of several settled messages acks them all. Order does not
-//! depend on it (one message at a time does that), and a crash before the broker took an ack
-//! gives those messages back, to be delivered again: never lost.
+//! the ack is started, in order, and its end is collected later. On RabbitMQ every ack goes
+//! through its consumer's window, which sends one `basic.ack` for a group of settled messages
+//! (`broker::amqp::acks`). Order does not depend on it (one message at a time does that), and a
+//! crash before the broker took an ack gives those messages back, to be delivered again: never
+//! lost.
 
 use super::verdict::{AttemptResult, Reason, Verdict};
-use crate::broker::{AckFuture, AckThrough};
+use crate::broker::AckFuture;
 use crate::broker::{
     Broker, BrokerError, Destination, H_ATTEMPT, H_ATTEMPTS_BEFORE, H_DEAD_AT, H_DETAILS, H_ERROR, H_LAST_RESPONSE,
     H_LAST_STATUS, H_NOT_BEFORE, H_REASON, H_ROUTE, Headers, Message, now_ms,
@@ -98,61 +99,14 @@ pub struct Settle<'a> {
 /// for yet: [`Settle::ack`] puts them here when its worker pipelines acks, and the worker takes
 /// them ([`StartedAcks::take`]) to learn how they ended, and waits for all of them before it
 /// closes its consumer (so that nothing it settled comes back).
-///
-/// Made [`StartedAcks::through`], the acks are deferred where the broker can ack many messages
-/// in one frame ([`Message::ack_through`](crate::broker::Message::ack_through), RabbitMQ):
-/// [`Settle::ack`] keeps the ack through its message, which replaces the one kept before (the
-/// messages settle in the order they came), and the worker starts it ([`StartedAcks::flush`])
-/// once enough are deferred, when it would wait, and before it waits for the acks' ends to
-/// close.
 #[derive(Default)]
 pub struct StartedAcks {
     started: Mutex<Vec<AckFuture>>,
-    defer: bool,
-    deferred: Mutex<Deferred>,
-}
-
-/// The ack through the last message settled, not started yet, and how many messages it acks.
-#[derive(Default)]
-struct Deferred {
-    through: Option<AckThrough>,
-    messages: usize,
 }
 
 impl StartedAcks {
-    /// For a worker whose messages all settle in the order they came and are all acked once
-    /// settled (an ordered route without an `order_key`): acks deferred where the broker allows.
-    pub fn through() -> Self {
-        Self { defer: true, ..Self::default() }
-    }
-
     fn push(&self, ack: AckFuture) {
         self.started.lock().unwrap_or_else(|e| e.into_inner()).push(ack);
-    }
-
-    fn settled(&self, message: &Message) {
-        match message.ack_through().filter(|_| self.defer) {
-            Some(through) => {
-                let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-                deferred.through = Some(through);
-                deferred.messages += 1;
-            }
-            None => self.push(message.start_ack()),
-        }
-    }
-
-    /// How many settled messages wait for their ack ([`StartedAcks::flush`]).
-    pub fn deferred(&self) -> usize {
-        self.deferred.lock().unwrap_or_else(|e| e.into_inner()).messages
-    }
-
-    /// Starts the deferred ack, if any, and returns it: every settled message is then acked or
-    /// on its way. The caller waits for it before it flushes again: RabbitMQ refuses an ack
-    /// through a message that an earlier ack through a later one took, and lapin sends each ack
-    /// from a task of its own, so two started at once may go out in either order.
-    pub fn flush(&self) -> Option<AckFuture> {
-        let through = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner())).through;
-        through.map(|through| through())
     }
 
     /// The acks started since the last call.
@@ -199,11 +153,10 @@ impl Settle<'_> {
     }
 
     /// Acks: the message was delivered or filtered out (or its fate is durable elsewhere).
-    /// With [`Settle::started`], starts the ack (or defers it, [`StartedAcks::through`]) and leaves
-    /// its end to the worker.
+    /// With [`Settle::started`], starts the ack and leaves its end to the worker.
     pub async fn ack(&self) -> Result<Settled, BrokerError> {
         match self.started {
-            Some(started) => started.settled(self.message),
+            Some(started) => started.push(self.message.start_ack()),
             None => self.message.ack().await?,
         }
         Ok(Settled::Done)

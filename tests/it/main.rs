@@ -1,6 +1,7 @@
 //! Integration tests: the real binary against a real RabbitMQ (a vhost per test) and real HTTP
 //! receivers on loopback.
 
+mod acks;
 mod api;
 mod broker;
 mod budgets;
@@ -15,7 +16,6 @@ mod hardening;
 mod ingest;
 mod init;
 mod observability;
-mod ordered_acks;
 mod pipeline;
 mod plan;
 mod policies;

@@ -26,24 +26,13 @@
 //!   the last events, same `webhook-id`; never a lost one.
 //!
 //! # Acks in groups (RabbitMQ)
-//! Each `basic.ack` is a frame that lapin hands from task to task and writes with a system call
-//! of its own, and that the broker then processes: about a fifth of the router's CPU on an
-//! ordered route, one ack per event. As these messages settle in the order they came, one ack
-//! through the last settled message (`multiple`) acks all of them ([`StartedAcks::through`]),
-//! and it is started:
-//!
-//! - once a quarter of the prefetch (at most [`ACK_EVERY`]) is settled and unacked;
-//! - when nothing came while the last message was delivered (the queue ran dry, or the next
-//!   message waits for these acks: the prefetch is full);
-//! - when the message in hand takes longer than [`ACK_LINGER`] (a slow receiver, a retry
-//!   waiting in place), so that the broker never sees settled messages unacked for longer;
-//! - before the consumer closes, as above.
-//!
-//! lapin sends every ack from a task of its own, so that two of them may go out in either
-//! order, and the broker refuses an ack through a message that a later one acked already
-//! (`PRECONDITION_FAILED - unknown delivery tag`, which closes the channel): each ack through
-//! waits for the one before it to end. A crash repeats at most the messages of one group and
-//! the one in hand.
+//! On RabbitMQ a started ack only marks its message settled in the consumer's window, which
+//! sends one `basic.ack` through the last of several settled messages (`multiple`): once a
+//! quarter of the prefetch (at most 32) is settled, when nothing else is in hand (the queue ran
+//! dry, or the prefetch waits for these acks), 20 ms after a message settled while the next
+//! one takes its time (a slow receiver, a retry waiting in place), and before the consumer
+//! closes (`broker::amqp::acks`). A crash repeats at most the messages of one group and the
+//! one in hand.
 //!
 //! # The next message prepared ahead
 //! While the message in hand is delivered (its request out, the receiver answering, a retry
@@ -69,18 +58,8 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::time::Sleep;
 use tracing::info;
-
-/// The most settled messages whose acks are deferred (a quarter of the prefetch, when that is
-/// less): one `basic.ack` frame, and one write, for this many.
-const ACK_EVERY: usize = 32;
-
-/// The longest a settled message's deferred ack waits while the one after it is delivered.
-const ACK_LINGER: Duration = Duration::from_millis(20);
 
 impl Worker {
     /// Closes `consumer`, which gives back the event an ordered route held in place (first, in
@@ -100,34 +79,27 @@ impl Worker {
     /// `Ok(true)` when the message in hand is to be handed back ([`Settled::HandBack`]). On `Ok`,
     /// every ack started has ended, so that the consumer can be closed.
     pub(super) async fn sequential(&self, consumer: &mut dyn Consumer) -> Result<bool, String> {
-        let started = StartedAcks::through();
-        let prefetch = self.route.load().prefetch(self.shared.snapshot().broker.prefetch);
-        let mut acks = Acks {
-            started: &started,
-            every: usize::from(prefetch / 4).clamp(1, ACK_EVERY),
-            ends: FuturesUnordered::new(),
-            through: None,
-        };
-        let out = self.one_by_one(consumer, &mut acks).await;
-        let flushed = acks.flush().await;
+        let started = StartedAcks::default();
+        let mut ends = FuturesUnordered::new();
         // Failed: the session reconnects, and the broker gives back whatever it did not take.
-        let hand_back = out?;
-        flushed?;
-        acks.ends.extend(acks.through.take());
-        while let Some(done) = acks.ends.next().await {
+        let hand_back = self.one_by_one(consumer, &started, &mut ends).await?;
+        ends.extend(started.take());
+        while let Some(done) = ends.next().await {
             done.map_err(|e| e.to_string())?;
         }
         Ok(hand_back)
     }
 
-    async fn one_by_one(&self, consumer: &mut dyn Consumer, acks: &mut Acks<'_>) -> Result<bool, String> {
-        let started = acks.started;
+    async fn one_by_one(
+        &self,
+        consumer: &mut dyn Consumer,
+        started: &StartedAcks,
+        ends: &mut FuturesUnordered<AckFuture>,
+    ) -> Result<bool, String> {
         // The next message, taken while the one before it was delivered, and its pipeline.
         let mut ahead: Option<Ahead> = None;
         // The consumer failed while a message was in hand: that message settles first.
         let mut failed = None;
-        // Armed while acks are deferred; when it fires, they are started.
-        let mut linger: Option<Pin<Box<Sleep>>> = None;
         loop {
             let (message, ready) = match ahead.take() {
                 // `biased` below: once stopping, no further message is taken, even when one
@@ -138,13 +110,10 @@ impl Worker {
                 Some(Ahead { message, pipeline: AheadPipeline::Done(ready) }) => (message, Some(ready)),
                 Some(Ahead { message, pipeline: AheadPipeline::InTurn }) => (message, None),
                 None => {
-                    // Nothing came while the last message was delivered: its ack goes now.
-                    acks.flush().await?;
-                    linger = None;
                     tokio::select! {
                         biased;
                         _ = self.stop.cancelled() => return Ok(false),
-                        Some(done) = acks.ends.next(), if !acks.ends.is_empty() => {
+                        Some(done) = ends.next(), if !ends.is_empty() => {
                             done.map_err(|e| e.to_string())?;
                             continue;
                         }
@@ -152,9 +121,6 @@ impl Worker {
                     }
                 }
             };
-            if linger.is_none() && started.deferred() > 0 {
-                linger = Some(Box::pin(tokio::time::sleep(ACK_LINGER)));
-            }
             // A panic fails this worker like a failed consumer (the session then reconnects),
             // as it fails a message's task on an unordered route.
             let handling = AssertUnwindSafe(self.handle(message, Some(started), ready)).catch_unwind();
@@ -176,12 +142,6 @@ impl Worker {
                             a.pipeline = AheadPipeline::Done(ready);
                         }
                     }
-                    // This one takes a while (a slow receiver, a retry's wait): the acks of
-                    // those before it go now.
-                    _ = async { linger.as_mut().expect("checked").await }, if linger.is_some() => {
-                        acks.flush().await?;
-                        linger = None;
-                    }
                     m = consumer.next(), if taking => match next(m) {
                         Ok(message) => {
                             let pipeline = match self.prepare_ahead(&message) {
@@ -194,11 +154,7 @@ impl Worker {
                     },
                 }
             };
-            acks.ends.extend(started.take());
-            if started.deferred() >= acks.every {
-                acks.flush().await?;
-                linger = None;
-            }
+            ends.extend(started.take());
             match settled {
                 Ok(Ok(Settled::Abandoned)) => return Ok(false),
                 Ok(Ok(Settled::HandBack)) => return Ok(true),
@@ -210,33 +166,6 @@ impl Worker {
                 return Err(e);
             }
         }
-    }
-}
-
-/// An ordered route's acks: started one by one, or deferred (RabbitMQ) and then started as one
-/// ack through the last message settled ([`StartedAcks::through`]).
-struct Acks<'a> {
-    started: &'a StartedAcks,
-    /// Deferred acks are started once this many messages wait for theirs.
-    every: usize,
-    /// Acks started whose ends were not seen yet.
-    ends: FuturesUnordered<AckFuture>,
-    /// The last ack through a message, until the next flush waits for it.
-    through: Option<AckFuture>,
-}
-
-impl Acks<'_> {
-    /// Starts the deferred ack, once the one before it has ended ([`StartedAcks::flush`]).
-    async fn flush(&mut self) -> Result<(), String> {
-        self.ends.extend(self.started.take());
-        if self.started.deferred() == 0 {
-            return Ok(());
-        }
-        if let Some(before) = self.through.take() {
-            before.await.map_err(|e| e.to_string())?;
-        }
-        self.through = self.started.flush();
-        Ok(())
     }
 }
 

@@ -1,9 +1,10 @@
-//! An ordered route's acks are pipelined (the worker takes the next message without waiting for
-//! the previous one's ack; the embedded broker commits them in groups): what a receiver sees
-//! when the router is killed or stopped mid-stream, on both brokers. Killed, the only repeats
-//! are the last events before the kill, whose acks the broker had not taken, sent again first
-//! and in order; stopped, nothing is repeated. On RabbitMQ the acks go in groups (one
-//! `basic.ack` through the last of several), never held while a later event takes its time.
+//! Acks go in groups: an ordered route's are pipelined (the worker takes the next message
+//! without waiting for the previous one's ack; the embedded broker commits them in groups), and
+//! on RabbitMQ every route's go through its consumer's window (one `basic.ack` through the last
+//! of several settled messages), never held while a later event takes its time. What a receiver
+//! sees when the router is killed or stopped mid-stream, on both brokers, ordered or not:
+//! killed, the only repeats are the last events before the kill, whose acks the broker had not
+//! taken (on an ordered route sent again first and in order); stopped, nothing is repeated.
 
 use crate::common::*;
 use serde_json::json;
@@ -16,6 +17,8 @@ const T: Duration = Duration::from_secs(90);
 on_both_brokers!(super::TestBroker::rabbitmq(), super::TestBroker::embedded();
     sigkill_mid_stream_repeats_only_the_last_events_before_the_kill_then_goes_on_in_order,
     sigterm_mid_stream_leaves_nothing_delivered_unacked,
+    unordered_sigkill_mid_stream_loses_nothing_and_repeats_a_few,
+    unordered_sigterm_mid_stream_leaves_nothing_delivered_unacked,
 );
 
 /// The index of a `<prefix>-<i>` event id.
@@ -28,11 +31,11 @@ fn arrivals(got: &[Received]) -> Vec<usize> {
     got.iter().map(|r| index(&r.id())).collect()
 }
 
-/// An ordered route on `order.paid` to `rx`'s `/erp`, declared by a first run that stops, then
-/// `n` events published while no router runs, then a router started on them.
-async fn mid_stream(on: &TestBroker, rx: &Receiver, n: usize) -> (ConfigDir, RouterProc) {
+/// A route on `order.paid` to `rx`'s `/erp` (ordered or not), declared by a first run that
+/// stops, then `n` events published while no router runs, then a router started on them.
+async fn mid_stream(on: &TestBroker, rx: &Receiver, n: usize, ordered: bool) -> (ConfigDir, RouterProc) {
     let cfg = on.config();
-    cfg.route(&RouteConfig::new("erp").events(["order.paid"]).url(rx.url("/erp")).ordered(true));
+    cfg.route(&RouteConfig::new("erp").events(["order.paid"]).url(rx.url("/erp")).ordered(ordered));
     let mut first = RouterProc::ready(&cfg).await;
     assert!(first.term(T).await.success());
     on.publish_events_stopped(&numbered("p", n)).await;
@@ -45,7 +48,7 @@ async fn sigkill_mid_stream_repeats_only_the_last_events_before_the_kill_then_go
     // A receiver that answers at once: acks are as far behind the deliveries as they get.
     let rx = Receiver::ok().await;
     let n = 2000;
-    let (cfg, mut router) = mid_stream(&on, &rx, n).await;
+    let (cfg, mut router) = mid_stream(&on, &rx, n, true).await;
     router.kill();
     let at_kill = rx.on("/erp").len();
     assert!(at_kill < n, "the kill came mid-stream: {at_kill} of {n} delivered");
@@ -79,7 +82,7 @@ async fn sigkill_mid_stream_repeats_only_the_last_events_before_the_kill_then_go
 async fn sigterm_mid_stream_leaves_nothing_delivered_unacked(on: TestBroker) {
     let rx = Receiver::ok().await;
     let n = 2000;
-    let (cfg, mut router) = mid_stream(&on, &rx, n).await;
+    let (cfg, mut router) = mid_stream(&on, &rx, n, true).await;
     assert!(router.term(T).await.success(), "exits 0 on SIGTERM");
     let at_stop = rx.on("/erp").len();
     assert!(at_stop < n, "the stop came mid-stream: {at_stop} of {n} delivered");
@@ -87,6 +90,41 @@ async fn sigterm_mid_stream_leaves_nothing_delivered_unacked(on: TestBroker) {
     let got = rx.wait_distinct("/erp", n, T).await;
     // Every ack started before the stop ended before the consumer closed: nothing comes twice.
     assert_eq!(arrivals(&got), (0..n).collect::<Vec<_>>(), "each event once, in publish order");
+}
+
+async fn unordered_sigkill_mid_stream_loses_nothing_and_repeats_a_few(on: TestBroker) {
+    let rx = Receiver::ok().await;
+    let n = 2000;
+    let (cfg, mut router) = mid_stream(&on, &rx, n, false).await;
+    router.kill();
+    let at_kill = rx.on("/erp").len();
+    assert!(at_kill < n, "the kill came mid-stream: {at_kill} of {n} delivered");
+    let _restarted = RouterProc::ready(&cfg).await;
+    let got = rx.wait_distinct("/erp", n, T).await;
+    let mut seen = arrivals(&got);
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (0..n).collect::<Vec<_>>(), "every event delivered");
+    // At most what was prefetched and unacked at the kill: the events in flight and those whose
+    // acks were still in the window.
+    let repeats = duplicates(&got);
+    assert!(repeats <= 100, "more repeats than could be unacked at the kill: {repeats}");
+}
+
+async fn unordered_sigterm_mid_stream_leaves_nothing_delivered_unacked(on: TestBroker) {
+    let rx = Receiver::ok().await;
+    let n = 2000;
+    let (cfg, mut router) = mid_stream(&on, &rx, n, false).await;
+    assert!(router.term(T).await.success(), "exits 0 on SIGTERM");
+    let at_stop = rx.on("/erp").len();
+    assert!(at_stop < n, "the stop came mid-stream: {at_stop} of {n} delivered");
+    let _restarted = RouterProc::ready(&cfg).await;
+    let got = rx.wait_distinct("/erp", n, T).await;
+    // Every settled message's ack went before the consumer closed: nothing comes twice.
+    assert_eq!(duplicates(&got), 0, "each event once");
+    let mut seen = arrivals(&got);
+    seen.sort_unstable();
+    assert_eq!(seen, (0..n).collect::<Vec<_>>(), "every event delivered");
 }
 
 /// The broker's count of a queue's unacked messages (its statistics lag by a few seconds).
