@@ -29,7 +29,7 @@
 //! `--json FILE`.
 //!
 //! `cargo bench --bench throughput -- [--quick] [--events N] [--repeat K] [--json FILE]
-//! [--only GROUP,…] [--latency-secs S] [--in-flight N] [--fanout 1,10,100] [--backlog N]
+//! [--only GROUP,…] [--latency-secs S] [--latency-rate R] [--in-flight N] [--fanout 1,10,100] [--backlog N]
 //! [--backlog-rabbitmq N] [--backlog-secs S] [--wrap 'CMD ARGS']` (groups: ceilings, unordered,
 //! ordered, per_key_order, latency, memory, payload, fanout, backlog; brokers: rabbitmq, embedded, both when
 //! neither is named). Needs RabbitMQ with the management plugin: every run uses a vhost of its
@@ -64,12 +64,13 @@ const CONCURRENCY: usize = 32;
 
 /// `--help`: the options, as the module docs give them.
 const USAGE: &str = "cargo bench --bench throughput -- [--quick] [--events N] [--repeat K] [--json FILE]
-    [--only GROUP,...] [--latency-secs S] [--in-flight N] [--fanout 1,10,100] [--backlog N]
+    [--only GROUP,...] [--latency-secs S] [--latency-rate R] [--in-flight N] [--fanout 1,10,100] [--backlog N]
     [--backlog-rabbitmq N] [--backlog-secs S] [--wrap 'CMD ARGS']
 
 groups: ceilings, unordered, ordered, per_key_order, latency, memory, payload, fanout, backlog
 brokers: rabbitmq, embedded (both when neither is named)
 --quick: 5,000 events, one repetition, shorter latency and backlog runs.
+--latency-rate: publish the latency runs at R events/s instead of half the unordered maximum.
 Needs RabbitMQ with the management plugin; prints figures, never pass/fail.";
 
 /// What `--only` can name: measures, then brokers.
@@ -85,6 +86,8 @@ struct Opts {
     only: Vec<String>,
     brokers: Vec<String>,
     latency_secs: f64,
+    /// `--latency-rate`: the latency runs' rate, instead of half the unordered maximum.
+    latency_rate: Option<f64>,
     in_flight: usize,
     fanout: Vec<usize>,
     backlog: usize,
@@ -120,6 +123,7 @@ impl Opts {
             only,
             brokers,
             latency_secs: number("--latency-secs").unwrap_or(if quick { 5.0 } else { 10.0 }),
+            latency_rate: number("--latency-rate"),
             in_flight: number("--in-flight").map_or(10_000, |v| v as usize),
             fanout: value("--fanout")
                 .map(|v| {
@@ -413,10 +417,10 @@ impl Bench {
             let drain = self.report.current(&format!("{b}.unordered.1k.rate")).unwrap_or(f64::NAN);
             let posted = self.report.current(&format!("{b}.ingest.1k.rate")).unwrap_or(f64::INFINITY);
             let max = if drain.is_nan() { f64::NAN } else { drain.min(posted) };
-            if max.is_nan() {
+            let rate = self.opts.latency_rate.unwrap_or((max / 2.0).max(10.0));
+            if rate.is_nan() {
                 self.fail(group, &format!("{b} latency"), "no unordered rate to take half of");
             } else {
-                let rate = (max / 2.0).max(10.0);
                 let events = ((rate * self.opts.latency_secs) as usize).max(200);
                 self.report.record(format!("{b}.latency.rate"), rate);
                 self.ceiling_relay_latency(kind, rate, events).await;
@@ -570,7 +574,7 @@ async fn main() {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "load_average_at_start": load.trim(),
             "events": opts.events, "repeat": opts.repeat, "prefetch": PREFETCH, "concurrency": CONCURRENCY,
-            "latency_secs": opts.latency_secs, "latency_warmup_share": process::WARMUP, "in_flight": opts.in_flight,
+            "latency_secs": opts.latency_secs, "latency_rate": opts.latency_rate, "latency_warmup_share": process::WARMUP, "in_flight": opts.in_flight,
             "fanout": opts.fanout, "backlog": opts.backlog, "backlog_rabbitmq": opts.backlog_rabbitmq,
             "backlog_secs": opts.backlog_secs,
             "only": opts.only, "brokers": opts.brokers, "embedded": embedded, "wrap": opts.launch.wrap,
