@@ -7,9 +7,11 @@
 //! structured events, each checked and published in order and answered in [`BatchAnswer`]:
 //! an event whose result is 202 is durably queued, whatever became of the others.
 //!
-//! Each accepted request has an ingest span (exported when traces are on), child of the
-//! caller's `traceparent`; the published message carries the span's context as its
-//! `traceparent` header, so the router's event span continues the caller's trace.
+//! With traces on (or debug lines), each request has an ingest span, child of the caller's
+//! `traceparent`; the published message carries the span's context as its `traceparent`
+//! header, so the router's event span continues the caller's trace. With traces off, the
+//! caller's `traceparent` is passed on as it came, and no span is made
+//! ([`telemetry::ingest_span`]).
 
 use super::ApiState;
 use super::auth::Caller;
