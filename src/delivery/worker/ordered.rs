@@ -4,10 +4,9 @@
 //!
 //! # Pipelined acks
 //! A settled message's ack is started, not waited for ([`StartedAcks`]): the next message,
-//! already prefetched, starts at once. On RabbitMQ the `basic.ack` is queued on the route's
-//! channel, in order (AMQP answers nothing to an ack; waiting only waited for lapin's connection
-//! task to write it); on the embedded broker the ack takes effect in the engine's memory at once
-//! and is committed with others, one transaction for a group of them. What keeps the rules:
+//! already prefetched, starts at once. On RabbitMQ the ack goes to the consumer's window (below);
+//! on the embedded broker it takes effect in the engine's memory at once and is committed with
+//! others, one transaction for a group of them. What keeps the rules:
 //!
 //! - An ack is started only once its message's fate is settled: a 2xx, a confirmed dead letter
 //!   or park, a filter that dropped it. Order comes from one message at a time, not from the
@@ -18,7 +17,8 @@
 //! - The acks' ends are collected as they come; a failed ack fails the worker, as an awaited one
 //!   did (the session reconnects, and the broker gives back what it did not take).
 //! - Before the consumer closes (the route stops, a reload, SIGTERM, or a held event is handed
-//!   back), every started ack is waited for; closing then gives back only the unsettled
+//!   back), every started ack is waited for, and the RabbitMQ consumer's close sends what its
+//!   window holds; closing then gives back only the unsettled
 //!   messages, the one in hand first, in order (close, never cancel). Nothing settled is
 //!   delivered again because of a stop or a reload.
 //! - A crash (SIGKILL, a lost connection) may lose acks not yet taken by the broker: those
