@@ -31,36 +31,57 @@ fn arrivals(got: &[Received]) -> Vec<usize> {
     got.iter().map(|r| index(&r.id())).collect()
 }
 
-/// A route on `order.paid` to `rx`'s `/erp` (ordered or not), declared by a first run that
-/// stops, then `n` events published while no router runs, then a router started on them.
-async fn mid_stream(on: &TestBroker, rx: &Receiver, n: usize, ordered: bool) -> (ConfigDir, RouterProc) {
+/// Events published while no router runs, on the route of [`interrupted`].
+const N: usize = 2000;
+
+/// How [`interrupted`] interrupts the router.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    Kill,
+    Term,
+}
+
+/// A route on `order.paid` to a receiver that answers at once (so acks are as far behind the
+/// deliveries as they get), ordered or not, declared by a first run that stops; then [`N`]
+/// events published while no router runs, a router started on them and interrupted mid-stream
+/// (`how`), and a second router started. Returns how many requests arrived before the
+/// interruption, and every request once each event has arrived.
+async fn interrupted(on: &TestBroker, ordered: bool, how: Stop) -> (usize, Vec<Received>) {
+    let rx = Receiver::ok().await;
     let cfg = on.config();
     cfg.route(&RouteConfig::new("erp").events(["order.paid"]).url(rx.url("/erp")).ordered(ordered));
     let mut first = RouterProc::ready(&cfg).await;
     assert!(first.term(T).await.success());
-    on.publish_events_stopped(&numbered("p", n)).await;
-    let router = RouterProc::ready(&cfg).await;
-    rx.wait_requests("/erp", n / 4, T).await;
-    (cfg, router)
+    on.publish_events_stopped(&numbered("p", N)).await;
+    let mut router = RouterProc::ready(&cfg).await;
+    rx.wait_requests("/erp", N / 4, T).await;
+    match how {
+        Stop::Kill => router.kill(),
+        Stop::Term => assert!(router.term(T).await.success(), "exits 0 on SIGTERM"),
+    }
+    let before = rx.on("/erp").len();
+    assert!(before < N, "the interruption came mid-stream: {before} of {N} delivered");
+    let _restarted = RouterProc::ready(&cfg).await;
+    (before, rx.wait_distinct("/erp", N, T).await)
+}
+
+/// Every event's index once, sorted: what an unordered route must have delivered.
+fn each_once(got: &[Received]) -> Vec<usize> {
+    let mut seen = arrivals(got);
+    seen.sort_unstable();
+    seen.dedup();
+    seen
 }
 
 async fn sigkill_mid_stream_repeats_only_the_last_events_before_the_kill_then_goes_on_in_order(on: TestBroker) {
-    // A receiver that answers at once: acks are as far behind the deliveries as they get.
-    let rx = Receiver::ok().await;
-    let n = 2000;
-    let (cfg, mut router) = mid_stream(&on, &rx, n, true).await;
-    router.kill();
-    let at_kill = rx.on("/erp").len();
-    assert!(at_kill < n, "the kill came mid-stream: {at_kill} of {n} delivered");
-    let _restarted = RouterProc::ready(&cfg).await;
-    let got = rx.wait_distinct("/erp", n, T).await;
+    let (at_kill, got) = interrupted(&on, true, Stop::Kill).await;
     let seen = arrivals(&got);
     // 0, 1, …, k, then j, j + 1, …, n - 1 with j ≤ k + 1: at most one step back, at the
     // restart, to the first event whose ack the broker had not taken; no gap anywhere.
     let steps: Vec<usize> = (1..seen.len()).filter(|&i| seen[i] != seen[i - 1] + 1).collect();
     assert!(steps.len() <= 1, "one step back at most, at the restart: {seen:?}");
     assert_eq!(seen[0], 0);
-    assert_eq!(*seen.last().unwrap(), n - 1);
+    assert_eq!(*seen.last().unwrap(), N - 1);
     let repeats = match steps.first() {
         None => 0,
         Some(&i) => {
@@ -80,31 +101,14 @@ async fn sigkill_mid_stream_repeats_only_the_last_events_before_the_kill_then_go
 }
 
 async fn sigterm_mid_stream_leaves_nothing_delivered_unacked(on: TestBroker) {
-    let rx = Receiver::ok().await;
-    let n = 2000;
-    let (cfg, mut router) = mid_stream(&on, &rx, n, true).await;
-    assert!(router.term(T).await.success(), "exits 0 on SIGTERM");
-    let at_stop = rx.on("/erp").len();
-    assert!(at_stop < n, "the stop came mid-stream: {at_stop} of {n} delivered");
-    let _restarted = RouterProc::ready(&cfg).await;
-    let got = rx.wait_distinct("/erp", n, T).await;
+    let (_, got) = interrupted(&on, true, Stop::Term).await;
     // Every ack started before the stop ended before the consumer closed: nothing comes twice.
-    assert_eq!(arrivals(&got), (0..n).collect::<Vec<_>>(), "each event once, in publish order");
+    assert_eq!(arrivals(&got), (0..N).collect::<Vec<_>>(), "each event once, in publish order");
 }
 
 async fn unordered_sigkill_mid_stream_loses_nothing_and_repeats_a_few(on: TestBroker) {
-    let rx = Receiver::ok().await;
-    let n = 2000;
-    let (cfg, mut router) = mid_stream(&on, &rx, n, false).await;
-    router.kill();
-    let at_kill = rx.on("/erp").len();
-    assert!(at_kill < n, "the kill came mid-stream: {at_kill} of {n} delivered");
-    let _restarted = RouterProc::ready(&cfg).await;
-    let got = rx.wait_distinct("/erp", n, T).await;
-    let mut seen = arrivals(&got);
-    seen.sort_unstable();
-    seen.dedup();
-    assert_eq!(seen, (0..n).collect::<Vec<_>>(), "every event delivered");
+    let (_, got) = interrupted(&on, false, Stop::Kill).await;
+    assert_eq!(each_once(&got), (0..N).collect::<Vec<_>>(), "every event delivered");
     // At most what was prefetched and unacked at the kill: the events in flight and those whose
     // acks were still in the window.
     let repeats = duplicates(&got);
@@ -112,19 +116,10 @@ async fn unordered_sigkill_mid_stream_loses_nothing_and_repeats_a_few(on: TestBr
 }
 
 async fn unordered_sigterm_mid_stream_leaves_nothing_delivered_unacked(on: TestBroker) {
-    let rx = Receiver::ok().await;
-    let n = 2000;
-    let (cfg, mut router) = mid_stream(&on, &rx, n, false).await;
-    assert!(router.term(T).await.success(), "exits 0 on SIGTERM");
-    let at_stop = rx.on("/erp").len();
-    assert!(at_stop < n, "the stop came mid-stream: {at_stop} of {n} delivered");
-    let _restarted = RouterProc::ready(&cfg).await;
-    let got = rx.wait_distinct("/erp", n, T).await;
+    let (_, got) = interrupted(&on, false, Stop::Term).await;
     // Every settled message's ack went before the consumer closed: nothing comes twice.
     assert_eq!(duplicates(&got), 0, "each event once");
-    let mut seen = arrivals(&got);
-    seen.sort_unstable();
-    assert_eq!(seen, (0..n).collect::<Vec<_>>(), "every event delivered");
+    assert_eq!(each_once(&got), (0..N).collect::<Vec<_>>(), "every event delivered");
 }
 
 /// The broker's count of a queue's unacked messages (its statistics lag by a few seconds).
