@@ -205,10 +205,10 @@ pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<(), BrokerError>;
 
     /// Starts the ack now and returns without waiting for it: when this returns, the ack is
-    /// already on its way, behind every ack started before it on the same consumer. The future resolves as
-    /// [`Acker::ack`] would have; dropping it does not undo the ack. An ack may then be done
-    /// later than with [`Acker::ack`] (the embedded broker commits such acks in groups): a
-    /// crash in between delivers the message again, never loses it.
+    /// already on its way, behind every ack started before it on the same consumer. The future
+    /// resolves as [`Acker::ack`] would have; dropping it does not undo the ack. An ack may then
+    /// be done later than with [`Acker::ack`] (the embedded broker commits such acks in
+    /// groups): a crash in between delivers the message again, never loses it.
     fn start_ack(&self) -> AckFuture;
 }
 
