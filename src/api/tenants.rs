@@ -1,4 +1,4 @@
-//! Tenants in the API: which routes a caller may see ([`visible_routes`], [`owns_route`]: a
+//! Tenants in the API: which routes a caller may see (`visible_routes`, `owns_route`: a
 //! tenant's are the file routes with its `tenant` and its subscriptions, disabled ones
 //! included), and `POST /v1/tenants/{id}/portal-link`, the one-time URL an operator hands a
 //! tenant. The link's nonce is random, kept in the store as its SHA-256 only, and exchanged once

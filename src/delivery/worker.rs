@@ -1,11 +1,11 @@
 //! A route's worker: the consume loop, and the stages of one message read top to bottom in
 //! `Dispatch`: prepare (the pipeline) → attempt → decide → report → settle.
 //!
-//! Ordered routes (single active consumer) are a plain sequential loop ([`ordered`]): one
+//! Ordered routes (single active consumer) are a plain sequential loop (`ordered`): one
 //! message at a time, retried in place, so later events wait, each ack started without waiting
 //! for it and the next message's pipeline run while the one in hand is delivered; with an
-//! `order_key`, one such line per key ([`lanes`]). Unordered routes with `[batch]` gather
-//! messages into batches ([`batch`]); other unordered routes run up to `concurrency` messages at
+//! `order_key`, one such line per key (`lanes`). Unordered routes with `[batch]` gather
+//! messages into batches (`batch`); other unordered routes run up to `concurrency` messages at
 //! once (a semaphore of slots), retried through the broker's delay, so one failing event blocks
 //! nothing. Stopping takes no new message, lets the ones in flight settle, then closes the
 //! consumer, which gives the unacked ones back in order (never cancel-then-requeue: on a

@@ -8,7 +8,7 @@ use metrics::{Counter, Gauge};
 
 /// The metrics of one route's endpoint policies (circuit breaker, rate limit), registered when
 /// the route first has one: routes without them show none of these series. A no-op when made
-/// before [`install`] ran.
+/// before [`install`](crate::metrics::install) ran.
 #[derive(Debug, Default)]
 pub struct GateMeter(Option<GateMetrics>);
 

@@ -23,7 +23,7 @@
 //! /ui/verify  /portal/verify  how receivers verify signatures
 //! ```
 //!
-//! Security: the middleware ([`guard`]) sets a strict Content-Security-Policy (no inline script
+//! Security: the middleware (`guard`) sets a strict Content-Security-Policy (no inline script
 //! or style), refuses cross-site form posts and every POST without a valid CSRF token
 //! ([`session`]), and never caches pages. The API's JSON content-type rule is for `/v1/` only:
 //! these forms post `application/x-www-form-urlencoded` and are protected by the CSRF token.
