@@ -193,7 +193,7 @@ impl AckWindow {
 impl State {
     /// The settled prefix, and with `all` every other settled message too.
     fn take(&mut self, all: bool) -> Round {
-        let mut round = Round { through: None, each: Vec::new() };
+        let mut round = Round::default();
         for o in self.out.drain(..self.prefix) {
             round.through = Some(o.acker);
         }
