@@ -78,8 +78,15 @@ async fn router(admin: ApiKeyEntry) -> (ConfigDir, RouterProc, String) {
     (cfg, router, base)
 }
 
+/// The page's HTML once its document has loaded, else empty: a look while the browser still
+/// parses a page sees only its first part (the heading, not yet the table below it). One script
+/// reads both, so that a navigation cannot come between the check and the read.
 async fn text(page: &Page) -> String {
-    page.content().await.unwrap_or_default()
+    const LOADED_HTML: &str = "document.readyState === 'complete' ? document.documentElement.outerHTML : ''";
+    match page.evaluate(LOADED_HTML).await {
+        Ok(html) => html.into_value::<String>().unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 /// Waits until the page's HTML holds `needle` (reloading it before each look after the first,
