@@ -22,7 +22,8 @@
 //!
 //! What stays true: a message is acked only after the worker settled it (its 2xx, its confirmed
 //! park or dead letter, its filter); closing the consumer (a stop, a reload, a hand-back) sends
-//! every settled message's ack before the channel closes, so a stop repeats nothing; a crash
+//! every settled message's ack, then waits [`CLOSE_GRACE`] for the queue to apply them, before
+//! the channel closes, so a stop repeats nothing; a crash
 //! (SIGKILL, a lost connection) may lose the acks not sent yet, and those messages, settled in
 //! the last [`ACK_LINGER`] or the last group, come again: duplicates, never a lost event. A
 //! failed ack fails every later one on the consumer (the session reconnects, and the broker
@@ -44,6 +45,10 @@ const ACK_EVERY: usize = 32;
 
 /// The longest a settled message's ack waits for others to go with it.
 const ACK_LINGER: Duration = Duration::from_millis(20);
+
+/// How long a closing consumer waits after its last acks before its channel closes, for the
+/// broker's queue to apply them (see [`AckWindow::run`]).
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
 /// The messages a consumer handed out and has not acked, and the task that acks them.
 pub(super) struct AckWindow {
@@ -149,12 +154,19 @@ impl AckWindow {
     async fn run(self: Arc<Self>) {
         loop {
             let (round, closing) = self.next_round().await;
+            let sent = !round.is_empty();
             if let Err(e) = round.send().await {
                 let mut s = self.state();
                 s.failed = Some(e.to_string());
                 return;
             }
             if closing {
+                if sent {
+                    // A quorum queue applies an ack once its log has committed it, and gives
+                    // back what a closed channel held when it learns of the close, which can
+                    // come first: closing at once gave back a few acked messages under load.
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                }
                 return;
             }
         }
@@ -216,6 +228,10 @@ impl State {
 }
 
 impl Round {
+    fn is_empty(&self) -> bool {
+        self.through.is_none() && self.each.is_empty()
+    }
+
     /// Sends the round's acks and waits until lapin wrote them all.
     async fn send(self) -> Result<(), lapin::Error> {
         if let Some(through) = self.through {
