@@ -152,6 +152,8 @@ impl AckWindow {
     }
 
     async fn run(self: Arc<Self>) {
+        // When the last acks were sent.
+        let mut last_sent: Option<Instant> = None;
         loop {
             let (round, closing) = self.next_round().await;
             let sent = !round.is_empty();
@@ -160,12 +162,16 @@ impl AckWindow {
                 s.failed = Some(e.to_string());
                 return;
             }
+            if sent {
+                last_sent = Some(Instant::now());
+            }
             if closing {
-                if sent {
-                    // A quorum queue applies an ack once its log has committed it, and gives
-                    // back what a closed channel held when it learns of the close, which can
-                    // come first: closing at once gave back a few acked messages under load.
-                    tokio::time::sleep(CLOSE_GRACE).await;
+                // A quorum queue applies an ack once its log has committed it, and gives back
+                // what a closed channel held when it learns of the close, which can come first:
+                // closing at once gave back a few acked messages under load. Whichever round
+                // sent the last acks, the channel closes no sooner than the grace after it.
+                if let Some(at) = last_sent {
+                    tokio::time::sleep_until(at + CLOSE_GRACE).await;
                 }
                 return;
             }
