@@ -34,7 +34,6 @@ pub mod stats;
 pub mod subscription;
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 pub use audit::{AuditEntry, AuditFilter};
@@ -146,11 +145,12 @@ pub struct Attempt {
 
 /// The id of a route's delivery of an event: stable, URL-safe.
 pub fn delivery_id(route: &str, event_id: &str) -> String {
-    let mut h = Sha256::new();
+    // ring's SHA-256, as the signatures use (`delivery::http::sign`): the same digest.
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     h.update(route.as_bytes());
-    h.update([0]);
+    h.update(&[0]);
     h.update(event_id.as_bytes());
-    hex::encode(&h.finalize()[..12])
+    hex::encode(&h.finish().as_ref()[..12])
 }
 
 /// One route's delivery of one event: the latest state of its attempts.
