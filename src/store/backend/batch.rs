@@ -6,7 +6,8 @@
 //!
 //! - SQLite ([`sqlite`]): multi-row `INSERT`s in [`chunks`] of a few fixed sizes, so that each
 //!   text is one the connection has prepared before (sqlx keys its statement cache by the
-//!   text), built once per process; every text value bound as an `Arc<str>` made once per
+//!   text), built once per process, the smaller ones prepared when the connection opens
+//!   ([`prepare`]); every text value bound as an `Arc<str>` made once per
 //!   attempt and shared by both tables' rows (sqlx hands SQLite its own reference, no copy on
 //!   the runtime). The transaction is `BEGIN IMMEDIATE` … `COMMIT` run as cached prepared
 //!   statements too: sqlx's own `begin_with`/`commit` run them through `sqlite3_exec`, which
@@ -178,7 +179,7 @@ impl SqliteWrite {
     pub(super) async fn begin(pool: &Pool<Sqlite>) -> Result<Self, StoreError> {
         // Armed before `BEGIN` is sent: a future dropped while it runs may leave it begun.
         let mut tx = Self { conn: Some(pool.acquire().await?) };
-        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
+        sqlx::query(BEGIN).execute(tx.conn()).await?;
         Ok(tx)
     }
 
@@ -188,7 +189,7 @@ impl SqliteWrite {
 
     /// Commits and gives the connection back to the pool.
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
-        sqlx::query("COMMIT").execute(self.conn()).await?;
+        sqlx::query(COMMIT).execute(self.conn()).await?;
         self.conn.take();
         Ok(())
     }
@@ -201,6 +202,30 @@ impl Drop for SqliteWrite {
         }
     }
 }
+
+/// Prepares the statements [`sqlite`] runs on a new connection, into its statement cache:
+/// `BEGIN`, `COMMIT` and the texts of up to [`PREPARED_AT_CONNECT`] rows, what a batch holds
+/// up to a few thousand attempts a second: about 0.45 MiB per connection (the router's resident
+/// memory at rest went from 35.6 to 37.4 MiB with its four; 42.9 MiB with every text). The 128-
+/// and 256-row texts are prepared when a batch first needs them.
+pub(super) async fn prepare(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Executor as _;
+    let texts = CHUNK_SIZES
+        .iter()
+        .zip(SQLITE_TEXTS.iter())
+        .filter(|(rows, _)| **rows <= PREPARED_AT_CONNECT)
+        .flat_map(|(_, (attempts, deliveries))| [attempts.as_str(), deliveries.as_str()]);
+    for text in [BEGIN, COMMIT].into_iter().chain(texts) {
+        conn.prepare(sqlx::SqlStr::from_static(text)).await?;
+    }
+    Ok(())
+}
+
+/// The largest chunk whose texts [`prepare`] prepares when a connection opens.
+const PREPARED_AT_CONNECT: usize = 64;
+
+const BEGIN: &str = "BEGIN IMMEDIATE";
+const COMMIT: &str = "COMMIT";
 
 /// SQLite's batch write (see the module docs).
 pub(super) async fn sqlite(pool: &Pool<Sqlite>, batch: &[Attempt]) -> Result<(), StoreError> {

@@ -12,6 +12,9 @@ use sqlx::{Pool, Sqlite};
 use std::str::FromStr;
 use tokio::sync::mpsc;
 
+/// The pool's connections: the delivery log's writer, and readers for the API beside it (WAL).
+const CONNECTIONS: u32 = 4;
+
 impl SqlStore<Sqlite> {
     /// Opens (creating when missing) and migrates.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -30,9 +33,9 @@ impl SqlStore<Sqlite> {
             .pragma("wal_autocheckpoint", "10000")
             .pragma("cache_size", "-8192")
             .busy_timeout(std::time::Duration::from_secs(10));
-        // No ping before each acquire: the file is local, and a ping is a round trip to the
-        // connection's worker thread that tells nothing the next statement would not.
-        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(opts).await?;
+        // Migrated through a connection of its own, kept open until the pool is (an in-memory
+        // database lives as long as a connection to it).
+        let migrating = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
         migrator(&[
             ("delivery log", include_str!("../../../migrations/sqlite/0001_delivery_log.sql")),
             (
@@ -43,8 +46,22 @@ impl SqlStore<Sqlite> {
             ("tenants portal links", include_str!("../../../migrations/sqlite/0004_tenants_portal_links.sql")),
             ("attempt request headers", include_str!("../../../migrations/sqlite/0005_attempt_request_headers.sql")),
         ])
-        .run(&pool)
+        .run(&migrating)
         .await?;
+        // The pool opens once the tables exist, all its connections at once, each with the
+        // delivery log's statements of up to 64 rows prepared (`batch::prepare`): the first
+        // batches do not wait for SQLite to compile their `INSERT`s, and instruction counts per
+        // event (docs/performance.md) do not depend on which batch sizes a run happened to reach.
+        // No ping before each acquire: the file is local, and a ping is a round trip to the
+        // connection's worker thread that tells nothing the next statement would not.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(CONNECTIONS)
+            .min_connections(CONNECTIONS)
+            .test_before_acquire(false)
+            .after_connect(|conn, _| Box::pin(super::batch::prepare(conn)))
+            .connect_with(opts)
+            .await?;
+        migrating.close().await;
         Ok(Self { pool })
     }
 }
