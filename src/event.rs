@@ -414,6 +414,22 @@ mod tests {
     }
 
     #[test]
+    fn bytes_that_are_not_utf8_are_refused_with_their_place() {
+        // A latin-1 "é" in a string (byte 66), then a stray byte where a key belongs.
+        let in_string = b"{\"id\":\"1\",\"source\":\"s\",\"type\":\"t\",\"specversion\":\"1.0\",\"data\":\"caf\xe9\"}";
+        let Err(DecodeError::Malformed(e)) = CloudEvent::decode(in_string) else { panic!("decoded") };
+        assert_eq!(e, "invalid unicode code point at line 1 column 66");
+        let Err(DecodeError::Malformed(e)) = CloudEvent::decode(b"{\"id\":\"1\",\xff}") else { panic!("decoded") };
+        assert_eq!(e, "key must be a string at line 1 column 11");
+        // The same event in UTF-8 decodes, its text as sent.
+        let ok = CloudEvent::decode(
+            "{\"id\":\"1\",\"source\":\"s\",\"type\":\"t\",\"specversion\":\"1.0\",\"data\":\"café\"}".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(ok.data, Some(Value::String("café".into())));
+    }
+
+    #[test]
     fn refuses_missing_attributes_and_other_versions() {
         assert!(matches!(CloudEvent::decode(b"{}"), Err(DecodeError::Malformed(_))));
         assert!(matches!(CloudEvent::decode(b"not json"), Err(DecodeError::Malformed(_))));
