@@ -145,7 +145,7 @@ pub struct Attempt {
 
 /// The id of a route's delivery of an event: stable, URL-safe.
 pub fn delivery_id(route: &str, event_id: &str) -> String {
-    // ring's SHA-256, as the signatures use (`delivery::http::sign`): the same digest.
+    // ring's SHA-256, the implementation the signatures use (`delivery::http::sign`).
     let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     h.update(route.as_bytes());
     h.update(&[0]);

@@ -1,6 +1,7 @@
-//! SQLite: opening a file (created when missing, WAL journal) and what SQLite does its own way:
-//! `BEGIN IMMEDIATE`, and the delivery log's batch writes (`batch.rs`: multi-row statements of a
-//! few fixed sizes). It runs the rest of the shared SQL as it is.
+//! SQLite: opening a file (created when missing, WAL journal, migrated before the pool opens
+//! with the delivery log's statements prepared on each connection) and what SQLite does its own
+//! way: `BEGIN IMMEDIATE`, and the delivery log's batch writes (`batch.rs`: multi-row statements
+//! of a few fixed sizes). It runs the rest of the shared SQL as it is.
 
 use super::{
     Attempt, AttemptStats, AuditTrail, Backend, DeadLetterIndex, DeliveryLog, PortalLinks, SqlStore, StoreError,
