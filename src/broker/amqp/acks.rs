@@ -23,11 +23,10 @@
 //! What stays true: a message is acked only after the worker settled it (its 2xx, its confirmed
 //! park or dead letter, its filter); closing the consumer (a stop, a reload, a hand-back) sends
 //! every settled message's ack, then waits [`CLOSE_GRACE`] for the queue to apply them, before
-//! the channel closes, so a stop repeats nothing; a crash
-//! (SIGKILL, a lost connection) may lose the acks not sent yet, and those messages, settled in
-//! the last [`ACK_LINGER`] or the last group, come again: duplicates, never a lost event. A
-//! failed ack fails every later one on the consumer (the session reconnects, and the broker
-//! gives back whatever it did not take).
+//! the channel closes, so a stop repeats nothing; a crash (SIGKILL, a lost connection) may lose
+//! the acks not sent yet, and those messages, settled in the last [`ACK_LINGER`] or the last
+//! group, come again: duplicates, never a lost event. A failed ack fails every later one on the
+//! consumer (the session reconnects, and the broker gives back whatever it did not take).
 
 use crate::broker::{AckFuture, Acker, BrokerError};
 use async_trait::async_trait;
