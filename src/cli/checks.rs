@@ -59,6 +59,7 @@ pub(crate) fn validate(dir: &std::path::Path, format: OutFormat, opts: LoadOptio
                     "max_time": humantime::format_duration(s.budgets.max_time).to_string(),
                     "max_body_bytes": s.budgets.max_body_bytes,
                     "pool": s.script_pool.size(),
+                    "inline_allowance": humantime::format_duration(s.budgets.inline_allowance).to_string(),
                 });
             }
             println!("{report}");
@@ -72,12 +73,13 @@ fn scripts_line(s: &config::Snapshot) -> String {
     let b = &s.budgets;
     format!(
         "scripts: each run within {} of memory (max_memory_bytes = {}), {} (max_time), a body of at most {} bytes \
-         (max_body_bytes); {} run(s) at once (pool)",
+         (max_body_bytes); {} run(s) at once (pool), moved there after {} (inline_allowance)",
         hookrelay::pipeline::script::budget::bytes(b.max_memory_bytes as u64),
         b.max_memory_bytes,
         humantime::format_duration(b.max_time),
         b.max_body_bytes,
-        s.script_pool.size()
+        s.script_pool.size(),
+        humantime::format_duration(b.inline_allowance)
     )
 }
 

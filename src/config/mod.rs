@@ -231,9 +231,9 @@ impl Snapshot {
     }
 
     /// [`pipeline::prepare`] for one of this snapshot's routes, here; when the route runs
-    /// scripts, moved to the script pool once they have run for
-    /// [`pipeline::script::budget::INLINE_ALLOWANCE`] (so that a script burning its budget
-    /// never holds an async worker for longer). `validated`: the event's `data` was validated
+    /// scripts, moved to the script pool once they have run for `[scripts] inline_allowance`
+    /// (so that a script burning its budget never holds an async worker for longer), or there
+    /// from the start when it is zero. `validated`: the event's `data` was validated
     /// under this config by this process already (the ingest API's mark); `on_validate` is
     /// called when it is validated here.
     pub async fn prepare(
@@ -252,19 +252,20 @@ impl Snapshot {
         if !route.steps.runs_scripts() {
             return run(self, route);
         }
-        // Scripts start here, on the async worker, for at most INLINE_ALLOWANCE; past it the
+        // Scripts start here, on the async worker, for at most the allowance; past it the
         // work moves to the pool, and after INLINE_MISSES such runs in a row (not one: a
         // preempted thread can miss the allowance too) the route's scripts run there until the
         // next reload.
-        if route.steps.scripts_inline() {
-            if let Some(out) = pipeline::script::budget::run_inline(|| run(self, route)) {
+        let allowance = self.budgets.inline_allowance;
+        if !allowance.is_zero() && route.steps.scripts_inline() {
+            if let Some(out) = pipeline::script::budget::run_inline(allowance, || run(self, route)) {
                 route.steps.scripts_ran_inline();
                 return out;
             }
             if route.steps.scripts_missed_inline() {
                 tracing::info!(
                     route = %route.name,
-                    allowance = ?pipeline::script::budget::INLINE_ALLOWANCE,
+                    allowance = ?allowance,
                     runs = pipeline::script::budget::INLINE_MISSES,
                     "scripts ran past their allowance on an async worker: the route's scripts run on the script pool until the next reload"
                 );

@@ -5,7 +5,7 @@
 //! no modules (`import` is refused), no `eval`; `print`/`debug` go to the log, rate-limited.
 //! Every run has a memory and a time budget ([`budget`]). A run starts on the async worker
 //! that has the event, and moves to a bounded pool of blocking threads ([`pool`]) once it has
-//! run there for [`budget::INLINE_ALLOWANCE`]; a script that did so [`budget::INLINE_MISSES`]
+//! run there for its allowance (`[scripts] inline_allowance`, [`Budgets::inline_allowance`]); a script that did so [`budget::INLINE_MISSES`]
 //! times in a row runs only on the pool from then on. Rhai itself has no file or network access. Scripts are compiled once per load and never per event.
 
 pub mod budget;
@@ -60,7 +60,7 @@ pub struct Script {
     filter_reads: Reads,
     has_filter: bool,
     has_transform: bool,
-    /// Its runs in a row that went past [`budget::INLINE_ALLOWANCE`] on an async worker; at
+    /// Its runs in a row that went past the inline allowance on an async worker; at
     /// [`budget::INLINE_MISSES`] it runs only on the script pool (a reload compiles it afresh).
     inline_misses: AtomicU32,
 }
@@ -495,23 +495,26 @@ mod tests {
         }
     }
 
-    /// A run on the async worker past [`budget::INLINE_ALLOWANCE`] is stopped and reported as
-    /// moved (its result dropped); a quick one gives its result; the same long run elsewhere
-    /// runs to its end.
+    /// A run on the async worker past its allowance ([`budget::INLINE_ALLOWANCE`] by default)
+    /// is stopped and reported as moved (its result dropped); a quick one gives its result; the
+    /// same long run elsewhere, or inline with a larger allowance, runs to its end.
     #[test]
     fn an_inline_run_past_its_allowance_is_dropped_and_a_quick_one_kept() {
         let e = sandboxed_engine(budgets(64 << 20, 60_000));
         let quick = compile("fn filter(event) { event.n > 1 }").unwrap();
-        assert_eq!(budget::run_inline(|| quick.filter(&e, &json!({"n": 2}))), Some(Ok(true)));
+        assert_eq!(budget::run_inline(budget::INLINE_ALLOWANCE, || quick.filter(&e, &json!({"n": 2}))), Some(Ok(true)));
         let long = compile(
             "fn filter(event) { let s = \"0123456789abcdef\"; for k in 0..12 { s += s; } \
              let n = 0; for i in 0..300 { n += s.to_upper().len(); } n > 0 }",
         )
         .unwrap();
-        assert_eq!(budget::run_inline(|| long.filter(&e, &json!({}))), None);
+        assert_eq!(budget::run_inline(budget::INLINE_ALLOWANCE, || long.filter(&e, &json!({}))), None);
         assert_eq!(long.filter(&e, &json!({})), Ok(true));
+        // A larger allowance (`[scripts] inline_allowance`) keeps the same run where it started.
+        let minute = std::time::Duration::from_secs(60);
+        assert_eq!(budget::run_inline(minute, || long.filter(&e, &json!({}))), Some(Ok(true)));
         assert_eq!(
-            budget::run_inline(|| quick.filter(&e, &json!({"n": 0}))),
+            budget::run_inline(budget::INLINE_ALLOWANCE, || quick.filter(&e, &json!({"n": 0}))),
             Some(Ok(false)),
             "the next run is its own"
         );

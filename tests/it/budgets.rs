@@ -161,6 +161,9 @@ async fn scripts_burning_their_time_budget_hold_up_nothing_else(on: TestBroker) 
 const PAST_ALLOWANCE: &str = "fn filter(event) { print(\"seen \" + event.id); let s = \"0123456789abcdef\"; \
                               for k in 0..12 { s += s; } let n = 0; for i in 0..300 { n += s.to_upper().len(); } n > 0 }";
 
+/// What the router logs when a route's scripts move to the script pool for good.
+const MOVED: &str = "the route's scripts run on the script pool until the next reload";
+
 /// A script that runs past its allowance on the async worker is moved to the script pool and run
 /// again there from the start: each event is still sent once and its `print` logged once; after
 /// three such runs in a row the route says, once, that its scripts run on the pool from then on;
@@ -195,12 +198,42 @@ async fn a_script_past_its_allowance_moves_to_the_pool_and_runs_once(on: TestBro
     for i in 0..5 {
         assert_eq!(router.log_count(&format!("quick quick-{i}")), 1, "quick-{i} printed once");
     }
-    let moved = "the route's scripts run on the script pool until the next reload";
-    assert_eq!(router.log_count(moved), 1, "the long route moves once");
+    assert_eq!(router.log_count(MOVED), 1, "the long route moves once");
     let text = router.log_text();
-    let line = text.lines().find(|l| l.contains(moved)).unwrap();
+    let line = text.lines().find(|l| l.contains(MOVED)).unwrap();
     assert!(line.contains("route=long") && line.contains("allowance=1ms") && line.contains("runs=3"), "{line}");
     assert!(cfg.dead_letters().await.is_empty(), "nothing dead-lettered");
+}
+
+/// `[scripts] inline_allowance = "0s"`: every script runs on the pool from the start, so a
+/// script that would go past the allowance is never started on the async worker, never stopped
+/// there and run again, and no route has to move: each event is sent once and printed once, and
+/// the router never says that a route moved.
+#[tokio::test]
+async fn a_zero_inline_allowance_runs_every_script_on_the_pool() {
+    let on = TestBroker::embedded();
+    let rx = Receiver::ok().await;
+    let cfg = ConfigDir::with(
+        on.main().scripts(ScriptsSection { inline_allowance: Some(Duration::ZERO), ..Default::default() }),
+    );
+    cfg.file("plugins/long.rhai", PAST_ALLOWANCE);
+    cfg.route(
+        &RouteConfig::new("long")
+            .events(["order.created"])
+            .url(rx.url("/long"))
+            .concurrency(1)
+            .filter("plugins/long.rhai"),
+    );
+    let router = RouterProc::ready(&cfg).await;
+    let long: Vec<_> = (0..5).map(|i| event("order.created", &format!("long-{i}"), json!({"i": i}))).collect();
+    on.publish(&router, &long).await;
+    rx.wait_distinct("/long", 5, T).await;
+    router.wait_log_count("seen long-", 5, T).await;
+    assert_eq!(rx.on("/long").len(), 5, "each event sent once");
+    for i in 0..5 {
+        assert_eq!(router.log_count(&format!("seen long-{i}")), 1, "long-{i} printed once");
+    }
+    assert_eq!(router.log_count(MOVED), 0, "nothing started on the async worker, nothing moved");
 }
 
 on_both_brokers!(super::TestBroker::rabbitmq(), super::TestBroker::embedded();
@@ -222,7 +255,7 @@ fn validate_shows_the_script_budgets_and_refuses_bad_ones() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("scripts: each run within 8.0 MiB of memory (max_memory_bytes = 8388608), 1s (max_time), a body of at most 262144 bytes (max_body_bytes); 3 run(s) at once (pool)"),
+        text.contains("scripts: each run within 8.0 MiB of memory (max_memory_bytes = 8388608), 1s (max_time), a body of at most 262144 bytes (max_body_bytes); 3 run(s) at once (pool), moved there after 1ms (inline_allowance)"),
         "{text}"
     );
     let out = std::process::Command::new(bin())
@@ -233,13 +266,18 @@ fn validate_shows_the_script_budgets_and_refuses_bad_ones() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["scripts"],
-        json!({"max_memory_bytes": 8388608, "max_time": "1s", "max_body_bytes": 262144, "pool": 3})
+        json!({"max_memory_bytes": 8388608, "max_time": "1s", "max_body_bytes": 262144, "pool": 3, "inline_allowance": "1ms"})
     );
 
-    let cfg = ConfigDir::with_main_text("version = 1\n[scripts]\nmax_time = \"0s\"\npool = 0\n");
+    let cfg =
+        ConfigDir::with_main_text("version = 1\n[scripts]\nmax_time = \"0s\"\npool = 0\ninline_allowance = \"2s\"\n");
     let out = std::process::Command::new(bin()).args(["validate", "--config"]).arg(cfg.path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("hookrelay.toml:3:12: [scripts] max_time must be more than zero"), "{text}");
     assert!(text.contains("hookrelay.toml:4:8: [scripts] pool must be from 1 to 256 threads, not 0"), "{text}");
+    assert!(
+        text.contains("hookrelay.toml:5:20: [scripts] inline_allowance must not be more than max_time (0s)"),
+        "{text}"
+    );
 }

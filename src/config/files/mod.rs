@@ -346,12 +346,21 @@ pub struct ScriptsFile {
     /// that serve the API and deliver). Default: the number of cores.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<usize>,
+    /// How long a run may go on the threads that serve the API and deliver before it moves to
+    /// the pool; `0s` runs every script on the pool. Default 1ms; at most `max_time`.
+    pub inline_allowance: Dur,
 }
 
 impl Default for ScriptsFile {
     fn default() -> Self {
         let d = crate::pipeline::script::Budgets::default();
-        Self { max_memory_bytes: d.max_memory_bytes, max_time: Dur(d.max_time), max_body_bytes: None, pool: None }
+        Self {
+            max_memory_bytes: d.max_memory_bytes,
+            max_time: Dur(d.max_time),
+            max_body_bytes: None,
+            pool: None,
+            inline_allowance: Dur(d.inline_allowance),
+        }
     }
 }
 
@@ -365,6 +374,7 @@ impl ScriptsFile {
             max_memory_bytes: self.max_memory_bytes,
             max_time: self.max_time.0,
             max_body_bytes: self.max_body_bytes.unwrap_or(limits.max_event_bytes),
+            inline_allowance: self.inline_allowance.0,
         }
     }
 
@@ -387,6 +397,15 @@ impl ScriptsFile {
         }
         if self.max_body_bytes == Some(0) {
             out.push(("max_body_bytes", "must be more than zero".into()));
+        }
+        if self.inline_allowance.0 > self.max_time.0 {
+            out.push((
+                "inline_allowance",
+                format!(
+                    "must not be more than max_time ({}): a run that long is stopped wherever it runs",
+                    humantime::format_duration(self.max_time.0)
+                ),
+            ));
         }
         if let Some(n) = self.pool
             && !(1..=MAX_SCRIPT_POOL).contains(&n)

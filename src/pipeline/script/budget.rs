@@ -16,13 +16,17 @@
 //! memory budget is not measured; everything else applies.
 //!
 //! A route's scripts first run where the event is, on an async worker ([`run_inline`]), for at
-//! most [`INLINE_ALLOWANCE`]: handing every event to the script pool and back costs two thread
+//! most [`Budgets::inline_allowance`] (`[scripts] inline_allowance`, default
+//! [`INLINE_ALLOWANCE`]): handing every event to the script pool and back costs two thread
 //! wake-ups, more than a typical filter's whole run. A run still going at the allowance is
 //! stopped, its work dropped (lines it printed included: they are held until the run ends), and
 //! the caller runs it again from the start on the pool, with the full budgets; after
 //! [`INLINE_MISSES`] such runs in a row the route's scripts run only on the pool until the next
 //! reload. Scripts have no effect but their result and their lines, so running one again
-//! changes nothing.
+//! changes nothing. An allowance of zero runs every script on the pool from the start. A
+//! program that slows the router down as a whole (valgrind runs it some fifty times slower)
+//! needs a larger allowance for its scripts to take the path they take at full speed: the
+//! throughput benchmark sets one when it wraps the router (docs/benchmarks.md).
 
 use rhai::Dynamic;
 use std::cell::{Cell, RefCell};
@@ -38,11 +42,19 @@ pub struct Budgets {
     pub max_time: Duration,
     /// The largest body a transform may produce, rendered.
     pub max_body_bytes: usize,
+    /// How long a run may go on an async worker before it moves to the script pool
+    /// ([`run_inline`]); zero runs every script on the pool.
+    pub inline_allowance: Duration,
 }
 
 impl Default for Budgets {
     fn default() -> Self {
-        Self { max_memory_bytes: 32 << 20, max_time: Duration::from_secs(1), max_body_bytes: 256 * 1024 }
+        Self {
+            max_memory_bytes: 32 << 20,
+            max_time: Duration::from_secs(1),
+            max_body_bytes: 256 * 1024,
+            inline_allowance: INLINE_ALLOWANCE,
+        }
     }
 }
 
@@ -65,12 +77,12 @@ struct Run {
     printed: u32,
 }
 
-/// How long scripts may run on an async worker before their work moves to the script pool:
-/// far above a filter's or a transform's usual run (tens of microseconds), far below what would
-/// hold up the other tasks of the worker for long.
+/// How long scripts may run on an async worker before their work moves to the script pool, by
+/// default (`[scripts] inline_allowance`): far above a filter's or a transform's usual run
+/// (tens of microseconds), far below what would hold up the other tasks of the worker for long.
 pub const INLINE_ALLOWANCE: Duration = Duration::from_millis(1);
 
-/// Runs in a row past [`INLINE_ALLOWANCE`] after which a script runs only on the script pool:
+/// Runs in a row past the inline allowance after which a script runs only on the script pool:
 /// more than one, since a run can miss the allowance by being preempted rather than by its
 /// own work.
 pub const INLINE_MISSES: u32 = 3;
@@ -78,6 +90,7 @@ pub const INLINE_MISSES: u32 = 3;
 /// An inline run in progress on this thread ([`run_inline`]).
 struct Inline {
     deadline: Instant,
+    allowance: Duration,
     moved: bool,
     /// Lines printed, logged once the run ends where it started.
     said: Vec<(Arc<PrintLimit>, Said)>,
@@ -89,11 +102,11 @@ thread_local! {
 }
 
 /// Runs `work` (which runs scripts) on this thread, stopping any script still running after
-/// [`INLINE_ALLOWANCE`] from now: `None` when one was stopped (what `work` returned is dropped,
+/// `allowance` from now: `None` when one was stopped (what `work` returned is dropped,
 /// and the lines its scripts printed with it), for the caller to run `work` again on the script
 /// pool.
-pub fn run_inline<T>(work: impl FnOnce() -> T) -> Option<T> {
-    let inline = Inline { deadline: Instant::now() + INLINE_ALLOWANCE, moved: false, said: Vec::new() };
+pub fn run_inline<T>(allowance: Duration, work: impl FnOnce() -> T) -> Option<T> {
+    let inline = Inline { deadline: Instant::now() + allowance, allowance, moved: false, said: Vec::new() };
     INLINE.with(|i| *i.borrow_mut() = Some(inline));
     /// Ends the inline run even when `work` panics.
     struct End;
@@ -115,15 +128,15 @@ pub fn run_inline<T>(work: impl FnOnce() -> T) -> Option<T> {
     Some(out)
 }
 
-/// Whether the inline run on this thread, if any, is past its allowance at `now`; marks it
-/// moved when it is.
-fn inline_over(now: Instant) -> bool {
+/// The allowance of the inline run on this thread, if there is one and it is past it at `now`;
+/// marks it moved when it is.
+fn inline_over(now: Instant) -> Option<Duration> {
     INLINE.with(|i| match &mut *i.borrow_mut() {
         Some(inline) if now >= inline.deadline => {
             inline.moved = true;
-            true
+            Some(inline.allowance)
         }
-        _ => false,
+        _ => None,
     })
 }
 
@@ -159,8 +172,8 @@ pub(super) fn over_budget(budgets: &Budgets, ops: u64) -> Option<String> {
     }
     if ops.is_multiple_of(CLOCK_EVERY) {
         let now = Instant::now();
-        if inline_over(now) {
-            return Some(format!("on an async worker for {INLINE_ALLOWANCE:?}: moved to the script pool"));
+        if let Some(allowance) = inline_over(now) {
+            return Some(format!("on an async worker for {allowance:?}: moved to the script pool"));
         }
         let spent = now.duration_since(run.started);
         if spent > budgets.max_time {

@@ -108,6 +108,9 @@ pub struct ScriptsSection {
     pub max_body_bytes: Option<usize>,
     /// `pool`.
     pub pool: Option<usize>,
+    /// `inline_allowance`.
+    #[serde(serialize_with = "opt_duration")]
+    pub inline_allowance: Option<Duration>,
 }
 
 fn opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
