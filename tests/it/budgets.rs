@@ -164,15 +164,9 @@ const PAST_ALLOWANCE: &str = "fn filter(event) { print(\"seen \" + event.id); le
 /// What the router logs when a route's scripts move to the script pool for good.
 const MOVED: &str = "the route's scripts run on the script pool until the next reload";
 
-/// A script that runs past its allowance on the async worker is moved to the script pool and run
-/// again there from the start: each event is still sent once and its `print` logged once; after
-/// three such runs in a row the route says, once, that its scripts run on the pool from then on;
-/// a quick script's route never moves.
-async fn a_script_past_its_allowance_moves_to_the_pool_and_runs_once(on: TestBroker) {
-    let rx = Receiver::ok().await;
-    let cfg = ConfigDir::with(on.main());
+/// The route `long`: `order.created`, one at a time, filtered by [`PAST_ALLOWANCE`].
+fn long_route(cfg: &ConfigDir, rx: &Receiver) {
     cfg.file("plugins/long.rhai", PAST_ALLOWANCE);
-    cfg.file("plugins/quick.rhai", "fn filter(event) { print(\"quick \" + event.id); true }");
     cfg.route(
         &RouteConfig::new("long")
             .events(["order.created"])
@@ -180,21 +174,41 @@ async fn a_script_past_its_allowance_moves_to_the_pool_and_runs_once(on: TestBro
             .concurrency(1)
             .filter("plugins/long.rhai"),
     );
-    cfg.route(&RouteConfig::new("quick").events(["order.paid"]).url(rx.url("/quick")).filter("plugins/quick.rhai"));
-    let router = RouterProc::ready(&cfg).await;
+}
 
+/// Five `order.created` events for [`long_route`], `long-0` to `long-4`.
+async fn publish_long(on: &TestBroker, router: &RouterProc) {
     let long: Vec<_> = (0..5).map(|i| event("order.created", &format!("long-{i}"), json!({"i": i}))).collect();
-    on.publish(&router, &long).await;
-    on.publish(&router, &numbered("quick", 5)).await;
-    rx.wait_distinct("/long", 5, T).await;
-    rx.wait_distinct("/quick", 5, T).await;
-    router.wait_log_count("quick quick-", 5, T).await;
-    router.wait_log_count("seen long-", 5, T).await;
+    on.publish(router, &long).await;
+}
 
+/// Each of [`publish_long`]'s events reached the receiver once and its filter printed once.
+async fn long_each_sent_and_printed_once(router: &RouterProc, rx: &Receiver) {
+    rx.wait_distinct("/long", 5, T).await;
+    router.wait_log_count("seen long-", 5, T).await;
     assert_eq!(rx.on("/long").len(), 5, "each event sent once");
     for i in 0..5 {
         assert_eq!(router.log_count(&format!("seen long-{i}")), 1, "long-{i} printed once");
     }
+}
+
+/// A script that runs past its allowance on the async worker is moved to the script pool and run
+/// again there from the start: each event is still sent once and its `print` logged once; after
+/// three such runs in a row the route says, once, that its scripts run on the pool from then on;
+/// a quick script's route never moves.
+async fn a_script_past_its_allowance_moves_to_the_pool_and_runs_once(on: TestBroker) {
+    let rx = Receiver::ok().await;
+    let cfg = ConfigDir::with(on.main());
+    long_route(&cfg, &rx);
+    cfg.file("plugins/quick.rhai", "fn filter(event) { print(\"quick \" + event.id); true }");
+    cfg.route(&RouteConfig::new("quick").events(["order.paid"]).url(rx.url("/quick")).filter("plugins/quick.rhai"));
+    let router = RouterProc::ready(&cfg).await;
+
+    publish_long(&on, &router).await;
+    on.publish(&router, &numbered("quick", 5)).await;
+    rx.wait_distinct("/quick", 5, T).await;
+    router.wait_log_count("quick quick-", 5, T).await;
+    long_each_sent_and_printed_once(&router, &rx).await;
     for i in 0..5 {
         assert_eq!(router.log_count(&format!("quick quick-{i}")), 1, "quick-{i} printed once");
     }
@@ -216,23 +230,10 @@ async fn a_zero_inline_allowance_runs_every_script_on_the_pool() {
     let cfg = ConfigDir::with(
         on.main().scripts(ScriptsSection { inline_allowance: Some(Duration::ZERO), ..Default::default() }),
     );
-    cfg.file("plugins/long.rhai", PAST_ALLOWANCE);
-    cfg.route(
-        &RouteConfig::new("long")
-            .events(["order.created"])
-            .url(rx.url("/long"))
-            .concurrency(1)
-            .filter("plugins/long.rhai"),
-    );
+    long_route(&cfg, &rx);
     let router = RouterProc::ready(&cfg).await;
-    let long: Vec<_> = (0..5).map(|i| event("order.created", &format!("long-{i}"), json!({"i": i}))).collect();
-    on.publish(&router, &long).await;
-    rx.wait_distinct("/long", 5, T).await;
-    router.wait_log_count("seen long-", 5, T).await;
-    assert_eq!(rx.on("/long").len(), 5, "each event sent once");
-    for i in 0..5 {
-        assert_eq!(router.log_count(&format!("seen long-{i}")), 1, "long-{i} printed once");
-    }
+    publish_long(&on, &router).await;
+    long_each_sent_and_printed_once(&router, &rx).await;
     assert_eq!(router.log_count(MOVED), 0, "nothing started on the async worker, nothing moved");
 }
 
