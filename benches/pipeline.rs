@@ -98,9 +98,11 @@ fn pieces(c: &mut Criterion) {
             (BodyFormat::Cloudevents, "render/cloudevents", &redacted),
             (BodyFormat::Data, "render/data", &redacted_data),
         ] {
-            g.bench_function(id(name), |b| b.iter(|| pipeline::render(format, &event.ty, time, black_box(content))));
+            g.bench_function(id(name), |b| {
+                b.iter(|| pipeline::render(format, &event.ty, time, black_box(content)).expect("renders"))
+            });
         }
-        let (rendered, _) = pipeline::render(BodyFormat::Standard, &event.ty, time, &redacted_data);
+        let (rendered, _) = pipeline::render(BodyFormat::Standard, &event.ty, time, &redacted_data).expect("renders");
         g.bench_function(id("sign"), |b| {
             b.iter(|| route.signer.headers(black_box(&event.id), 1_700_000_000, black_box(&rendered)))
         });
