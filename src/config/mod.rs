@@ -233,9 +233,9 @@ impl Snapshot {
     /// [`pipeline::prepare`] for one of this snapshot's routes, here; when the route runs
     /// scripts, moved to the script pool once they have run for `[scripts] inline_allowance`
     /// (so that a script burning its budget never holds an async worker for longer), or there
-    /// from the start when it is zero. `validated`: the event's `data` was validated
-    /// under this config by this process already (the ingest API's mark); `on_validate` is
-    /// called when it is validated here.
+    /// from the start when it is zero. `validated`: the event's `data` was validated under this
+    /// config by this process already (the ingest API's mark); `on_validate` is called when it
+    /// is validated here.
     pub async fn prepare(
         self: &Arc<Self>,
         route: &Arc<Route>,

@@ -5,8 +5,10 @@
 //! no modules (`import` is refused), no `eval`; `print`/`debug` go to the log, rate-limited.
 //! Every run has a memory and a time budget ([`budget`]). A run starts on the async worker
 //! that has the event, and moves to a bounded pool of blocking threads ([`pool`]) once it has
-//! run there for its allowance (`[scripts] inline_allowance`, [`Budgets::inline_allowance`]); a script that did so [`budget::INLINE_MISSES`]
-//! times in a row runs only on the pool from then on. Rhai itself has no file or network access. Scripts are compiled once per load and never per event.
+//! run there for its allowance (`[scripts] inline_allowance`, [`Budgets::inline_allowance`]);
+//! a script that did so [`budget::INLINE_MISSES`] times in a row runs only on the pool from
+//! then on. Rhai itself has no file or network access. Scripts are compiled once per load and
+//! never per event.
 
 pub mod budget;
 pub mod pool;
