@@ -8,11 +8,12 @@
 //!   text is one the connection has prepared before (sqlx keys its statement cache by the
 //!   text), built once per process, the smaller ones prepared when the connection opens
 //!   ([`prepare`]); every text value bound as an `Arc<str>` made once per attempt and shared
-//!   by both tables' rows (sqlx hands SQLite its own reference, no copy on the runtime). The transaction is `BEGIN IMMEDIATE` … `COMMIT` run as cached prepared
-//!   statements too: sqlx's own `begin_with`/`commit` run them through `sqlite3_exec`, which
-//!   prepares them again every time. A [`SqliteWrite`] that ends without its `COMMIT` (an
-//!   error, a cancelled future) closes its connection instead of returning it to the pool, and
-//!   SQLite rolls the transaction back.
+//!   by both tables' rows (sqlx hands SQLite its own reference, no copy on the runtime). The
+//!   transaction is `BEGIN IMMEDIATE` … `COMMIT` run as cached prepared statements too: sqlx's
+//!   own `begin_with`/`commit` run them through `sqlite3_exec`, which prepares them again every
+//!   time. A [`SqliteWrite`] that ends without its `COMMIT` (an error, a cancelled future)
+//!   closes its connection instead of returning it to the pool, and SQLite rolls the
+//!   transaction back.
 //! - PostgreSQL ([`postgres`]): one `INSERT … SELECT … FROM UNNEST(…)` per table whatever the
 //!   batch size: a fixed number of array parameters, one text, prepared once per connection;
 //!   the arrays are encoded straight from the batch ([`PgBindIterExt`]), no row copied.
