@@ -113,10 +113,8 @@ pub async fn ingest(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Ingest)?;
-    let incoming = headers
-        .get(H_TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .filter(|tp| telemetry::parse_traceparent(tp).is_some());
+    let incoming =
+        headers.get(H_TRACEPARENT).and_then(|v| v.to_str().ok()).filter(|tp| telemetry::is_valid_traceparent(tp));
     let span = telemetry::ingest_span(incoming);
     let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let answer =

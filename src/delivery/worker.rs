@@ -330,7 +330,7 @@ impl Worker {
             attempt: settle.attempt(),
             // The producer's trace context: the message header (AMQP producers and the ingest
             // API) wins over the event's `traceparent` extension.
-            header_tp: message.headers.str(H_TRACEPARENT).filter(|tp| telemetry::parse_traceparent(tp).is_some()),
+            header_tp: message.headers.str(H_TRACEPARENT).filter(|tp| telemetry::is_valid_traceparent(tp)),
             settle,
             ready: ready.map(|r| r.prepared),
         };
@@ -437,7 +437,7 @@ impl Dispatch<'_> {
         // this event, so that all attempts share a trace.
         let incoming: Cow<'_, str> = match self
             .header_tp
-            .or_else(|| payload.traceparent.as_deref().filter(|tp| telemetry::parse_traceparent(tp).is_some()))
+            .or_else(|| payload.traceparent.as_deref().filter(|tp| telemetry::is_valid_traceparent(tp)))
         {
             Some(tp) => Cow::Borrowed(tp),
             None => Cow::Owned(telemetry::new_traceparent()),

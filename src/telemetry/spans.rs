@@ -2,7 +2,7 @@
 //! attempt inside it, one per ingest request; with what they record, and their parents taken
 //! from an incoming `traceparent`.
 
-use super::traceparent::parse_traceparent;
+use super::traceparent::{is_valid_traceparent, parse_traceparent};
 use super::{TRACE_TARGET, TRACES_ON};
 use crate::delivery::verdict::AttemptFailure;
 use opentelemetry::Context;
@@ -48,7 +48,7 @@ pub fn decoded_event_span(route: &str, traceparents: [Option<&str>; 2], id: &str
         cloudevents.event_id = id,
         cloudevents.event_type = ty,
     );
-    adopt(&span, traceparents.into_iter().flatten().find(|tp| parse_traceparent(tp).is_some()));
+    adopt(&span, traceparents.into_iter().flatten().find(|tp| is_valid_traceparent(tp)));
     span
 }
 

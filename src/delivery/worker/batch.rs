@@ -285,7 +285,7 @@ fn dispatch<'a>(
         route,
         message,
         attempt: settle.attempt(),
-        header_tp: message.headers.str(H_TRACEPARENT).filter(|tp| telemetry::parse_traceparent(tp).is_some()),
+        header_tp: message.headers.str(H_TRACEPARENT).filter(|tp| telemetry::is_valid_traceparent(tp)),
         settle,
         ready: None,
     }
