@@ -16,7 +16,7 @@ mod cli;
 /// load (see docs/benchmarks.md). Metered: each thread's net allocations are counted, which is
 /// how a script run is held to its memory budget (`[scripts] max_memory_bytes`).
 #[global_allocator]
-static ALLOCATOR: alloc_meter::Metered<mimalloc::MiMalloc> = alloc_meter::Metered(mimalloc::MiMalloc);
+static ALLOCATOR: alloc_meter::Metered<alloc_meter::Mimalloc> = alloc_meter::Metered(alloc_meter::Mimalloc);
 
 fn main() -> ExitCode {
     no_transparent_huge_pages();
