@@ -8,7 +8,7 @@ use hookrelay::store::{DeliveryFilter, Outcome, Store, delivery_id};
 use std::sync::Arc;
 
 /// 300 deliveries, each with a failed attempt and then a delivered one, in one batch of 600
-/// (parts of 256, 256, 64, 16 and 8), then 3 more attempts in a second batch.
+/// (on SQLite, nine parts of 64, then 16 and 8), then 3 more attempts in a second batch.
 async fn batches_of_any_size_write_every_row_once(s: Arc<dyn Store>) {
     let mut batch = Vec::new();
     for i in 0..300 {

@@ -5,9 +5,8 @@
 //! delivery in one writing transaction:
 //!
 //! - SQLite ([`sqlite`]): multi-row `INSERT`s in [`chunks`] of a few fixed sizes, so that each
-//!   text is one the connection has prepared before (sqlx keys its statement cache by the
-//!   text), built once per process, the smaller ones prepared when the connection opens
-//!   ([`prepare`]); every text value bound as an `Arc<str>` made once per attempt and shared
+//!   text is one the connection prepared when it opened ([`prepare`]; sqlx keys its statement
+//!   cache by the text), built once per process; every text value bound as an `Arc<str>` made once per attempt and shared
 //!   by both tables' rows (sqlx hands SQLite its own reference, no copy on the runtime). The
 //!   transaction is `BEGIN IMMEDIATE` … `COMMIT` run as cached prepared statements too: sqlx's
 //!   own `begin_with`/`commit` run them through `sqlite3_exec`, which prepares them again every
@@ -100,13 +99,16 @@ const DELIVERY_UPSERT: &str = " ON CONFLICT (id) DO UPDATE SET \
      last_at = CASE WHEN excluded.last_at > deliveries.last_at THEN excluded.last_at ELSE deliveries.last_at END, \
      event = COALESCE(excluded.event, deliveries.event)";
 
-/// The rows a SQLite multi-row statement takes at once: powers of two up to 256 (256 × 15
-/// columns is well under SQLite's 32,766 bound parameters). Nine texts per table, each
-/// prepared once per connection and kept in its statement cache.
-pub(super) const CHUNK_SIZES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+/// The rows a SQLite multi-row statement takes at once: powers of two up to 64. Seven texts per
+/// table, each prepared when a connection opens and kept in its statement cache. Larger texts
+/// (128 and 256 rows, until the ninth round of docs/performance.md) saved a statement or two per
+/// large batch, a few thousand instructions against the batch's hundreds of thousands, but each
+/// was a few hundred KiB of memory per connection and a compilation of about a million
+/// instructions the first time a batch needed it.
+pub(super) const CHUNK_SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// `items` cut into parts of the [`CHUNK_SIZES`], largest first: a batch of `n` rows takes as
-/// many statements as `n` has bits set (plus one per 256).
+/// many statements as `n % 64` has bits set, plus one per 64.
 pub(super) fn chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         let size = CHUNK_SIZES.into_iter().find(|s| *s <= items.len())?;
@@ -204,25 +206,16 @@ impl Drop for SqliteWrite {
 }
 
 /// Prepares the statements [`sqlite`] runs on a new connection, into its statement cache:
-/// `BEGIN`, `COMMIT` and the texts of up to [`PREPARED_AT_CONNECT`] rows, what a batch holds
-/// up to a few thousand attempts a second: about 0.45 MiB per connection (the router's resident
-/// memory at rest went from 35.6 to 37.4 MiB with its four; 42.9 MiB with every text). The 128-
-/// and 256-row texts are prepared when a batch first needs them.
+/// `BEGIN`, `COMMIT` and every multi-row text, about 0.45 MiB per connection (the router's
+/// resident memory at rest went from 35.6 to 37.4 MiB with its four).
 pub(super) async fn prepare(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
     use sqlx::Executor as _;
-    let texts = CHUNK_SIZES
-        .iter()
-        .zip(SQLITE_TEXTS.iter())
-        .filter(|(rows, _)| **rows <= PREPARED_AT_CONNECT)
-        .flat_map(|(_, (attempts, deliveries))| [attempts.as_str(), deliveries.as_str()]);
+    let texts = SQLITE_TEXTS.iter().flat_map(|(attempts, deliveries)| [attempts.as_str(), deliveries.as_str()]);
     for text in [BEGIN, COMMIT].into_iter().chain(texts) {
         conn.prepare(sqlx::SqlStr::from_static(text)).await?;
     }
     Ok(())
 }
-
-/// The largest chunk whose texts [`prepare`] prepares when a connection opens.
-const PREPARED_AT_CONNECT: usize = 64;
 
 const BEGIN: &str = "BEGIN IMMEDIATE";
 const COMMIT: &str = "COMMIT";

@@ -50,7 +50,7 @@ impl SqlStore<Sqlite> {
         .run(&migrating)
         .await?;
         // The pool opens once the tables exist, all its connections at once, each with the
-        // delivery log's statements of up to 64 rows prepared (`batch::prepare`): the first
+        // delivery log's statements prepared (`batch::prepare`, every text): the first
         // batches do not wait for SQLite to compile their `INSERT`s, and instruction counts per
         // event (docs/performance.md) do not depend on which batch sizes a run happened to reach.
         // No ping before each acquire: the file is local, and a ping is a round trip to the
