@@ -288,8 +288,20 @@ impl Bench {
                 rabbit::declare_bare(&vh.url(), 1).await;
                 rabbit::publish_bulk(&vh.url(), "bare", "order.paid", Size::Kib1, n).await;
                 self.rx.reset(None);
-                rabbit::bare_relay(&vh.url(), &target, n, PREFETCH as u16, in_flight).await;
-                Ok(())
+                if self.wrapped(kind, in_flight) {
+                    rabbit::bare_relay_wrapped(
+                        &self.opts.launch.wrap,
+                        &vh.url(),
+                        &target,
+                        n,
+                        PREFETCH as u16,
+                        in_flight,
+                    )
+                    .await
+                } else {
+                    rabbit::bare_relay(&vh.url(), &target, n, PREFETCH as u16, in_flight).await;
+                    Ok(())
+                }
             }
             BusKind::Embedded => match tempfile::tempdir() {
                 Ok(dir) => {
@@ -305,7 +317,7 @@ impl Bench {
             Ok(()) => {
                 let rate = self.rx.rate();
                 self.report.record(ceil(kind, key), rate);
-                if in_flight > 1 {
+                if in_flight > 1 && !self.wrapped(kind, in_flight) {
                     let harness = (sys::own_cpu_seconds() - cpu_before) * 1e6 / n as f64;
                     self.report.record(ceil(kind, "relay.harness_cpu"), harness);
                 }
@@ -313,6 +325,12 @@ impl Bench {
             }
             Err(e) => self.fail(ceiling_group(kind), &what, &e),
         }
+    }
+
+    /// Whether the bare relay at `in_flight` runs wrapped, as a process of its own: on RabbitMQ,
+    /// 32 at once, under `--wrap`.
+    fn wrapped(&self, kind: BusKind, in_flight: usize) -> bool {
+        kind == BusKind::RabbitMq && !self.opts.launch.wrap.is_empty() && in_flight > 1
     }
 
     fn throughput_row(&mut self, kind: BusKind, prefix: &str, t: &process::Throughput, cpu_detail: bool) {
@@ -524,6 +542,9 @@ fn git_commit() -> Option<String> {
 async fn main() {
     if std::env::args().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
+        return;
+    }
+    if rabbit::run_relay_child().await {
         return;
     }
     let opts = Opts::parse();

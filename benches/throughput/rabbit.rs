@@ -349,3 +349,44 @@ pub(crate) async fn bare_relay(url: &str, target: &str, n: usize, prefetch: u16,
     while tasks.join_next().await.is_some() {}
     let _ = conn.close(200, "".into()).await;
 }
+
+/// The argument that makes this binary the bare relay's own process: `--bare-relay-child URL
+/// TARGET N PREFETCH IN_FLIGHT`.
+const RELAY_CHILD: &str = "--bare-relay-child";
+
+/// Under `--wrap`, the bare relay (32 at once) runs as a process of its own, this binary started
+/// again under the wrapper, so that its instructions per event are counted as the router's are
+/// (docs/benchmarks.md, "Profile"): the ceiling the router's count reads against.
+pub(crate) async fn bare_relay_wrapped(
+    wrap: &[String],
+    url: &str,
+    target: &str,
+    n: usize,
+    prefetch: u16,
+    in_flight: usize,
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this binary's path: {e}"))?;
+    let (cmd, args) = wrap.split_first().ok_or("no wrapper")?;
+    let status = tokio::process::Command::new(cmd)
+        .args(args)
+        .arg(exe)
+        .args([RELAY_CHILD, url, target, &n.to_string(), &prefetch.to_string(), &in_flight.to_string()])
+        .status()
+        .await
+        .map_err(|e| format!("starting {cmd}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("the wrapped bare relay ended with {status}")) }
+}
+
+/// When this process is the wrapped bare relay ([`bare_relay_wrapped`]), runs it and returns
+/// true.
+pub(crate) async fn run_relay_child() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(at) = args.iter().position(|a| a == RELAY_CHILD) else {
+        return false;
+    };
+    let arg = |i: usize| args.get(at + i).unwrap_or_else(|| panic!("{RELAY_CHILD} takes 5 arguments"));
+    let number =
+        |i: usize| arg(i).parse::<usize>().unwrap_or_else(|_| panic!("{RELAY_CHILD}: {} is no number", arg(i)));
+    bare_relay(arg(1), arg(2), number(3), number(4) as u16, number(5)).await;
+    true
+}
