@@ -88,7 +88,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Metered<A> {
 /// mimalloc, through `mi_malloc`, `mi_zalloc` and `mi_realloc` when the alignment asked for is at
 /// most a word's, which every mimalloc block has (block sizes are whole words), and through the
 /// `_aligned` entry points otherwise. The `mimalloc` crate's allocator always takes the aligned
-/// ones, whose extra checks cost about 3,000 instructions per event on the router's path
+/// ones, whose extra checks cost about 2,000 instructions per event on the router's path
 /// (docs/performance.md, ninth round).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Mimalloc;
