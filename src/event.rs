@@ -26,7 +26,10 @@
 //!   date-time as a string; how far ahead it may lie is `[limits] max_schedule_ahead`
 //!   ([`CloudEvent::check_schedule`]).
 
+pub mod data;
 mod de;
+
+pub use data::{Data, DataRef};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -56,9 +59,9 @@ pub struct CloudEvent {
     /// Producer order, passed on as `hookrelay-sequence`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<Value>,
-    /// The payload.
+    /// The payload (a tree of spans of the event's text, see [`data`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<Data>,
     /// Every other attribute (`datacontenttype`, `traceparent`, extensions).
     #[serde(flatten)]
     pub extensions: Map<String, Value>,
@@ -189,7 +192,11 @@ impl CloudEvent {
         // performance.md). Bytes that are not UTF-8 go through the byte reader for its error,
         // which says where.
         let ev: CloudEvent = match std::str::from_utf8(bytes) {
-            Ok(text) => serde_json::from_str(text),
+            Ok(text) => {
+                use serde::de::DeserializeSeed;
+                let mut de = serde_json::Deserializer::from_str(text);
+                de::EventSeed { text }.deserialize(&mut de).and_then(|ev| de.end().map(|()| ev))
+            }
             Err(_) => serde_json::from_slice(bytes),
         }
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -295,9 +302,14 @@ impl CloudEvent {
             "subject" => self.subject.as_ref().map(text),
             "dataversion" => self.dataversion.as_ref().map(text),
             "sequence" => self.sequence.as_ref().map(Cow::Borrowed),
-            "data" => self.data.as_ref().map(Cow::Borrowed),
+            "data" => self.data.as_ref().map(|d| Cow::Owned(d.to_value())),
             _ => self.extensions.get(name).map(Cow::Borrowed),
         }
+    }
+
+    /// `data` as schemas, filters and redaction read it: JSON `null` when the event has none.
+    pub fn data_ref(&self) -> DataRef<'_> {
+        self.data.as_ref().map_or_else(DataRef::null, Data::root)
     }
 
     /// The event as a JSON map, as scripts and redaction see it.
@@ -323,7 +335,7 @@ impl CloudEvent {
             m.insert("sequence".into(), s);
         }
         if let Some(d) = self.data {
-            m.insert("data".into(), d);
+            m.insert("data".into(), d.to_value());
         }
         m.extend(self.extensions);
         Value::Object(m)
@@ -426,7 +438,7 @@ mod tests {
             "{\"id\":\"1\",\"source\":\"s\",\"type\":\"t\",\"specversion\":\"1.0\",\"data\":\"café\"}".as_bytes(),
         )
         .unwrap();
-        assert_eq!(ok.data, Some(Value::String("café".into())));
+        assert_eq!(ok.data.map(|d| d.to_value()), Some(Value::String("café".into())));
     }
 
     #[test]

@@ -33,8 +33,7 @@ pub fn check(ctx: &crate::pipeline::Context<'_>, event: &Value) -> Result<(), Re
         return Err(Refusal::TooLarge(ctx.max_event_bytes));
     }
     let event = CloudEvent::decode(&raw)?;
-    let null = Value::Null;
-    ctx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null))?;
+    ctx.schemas.validate(&event.ty, event.data_version(), event.data_ref())?;
     Ok(())
 }
 

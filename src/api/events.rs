@@ -197,9 +197,8 @@ async fn accept(
 fn check(snapshot: &crate::config::Snapshot, raw: &[u8]) -> Result<CloudEvent, ApiError> {
     let event = CloudEvent::decode(raw)?;
     event.check_schedule(snapshot.limits.max_schedule_ahead.0, std::time::SystemTime::now())?;
-    let null = serde_json::Value::Null;
     crate::metrics::schema_validated(crate::metrics::ValidatedAt::Ingest);
-    if let Err(e) = snapshot.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)) {
+    if let Err(e) = snapshot.schemas.validate(&event.ty, event.data_version(), event.data_ref()) {
         return Err(match &e {
             SchemaError::Invalid { violations, .. } => ApiError::unprocessable("schema", e.to_string())
                 .details(serde_json::json!({ "violations": violations })),

@@ -290,7 +290,7 @@ pub async fn example(
         })?;
     let schema = snapshot.schemas.get(ty).and_then(|s| s.documents.values().next_back().cloned());
     let data = schema.map(|s| crate::example::example(&s)).unwrap_or(serde_json::Value::Null);
-    snapshot.schemas.validate(ty, None, &data).map_err(|e| {
+    snapshot.schemas.validate(ty, None, crate::event::Data::from_value(&data).root()).map_err(|e| {
         ApiError::unprocessable(
             "no_example",
             format!("the example made from the schema of {ty} does not satisfy it ({e}): add `examples` to the schema"),

@@ -53,7 +53,7 @@ pub fn load(
                     continue;
                 }
             };
-            match jsonschema::validator_for(&value) {
+            match crate::pipeline::schema::compile(&value) {
                 Ok(v) => {
                     schemas.versions.insert(version, Arc::new(v));
                     schemas.documents.insert(version, Arc::new(value));

@@ -8,18 +8,34 @@
 //! and extensions keep their order (a later duplicate replaces an earlier one, as in a JSON map).
 
 use super::CloudEvent;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use super::data::{Data, DataSeed};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::fmt;
 
 impl<'de> Deserialize<'de> for CloudEvent {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(EventVisitor)
+        deserializer.deserialize_map(EventVisitor { text: None })
     }
 }
 
-struct EventVisitor;
+/// Decodes an event from `text`, the whole text being parsed: the strings of its `data` become
+/// spans of it ([`Data`]).
+pub(super) struct EventSeed<'t> {
+    pub(super) text: &'t str,
+}
+
+impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
+    type Value = CloudEvent;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<CloudEvent, D::Error> {
+        deserializer.deserialize_map(EventVisitor { text: Some(self.text) })
+    }
+}
+
+struct EventVisitor<'t> {
+    text: Option<&'t str>,
+}
 
 /// Which field a member fills.
 enum Key<'de> {
@@ -83,7 +99,7 @@ fn once<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, value: T) -> 
     Ok(())
 }
 
-impl<'de> Visitor<'de> for EventVisitor {
+impl<'de> Visitor<'de> for EventVisitor<'_> {
     type Value = CloudEvent;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,7 +111,7 @@ impl<'de> Visitor<'de> for EventVisitor {
         // Optional attributes: the outer `Option` says whether the member was there, the inner
         // one whether it was `null`.
         let (mut time, mut subject, mut dataversion) = (None, None, None);
-        let (mut sequence, mut data): (Option<Option<Value>>, Option<Option<Value>>) = (None, None);
+        let (mut sequence, mut data): (Option<Option<Value>>, Option<Option<Data>>) = (None, None);
         let mut extensions = Map::new();
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match key {
@@ -107,7 +123,7 @@ impl<'de> Visitor<'de> for EventVisitor {
                 Key::Subject => once(&mut subject, "subject", map.next_value::<Option<String>>()?)?,
                 Key::DataVersion => once(&mut dataversion, "dataversion", map.next_value::<Option<String>>()?)?,
                 Key::Sequence => once(&mut sequence, "sequence", map.next_value::<Option<Value>>()?)?,
-                Key::Data => once(&mut data, "data", map.next_value::<Option<Value>>()?)?,
+                Key::Data => once(&mut data, "data", map.next_value_seed(DataSeed { text: self.text })?)?,
                 Key::Other(name) => {
                     extensions.insert(name.into_owned(), map.next_value::<Value>()?);
                 }
@@ -165,7 +181,7 @@ mod tests {
             subject: d.subject,
             dataversion: d.dataversion,
             sequence: d.sequence,
-            data: d.data,
+            data: d.data.map(Data::from),
             extensions: d.extensions,
         });
         (mine, derived)

@@ -21,7 +21,7 @@
 //! `specversion`, an extension such as `tenantid`) or `data.<key>.<key>…`, where a key that is
 //! a number also indexes an array (`data.items.0.sku`).
 
-use crate::event::CloudEvent;
+use crate::event::{CloudEvent, DataRef};
 use serde_json::{Map, Number, Value};
 use std::cmp::Ordering;
 use std::fmt;
@@ -141,10 +141,12 @@ enum Op {
 }
 
 /// What a path finds in an event, borrowed from it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 enum Found<'a> {
     Str(&'a str),
     Json(&'a Value),
+    /// In the event's `data`, as decoded.
+    Data(DataRef<'a>),
 }
 
 impl<'a> Found<'a> {
@@ -153,6 +155,33 @@ impl<'a> Found<'a> {
             Self::Str(s) => Some(s),
             Self::Json(Value::String(s)) => Some(s),
             Self::Json(_) => None,
+            Self::Data(d) => d.as_str(),
+        }
+    }
+
+    fn as_number(self) -> Option<&'a Number> {
+        match self {
+            Self::Json(Value::Number(n)) => Some(n),
+            Self::Data(d) => d.as_number(),
+            _ => None,
+        }
+    }
+
+    fn as_bool(self) -> Option<bool> {
+        match self {
+            Self::Json(Value::Bool(b)) => Some(*b),
+            Self::Data(d) => d.as_bool(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Found<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Str(s) => write!(f, "{}", Value::from(*s)),
+            Self::Json(v) => write!(f, "{v}"),
+            Self::Data(d) => write!(f, "{d}"),
         }
     }
 }
@@ -407,7 +436,16 @@ impl Path {
             Attribute::Subject => opt(&event.subject),
             Attribute::Dataversion => opt(&event.dataversion),
             Attribute::Sequence => event.sequence.as_ref().map(Found::Json),
-            Attribute::Data => event.data.as_ref().map(Found::Json),
+            Attribute::Data => {
+                let mut d = event.data.as_ref()?.root();
+                for seg in &self.rest {
+                    d = match seg.index {
+                        Some(i) if !d.is_object() => d.index(i)?,
+                        _ => d.get(&seg.key)?,
+                    };
+                }
+                return Some(Found::Data(d));
+            }
             Attribute::Extension(name) => event.extensions.get(name).map(Found::Json),
         }?;
         let mut value = match top {
@@ -440,10 +478,9 @@ fn cmp_numbers(a: &Number, b: &Number) -> Option<Ordering> {
 /// How what was found compares with an operand; `None` when their kinds differ.
 fn compare(found: Found<'_>, operand: &Scalar) -> Option<Ordering> {
     match (found, operand) {
-        (Found::Json(Value::Number(n)), Scalar::Num(m)) => cmp_numbers(n, m),
-        (Found::Json(Value::Bool(b)), Scalar::Bool(c)) => Some(b.cmp(c)),
+        (f, Scalar::Num(m)) => cmp_numbers(f.as_number()?, m),
+        (f, Scalar::Bool(c)) => Some(f.as_bool()?.cmp(c)),
         (f, Scalar::Str(s)) => f.as_str().map(|x| x.cmp(s.as_str())),
-        _ => None,
     }
 }
 
@@ -508,8 +545,7 @@ impl Node {
                     Some(op) => {
                         let holds = match found {
                             None => "is missing".to_string(),
-                            Some(Found::Str(s)) => format!("is {}", Value::from(s)),
-                            Some(Found::Json(v)) => format!("is {v}"),
+                            Some(found) => format!("is {found:?}"),
                         };
                         Err(format!("`{} {op}` is false ({} {holds})", t.path.text, t.path.text))
                     }

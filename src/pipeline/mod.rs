@@ -7,14 +7,16 @@
 pub mod condition;
 pub mod reads;
 pub mod redact;
+pub mod render;
 pub mod schema;
 pub mod script;
 
 use crate::delivery::verdict::Reason;
-use crate::event::CloudEvent;
+use crate::event::{CloudEvent, Data, DataRef};
 use crate::tenant::TenantScope;
 use bytes::Bytes;
 use redact::RedactPath;
+pub use render::{Content, RenderError, render, render_within};
 use schema::{SchemaError, SchemaRegistry, Violation};
 use script::Script;
 use serde_json::Value;
@@ -176,16 +178,13 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
         if let Some(counted) = cx.on_validate {
             counted();
         }
-        let null = Value::Null;
-        cx.schemas.validate(&event.ty, event.data_version(), event.data.as_ref().unwrap_or(&null)).map_err(
-            |e| match e {
-                SchemaError::Invalid { ref violations, .. } => {
-                    let violations = violations.clone();
-                    Rejection { reason: Reason::Schema, message: e.to_string(), violations }
-                }
-                other => Rejection::new(Reason::UnknownType, other.to_string()),
-            },
-        )?;
+        cx.schemas.validate(&event.ty, event.data_version(), event.data_ref()).map_err(|e| match e {
+            SchemaError::Invalid { ref violations, .. } => {
+                let violations = violations.clone();
+                Rejection { reason: Reason::Schema, message: e.to_string(), violations }
+            }
+            other => Rejection::new(Reason::UnknownType, other.to_string()),
+        })?;
     }
     if let Some(c) = &steps.condition
         && !c.matches(&event)
@@ -210,12 +209,12 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
         {
             return Ok(Prepared::Filtered);
         }
-        let CloudEvent { id, ty, time, data, .. } = event;
-        let mut data = data.unwrap_or(Value::Null);
+        let CloudEvent { id, ty, time, mut data, .. } = event;
         for path in &steps.redact {
             path.apply_to_data(&mut data);
         }
-        return deliver(cx, steps, id, ty, time.as_deref(), &data, sequence, traceparent, event_time);
+        let data = data.as_ref().map_or_else(DataRef::null, Data::root);
+        return deliver(cx, steps, id, ty, time.as_deref(), Content::Data(data), sequence, traceparent, event_time);
     }
 
     let (id, ty, time) = (event.id.clone(), event.ty.clone(), event.time.clone());
@@ -237,7 +236,7 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
         BodyFormat::Cloudevents => value,
         BodyFormat::Standard | BodyFormat::Data => take(&mut value, "data"),
     };
-    deliver(cx, steps, id, ty, time.as_deref(), &content, sequence, traceparent, event_time)
+    deliver(cx, steps, id, ty, time.as_deref(), Content::Json(&content), sequence, traceparent, event_time)
 }
 
 /// The payload of a delivery: the body rendered, with what the attempts need.
@@ -248,7 +247,7 @@ fn deliver(
     id: String,
     ty: String,
     time: Option<&str>,
-    content: &Value,
+    content: Content<'_>,
     sequence: Option<String>,
     traceparent: Option<String>,
     event_time: Option<std::time::SystemTime>,
@@ -277,112 +276,6 @@ fn deliver(
     }))
 }
 
-/// The `standard` body: the Standard Webhooks payload shape, serialized from borrowed parts.
-#[derive(serde::Serialize)]
-struct StandardBody<'a> {
-    #[serde(rename = "type")]
-    ty: &'a str,
-    timestamp: &'a str,
-    data: &'a Value,
-}
-
-/// Renders the body of a delivery in `format`, with its `content-type`: for `standard`,
-/// `{"type", "timestamp", "data"}` with `content` as `data` and the event's `time` as the
-/// timestamp (now, when the event has none); for `cloudevents`, `content` is the whole event;
-/// for `data`, `content` alone. The last step of [`prepare_event`].
-pub fn render(
-    format: BodyFormat,
-    ty: &str,
-    time: Option<&str>,
-    content: &Value,
-) -> Result<(Vec<u8>, &'static str), serde_json::Error> {
-    render_within(format, ty, time, content, usize::MAX).map_err(|e| match e {
-        RenderError::Json(e) => e,
-        RenderError::TooLarge => unreachable!("no cap"),
-    })
-}
-
-/// Why [`render_within`] gave no body.
-#[derive(Debug)]
-pub enum RenderError {
-    /// The body would be over the cap (rendering stopped there).
-    TooLarge,
-    /// Not serializable.
-    Json(serde_json::Error),
-}
-
-/// A body under construction that refuses to grow past `cap` bytes.
-struct Capped {
-    buf: Vec<u8>,
-    cap: usize,
-}
-
-impl std::io::Write for Capped {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len() + b.len() > self.cap {
-            return Err(std::io::Error::other(CapReached));
-        }
-        self.buf.extend_from_slice(b);
-        Ok(b.len())
-    }
-    // serde_json writes each piece with `write_all`: one check and one copy, without the
-    // default's retry loop around `write`.
-    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.write(b).map(drop)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct CapReached;
-impl std::fmt::Display for CapReached {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("body cap reached")
-    }
-}
-impl std::error::Error for CapReached {}
-
-/// [`render`], stopping as soon as the body would be over `cap` bytes.
-pub fn render_within(
-    format: BodyFormat,
-    ty: &str,
-    time: Option<&str>,
-    content: &Value,
-    cap: usize,
-) -> Result<(Vec<u8>, &'static str), RenderError> {
-    let mut out = Capped { buf: Vec::with_capacity(128), cap };
-    let ct = render_to(&mut out, format, ty, time, content)
-        .map_err(|e| if e.io_error_kind().is_some() { RenderError::TooLarge } else { RenderError::Json(e) })?;
-    Ok((out.buf, ct))
-}
-
-fn render_to(
-    out: &mut Capped,
-    format: BodyFormat,
-    ty: &str,
-    time: Option<&str>,
-    content: &Value,
-) -> Result<&'static str, serde_json::Error> {
-    match format {
-        BodyFormat::Standard => {
-            let now;
-            let timestamp = match time {
-                Some(t) => t,
-                None => {
-                    now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-                    &now
-                }
-            };
-            serde_json::to_writer(out, &StandardBody { ty, timestamp, data: content })?;
-            Ok("application/json")
-        }
-        BodyFormat::Cloudevents => serde_json::to_writer(out, content).map(|()| "application/cloudevents+json"),
-        BodyFormat::Data => serde_json::to_writer(out, content).map(|()| "application/json"),
-    }
-}
-
 /// Moves a member out of a JSON object (`null` when absent), without copying it.
 fn take(v: &mut Value, key: &str) -> Value {
     v.as_object_mut().and_then(|m| m.shift_remove(key)).unwrap_or(Value::Null)
@@ -391,25 +284,6 @@ fn take(v: &mut Value, key: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn each_format_renders_its_body_and_content_type() {
-        let data = json!({"order_id": "o-1", "total": 12.5, "customer": {"name": "Ana \"A\" Souza"}, "items": [1, 2]});
-        let (body, ct) = render(BodyFormat::Standard, "order.paid", Some("2026-11-22T10:00:00Z"), &data).unwrap();
-        let expected = json!({"type": "order.paid", "timestamp": "2026-11-22T10:00:00Z", "data": data});
-        assert_eq!(body, serde_json::to_vec(&expected).unwrap());
-        assert_eq!(ct, "application/json");
-
-        let event = json!({"specversion": "1.0", "id": "e-1", "type": "order.paid", "data": data});
-        let (body, ct) = render(BodyFormat::Cloudevents, "order.paid", None, &event).unwrap();
-        assert_eq!(body, serde_json::to_vec(&event).unwrap());
-        assert_eq!(ct, "application/cloudevents+json");
-
-        let (body, ct) = render(BodyFormat::Data, "order.paid", None, &data).unwrap();
-        assert_eq!(body, serde_json::to_vec(&data).unwrap());
-        assert_eq!(ct, "application/json");
-    }
 
     #[test]
     fn the_event_as_one_map_or_not_the_same_body() {
@@ -455,27 +329,5 @@ mod tests {
         let expected = body(&gone(filter("fn filter(e) { type_of(e) == \"map\" }"))).unwrap();
         assert!(expected.ends_with(r#""data":null}"#), "{expected}");
         assert_eq!(body(&gone(None)).unwrap(), expected);
-    }
-
-    #[test]
-    fn a_standard_body_without_event_time_is_stamped_now() {
-        let before = std::time::SystemTime::now();
-        let (body, _) = render(BodyFormat::Standard, "order.paid", None, &json!({"n": 1})).unwrap();
-        let after = std::time::SystemTime::now();
-        let v: Value = serde_json::from_slice(&body).unwrap();
-        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["type", "timestamp", "data"]);
-        let stamped = humantime::parse_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
-        // The timestamp has milliseconds: `before` truncated to them is not after it.
-        let ms = std::time::Duration::from_millis(1);
-        assert!(stamped + ms > before && stamped <= after, "timestamp {} is not the time of rendering", v["timestamp"]);
-    }
-
-    #[test]
-    fn rendering_stops_at_the_cap() {
-        let data = json!({"blob": "x".repeat(10_000)});
-        let (body, _) = render_within(BodyFormat::Data, "t", None, &data, 20_000).unwrap();
-        assert_eq!(body, serde_json::to_vec(&data).unwrap());
-        assert!(matches!(render_within(BodyFormat::Standard, "t", None, &data, 9_999), Err(RenderError::TooLarge)));
     }
 }

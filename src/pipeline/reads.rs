@@ -11,8 +11,8 @@
 //! is what it does with the whole event. Property chains are right-nested in Rhai's tree:
 //! `event.a.b` is `Dot(event, Dot(a, b))`, `event.a[0]` is `Dot(event, Index(a, 0))`.
 
-use super::script::dynamic_of;
-use crate::event::CloudEvent;
+use super::script::{dynamic_of, dynamic_of_data};
+use crate::event::{CloudEvent, DataRef};
 use rhai::{AST, ASTNode, Dynamic, Expr, Position, Stmt};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -57,6 +57,19 @@ impl Tree {
             ),
             other => dynamic_of(other),
         }
+    }
+
+    /// [`Tree::dynamic`] of a decoded event's `data`.
+    fn dynamic_of_data(&self, data: DataRef<'_>) -> Dynamic {
+        if self.whole || !data.is_object() {
+            return dynamic_of_data(data);
+        }
+        Dynamic::from_map(
+            self.children
+                .iter()
+                .filter_map(|(k, tree)| data.get(k).map(|v| (k.as_str().into(), tree.dynamic_of_data(v))))
+                .collect(),
+        )
     }
 }
 
@@ -109,7 +122,10 @@ impl Reads {
             Self::Paths(tree) => Dynamic::from_map(
                 tree.children
                     .iter()
-                    .filter_map(|(k, sub)| event.attribute(k).map(|v| (k.as_str().into(), sub.dynamic(&v))))
+                    .filter_map(|(k, sub)| match k.as_str() {
+                        "data" => event.data.as_ref().map(|d| (k.as_str().into(), sub.dynamic_of_data(d.root()))),
+                        _ => event.attribute(k).map(|v| (k.as_str().into(), sub.dynamic(&v))),
+                    })
                     .collect(),
             ),
         }
@@ -245,7 +261,8 @@ mod tests {
                 let mut full = ev.clone();
                 full["source"] = json!("s");
                 full["specversion"] = json!("1.0");
-                let decoded: CloudEvent = serde_json::from_value(full.clone()).unwrap();
+                // Decoded from its text, as events are: `data`'s strings are spans of it.
+                let decoded = CloudEvent::decode(&serde_json::to_vec(&full).unwrap()).unwrap();
                 assert_eq!(call(r.dynamic_of_event(&decoded)), call(dynamic_of(&full)), "{s} on the decoded {ev}");
             }
         }

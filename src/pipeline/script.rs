@@ -266,6 +266,22 @@ pub fn dynamic_of(value: &Value) -> Dynamic {
     }
 }
 
+/// [`dynamic_of`] for a node of a decoded event's `data`: the same result as for its value.
+pub fn dynamic_of_data(data: crate::event::DataRef<'_>) -> Dynamic {
+    use crate::event::data::Node;
+    match data.node() {
+        Node::Null => Dynamic::UNIT,
+        Node::Bool(b) => Dynamic::from_bool(*b),
+        Node::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Node::Str(_) => data.as_str().unwrap_or_default().into(),
+        Node::Array(_) => Dynamic::from_array(data.elements().map(dynamic_of_data).collect()),
+        Node::Object(_) => Dynamic::from_map(data.members().map(|(k, v)| (k.into(), dynamic_of_data(v))).collect()),
+    }
+}
+
 /// A script's result as JSON, converted directly: the same result as
 /// `rhai::serde::from_dynamic::<Value>` for units, booleans, integers, floats, strings,
 /// characters, arrays and maps; `None` when `value` holds anything else (then rhai's own

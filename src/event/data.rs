@@ -1,0 +1,510 @@
+//! An event's `data` as the pipeline reads it: a tree decoded in the same pass as the envelope,
+//! whose strings and member names are spans of the event's text, copied once, not one
+//! allocation each; numbers as `serde_json::Number`; objects as their members in order, in a
+//! vector, not a hashed map.
+//!
+//! Building a `serde_json::Value` for `data` (with `preserve_order`: an `IndexMap` per object,
+//! each key hashed with SipHash and allocated) was most of what decoding an event cost: about
+//! 38k instructions for the benchmark's 800-byte `data` against 20k for a tree like this one
+//! (docs/performance.md, eighth and tenth rounds). The tree is what the schema validates
+//! ([`validate`], a representation of jsonschema's), what the declarative filter and a filter's
+//! read paths look into, what redaction removes members from, and what the body is rendered
+//! from. Steps that need the whole event as one JSON value (a transform, the `cloudevents`
+//! body, a filter that reads the whole event) convert it with [`Data::to_value`].
+//!
+//! The same JSON as `serde_json::Value` gives, member for member: a name given twice keeps its
+//! first place and its last value; numbers are read by serde_json itself; the body renders with
+//! serde_json's serializer, byte for byte as the `Value` did.
+
+pub mod validate;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde_json::{Number, Value};
+use std::cell::Cell;
+use std::fmt;
+
+/// A decoded `data`: its tree, and the event text its spans point into.
+#[derive(Clone)]
+pub struct Data {
+    /// The event's text when some string of the tree is a span of it; empty otherwise.
+    text: Box<str>,
+    root: Node,
+}
+
+/// One JSON value of the tree.
+#[derive(Debug, Clone)]
+pub(crate) enum Node {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Str(Text),
+    Array(Vec<Node>),
+    Object(Vec<(Text, Node)>),
+}
+
+/// A string of the tree: a span of the text (start and end bytes), or its own when it had
+/// escapes (serde_json hands those over unescaped in a buffer of its own).
+#[derive(Debug, Clone)]
+pub(crate) enum Text {
+    Span(u32, u32),
+    Owned(Box<str>),
+}
+
+impl Text {
+    pub(crate) fn resolve<'a>(&'a self, text: &'a str) -> &'a str {
+        match self {
+            // Spans are made only from `&str`s serde_json found in `text`: whole characters.
+            Self::Span(start, end) => text.get(*start as usize..*end as usize).unwrap_or_default(),
+            Self::Owned(s) => s,
+        }
+    }
+}
+
+/// A node of a [`Data`], with the text its spans point into: what readers hold.
+#[derive(Clone, Copy)]
+pub struct DataRef<'a> {
+    text: &'a str,
+    node: &'a Node,
+}
+
+static NULL: Node = Node::Null;
+
+impl<'a> DataRef<'a> {
+    /// JSON `null`, for an event without `data`.
+    pub fn null() -> Self {
+        DataRef { text: "", node: &NULL }
+    }
+
+    pub(crate) fn node(self) -> &'a Node {
+        self.node
+    }
+
+    fn at(self, node: &'a Node) -> Self {
+        Self { text: self.text, node }
+    }
+
+    /// The string, when this is one.
+    pub fn as_str(self) -> Option<&'a str> {
+        match self.node {
+            Node::Str(t) => Some(t.resolve(self.text)),
+            _ => None,
+        }
+    }
+
+    /// The number, when this is one.
+    pub fn as_number(self) -> Option<&'a Number> {
+        match self.node {
+            Node::Number(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The boolean, when this is one.
+    pub fn as_bool(self) -> Option<bool> {
+        match self.node {
+            Node::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// Whether this is an object.
+    pub fn is_object(self) -> bool {
+        matches!(self.node, Node::Object(_))
+    }
+
+    /// The member `key` of an object.
+    pub fn get(self, key: &str) -> Option<Self> {
+        match self.node {
+            Node::Object(members) => {
+                members.iter().find(|(name, _)| name.resolve(self.text) == key).map(|(_, v)| self.at(v))
+            }
+            _ => None,
+        }
+    }
+
+    /// The element `i` of an array.
+    pub fn index(self, i: usize) -> Option<Self> {
+        match self.node {
+            Node::Array(items) => items.get(i).map(|v| self.at(v)),
+            _ => None,
+        }
+    }
+
+    /// The members of an object in order (none for anything else).
+    pub fn members(self) -> impl Iterator<Item = (&'a str, DataRef<'a>)> {
+        let members: &'a [(Text, Node)] = match self.node {
+            Node::Object(m) => m,
+            _ => &[],
+        };
+        members.iter().map(move |(k, v)| (k.resolve(self.text), self.at(v)))
+    }
+
+    /// The elements of an array (none for anything else).
+    pub fn elements(self) -> impl Iterator<Item = DataRef<'a>> {
+        let items: &'a [Node] = match self.node {
+            Node::Array(a) => a,
+            _ => &[],
+        };
+        items.iter().map(move |v| self.at(v))
+    }
+
+    /// This value as a `serde_json::Value`.
+    pub fn to_value(self) -> Value {
+        match self.node {
+            Node::Null => Value::Null,
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Number(n) => Value::Number(n.clone()),
+            Node::Str(t) => Value::String(t.resolve(self.text).to_string()),
+            Node::Array(items) => Value::Array(items.iter().map(|v| self.at(v).to_value()).collect()),
+            Node::Object(members) => {
+                let mut m = serde_json::Map::with_capacity(members.len());
+                for (k, v) in members {
+                    m.insert(k.resolve(self.text).to_string(), self.at(v).to_value());
+                }
+                Value::Object(m)
+            }
+        }
+    }
+}
+
+impl DataRef<'_> {
+    /// Appends this value as compact JSON: the bytes `serde_json::to_writer` gives for it. A
+    /// string that is a span is copied as it stands in the event: serde_json hands over a span
+    /// only for a string without escapes, and refuses control characters in strings, so it holds
+    /// nothing the serializer would escape.
+    pub fn write_json(self, out: &mut Vec<u8>) {
+        match self.node {
+            Node::Null => out.extend_from_slice(b"null"),
+            Node::Bool(true) => out.extend_from_slice(b"true"),
+            Node::Bool(false) => out.extend_from_slice(b"false"),
+            Node::Number(n) => write_serialized(out, n),
+            Node::Str(t) => write_text(self.text, t, out),
+            Node::Array(items) => {
+                out.push(b'[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.at(v).write_json(out);
+                }
+                out.push(b']');
+            }
+            Node::Object(members) => {
+                out.push(b'{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_text(self.text, k, out);
+                    out.push(b':');
+                    self.at(v).write_json(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+/// A string of the tree as a JSON string.
+fn write_text(text: &str, t: &Text, out: &mut Vec<u8>) {
+    match t {
+        Text::Span(..) => {
+            out.push(b'"');
+            out.extend_from_slice(t.resolve(text).as_bytes());
+            out.push(b'"');
+        }
+        Text::Owned(s) => write_serialized(out, &**s),
+    }
+}
+
+/// What serde_json writes for `v` (a number or a string: writing them into a vector cannot fail).
+fn write_serialized<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let _infallible = serde_json::to_writer(out, v);
+}
+
+impl serde::Serialize for DataRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.node {
+            Node::Null => s.serialize_unit(),
+            Node::Bool(b) => s.serialize_bool(*b),
+            Node::Number(n) => n.serialize(s),
+            Node::Str(t) => s.serialize_str(t.resolve(self.text)),
+            Node::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    seq.serialize_element(&self.at(v))?;
+                }
+                seq.end()
+            }
+            Node::Object(members) => {
+                let mut map = s.serialize_map(Some(members.len()))?;
+                for (k, v) in members {
+                    map.serialize_entry(k.resolve(self.text), &self.at(v))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+impl fmt::Display for DataRef<'_> {
+    /// Compact JSON, as `serde_json::Value` displays.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+impl Data {
+    /// The root of the tree.
+    pub fn root(&self) -> DataRef<'_> {
+        DataRef { text: &self.text, node: &self.root }
+    }
+
+    /// The tree as a `serde_json::Value`.
+    pub fn to_value(&self) -> Value {
+        self.root().to_value()
+    }
+
+    /// A tree holding `value` (its strings its own).
+    pub fn from_value(value: &Value) -> Self {
+        fn node(v: &Value) -> Node {
+            let own = |s: &str| Text::Owned(s.into());
+            match v {
+                Value::Null => Node::Null,
+                Value::Bool(b) => Node::Bool(*b),
+                Value::Number(n) => Node::Number(n.clone()),
+                Value::String(s) => Node::Str(own(s)),
+                Value::Array(items) => Node::Array(items.iter().map(node).collect()),
+                Value::Object(m) => Node::Object(m.iter().map(|(k, v)| (own(k), node(v))).collect()),
+            }
+        }
+        Self { text: Box::default(), root: node(value) }
+    }
+
+    /// The text and the root, for changes that remove members ([`crate::pipeline::redact`]).
+    pub(crate) fn parts_mut(&mut self) -> (&str, &mut Node) {
+        (&self.text, &mut self.root)
+    }
+
+    /// Whether the tree is JSON `null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self.root, Node::Null)
+    }
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_value(), f)
+    }
+}
+
+impl serde::Serialize for Data {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.root().serialize(s)
+    }
+}
+
+impl From<Value> for Data {
+    fn from(value: Value) -> Self {
+        Self::from_value(&value)
+    }
+}
+
+/// Decodes `data` into a tree: `text` is the whole text being parsed, when it is known (strings
+/// without escapes become spans of it), `None` otherwise (every string its own). `null` gives
+/// `None`, as an absent `data`.
+pub(crate) struct DataSeed<'t> {
+    pub(crate) text: Option<&'t str>,
+}
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
+    type Value = Option<Data>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Data>, D::Error> {
+        // Spans are `u32`s: a text beyond 4 GiB keeps every string its own.
+        let base = self.text.filter(|t| u32::try_from(t.len()).is_ok());
+        let spans = Spans { base, used: Cell::new(false) };
+        let root = NodeSeed(&spans).deserialize(d)?;
+        if matches!(root, Node::Null) {
+            return Ok(None);
+        }
+        let text = match (spans.used.get(), base) {
+            (true, Some(t)) => Box::from(t),
+            _ => Box::default(),
+        };
+        Ok(Some(Data { text, root }))
+    }
+}
+
+/// Where spans point, and whether one was made.
+struct Spans<'t> {
+    base: Option<&'t str>,
+    used: Cell<bool>,
+}
+
+impl Spans<'_> {
+    /// A span when `s` lies in the text, else a string of its own.
+    fn text(&self, s: &str) -> Text {
+        if let Some(base) = self.base {
+            let start = (s.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+            if start <= base.len() && s.len() <= base.len() - start {
+                self.used.set(true);
+                // Both fit: the base's length does (checked in `DataSeed`).
+                return Text::Span(start as u32, (start + s.len()) as u32);
+            }
+        }
+        Text::Owned(s.into())
+    }
+
+    fn resolve<'a>(&'a self, t: &'a Text) -> &'a str {
+        t.resolve(self.base.unwrap_or_default())
+    }
+}
+
+/// Objects of up to this many members find a repeated name by scanning; larger ones by sorting.
+const SCAN_MEMBERS: usize = 16;
+
+struct NodeSeed<'s, 't>(&'s Spans<'t>);
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_> {
+    type Value = Node;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Node, E> {
+        Ok(Node::Bool(b))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Node, E> {
+        Ok(Node::Number(n.into()))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Node, E> {
+        Ok(Node::Number(n.into()))
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Node, E> {
+        Ok(Number::from_f64(n).map_or(Node::Null, Node::Number))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Node, E> {
+        Ok(Node::Str(self.0.text(s)))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Node, E> {
+        Ok(Node::Str(Text::Owned(s.into())))
+    }
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Node, E> {
+        Ok(Node::Str(Text::Owned(s.into_boxed_str())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element_seed(NodeSeed(self.0))? {
+            items.push(v);
+        }
+        Ok(Node::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let spans = self.0;
+        let mut members: Vec<(Text, Node)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        // Past `SCAN_MEMBERS`, names are checked once at the end.
+        let mut unchecked = false;
+        while let Some(key) = map.next_key_seed(KeySeed(spans))? {
+            let value = map.next_value_seed(NodeSeed(spans))?;
+            if members.len() < SCAN_MEMBERS {
+                let name = spans.resolve(&key);
+                if let Some(slot) = members.iter_mut().find(|(k, _)| spans.resolve(k) == name) {
+                    slot.1 = value;
+                    continue;
+                }
+            } else {
+                unchecked = true;
+            }
+            members.push((key, value));
+        }
+        if unchecked {
+            keep_first_place_last_value(&mut members, spans);
+        }
+        Ok(Node::Object(members))
+    }
+}
+
+/// What a JSON map does with a name given twice: the first place, the last value.
+fn keep_first_place_last_value(members: &mut Vec<(Text, Node)>, spans: &Spans<'_>) {
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    // Stable: equal names stay in the order they came.
+    order.sort_by(|a, b| spans.resolve(&members[*a].0).cmp(spans.resolve(&members[*b].0)));
+    let mut gone = vec![false; members.len()];
+    let mut any = false;
+    let mut run = 0;
+    while run < order.len() {
+        let name = spans.resolve(&members[order[run]].0);
+        let mut end = run + 1;
+        while end < order.len() && spans.resolve(&members[order[end]].0) == name {
+            end += 1;
+        }
+        if end - run > 1 {
+            any = true;
+            let (first, last) = (order[run], order[end - 1]);
+            let value = std::mem::replace(&mut members[last].1, Node::Null);
+            members[first].1 = value;
+            order[run + 1..end].iter().for_each(|i| gone[*i] = true);
+        }
+        run = end;
+    }
+    if any {
+        let mut i = 0;
+        members.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+    }
+}
+
+struct KeySeed<'s, 't>(&'s Spans<'t>);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_, '_> {
+    type Value = Text;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Text, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_, '_> {
+    type Value = Text;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text, E> {
+        Ok(self.0.text(s))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
+        Ok(Text::Owned(s.into()))
+    }
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Text, E> {
+        Ok(Text::Owned(s.into_boxed_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
