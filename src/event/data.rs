@@ -283,7 +283,7 @@ impl Data {
         Self { text: Box::default(), root: node(value) }
     }
 
-    /// The text and the root, for changes that remove members ([`crate::pipeline::redact`]).
+    /// The text and the root, for changes that remove members (the pipeline's redaction).
     pub(crate) fn parts_mut(&mut self) -> (&str, &mut Node) {
         (&self.text, &mut self.root)
     }

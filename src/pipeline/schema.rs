@@ -223,4 +223,54 @@ mod tests {
         assert_eq!(reg.validate("nope", None, data), Err(SchemaError::UnknownType("nope".into())));
         assert!(matches!(reg.validate("order.paid", Some(Ok(9)), data), Err(SchemaError::UnknownVersion { .. })));
     }
+
+    /// The validators compiled for the tree find what the ones compiled for `serde_json::Value`
+    /// find: the same answer, the same violations at the same paths.
+    #[test]
+    fn the_schema_finds_the_same_violations_on_the_tree_as_on_a_value() {
+        let schema = serde_json::json!({
+            "$defs": {"item": {"type": "object", "required": ["sku", "qty"],
+                               "properties": {"qty": {"type": "integer", "minimum": 1}}, "additionalProperties": false}},
+            "type": "object",
+            "required": ["order_id", "total", "currency"],
+            "properties": {
+                "order_id": {"type": "string", "minLength": 3, "maxLength": 8},
+                "total": {"type": "number", "exclusiveMinimum": 0, "multipleOf": 0.5},
+                "currency": {"enum": ["BRL", "USD"]},
+                "kind": {"const": {"a": [1, 2]}},
+                "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                "tags": {"type": "array", "uniqueItems": true, "maxItems": 3, "items": {"type": "string"}},
+                "items": {"type": "array", "items": {"$ref": "#/$defs/item"}},
+                "meta": {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"}, "maxProperties": 2},
+                "either": {"oneOf": [{"type": "null"}, {"type": "boolean"}]}
+            }
+        });
+        let on_value = jsonschema::validator_for(&schema).unwrap();
+        let on_tree = compile(&schema).unwrap();
+        let cases = [
+            r#"{"order_id":"o-1","total":10.5,"currency":"BRL"}"#,
+            r#"{"order_id":"o","total":0,"currency":"EUR"}"#,
+            r#"{"order_id":"o-123456789","total":10.3,"currency":"USD","code":"br"}"#,
+            r#"{"order_id":"o-1","total":1,"currency":"BRL","kind":{"a":[1,2.0]},"tags":["x","y","x"]}"#,
+            r#"{"order_id":"o-1","total":1,"currency":"BRL","kind":{"a":[2,1]},"tags":["a","b","c","d"]}"#,
+            r#"{"order_id":"o-1","total":1,"currency":"BRL","items":[{"sku":"A","qty":0},{"qty":1.5,"x":1},3]}"#,
+            r#"{"order_id":"o-1","total":1,"currency":"BRL","meta":{"ok":1,"Not":2,"x":3},"either":1}"#,
+            r#"{"total":"ten"}"#,
+            r#"[1,2]"#,
+            "null",
+        ];
+        for data in cases {
+            let value: serde_json::Value = serde_json::from_str(data).unwrap();
+            let raw = format!(r#"{{"specversion":"1.0","id":"e-1","source":"s","type":"t","data":{data}}}"#);
+            let event = crate::event::CloudEvent::decode(raw.as_bytes()).unwrap();
+            let node = event.data_ref();
+            assert_eq!(on_tree.is_valid(node), on_value.is_valid(&value), "{data}");
+            let errors = |it: jsonschema::ErrorIterator<'_>| -> Vec<(String, String)> {
+                let mut v: Vec<_> = it.map(|e| (e.instance_path().to_string(), e.to_string())).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(errors(on_tree.iter_errors(node)), errors(on_value.iter_errors(&value)), "{data}");
+        }
+    }
 }
