@@ -59,6 +59,15 @@ impl Text {
             Self::Owned(s) => s,
         }
     }
+
+    /// Whether this is `name`: the bytes compared, the span's character boundaries not checked
+    /// again (member lookups: validation's `required` and `properties`, paths, redaction).
+    pub(crate) fn is(&self, text: &str, name: &str) -> bool {
+        match self {
+            Self::Span(start, end) => text.as_bytes().get(*start as usize..*end as usize) == Some(name.as_bytes()),
+            Self::Owned(s) => &**s == name,
+        }
+    }
 }
 
 /// A node of a [`Data`], with the text its spans point into: what readers hold.
@@ -117,7 +126,7 @@ impl<'a> DataRef<'a> {
     pub fn get(self, key: &str) -> Option<Self> {
         match self.node {
             Node::Object(members) => {
-                members.iter().find(|(name, _)| name.resolve(self.text) == key).map(|(_, v)| self.at(v))
+                members.iter().find(|(name, _)| name.is(self.text, key)).map(|(_, v)| self.at(v))
             }
             _ => None,
         }

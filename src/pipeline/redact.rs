@@ -72,7 +72,7 @@ impl RedactPath {
 /// [`remove`] on a node of a decoded `data`: the same cases, the same results.
 fn remove_node(text: &str, node: &mut Node, path: &[Segment]) {
     let Some((first, rest)) = path.split_first() else { return };
-    let named = |k: &str, name: &Text| name.resolve(text) == k;
+    let named = |k: &str, name: &Text| name.is(text, k);
     match (node, first, rest.is_empty()) {
         (Node::Object(members), Segment::Key(k), true) => {
             if let Some(i) = members.iter().position(|(name, _)| named(k, name)) {

@@ -119,7 +119,7 @@ impl<'a> Object<'a, DataJson> for Members<'a> {
 
     fn get(&self, key: &Box<str>) -> Option<DataRef<'a>> {
         let text = self.text;
-        self.members.iter().find(|(k, _)| k.resolve(text) == &**key).map(|(_, v)| DataRef { text, node: v })
+        self.members.iter().find(|(k, _)| k.is(text, key)).map(|(_, v)| DataRef { text, node: v })
     }
 
     fn members(&self) -> MembersIter<'a> {
