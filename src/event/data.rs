@@ -125,9 +125,7 @@ impl<'a> DataRef<'a> {
     /// The member `key` of an object.
     pub fn get(self, key: &str) -> Option<Self> {
         match self.node {
-            Node::Object(members) => {
-                members.iter().find(|(name, _)| name.is(self.text, key)).map(|(_, v)| self.at(v))
-            }
+            Node::Object(members) => members.iter().find(|(name, _)| name.is(self.text, key)).map(|(_, v)| self.at(v)),
             _ => None,
         }
     }
