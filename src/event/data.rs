@@ -156,6 +156,12 @@ impl<'a> DataRef<'a> {
         items.iter().map(move |v| self.at(v))
     }
 
+    /// The length of the text the tree's spans point into (0 for a tree made from a value): about
+    /// what the whole tree renders to, for sizing a buffer.
+    pub fn text_len(self) -> usize {
+        self.text.len()
+    }
+
     /// This value as a `serde_json::Value`.
     pub fn to_value(self) -> Value {
         match self.node {
@@ -185,7 +191,7 @@ impl DataRef<'_> {
             Node::Null => out.extend_from_slice(b"null"),
             Node::Bool(true) => out.extend_from_slice(b"true"),
             Node::Bool(false) => out.extend_from_slice(b"false"),
-            Node::Number(n) => write_serialized(out, n),
+            Node::Number(n) => write_number(out, n),
             Node::Str(t) => write_text(self.text, t, out),
             Node::Array(items) => {
                 out.push(b'[');
@@ -216,12 +222,23 @@ impl DataRef<'_> {
 /// A string of the tree as a JSON string.
 fn write_text(text: &str, t: &Text, out: &mut Vec<u8>) {
     match t {
-        Text::Span(..) => {
+        Text::Span(start, end) => {
             out.push(b'"');
-            out.extend_from_slice(t.resolve(text).as_bytes());
+            out.extend_from_slice(text.as_bytes().get(*start as usize..*end as usize).unwrap_or_default());
             out.push(b'"');
         }
         Text::Owned(s) => write_serialized(out, &**s),
+    }
+}
+
+/// A number as serde_json writes it: integers with `itoa` (as serde_json does), floats through
+/// serde_json itself.
+fn write_number(out: &mut Vec<u8>, n: &Number) {
+    let mut digits = itoa::Buffer::new();
+    match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => out.extend_from_slice(digits.format(u).as_bytes()),
+        (None, Some(i)) => out.extend_from_slice(digits.format(i).as_bytes()),
+        (None, None) => write_serialized(out, n),
     }
 }
 

@@ -111,8 +111,15 @@ pub fn render_within<'a>(
     content: impl Into<Content<'a>>,
     cap: usize,
 ) -> Result<(Vec<u8>, &'static str), RenderError> {
-    let mut out = Capped { buf: Vec::with_capacity(128), cap };
-    let ct = render_to(&mut out, format, ty, time, content.into())
+    let content = content.into();
+    // The body is about the event's size when it is rendered from the decoded `data`: one
+    // allocation, not a doubling from 128 bytes (four for a 1 KiB body).
+    let size = match content {
+        Content::Data(d) => d.text_len(),
+        Content::Json(_) => 0,
+    };
+    let mut out = Capped { buf: Vec::with_capacity(128 + size.min(cap)), cap };
+    let ct = render_to(&mut out, format, ty, time, content)
         .map_err(|e| if e.io_error_kind().is_some() { RenderError::TooLarge } else { RenderError::Json(e) })?;
     Ok((out.buf, ct))
 }
