@@ -309,7 +309,7 @@ impl CloudEvent {
 
     /// `data` as schemas, filters and redaction read it: JSON `null` when the event has none.
     pub fn data_ref(&self) -> DataRef<'_> {
-        self.data.as_ref().map_or_else(DataRef::null, Data::root)
+        DataRef::of(self.data.as_ref())
     }
 
     /// The event as a JSON map, as scripts and redaction see it.

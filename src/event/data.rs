@@ -85,6 +85,12 @@ impl<'a> DataRef<'a> {
         DataRef { text: "", node: &NULL }
     }
 
+    /// The root of `data`, or JSON `null` when there is none (as an event without `data` is
+    /// validated and rendered).
+    pub fn of(data: Option<&'a Data>) -> Self {
+        data.map_or_else(Self::null, Data::root)
+    }
+
     pub(crate) fn node(self) -> &'a Node {
         self.node
     }
@@ -310,11 +316,6 @@ impl Data {
     /// The text and the root, for changes that remove members (the pipeline's redaction).
     pub(crate) fn parts_mut(&mut self) -> (&str, &mut Node) {
         (&self.text, &mut self.root)
-    }
-
-    /// Whether the tree is JSON `null`.
-    pub fn is_null(&self) -> bool {
-        matches!(self.root, Node::Null)
     }
 }
 

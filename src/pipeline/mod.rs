@@ -12,7 +12,7 @@ pub mod schema;
 pub mod script;
 
 use crate::delivery::verdict::Reason;
-use crate::event::{CloudEvent, Data, DataRef};
+use crate::event::{CloudEvent, DataRef};
 use crate::tenant::TenantScope;
 use bytes::Bytes;
 use redact::RedactPath;
@@ -213,7 +213,7 @@ pub fn prepare_event(cx: &Context<'_>, steps: &Steps, event: CloudEvent) -> Resu
         for path in &steps.redact {
             path.apply_to_data(&mut data);
         }
-        let data = data.as_ref().map_or_else(DataRef::null, Data::root);
+        let data = DataRef::of(data.as_ref());
         return deliver(cx, steps, id, ty, time.as_deref(), Content::Data(data), sequence, traceparent, event_time);
     }
 
