@@ -145,21 +145,21 @@ impl<'a> DataRef<'a> {
     }
 
     /// The members of an object in order (none for anything else).
-    pub fn members(self) -> impl Iterator<Item = (&'a str, DataRef<'a>)> {
+    pub fn members(self) -> MembersIter<'a> {
         let members: &'a [(Text, Node)] = match self.node {
             Node::Object(m) => m,
             _ => &[],
         };
-        members.iter().map(move |(k, v)| (k.resolve(self.text), self.at(v)))
+        MembersIter { text: self.text, inner: members.iter() }
     }
 
     /// The elements of an array (none for anything else).
-    pub fn elements(self) -> impl Iterator<Item = DataRef<'a>> {
+    pub fn elements(self) -> ElementsIter<'a> {
         let items: &'a [Node] = match self.node {
             Node::Array(a) => a,
             _ => &[],
         };
-        items.iter().map(move |v| self.at(v))
+        ElementsIter { text: self.text, inner: items.iter() }
     }
 
     /// The length of the text the tree's spans point into (0 for a tree made from a value): about
@@ -184,6 +184,42 @@ impl<'a> DataRef<'a> {
                 Value::Object(m)
             }
         }
+    }
+}
+
+/// [`DataRef::members`]: names resolved, values as nodes.
+pub struct MembersIter<'a> {
+    text: &'a str,
+    inner: std::slice::Iter<'a, (Text, Node)>,
+}
+
+impl<'a> Iterator for MembersIter<'a> {
+    type Item = (&'a str, DataRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next().map(|(k, v)| (k.resolve(self.text), DataRef { text: self.text, node: v }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+/// [`DataRef::elements`] as nodes.
+pub struct ElementsIter<'a> {
+    text: &'a str,
+    inner: std::slice::Iter<'a, Node>,
+}
+
+impl<'a> Iterator for ElementsIter<'a> {
+    type Item = DataRef<'a>;
+
+    fn next(&mut self) -> Option<DataRef<'a>> {
+        self.inner.next().map(|v| DataRef { text: self.text, node: v })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
     }
 }
 

@@ -6,7 +6,7 @@
 //! reports and the rare keywords that compare whole values (`const`, `enum`, `uniqueItems`)
 //! convert a node to a `Value`.
 
-use super::{DataRef, Node, Text};
+use super::{DataRef, ElementsIter, MembersIter, Node, Text};
 use jsonschema::json::{Array, Json, Node as JsonNode, NodeIdentity, Object};
 use jsonschema::types::JsonType;
 use serde_json::{Number, Value};
@@ -40,14 +40,14 @@ impl<'a> JsonNode<'a, DataJson> for DataRef<'a> {
 
     fn as_object(&self) -> Option<Members<'a>> {
         match self.node {
-            Node::Object(members) => Some(Members { text: self.text, members }),
+            Node::Object(members) => Some(Members { object: *self, len: members.len() }),
             _ => None,
         }
     }
 
     fn as_array(&self) -> Option<Elements<'a>> {
         match self.node {
-            Node::Array(items) => Some(Elements { text: self.text, items }),
+            Node::Array(items) => Some(Elements { array: *self, len: items.len() }),
             _ => None,
         }
     }
@@ -88,24 +88,10 @@ impl<'a> JsonNode<'a, DataJson> for DataRef<'a> {
     }
 }
 
-/// An object's members.
+/// An object node, for jsonschema: lookups and members are [`DataRef`]'s own.
 pub struct Members<'a> {
-    text: &'a str,
-    members: &'a [(Text, Node)],
-}
-
-/// [`Members::members`]: names resolved, values as nodes.
-pub struct MembersIter<'a> {
-    text: &'a str,
-    inner: std::slice::Iter<'a, (Text, Node)>,
-}
-
-impl<'a> Iterator for MembersIter<'a> {
-    type Item = (&'a str, DataRef<'a>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|(k, v)| (k.resolve(self.text), DataRef { text: self.text, node: v }))
-    }
+    object: DataRef<'a>,
+    len: usize,
 }
 
 impl<'a> Object<'a, DataJson> for Members<'a> {
@@ -114,37 +100,22 @@ impl<'a> Object<'a, DataJson> for Members<'a> {
     type MembersIter = MembersIter<'a>;
 
     fn len(&self) -> usize {
-        self.members.len()
+        self.len
     }
 
     fn get(&self, key: &Box<str>) -> Option<DataRef<'a>> {
-        let text = self.text;
-        self.members.iter().find(|(k, _)| k.is(text, key)).map(|(_, v)| DataRef { text, node: v })
+        self.object.get(key)
     }
 
     fn members(&self) -> MembersIter<'a> {
-        MembersIter { text: self.text, inner: self.members.iter() }
+        self.object.members()
     }
 }
 
-/// An array's elements.
+/// An array node, for jsonschema: its elements are [`DataRef`]'s own.
 pub struct Elements<'a> {
-    text: &'a str,
-    items: &'a [Node],
-}
-
-/// [`Elements::elements`] as nodes.
-pub struct ElementsIter<'a> {
-    text: &'a str,
-    inner: std::slice::Iter<'a, Node>,
-}
-
-impl<'a> Iterator for ElementsIter<'a> {
-    type Item = DataRef<'a>;
-
-    fn next(&mut self) -> Option<DataRef<'a>> {
-        self.inner.next().map(|v| DataRef { text: self.text, node: v })
-    }
+    array: DataRef<'a>,
+    len: usize,
 }
 
 impl<'a> Array<'a, DataJson> for Elements<'a> {
@@ -152,10 +123,10 @@ impl<'a> Array<'a, DataJson> for Elements<'a> {
     type ElementsIter = ElementsIter<'a>;
 
     fn len(&self) -> usize {
-        self.items.len()
+        self.len
     }
 
     fn elements(&self) -> ElementsIter<'a> {
-        ElementsIter { text: self.text, inner: self.items.iter() }
+        self.array.elements()
     }
 }
