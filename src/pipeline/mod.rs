@@ -59,9 +59,11 @@ pub struct Steps {
 }
 
 impl Steps {
-    /// Whether the route runs a script.
+    /// Whether the route runs a script that may run long: a transform, or a filter whose body is
+    /// not a native condition ([`script::native`]; when Rhai decides one, it runs one bounded
+    /// expression, so that it needs neither the inline allowance nor the pool).
     pub fn runs_scripts(&self) -> bool {
-        self.filter.is_some() || self.transform.is_some()
+        self.filter.as_ref().is_some_and(|f| !f.filter_is_native()) || self.transform.is_some()
     }
 
     /// Whether the route's scripts start on the async worker ([`script::budget::run_inline`]):

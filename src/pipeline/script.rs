@@ -11,6 +11,7 @@
 //! never per event.
 
 pub mod budget;
+pub mod native;
 pub mod pool;
 
 pub use budget::Budgets;
@@ -60,6 +61,8 @@ pub struct Script {
     ast: AST,
     /// What `fn filter` reads of the event (converted for each call instead of all of it).
     filter_reads: Reads,
+    /// `fn filter`'s body as a native condition, when it is one ([`native`]).
+    native_filter: Option<native::Native>,
     has_filter: bool,
     has_transform: bool,
     /// Its runs in a row that went past the inline allowance on an async worker; at
@@ -151,8 +154,18 @@ impl Script {
             hex::encode(sha2::Sha256::digest(text.as_bytes()))
         };
         let filter_reads = if has_filter { Reads::of(&ast, "filter") } else { Reads::Whole };
+        let native_filter = if has_filter { native::Native::of(&ast, "filter") } else { None };
         let inline_misses = AtomicU32::new(0);
-        Ok(Self { path: shown.to_path_buf(), digest, ast, filter_reads, has_filter, has_transform, inline_misses })
+        Ok(Self {
+            path: shown.to_path_buf(),
+            digest,
+            ast,
+            filter_reads,
+            native_filter,
+            has_filter,
+            has_transform,
+            inline_misses,
+        })
     }
 
     /// Whether its runs start on the async worker ([`budget::run_inline`]): until
@@ -220,8 +233,19 @@ impl Script {
         self.filter_reads == Reads::Whole
     }
 
-    /// [`Script::filter`] on a decoded event, converting only what the filter reads of it.
+    /// Whether `fn filter`'s body is one condition decided natively where Rhai's answer is
+    /// plain ([`native`]): one expression of comparisons, whose run in Rhai, when it comes to
+    /// that, is bounded by the event's size (no loop, no call).
+    pub fn filter_is_native(&self) -> bool {
+        self.native_filter.is_some()
+    }
+
+    /// [`Script::filter`] on a decoded event, converting only what the filter reads of it;
+    /// decided natively when the body is a native condition and Rhai's answer is plain.
     pub fn filter_event(&self, engine: &Engine, event: &crate::event::CloudEvent) -> Result<bool, ScriptError> {
+        if let Some(keep) = self.native_filter.as_ref().and_then(|n| n.decide(event)) {
+            return Ok(keep);
+        }
         let _run = budget::RunGuard::start();
         let out = self.call(engine, EntryPoint::Filter, self.filter_reads.dynamic_of_event(event))?;
         out.as_bool().map_err(|ty| ScriptError {
