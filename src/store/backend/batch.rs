@@ -118,12 +118,20 @@ pub(super) fn chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// `INSERT INTO {table} ({columns}) VALUES (?, …), …` for `rows` rows, then `tail`.
-fn multi_row(table: &str, columns: &str, rows: usize, tail: &str) -> String {
+/// `{insert} ({columns}) VALUES (?, …), …` for `rows` rows, then `tail`.
+fn multi_row(insert: &str, columns: &str, rows: usize, tail: &str) -> String {
     let n = columns.split(',').count();
     let row = format!("({})", vec!["?"; n].join(", "));
-    format!("INSERT INTO {table} ({columns}) VALUES {}{tail}", vec![row; rows].join(", "))
+    format!("{insert} ({columns}) VALUES {}{tail}", vec![row; rows].join(", "))
 }
+
+/// How the attempts go in: `OR FAIL`, so that a row refused (a `NOT NULL`) stops the
+/// statement without undoing the rows it inserted before. The whole transaction is rolled back
+/// on any error anyway ([`SqliteWrite`]), and SQLite keeps no statement journal for a
+/// multi-row statement that cannot abort: under `OR ABORT`, the default, it copies every page
+/// the statement is the first to change in the transaction, so that it could undo the
+/// statement alone. (The deliveries' upsert keeps its journal: its `DO UPDATE` always aborts.)
+const INSERT_ATTEMPTS: &str = "INSERT OR FAIL INTO attempts";
 
 /// The SQLite texts of each chunk size, in the order of [`CHUNK_SIZES`]: (attempts, deliveries).
 static SQLITE_TEXTS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
@@ -131,8 +139,8 @@ static SQLITE_TEXTS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
         .iter()
         .map(|&n| {
             (
-                multi_row("attempts", ATTEMPT_COLUMNS, n, ""),
-                multi_row("deliveries", DELIVERY_COLUMNS, n, DELIVERY_UPSERT),
+                multi_row(INSERT_ATTEMPTS, ATTEMPT_COLUMNS, n, ""),
+                multi_row("INSERT INTO deliveries", DELIVERY_COLUMNS, n, DELIVERY_UPSERT),
             )
         })
         .collect()
