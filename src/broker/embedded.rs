@@ -42,6 +42,8 @@
 //!   gives those messages back: delivered again, never lost.
 //!   Memory stays bounded with any number of waiting messages: nothing loads a queue, reads are
 //!   bounded by free prefetch, and only unacked messages are tracked in memory.
+//! - Latency: the log is checkpointed into the file by a second connection beside the commits
+//!   (`engine/checkpoint.rs`), so that no publish or ack waits for a checkpoint's fsyncs.
 
 mod engine;
 mod lock;

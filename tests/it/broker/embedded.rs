@@ -257,6 +257,38 @@ async fn publish_uses_the_embedded_file_unless_the_environment_names_rabbitmq() 
     rabbit.close().await;
 }
 
+/// The queue file is checkpointed beside the engine's commits, not inside the commit that takes
+/// its log past a size: a copy of the file alone, without its `-wal`, soon holds what was
+/// published, while the broker runs and nothing else is published (with SQLite's automatic
+/// checkpoint alone, ten messages would stay in the log until 1,000 pages or the close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_file_is_checkpointed_beside_the_commits() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookrelay-queue.db");
+    let b = EmbeddedBroker::open(&file, EmbeddedSync::Normal).await.unwrap();
+    declare(&b, "ckpt", &["ckpt.*"], false, 20).await;
+    super::publish_n(&b, "ckpt.made", "ckpt", 10).await;
+    let copy = dir.path().join("copy.db");
+    let in_the_file = async || {
+        for stale in ["copy.db-wal", "copy.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(stale));
+        }
+        std::fs::copy(&file, &copy).unwrap();
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&copy);
+        let Ok(mut conn) = opts.connect().await else { return -1 };
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&mut conn).await.unwrap_or(-1);
+        let _ = conn.close().await;
+        n
+    };
+    eventually("the ten published messages in the queue file itself (copied without its log)", T, in_the_file, |n| {
+        *n == 10
+    })
+    .await;
+    assert_eq!(b.queue_depth(&queue("ckpt")).await.unwrap(), 10, "and all ten still in the queue");
+    b.shutdown().await;
+}
+
 /// Publishes one CloudEvent (routing key = type) with its id.
 async fn publish_event(b: &dyn Broker, ev: &serde_json::Value) -> Result<(), BrokerError> {
     let body = serde_json::to_vec(ev).unwrap();

@@ -1,8 +1,9 @@
 //! The engine's file: the schema, opening the file and loading the queues, bindings and counts
-//! it holds, and the one connection with its lazily opened batch transaction ([`Db`]),
+//! it holds, and the one writing connection with its lazily opened batch transaction ([`Db`]),
 //! including the reads that take messages for consumers (each counts the delivery on disk in
-//! the same statement).
+//! the same statement), beside the connection that checkpoints it (`checkpoint.rs`).
 
+use super::checkpoint::{Checkpoints, WRITER_BACKSTOP_PAGES};
 use super::{Queue, Writer, db_error};
 use crate::broker::{BrokerError, DEAD_LETTERS};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -52,10 +53,12 @@ pub(super) struct StoredRow {
     pub(super) body: Vec<u8>,
 }
 
-/// The SQLite connection, with a transaction opened lazily by the first write of a batch.
+/// The SQLite connection, with a transaction opened lazily by the first write of a batch, and
+/// the checkpointer its commits wake.
 pub(super) struct Db {
     pub(super) conn: SqliteConnection,
     in_tx: bool,
+    checkpoints: Checkpoints,
 }
 
 impl Db {
@@ -76,8 +79,16 @@ impl Db {
         if self.in_tx {
             self.in_tx = false;
             sqlx::query("COMMIT").execute(&mut self.conn).await?;
+            self.checkpoints.committed();
         }
         Ok(())
+    }
+
+    /// Stops the checkpointer, then closes the connection (the last one to the file, which
+    /// checkpoints the log).
+    pub(super) async fn close(self) -> Result<(), sqlx::Error> {
+        self.checkpoints.stop().await;
+        self.conn.close().await
     }
 
     pub(super) async fn rollback(&mut self) {
@@ -163,6 +174,9 @@ impl Writer {
             .synchronous(if full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
             // Keep the log file from growing without bound after a burst.
             .pragma("journal_size_limit", "67108864")
+            // Checkpoints run on a connection of their own (`checkpoint.rs`); the writer's
+            // is the backstop.
+            .pragma("wal_autocheckpoint", WRITER_BACKSTOP_PAGES.to_string())
             .busy_timeout(Duration::from_secs(10))
             .disable_statement_logging();
         let mut conn = SqliteConnection::connect_with(&opts).await.map_err(err)?;
@@ -234,10 +248,11 @@ impl Writer {
             .fetch_one(&mut conn)
             .await
             .map_err(err)?;
+        let checkpoints = Checkpoints::start(&opts, shown.clone()).await.map_err(err)?;
         info!(path = %shown, queues = queues.len(), messages = total, delayed = next_due.is_some(), "embedded broker open");
         Ok(Self {
             path: shown,
-            db: Db { conn, in_tx: false },
+            db: Db { conn, in_tx: false, checkpoints },
             queues,
             names,
             routes: HashMap::new(),

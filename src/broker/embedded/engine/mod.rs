@@ -34,6 +34,7 @@
 //! `dispatch.rs` what goes out (delayed messages made visible, messages pushed to consumers,
 //! dead letters past the delivery limit).
 
+mod checkpoint;
 mod disk;
 mod dispatch;
 mod queues;
@@ -42,7 +43,6 @@ use self::disk::{Db, json_list};
 use super::Target;
 use crate::broker::{BrokerError, Headers, now_ms};
 use bytes::Bytes;
-use sqlx::Connection;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,7 +230,7 @@ impl Writer {
 
     /// Closes the connection (checkpointing the log).
     pub(super) async fn close(self) {
-        if let Err(e) = self.db.conn.close().await {
+        if let Err(e) = self.db.close().await {
             warn!(path = %self.path, error = %e, "closing the embedded broker's file");
         }
     }
