@@ -55,10 +55,18 @@ impl Checkpoints {
         self.wake.notify_one();
     }
 
-    /// Stops the checkpointer and closes its connection.
-    pub(super) async fn stop(self) {
+    /// Stops the checkpointer and waits until its connection is closed.
+    pub(super) async fn stop(mut self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Dropped without [`Checkpoints::stop`] (the engine's task ended some other way), the
+/// checkpointer still stops and closes its connection, in its own time.
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
