@@ -147,24 +147,33 @@ fn property_path(var: &Expr, parent: Option<&ASTNode>) -> Option<Vec<String>> {
     if !std::ptr::eq(&chain.lhs, var) {
         return None;
     }
+    Some(property_chain(&chain.rhs).0)
+}
+
+/// The property names at the start of a chain's right-hand side (`a.b.c` is `Dot(a, Dot(b, c))`),
+/// up to an index or a method call, and whether they are the whole chain: plain dots (no `?.`)
+/// ending in a property.
+pub(super) fn property_chain(rhs: &Expr) -> (Vec<String>, bool) {
     let mut path = Vec::new();
-    let mut at = &chain.rhs;
+    let mut plain = true;
+    let mut at = rhs;
     loop {
         match at {
             Expr::Property(p, ..) => {
                 path.push(p.2.to_string());
-                return Some(path);
+                return (path, plain);
             }
-            Expr::Dot(x, ..) | Expr::Index(x, ..) => {
-                let Expr::Property(p, ..) = &x.lhs else { return Some(path) };
+            Expr::Dot(x, flags, _) | Expr::Index(x, flags, _) => {
+                let Expr::Property(p, ..) = &x.lhs else { return (path, false) };
                 path.push(p.2.to_string());
                 if matches!(at, Expr::Index(..)) {
-                    return Some(path);
+                    return (path, false);
                 }
+                plain &= flags.is_empty();
                 at = &x.rhs;
             }
             // A method call on the value reached so far.
-            _ => return Some(path),
+            _ => return (path, false),
         }
     }
 }

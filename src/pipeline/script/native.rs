@@ -24,6 +24,7 @@
 //! the decoded `data`, any other first name the context attribute or extension of that name.
 
 use crate::event::{CloudEvent, DataRef};
+use crate::pipeline::reads::property_chain;
 use rhai::{AST, ASTNode, Dynamic, Expr, FnCallExpr, Position, Stmt};
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -143,11 +144,10 @@ fn operand(e: &Expr, param: &str) -> Option<Operand> {
         Expr::BoolConstant(b, _) => Some(Operand::Bool(*b)),
         Expr::DynamicConstant(d, _) => constant(d),
         Expr::Dot(chain, flags, _) if flags.is_empty() => match &chain.lhs {
-            Expr::Variable(x, ..) if x.1 == param && x.2.is_empty() => {
-                let mut path = Vec::new();
-                properties(&chain.rhs, &mut path)?;
-                Some(Operand::Path(path))
-            }
+            Expr::Variable(x, ..) if x.1 == param && x.2.is_empty() => match property_chain(&chain.rhs) {
+                (path, true) => Some(Operand::Path(path)),
+                _ => None,
+            },
             _ => None,
         },
         _ => None,
@@ -162,22 +162,6 @@ fn constant(d: &Dynamic) -> Option<Operand> {
         return Some(Operand::Bool(b));
     }
     d.read_lock::<rhai::ImmutableString>().map(|s| Operand::Str(s.as_str().into()))
-}
-
-/// The names of a right-nested property chain (`a.b.c` is `Dot(a, Dot(b, c))`), plain dots only.
-fn properties(e: &Expr, path: &mut Vec<String>) -> Option<()> {
-    match e {
-        Expr::Property(p, _) => {
-            path.push(p.2.to_string());
-            Some(())
-        }
-        Expr::Dot(x, flags, _) if flags.is_empty() => {
-            let Expr::Property(p, _) = &x.lhs else { return None };
-            path.push(p.2.to_string());
-            properties(&x.rhs, path)
-        }
-        _ => None,
-    }
 }
 
 impl Cond {

@@ -76,8 +76,8 @@ async fn run(mut conn: SqliteConnection, wake: Arc<Notify>, stop: CancellationTo
             _ = wake.notified() => {}
             _ = stop.cancelled() => break,
         }
-        // (busy, pages in the log, pages copied); a failure leaves the work to the writer's
-        // own checkpoint.
+        // Its row (busy, pages in the log, pages copied) tells nothing to act on; a failure
+        // leaves the work to the writer's own checkpoint.
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
             warn!(path = %path, error = %e, "checkpointing the embedded broker's file");
         }
