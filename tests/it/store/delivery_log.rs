@@ -118,3 +118,48 @@ async fn sqlite_stats_compute_percentiles_in_sql() {
 async fn postgres_stats_compute_percentiles_in_sql() {
     on_postgres(stats_compute_percentiles_in_sql).await;
 }
+
+/// Attempts recorded in all sorts of rhythms through the router's writer (one at a time across
+/// several lingers, then a burst larger than a batch, followed at once by the stop): every one
+/// is written, and the stop waits for them.
+async fn the_writer_records_every_attempt_whatever_their_rhythm(s: Arc<dyn Store>) {
+    use hookrelay::store::log::AttemptLog;
+    use std::time::Duration;
+    let count = |s: Arc<dyn Store>, route: &'static str| async move {
+        s.stats(0, i64::MAX, Some(route)).await.unwrap().first().map_or(0, |r| r.attempts)
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (log, writer) = AttemptLog::start(s.clone(), stop.clone());
+    // One at a time, 7 ms apart: about 0.7 s, several ticks and more than one linger.
+    for i in 0..100 {
+        log.record(timed("trickle", i, Outcome::Delivered, 5, 1_000 + i as i64));
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+    let mut written = 0;
+    for _ in 0..300 {
+        written = count(s.clone(), "trickle").await;
+        if written == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(written, 100, "attempts that trickle in are written without a stop");
+    // More than one batch (2,000) at once, then the stop before the linger ends.
+    for i in 0..5_000 {
+        log.record(timed("burst", i, Outcome::Delivered, 5, 2_000 + i as i64));
+    }
+    stop.cancel();
+    writer.await.unwrap();
+    assert_eq!(count(s.clone(), "burst").await, 5_000, "the stop writes what was queued");
+    assert_eq!(log.dropped(), 0);
+}
+
+#[tokio::test]
+async fn sqlite_the_writer_records_every_attempt_whatever_their_rhythm() {
+    on_sqlite(the_writer_records_every_attempt_whatever_their_rhythm).await;
+}
+
+#[tokio::test]
+async fn postgres_the_writer_records_every_attempt_whatever_their_rhythm() {
+    on_postgres(the_writer_records_every_attempt_whatever_their_rhythm).await;
+}
