@@ -354,10 +354,12 @@ pub(crate) async fn bare_relay(url: &str, target: &str, n: usize, prefetch: u16,
 /// TARGET N PREFETCH IN_FLIGHT`.
 const RELAY_CHILD: &str = "--bare-relay-child";
 
-/// Under `--wrap`, the bare relay (32 at once) runs as a process of its own, this binary started
-/// again under the wrapper, so that its instructions per event are counted as the router's are
-/// (docs/benchmarks.md, "Profile"): the ceiling the router's count reads against.
-pub(crate) async fn bare_relay_wrapped(
+/// The bare relay as a process of its own: this binary started again, under `wrap` when it is
+/// not empty. Under `--wrap`, the bare relay (32 at once) runs so, so that its instructions per
+/// event are counted as the router's are (docs/benchmarks.md, "Profile"): the ceiling the
+/// router's count reads against. The one-at-a-time relay always runs so, unwrapped: outside the
+/// receiver's process, as the router is.
+pub(crate) async fn bare_relay_process(
     wrap: &[String],
     url: &str,
     target: &str,
@@ -366,18 +368,24 @@ pub(crate) async fn bare_relay_wrapped(
     in_flight: usize,
 ) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("this binary's path: {e}"))?;
-    let (cmd, args) = wrap.split_first().ok_or("no wrapper")?;
-    let status = tokio::process::Command::new(cmd)
-        .args(args)
-        .arg(exe)
+    let mut command = match wrap.split_first() {
+        Some((cmd, args)) => {
+            let mut c = tokio::process::Command::new(cmd);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => tokio::process::Command::new(&exe),
+    };
+    let what = wrap.first().map_or_else(|| exe.display().to_string(), Clone::clone);
+    let status = command
         .args([RELAY_CHILD, url, target, &n.to_string(), &prefetch.to_string(), &in_flight.to_string()])
         .status()
         .await
-        .map_err(|e| format!("starting {cmd}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("the wrapped bare relay ended with {status}")) }
+        .map_err(|e| format!("starting {what}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("the bare relay's process ended with {status}")) }
 }
 
-/// When this process is the wrapped bare relay ([`bare_relay_wrapped`]), runs it and returns
+/// When this process is the bare relay's own ([`bare_relay_process`]), runs it and returns
 /// true.
 pub(crate) async fn run_relay_child() -> bool {
     let args: Vec<String> = std::env::args().collect();

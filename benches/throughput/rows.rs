@@ -22,8 +22,15 @@ impl Bench {
             }
             let relay = format!("{b}: bare relay (consume → POST → ack), 32 at once");
             r.row(g, c("relay.1k"), relay, Unit::PerSec, ratio(c("consume.1k")));
-            let relay1 = format!("{b}: bare relay, one at a time");
+            let relay1 = match kind {
+                BusKind::RabbitMq => format!("{b}: bare relay, one at a time (a process of its own)"),
+                BusKind::Embedded => format!("{b}: bare relay, one at a time"),
+            };
             r.row(g, c("relay1.1k"), relay1, Unit::PerSec, ratio(c("consume.1k")));
+            if kind == BusKind::RabbitMq {
+                let inside = format!("{b}: bare relay, one at a time, inside the harness beside the receiver");
+                r.row(g, c("relay1.harness.1k"), inside, Unit::PerSec, ratio(c("relay1.1k")));
+            }
             let cpu = format!("{b}: bare relay CPU per event (harness less its receiver), 32 at once");
             r.row(g, c("relay.cpu"), cpu, Unit::Micros, p.clone());
             r.row(g, c("relay.p50"), format!("{b}: bare relay p50 at the latency-run rate"), Unit::Millis, p.clone());
