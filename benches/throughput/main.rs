@@ -6,7 +6,8 @@
 //!    settings as the router's; prefetch 100 both), a bare relay (consume → POST → ack) at 32 in
 //!    flight and at one in flight (with its own CPU per event, so that the router's reads as a
 //!    ratio; on RabbitMQ the one at a time as a process of its own, as the router is, and
-//!    again inside the harness for reference), and a bare hyper client that only POSTs the same bodies to the same receiver;
+//!    again inside the harness for reference), and a bare hyper client that only POSTs the same
+//!    bodies to the same receiver;
 //! 2. hookrelay end to end (the release binary, as a process) on a realistic route (JSON Schema,
 //!    a Rhai filter, redaction, Standard Webhooks signing), draining a queue filled before it
 //!    started: events per second for an unordered and an ordered route, router CPU per event,
