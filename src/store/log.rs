@@ -3,8 +3,8 @@
 //! SQLite an attempt costs 36 µs of CPU written in batches of 500, 21 µs in batches of 2,000,
 //! `cargo bench --bench store`); while a batch lingers, it takes what arrived every 25 ms, not
 //! one wake-up per attempt. If the store falls behind and the queue fills, records are dropped
-//! and counted — deliveries never wait for the log. Dead letters do not go through here: they are stored durably before their
-//! ack (see `broker::dead_letters`).
+//! and counted — deliveries never wait for the log. Dead letters do not go through here: they
+//! are stored durably before their ack (see `broker::dead_letters`).
 
 use super::{Attempt, Pruned, Store};
 use std::sync::Arc;
