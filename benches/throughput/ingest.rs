@@ -1,7 +1,10 @@
 //! Ingest alone (issue 15): producers POSTing events to the router's `/v1/events`, 32
 //! connections, while the router delivers nothing (its one route is ordered and its receiver
 //! holds the first request, so every other event waits in the queue), beside the ceiling of a
-//! bare axum handler in the harness that parses the same bodies as JSON and answers 202.
+//! bare axum handler in the harness that parses the same bodies as JSON and answers 202, and
+//! (RabbitMQ) a bare handler that also publishes each body to a quorum queue and answers 202
+//! once the broker confirmed it: what RabbitMQ's confirms leave of that ceiling, the router's
+//! `POST /v1/events` doing the same with its checks on top.
 //!
 //! Also what the bare relay's own CPU per event is, so that the router's reads as a ratio: the
 //! harness's CPU during the bare relay run (32 at once) less the receiver's share, which is the
@@ -37,6 +40,38 @@ pub(crate) async fn bare_axum(size: Size, n: usize, concurrency: usize) -> Resul
     let posted = crate::http::ingest_bulk(&format!("http://{addr}/v1/events"), size, n, concurrency).await;
     let rate = n as f64 / start.elapsed().as_secs_f64();
     server.abort();
+    posted.map(|()| rate)
+}
+
+/// The bare axum handler that also publishes: each body parsed as JSON, published to the
+/// exchange `bare` (bound to one quorum queue, `rabbit::declare_bare`) on one confirm-mode
+/// channel, and answered 202 once confirmed (503 if not). Requests per second.
+pub(crate) async fn bare_axum_publishing(url: &str, size: Size, n: usize, concurrency: usize) -> Result<f64, String> {
+    crate::rabbit::declare_bare(url, 1).await;
+    let (conn, ch) = crate::rabbit::confirm_channel(url).await;
+    let ch = std::sync::Arc::new(ch);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let handler = move |body: Bytes| {
+        let ch = ch.clone();
+        async move {
+            if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+                return StatusCode::BAD_REQUEST;
+            }
+            if crate::rabbit::publish_confirmed(&ch, "bare", "order.paid", &body).await {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    };
+    let app = axum::Router::new().route("/v1/events", axum::routing::post(handler));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let start = Instant::now();
+    let posted = crate::http::ingest_bulk(&format!("http://{addr}/v1/events"), size, n, concurrency).await;
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    server.abort();
+    let _ = conn.close(200, "".into()).await;
     posted.map(|()| rate)
 }
 
@@ -98,6 +133,19 @@ impl Bench {
         }
     }
 
+    /// The bare handler that publishes with confirms (`ceiling.axum_publish.1k`), once per
+    /// repetition, on a vhost of its own.
+    pub(crate) async fn ceiling_axum_publishing(&mut self, n: usize) {
+        let vh = crate::rabbit::Vhost::new();
+        match bare_axum_publishing(&vh.url(), Size::Kib1, n, CONCURRENCY).await {
+            Ok(rate) => {
+                self.report.record("ceiling.axum_publish.1k", rate);
+                self.progress("bare axum handler (parse, publish, confirm, 202)", &format!("{rate:.0}/s"));
+            }
+            Err(e) => self.fail(ceiling_group(BusKind::RabbitMq), "bare axum handler that publishes", &e),
+        }
+    }
+
     /// The bare relay's own CPU per event on `kind`, once the unordered run gave the receiver's
     /// share (`receiver_us`, the harness's CPU per event there).
     pub(crate) fn relay_cpu(&mut self, kind: BusKind, receiver_us: f64) {
@@ -112,10 +160,17 @@ impl Bench {
         if self.report.current("ceiling.axum.1k").is_none() {
             self.ceiling_axum(self.opts.events).await;
         }
+        if kind == BusKind::RabbitMq && self.report.current("ceiling.axum_publish.1k").is_none() {
+            self.ceiling_axum_publishing(self.opts.events).await;
+        }
         let (b, launch) = (kind.label(), self.opts.launch.clone());
         match ingest_alone(kind, &self.rx, self.opts.events, CONCURRENCY, PREFETCH, &launch).await {
             Ok(r) => {
                 self.report.record(format!("{b}.ingest_alone.1k.rate"), r.rate);
+                if kind == BusKind::RabbitMq {
+                    // The same figure again, read against what RabbitMQ's confirms allow.
+                    self.report.record(format!("{b}.ingest_alone.1k.rate_vs_publish"), r.rate);
+                }
                 self.report.record(format!("{b}.ingest_alone.1k.cpu"), r.cpu_us);
                 self.progress(
                     &format!("{b} POST /v1/events alone"),

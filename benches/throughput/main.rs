@@ -374,6 +374,7 @@ impl Bench {
         if kind == BusKind::RabbitMq {
             self.ceiling_post(Size::Kib1, n, "1k").await;
             self.ceiling_axum(n).await;
+            self.ceiling_axum_publishing(n).await;
         }
         self.ceiling_relay(kind, n, CONCURRENCY, false).await;
         self.ceiling_relay(kind, (n / 4).max(100), 1, false).await;

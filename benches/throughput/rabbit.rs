@@ -149,7 +149,7 @@ const ATTEMPTS: u32 = 20;
 /// Connects, trying again when the handshake stalls: on 2 cores, a RabbitMQ node busy with
 /// many quorum queues (consumers of a 100-route run leaving them, a vhost of them being
 /// deleted) can stop accepting connections for a while.
-async fn connect(url: &str) -> Connection {
+pub(crate) async fn connect(url: &str) -> Connection {
     for attempt in 1..=ATTEMPTS {
         match tokio::time::timeout(Duration::from_secs(15), Connection::connect(url, ConnectionProperties::default()))
             .await
@@ -174,6 +174,27 @@ fn props(i: usize) -> BasicProperties {
 async fn publish_one(ch: &Channel, exchange: &str, key: &str, i: usize, body: &[u8]) -> lapin::PublisherConfirm {
     let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
     ch.basic_publish(exchange.into(), key.into(), opts, body, props(i)).await.expect("publish")
+}
+
+/// A confirm-mode channel on a new connection to `url` (the connection stays open while the
+/// channel is used).
+pub(crate) async fn confirm_channel(url: &str) -> (Connection, Channel) {
+    let conn = connect(url).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    (conn, ch)
+}
+
+/// Publishes `body` as a persistent, mandatory message and waits for its confirm: whether the
+/// broker took it (acked, not returned).
+pub(crate) async fn publish_confirmed(ch: &Channel, exchange: &str, key: &str, body: &[u8]) -> bool {
+    let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+    let props =
+        BasicProperties::default().with_delivery_mode(2).with_content_type("application/cloudevents+json".into());
+    match ch.basic_publish(exchange.into(), key.into(), opts, body, props).await {
+        Ok(confirm) => confirm.await.is_ok_and(|c| c.is_ack() && c.take_message().is_none()),
+        Err(_) => false,
+    }
 }
 
 /// Publishes events `0..n` to `exchange` with routing key `key`, 1,000 confirms in flight.

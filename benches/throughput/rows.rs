@@ -19,6 +19,8 @@ impl Bench {
                 r.row(g, "ceiling.post.1k", "bare hyper POST, 32 at once", Unit::PerSec, p.clone());
                 let axum = "bare axum handler: parse the event, answer 202 (32 connections)";
                 r.row(g, "ceiling.axum.1k", axum, Unit::PerSec, p.clone());
+                let publishing = "bare axum handler that also publishes each event, 202 once confirmed (quorum queue)";
+                r.row(g, "ceiling.axum_publish.1k", publishing, Unit::PerSec, ratio("ceiling.axum.1k".into()));
             }
             let relay = format!("{b}: bare relay (consume → POST → ack), 32 at once");
             r.row(g, c("relay.1k"), relay, Unit::PerSec, ratio(c("consume.1k")));
@@ -82,6 +84,16 @@ impl Bench {
             }
             let alone = "POST /v1/events alone, 32 connections (nothing delivered), events/s";
             r.row(g, k("ingest_alone.1k.rate"), alone, Unit::PerSec, ratio("ceiling.axum.1k".into()));
+            if kind == BusKind::RabbitMq {
+                let vs = "POST /v1/events alone, against the bare handler that publishes with confirms";
+                r.row(
+                    g,
+                    k("ingest_alone.1k.rate_vs_publish"),
+                    vs,
+                    Unit::PerSec,
+                    ratio("ceiling.axum_publish.1k".into()),
+                );
+            }
             r.row(g, k("ingest_alone.1k.cpu"), "router CPU per event, POST /v1/events alone", Unit::Micros, p.clone());
             r.row(g, k("ordered.1k.rate"), "ordered route, events/s", Unit::PerSec, ratio(c("relay1.1k")));
             r.row(g, k("ordered.1k.cpu"), "router CPU per event, ordered", Unit::Micros, p.clone());
