@@ -149,7 +149,7 @@ const ATTEMPTS: u32 = 20;
 /// Connects, trying again when the handshake stalls: on 2 cores, a RabbitMQ node busy with
 /// many quorum queues (consumers of a 100-route run leaving them, a vhost of them being
 /// deleted) can stop accepting connections for a while.
-pub(crate) async fn connect(url: &str) -> Connection {
+async fn connect(url: &str) -> Connection {
     for attempt in 1..=ATTEMPTS {
         match tokio::time::timeout(Duration::from_secs(15), Connection::connect(url, ConnectionProperties::default()))
             .await
@@ -199,9 +199,7 @@ pub(crate) async fn publish_confirmed(ch: &Channel, exchange: &str, key: &str, b
 
 /// Publishes events `0..n` to `exchange` with routing key `key`, 1,000 confirms in flight.
 pub(crate) async fn publish_bulk(url: &str, exchange: &str, key: &str, size: Size, n: usize) {
-    let conn = connect(url).await;
-    let ch = conn.create_channel().await.expect("channel");
-    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    let (conn, ch) = confirm_channel(url).await;
     let mut start = 0;
     while start < n {
         let end = (start + 1000).min(n);
@@ -229,9 +227,7 @@ pub(crate) async fn publish_paced(
     rate: f64,
     timeline: &Timeline,
 ) {
-    let conn = connect(url).await;
-    let ch = conn.create_channel().await.expect("channel");
-    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    let (conn, ch) = confirm_channel(url).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<lapin::PublisherConfirm>();
     let confirms = tokio::spawn(async move {
         while let Some(c) = rx.recv().await {
