@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 /// The bare axum handler: `n` events POSTed, `concurrency` at once, each parsed into a
 /// `serde_json::Value` and answered 202. Requests per second.
 pub(crate) async fn bare_axum(size: Size, n: usize, concurrency: usize) -> Result<f64, String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let handler = |body: Bytes| async move {
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(v) => {
@@ -34,13 +32,7 @@ pub(crate) async fn bare_axum(size: Size, n: usize, concurrency: usize) -> Resul
             Err(_) => StatusCode::BAD_REQUEST,
         }
     };
-    let app = axum::Router::new().route("/v1/events", axum::routing::post(handler));
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let start = Instant::now();
-    let posted = crate::http::ingest_bulk(&format!("http://{addr}/v1/events"), size, n, concurrency).await;
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    server.abort();
-    posted.map(|()| rate)
+    serve_and_post(axum::Router::new().route("/v1/events", axum::routing::post(handler)), size, n, concurrency).await
 }
 
 /// The bare axum handler that also publishes: each body parsed as JSON, published to the
@@ -50,8 +42,6 @@ pub(crate) async fn bare_axum_publishing(url: &str, size: Size, n: usize, concur
     crate::rabbit::declare_bare(url, 1).await;
     let (conn, ch) = crate::rabbit::confirm_channel(url).await;
     let ch = std::sync::Arc::new(ch);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let handler = move |body: Bytes| {
         let ch = ch.clone();
         async move {
@@ -66,12 +56,21 @@ pub(crate) async fn bare_axum_publishing(url: &str, size: Size, n: usize, concur
         }
     };
     let app = axum::Router::new().route("/v1/events", axum::routing::post(handler));
+    let rate = serve_and_post(app, size, n, concurrency).await;
+    let _ = conn.close(200, "".into()).await;
+    rate
+}
+
+/// Serves `app` on loopback and POSTs `n` events to its `/v1/events`, `concurrency` at once.
+/// Requests per second.
+async fn serve_and_post(app: axum::Router, size: Size, n: usize, concurrency: usize) -> Result<f64, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let start = Instant::now();
     let posted = crate::http::ingest_bulk(&format!("http://{addr}/v1/events"), size, n, concurrency).await;
     let rate = n as f64 / start.elapsed().as_secs_f64();
     server.abort();
-    let _ = conn.close(200, "".into()).await;
     posted.map(|()| rate)
 }
 
