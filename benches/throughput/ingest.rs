@@ -48,10 +48,11 @@ pub(crate) async fn bare_axum_publishing(url: &str, size: Size, n: usize, concur
             if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
                 return StatusCode::BAD_REQUEST;
             }
-            if crate::rabbit::publish_confirmed(&ch, "bare", "order.paid", &body).await {
-                StatusCode::ACCEPTED
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
+            // The router's own publish: persistent, mandatory, its confirm awaited.
+            let props = lapin::BasicProperties::default().with_content_type("application/cloudevents+json".into());
+            match hookrelay::broker::amqp::publish_confirmed(&ch, "bare", "order.paid", &body, props).await {
+                Ok(()) => StatusCode::ACCEPTED,
+                Err(_) => StatusCode::SERVICE_UNAVAILABLE,
             }
         }
     };

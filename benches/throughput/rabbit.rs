@@ -185,18 +185,6 @@ pub(crate) async fn confirm_channel(url: &str) -> (Connection, Channel) {
     (conn, ch)
 }
 
-/// Publishes `body` as a persistent, mandatory message and waits for its confirm: whether the
-/// broker took it (acked, not returned).
-pub(crate) async fn publish_confirmed(ch: &Channel, exchange: &str, key: &str, body: &[u8]) -> bool {
-    let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
-    let props =
-        BasicProperties::default().with_delivery_mode(2).with_content_type("application/cloudevents+json".into());
-    match ch.basic_publish(exchange.into(), key.into(), opts, body, props).await {
-        Ok(confirm) => confirm.await.is_ok_and(|c| c.is_ack() && c.take_message().is_none()),
-        Err(_) => false,
-    }
-}
-
 /// Publishes events `0..n` to `exchange` with routing key `key`, 1,000 confirms in flight.
 pub(crate) async fn publish_bulk(url: &str, exchange: &str, key: &str, size: Size, n: usize) {
     let (conn, ch) = confirm_channel(url).await;
