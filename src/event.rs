@@ -28,6 +28,7 @@
 
 pub mod data;
 mod de;
+mod scan;
 
 pub use data::{Data, DataRef};
 
@@ -35,7 +36,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::time::{Duration, SystemTime};
 
-/// A decoded CloudEvent (deserialized in one pass, see `de.rs`).
+/// A decoded CloudEvent (decoded in one pass: by hand in `scan.rs`, else by serde_json in `de.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CloudEvent {
     /// Unique per producer; the idempotency key and the `webhook-id`.
@@ -189,15 +190,12 @@ impl CloudEvent {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         // UTF-8 checked once over the whole body, then parsed as text: serde_json's byte reader
         // checks each string on its own (about 6k instructions per 1 KiB event, docs/
-        // performance.md). Bytes that are not UTF-8 go through the byte reader for its error,
-        // which says where.
-        let ev: CloudEvent = match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                use serde::de::DeserializeSeed;
-                let mut de = serde_json::Deserializer::from_str(text);
-                de::EventSeed { text }.deserialize(&mut de).and_then(|ev| de.end().map(|()| ev))
-            }
-            Err(_) => serde_json::from_slice(bytes),
+        // performance.md). The hand-written decoder first (`scan.rs`); what it leaves, serde_json
+        // decodes, and says what is wrong.
+        let text = std::str::from_utf8(bytes);
+        let ev: CloudEvent = match text.as_ref().ok().and_then(|text| scan::event(text)) {
+            Some(ev) => Ok(ev),
+            None => Self::decode_with_serde(bytes, text.ok()),
         }
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if ev.specversion != "1.0" {
@@ -210,6 +208,19 @@ impl CloudEvent {
         }
         ev.check_attributes()?;
         Ok(ev)
+    }
+
+    /// `bytes` decoded by serde_json (`de.rs`): as text when they are UTF-8 (`text`), else
+    /// through its byte reader, for its error, which says where.
+    fn decode_with_serde(bytes: &[u8], text: Option<&str>) -> Result<Self, serde_json::Error> {
+        match text {
+            Some(text) => {
+                use serde::de::DeserializeSeed;
+                let mut de = serde_json::Deserializer::from_str(text);
+                de::EventSeed { text }.deserialize(&mut de).and_then(|ev| de.end().map(|()| ev))
+            }
+            None => serde_json::from_slice(bytes),
+        }
     }
 
     /// The checks of the module documentation on everything but `data`.

@@ -2,7 +2,9 @@
 //! carried where it goes (the id and a string sequence make header values, the id and the type
 //! fit AMQP short strings) and decodes again to the same event once serialised. Its `data`, a
 //! tree of spans of the input, holds what serde_json's own value of it holds and renders the
-//! bytes serde_json renders for that value.
+//! bytes serde_json renders for that value. Most accepted events go through the hand-written
+//! decoder (`src/event/scan.rs`, its containers copied verbatim when rendered), the rest through
+//! serde_json's: both are held to serde_json's reading here.
 
 #![no_main]
 

@@ -12,11 +12,17 @@
 //! from. Steps that need the whole event as one JSON value (a transform, the `cloudevents`
 //! body, a filter that reads the whole event) convert it with [`Data::to_value`].
 //!
+//! Two decoders build it, with the same results: the hand-written one of `scan.rs` for the
+//! events it takes, and serde_json's visitors here ([`DataSeed`]) for the rest.
+//!
 //! The same JSON as `serde_json::Value` gives, member for member: a name given twice keeps its
 //! first place and its last value; numbers are read by serde_json itself; the body renders with
 //! serde_json's serializer, byte for byte as the `Value` did.
 
+mod container;
 pub mod validate;
+
+pub(crate) use container::Container;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -39,8 +45,8 @@ pub(crate) enum Node {
     Bool(bool),
     Number(Number),
     Str(Text),
-    Array(Vec<Node>),
-    Object(Vec<(Text, Node)>),
+    Array(Container<Node>),
+    Object(Container<(Text, Node)>),
 }
 
 /// A string of the tree: a span of the text (start and end bytes), or its own when it had
@@ -93,6 +99,11 @@ impl<'a> DataRef<'a> {
 
     pub(crate) fn node(self) -> &'a Node {
         self.node
+    }
+
+    /// `node`, whose spans point into `text`.
+    pub(super) fn of_node(text: &'a str, node: &'a Node) -> Self {
+        Self { text, node }
     }
 
     fn at(self, node: &'a Node) -> Self {
@@ -227,8 +238,18 @@ impl DataRef<'_> {
     /// Appends this value as compact JSON: the bytes `serde_json::to_writer` gives for it. A
     /// string that is a span is copied as it stands in the event: serde_json hands over a span
     /// only for a string without escapes, and refuses control characters in strings, so it holds
-    /// nothing the serializer would escape.
+    /// nothing the serializer would escape. A container that stands verbatim in the event
+    /// ([`Container`]) is copied in one piece.
     pub fn write_json(self, out: &mut Vec<u8>) {
+        let raw = match self.node {
+            Node::Array(items) => items.raw(self.text),
+            Node::Object(members) => members.raw(self.text),
+            _ => None,
+        };
+        if let Some(raw) = raw {
+            out.extend_from_slice(raw);
+            return;
+        }
         match self.node {
             Node::Null => out.extend_from_slice(b"null"),
             Node::Bool(true) => out.extend_from_slice(b"true"),
@@ -349,6 +370,11 @@ impl Data {
         Self { text: Box::default(), root: node(value) }
     }
 
+    /// A tree of `root`, whose spans point into `text` (the hand-written decoder's, `scan.rs`).
+    pub(super) fn from_parts(text: Box<str>, root: Node) -> Self {
+        Self { text, root }
+    }
+
     /// The text and the root, for changes that remove members (the pipeline's redaction).
     pub(crate) fn parts_mut(&mut self) -> (&str, &mut Node) {
         (&self.text, &mut self.root)
@@ -424,10 +450,6 @@ impl Spans<'_> {
         }
         Text::Owned(s.into())
     }
-
-    fn resolve<'a>(&'a self, t: &'a Text) -> &'a str {
-        t.resolve(self.base.unwrap_or_default())
-    }
 }
 
 /// Objects of up to this many members find a repeated name by scanning; larger ones by sorting.
@@ -483,45 +505,71 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
         while let Some(v) = seq.next_element_seed(NodeSeed(self.0))? {
             items.push(v);
         }
-        Ok(Node::Array(items))
+        Ok(Node::Array(items.into()))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let spans = self.0;
+        let text = spans.base.unwrap_or_default();
         let mut members: Vec<(Text, Node)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        // Past `SCAN_MEMBERS`, names are checked once at the end.
-        let mut unchecked = false;
+        let mut checked = true;
         while let Some(key) = map.next_key_seed(KeySeed(spans))? {
             let value = map.next_value_seed(NodeSeed(spans))?;
-            if members.len() < SCAN_MEMBERS {
-                let name = spans.resolve(&key);
-                if let Some(slot) = members.iter_mut().find(|(k, _)| spans.resolve(k) == name) {
-                    slot.1 = value;
-                    continue;
-                }
-            } else {
-                unchecked = true;
-            }
+            checked &= add_member(&mut members, 0, key, value, text) != Added::Unchecked;
+        }
+        if !checked {
+            dedup_members(&mut members, text);
+        }
+        Ok(Node::Object(members.into()))
+    }
+}
+
+/// What [`add_member`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Added {
+    /// A name not seen before in the object: pushed.
+    New,
+    /// A name given before: its value replaced, in its first place.
+    Replaced,
+    /// Pushed without looking at the names before it.
+    Unchecked,
+}
+
+/// Adds `key: value` to an object whose members so far are `members[start..]`, as a JSON map
+/// does with a name given twice: the first place, the last value. Up to [`SCAN_MEMBERS`]
+/// members a repeated name is found by scanning them; past that the member is pushed unchecked,
+/// and the object's members go through [`dedup_members`] once, at its end. (`text` is what the
+/// spans point into.)
+pub(super) fn add_member(members: &mut Vec<(Text, Node)>, start: usize, key: Text, value: Node, text: &str) -> Added {
+    let own = members.get_mut(start..).unwrap_or_default();
+    if own.len() >= SCAN_MEMBERS {
+        members.push((key, value));
+        return Added::Unchecked;
+    }
+    let name = key.resolve(text);
+    match own.iter_mut().find(|(k, _)| k.is(text, name)) {
+        Some(slot) => {
+            slot.1 = value;
+            Added::Replaced
+        }
+        None => {
             members.push((key, value));
+            Added::New
         }
-        if unchecked {
-            keep_first_place_last_value(&mut members, spans);
-        }
-        Ok(Node::Object(members))
     }
 }
 
 /// What a JSON map does with a name given twice: the first place, the last value.
-fn keep_first_place_last_value(members: &mut Vec<(Text, Node)>, spans: &Spans<'_>) {
+pub(super) fn dedup_members(members: &mut Vec<(Text, Node)>, text: &str) {
     let mut order: Vec<usize> = (0..members.len()).collect();
     // Stable: equal names stay in the order they came.
-    order.sort_by(|a, b| spans.resolve(&members[*a].0).cmp(spans.resolve(&members[*b].0)));
+    order.sort_by(|a, b| members[*a].0.resolve(text).cmp(members[*b].0.resolve(text)));
     let mut gone = vec![false; members.len()];
     let mut any = false;
     let mut run = 0;
     while run < order.len() {
-        let name = spans.resolve(&members[order[run]].0);
+        let name = members[order[run]].0.resolve(text);
         let mut end = run + 1;
-        while end < order.len() && spans.resolve(&members[order[end]].0) == name {
+        while end < order.len() && members[order[end]].0.resolve(text) == name {
             end += 1;
         }
         if end - run > 1 {
