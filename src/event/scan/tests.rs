@@ -285,6 +285,7 @@ fn mutated_events_are_taken_only_as_serde_json_reads_them() {
     assert!(tried > 20_000, "{tried} mutants were text");
     assert!(both > 2_000, "only {both} of {tried} mutants were taken");
     assert!(both + left < tried / 2, "most mutants should be refused: {both} taken, {left} left");
-    // Valid events the decoder leaves to serde_json are the rare kinds (module documentation).
-    assert!(left * 20 < both, "{left} valid mutants were left to serde_json, {both} taken");
+    // What the decoder leaves to serde_json and serde_json reads is rarer still (nesting past
+    // 100, a text of 4 GiB): no mutant here.
+    assert_eq!(left, 0, "valid mutants left to serde_json ({both} taken)");
 }
