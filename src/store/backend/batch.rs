@@ -1,15 +1,22 @@
 //! The delivery log's batch writes ([`Store::record_attempts`](crate::store::Store::record_attempts)),
 //! one way per backend, each at the fewest instructions per attempt it was measured at
-//! (docs/performance.md). Both first fold the batch into one row per delivery ([`Folded`]:
-//! each attempt's delivery id computed once), then write every attempt and upsert every
-//! delivery in one writing transaction:
+//! (docs/performance.md). A delivery's latest attempt lives in its `deliveries` row, the
+//! earlier ones in `attempts` (migration `0006`): both backends first fold the batch into one
+//! row per delivery ([`Folded`]: each attempt's delivery id computed once, the batch's latest
+//! attempt of each delivery picked), then, in one writing transaction, insert the batch's
+//! earlier attempts (none, when each delivery has one attempt in the batch, as most do) and
+//! upsert every delivery with its latest. The upsert writes the attempt it brings as the row's
+//! latest; a trigger of the migration moves the row's previous latest to `attempts`, or, if the
+//! row's was the later one (an attempt recorded late), puts the one brought there and keeps the
+//! row's. An attempt that is its delivery's first and last is thus one row and four B-tree
+//! entries (the row, its key, two time indexes) instead of two rows and eight.
 //!
 //! - SQLite ([`sqlite`]): multi-row `INSERT`s in [`chunks`] of a few fixed sizes, so that each
 //!   text is one the connection prepared when it opened ([`prepare`]; sqlx keys its statement
-//!   cache by the text), built once per process; every text value bound as an `Arc<str>` made once per attempt and shared
-//!   by both tables' rows (sqlx hands SQLite its own reference, no copy on the runtime). The
-//!   transaction is `BEGIN IMMEDIATE` … `COMMIT` run as cached prepared statements too: sqlx's
-//!   own `begin_with`/`commit` run them through `sqlite3_exec`, which prepares them again every
+//!   cache by the text), built once per process; every text value bound as an `Arc<str>` (sqlx
+//!   hands SQLite its own reference, no second copy on the runtime). The transaction is
+//!   `BEGIN IMMEDIATE` … `COMMIT` run as cached prepared statements too: sqlx's own
+//!   `begin_with`/`commit` run them through `sqlite3_exec`, which prepares them again every
 //!   time. A [`SqliteWrite`] that ends without its `COMMIT` (an error, a cancelled future)
 //!   closes its connection instead of returning it to the pool, and SQLite rolls the
 //!   transaction back.
@@ -32,71 +39,84 @@ pub(super) struct Folded<'a> {
     /// One per delivery, sorted by delivery id (so that concurrent writers lock rows in one
     /// order; PostgreSQL also refuses to upsert a row twice in one statement).
     pub(super) deliveries: Vec<DeliveryRow<'a>>,
+    /// The positions in the batch of the attempts that are not their delivery's latest in it,
+    /// in batch order: they go to `attempts`.
+    pub(super) earlier: Vec<usize>,
 }
 
 /// One delivery's share of a batch of attempts.
 pub(super) struct DeliveryRow<'a> {
-    /// The position in the batch of its first attempt (its id is `ids[first]`).
-    pub(super) first: usize,
+    /// The position in the batch of its latest attempt (the later one in the batch on a tie,
+    /// as one upsert per attempt in batch order would have left it).
+    pub(super) at: usize,
+    /// The latest attempt, `batch[at]`.
+    pub(super) latest: &'a Attempt,
     /// The earliest attempt's time.
     pub(super) first_at: i64,
     /// The highest attempt number.
     pub(super) attempts: u32,
-    /// The latest attempt (the later one in the batch on a tie, as one upsert per attempt in
-    /// batch order would have left it).
-    pub(super) latest: &'a Attempt,
     /// The event, if an attempt carries it (the first that does).
     pub(super) event: Option<&'a [u8]>,
 }
 
-/// Folds `batch`: one [`delivery_id`] per attempt, one [`DeliveryRow`] per delivery.
+/// Folds `batch`: one [`delivery_id`] per attempt, one [`DeliveryRow`] per delivery, the
+/// earlier attempts apart.
 pub(super) fn fold(batch: &[Attempt]) -> Folded<'_> {
     let ids: Vec<String> = batch.iter().map(|a| delivery_id(&a.route, &a.event_id)).collect();
     let mut order: Vec<usize> = (0..batch.len()).collect();
     // Stable: within one delivery, its attempts stay in batch order.
     order.sort_by(|&x, &y| ids[x].cmp(&ids[y]));
     let mut deliveries: Vec<DeliveryRow<'_>> = Vec::with_capacity(batch.len());
+    let mut earlier = Vec::new();
     for i in order {
         let a = &batch[i];
         match deliveries.last_mut() {
-            Some(row) if ids[row.first] == ids[i] => {
+            Some(row) if ids[row.at] == ids[i] => {
                 row.first_at = row.first_at.min(a.at_ms);
                 row.attempts = row.attempts.max(a.attempt);
                 if a.at_ms >= row.latest.at_ms {
-                    row.latest = a;
+                    earlier.push(row.at);
+                    (row.at, row.latest) = (i, a);
+                } else {
+                    earlier.push(i);
                 }
                 row.event = row.event.or(a.event.as_deref());
             }
             _ => deliveries.push(DeliveryRow {
-                first: i,
+                at: i,
+                latest: a,
                 first_at: a.at_ms,
                 attempts: a.attempt,
-                latest: a,
                 event: a.event.as_deref(),
             }),
         }
     }
-    Folded { ids, deliveries }
+    earlier.sort_unstable();
+    Folded { ids, deliveries, earlier }
 }
 
 /// The columns of `attempts` that a batch writes, in the order both backends bind them.
 const ATTEMPT_COLUMNS: &str = "delivery_id, route, event_id, event_type, attempt, outcome, status, duration_ms, \
      response_body, request_headers, error, payload, config_version, config_revision, at";
 
-/// The columns of `deliveries` that a batch writes, in the order both backends bind them.
-const DELIVERY_COLUMNS: &str =
-    "id, route, event_id, event_type, status, attempts, last_status, last_error, first_at, last_at, event";
+/// The columns of `deliveries` that a batch writes, in the order both backends bind them: the
+/// delivery, then its latest attempt in the order of [`ATTEMPT_COLUMNS`] (less the delivery),
+/// then the highest attempt number, the earliest time and the event.
+const DELIVERY_COLUMNS: &str = "id, route, event_id, event_type, last_attempt, status, last_status, \
+     last_duration_ms, last_response_body, last_request_headers, last_error, last_payload, last_config_version, \
+     last_config_revision, last_at, attempts, first_at, event";
 
-/// How a delivery row already stored takes a batch's row for it: the latest attempt's outcome,
-/// status and error, the highest attempt number, the earliest and latest times, the event if it
-/// had none. (An attempt recorded late, behind a later one, changes only the counts and times.)
+/// How a delivery row already stored takes a batch's row for it: the attempt brought as its
+/// latest (the trigger of migration `0006` sorts out which one stays), the highest attempt
+/// number, the earliest time, the event if it had none.
 const DELIVERY_UPSERT: &str = " ON CONFLICT (id) DO UPDATE SET \
-     status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.status ELSE deliveries.status END, \
-     last_status = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_status ELSE deliveries.last_status END, \
-     last_error = CASE WHEN excluded.last_at >= deliveries.last_at THEN excluded.last_error ELSE deliveries.last_error END, \
+     last_attempt = excluded.last_attempt, status = excluded.status, last_status = excluded.last_status, \
+     last_duration_ms = excluded.last_duration_ms, last_response_body = excluded.last_response_body, \
+     last_request_headers = excluded.last_request_headers, last_error = excluded.last_error, \
+     last_payload = excluded.last_payload, last_config_version = excluded.last_config_version, \
+     last_config_revision = excluded.last_config_revision, last_at = excluded.last_at, \
      attempts = CASE WHEN excluded.attempts > deliveries.attempts THEN excluded.attempts ELSE deliveries.attempts END, \
      first_at = CASE WHEN excluded.first_at < deliveries.first_at THEN excluded.first_at ELSE deliveries.first_at END, \
-     last_at = CASE WHEN excluded.last_at > deliveries.last_at THEN excluded.last_at ELSE deliveries.last_at END, \
      event = COALESCE(excluded.event, deliveries.event)";
 
 /// The rows a SQLite multi-row statement takes at once: powers of two up to 64. Seven texts per
@@ -164,15 +184,6 @@ fn outcome(o: Outcome) -> Arc<str> {
     .clone()
 }
 
-/// The text values of one attempt that both tables' rows bind, made once.
-struct Texts {
-    id: Arc<str>,
-    route: Arc<str>,
-    event_id: Arc<str>,
-    event_type: Arc<str>,
-    error: Option<Arc<str>>,
-}
-
 fn encode_error(e: sqlx::error::BoxDynError) -> StoreError {
     StoreError::Db(sqlx::Error::Encode(e))
 }
@@ -228,71 +239,65 @@ pub(super) async fn prepare(conn: &mut sqlx::SqliteConnection) -> Result<(), sql
 const BEGIN: &str = "BEGIN IMMEDIATE";
 const COMMIT: &str = "COMMIT";
 
+/// A text bound once: SQLite gets the `Arc` itself (a `&str` would be copied twice).
+fn text(s: &str) -> Arc<str> {
+    Arc::from(s)
+}
+
+/// Binds one attempt's own columns, from `attempt` on (the [`ATTEMPT_COLUMNS`] after the
+/// delivery's four, the order [`DELIVERY_COLUMNS`] takes them in too).
+fn bind_attempt(args: &mut SqliteArguments, a: &Attempt, revision: &Arc<str>) -> Result<(), sqlx::error::BoxDynError> {
+    let revision = if *a.config_revision == **revision { revision.clone() } else { text(&a.config_revision) };
+    args.add(i64::from(a.attempt))?;
+    args.add(outcome(a.outcome))?;
+    args.add(a.status.map(i64::from))?;
+    args.add(a.duration_ms as i64)?;
+    args.add(a.response_body.as_deref().map(text))?;
+    args.add(a.request_headers.as_deref().map(text))?;
+    args.add(a.error.as_deref().map(text))?;
+    args.add(a.payload.clone())?;
+    args.add(a.config_version as i64)?;
+    args.add(revision)?;
+    args.add(a.at_ms)
+}
+
+/// Binds the delivery's four columns that both tables start with.
+fn bind_delivery(args: &mut SqliteArguments, id: &str, a: &Attempt) -> Result<(), sqlx::error::BoxDynError> {
+    args.add(text(id))?;
+    args.add(text(&a.route))?;
+    args.add(text(&a.event_id))?;
+    args.add(text(&a.event_type))
+}
+
 /// SQLite's batch write (see the module docs).
 pub(super) async fn sqlite(pool: &Pool<Sqlite>, batch: &[Attempt]) -> Result<(), StoreError> {
     if batch.is_empty() {
         return Ok(());
     }
     let folded = fold(batch);
-    let texts: Vec<Texts> = batch
-        .iter()
-        .zip(&folded.ids)
-        .map(|(a, id)| Texts {
-            id: Arc::from(id.as_str()),
-            route: Arc::from(a.route.as_str()),
-            event_id: Arc::from(a.event_id.as_str()),
-            event_type: Arc::from(a.event_type.as_str()),
-            error: a.error.as_deref().map(Arc::from),
-        })
-        .collect();
-    let revision: Arc<str> = Arc::from(batch[0].config_revision.as_str());
+    let revision = text(&batch[0].config_revision);
     let mut tx = SqliteWrite::begin(pool).await?;
-    let mut start = 0;
-    for part in chunks(batch) {
+    for part in chunks(&folded.earlier) {
         let mut args = SqliteArguments::default();
         args.reserve(part.len() * 15, 0);
-        for (a, t) in part.iter().zip(&texts[start..]) {
-            let revision =
-                if *a.config_revision == *revision { revision.clone() } else { Arc::from(a.config_revision.as_str()) };
-            (|| -> Result<(), sqlx::error::BoxDynError> {
-                args.add(t.id.clone())?;
-                args.add(t.route.clone())?;
-                args.add(t.event_id.clone())?;
-                args.add(t.event_type.clone())?;
-                args.add(i64::from(a.attempt))?;
-                args.add(outcome(a.outcome))?;
-                args.add(a.status.map(i64::from))?;
-                args.add(a.duration_ms as i64)?;
-                args.add(a.response_body.as_deref().map(Arc::<str>::from))?;
-                args.add(a.request_headers.as_deref().map(Arc::<str>::from))?;
-                args.add(t.error.clone())?;
-                args.add(a.payload.clone())?;
-                args.add(a.config_version as i64)?;
-                args.add(revision)?;
-                args.add(a.at_ms)
+        for &i in part {
+            (|| {
+                bind_delivery(&mut args, &folded.ids[i], &batch[i])?;
+                bind_attempt(&mut args, &batch[i], &revision)
             })()
             .map_err(encode_error)?;
         }
-        start += part.len();
         sqlx::query_with(sqlite_texts(part.len()).0.as_str(), args).execute(tx.conn()).await?;
     }
     for part in chunks(&folded.deliveries) {
         let mut args = SqliteArguments::default();
-        args.reserve(part.len() * 11, 0);
+        args.reserve(part.len() * 18, 0);
         for row in part {
-            let a = row.latest;
-            let t = &texts[row.first];
-            (|| -> Result<(), sqlx::error::BoxDynError> {
-                args.add(t.id.clone())?;
-                args.add(t.route.clone())?;
-                args.add(t.event_id.clone())?;
-                args.add(t.event_type.clone())?;
-                args.add(outcome(a.outcome))?;
+            (|| {
+                bind_delivery(&mut args, &folded.ids[row.at], row.latest)?;
+                bind_attempt(&mut args, row.latest, &revision)?;
                 args.add(i64::from(row.attempts))?;
-                args.add(a.status.map(i64::from))?;
-                args.add(a.error.as_deref().map(Arc::<str>::from))?;
                 args.add(row.first_at)?;
-                args.add(a.at_ms)?;
                 args.add(row.event.map(<[u8]>::to_vec))
             })()
             .map_err(encode_error)?;
@@ -303,7 +308,7 @@ pub(super) async fn sqlite(pool: &Pool<Sqlite>, batch: &[Attempt]) -> Result<(),
 }
 
 /// PostgreSQL's `attempts` insert: one text for any batch size, rows in batch order (so their
-/// ids, and a delivery's attempts listed by id, follow it).
+/// ids, which order a delivery's attempts made at the same time, follow it).
 static PG_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO attempts ({ATTEMPT_COLUMNS}) \
@@ -318,8 +323,9 @@ static PG_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
 static PG_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO deliveries ({DELIVERY_COLUMNS}) \
-         SELECT {DELIVERY_COLUMNS} FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-         $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int8[], $11::bytea[]) AS u({DELIVERY_COLUMNS}) \
+         SELECT {DELIVERY_COLUMNS} FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+         $6::text[], $7::int8[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::int8[], \
+         $14::text[], $15::int8[], $16::int8[], $17::int8[], $18::bytea[]) AS u({DELIVERY_COLUMNS}) \
          WHERE true{DELIVERY_UPSERT}"
     )
 });
@@ -330,37 +336,48 @@ pub(super) async fn postgres(pool: &Pool<Postgres>, batch: &[Attempt]) -> Result
         return Ok(());
     }
     let folded = fold(batch);
-    let rows = &folded.deliveries;
     let mut tx = write_tx(pool).await?;
-    sqlx::query(PG_ATTEMPTS.as_str())
-        .bind(folded.ids.iter().map(String::as_str).bind_iter())
-        .bind(batch.iter().map(|a| a.route.as_str()).bind_iter())
-        .bind(batch.iter().map(|a| a.event_id.as_str()).bind_iter())
-        .bind(batch.iter().map(|a| a.event_type.as_str()).bind_iter())
-        .bind(batch.iter().map(|a| i64::from(a.attempt)).bind_iter())
-        .bind(batch.iter().map(|a| a.outcome.as_str()).bind_iter())
-        .bind(batch.iter().map(|a| a.status.map(i64::from)).bind_iter())
-        .bind(batch.iter().map(|a| a.duration_ms as i64).bind_iter())
-        .bind(batch.iter().map(|a| a.response_body.as_deref()).bind_iter())
-        .bind(batch.iter().map(|a| a.request_headers.as_deref()).bind_iter())
-        .bind(batch.iter().map(|a| a.error.as_deref()).bind_iter())
-        .bind(batch.iter().map(|a| a.payload.as_deref()).bind_iter())
-        .bind(batch.iter().map(|a| a.config_version as i64).bind_iter())
-        .bind(batch.iter().map(|a| a.config_revision.as_str()).bind_iter())
-        .bind(batch.iter().map(|a| a.at_ms).bind_iter())
-        .execute(&mut *tx)
-        .await?;
+    if !folded.earlier.is_empty() {
+        let earlier = || folded.earlier.iter().map(|&i| &batch[i]);
+        sqlx::query(PG_ATTEMPTS.as_str())
+            .bind(folded.earlier.iter().map(|&i| folded.ids[i].as_str()).bind_iter())
+            .bind(earlier().map(|a| a.route.as_str()).bind_iter())
+            .bind(earlier().map(|a| a.event_id.as_str()).bind_iter())
+            .bind(earlier().map(|a| a.event_type.as_str()).bind_iter())
+            .bind(earlier().map(|a| i64::from(a.attempt)).bind_iter())
+            .bind(earlier().map(|a| a.outcome.as_str()).bind_iter())
+            .bind(earlier().map(|a| a.status.map(i64::from)).bind_iter())
+            .bind(earlier().map(|a| a.duration_ms as i64).bind_iter())
+            .bind(earlier().map(|a| a.response_body.as_deref()).bind_iter())
+            .bind(earlier().map(|a| a.request_headers.as_deref()).bind_iter())
+            .bind(earlier().map(|a| a.error.as_deref()).bind_iter())
+            .bind(earlier().map(|a| a.payload.as_deref()).bind_iter())
+            .bind(earlier().map(|a| a.config_version as i64).bind_iter())
+            .bind(earlier().map(|a| a.config_revision.as_str()).bind_iter())
+            .bind(earlier().map(|a| a.at_ms).bind_iter())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let rows = &folded.deliveries;
+    let latest = || rows.iter().map(|r| r.latest);
     sqlx::query(PG_DELIVERIES.as_str())
-        .bind(rows.iter().map(|r| folded.ids[r.first].as_str()).bind_iter())
-        .bind(rows.iter().map(|r| r.latest.route.as_str()).bind_iter())
-        .bind(rows.iter().map(|r| r.latest.event_id.as_str()).bind_iter())
-        .bind(rows.iter().map(|r| r.latest.event_type.as_str()).bind_iter())
-        .bind(rows.iter().map(|r| r.latest.outcome.as_str()).bind_iter())
+        .bind(rows.iter().map(|r| folded.ids[r.at].as_str()).bind_iter())
+        .bind(latest().map(|a| a.route.as_str()).bind_iter())
+        .bind(latest().map(|a| a.event_id.as_str()).bind_iter())
+        .bind(latest().map(|a| a.event_type.as_str()).bind_iter())
+        .bind(latest().map(|a| i64::from(a.attempt)).bind_iter())
+        .bind(latest().map(|a| a.outcome.as_str()).bind_iter())
+        .bind(latest().map(|a| a.status.map(i64::from)).bind_iter())
+        .bind(latest().map(|a| a.duration_ms as i64).bind_iter())
+        .bind(latest().map(|a| a.response_body.as_deref()).bind_iter())
+        .bind(latest().map(|a| a.request_headers.as_deref()).bind_iter())
+        .bind(latest().map(|a| a.error.as_deref()).bind_iter())
+        .bind(latest().map(|a| a.payload.as_deref()).bind_iter())
+        .bind(latest().map(|a| a.config_version as i64).bind_iter())
+        .bind(latest().map(|a| a.config_revision.as_str()).bind_iter())
+        .bind(latest().map(|a| a.at_ms).bind_iter())
         .bind(rows.iter().map(|r| i64::from(r.attempts)).bind_iter())
-        .bind(rows.iter().map(|r| r.latest.status.map(i64::from)).bind_iter())
-        .bind(rows.iter().map(|r| r.latest.error.as_deref()).bind_iter())
         .bind(rows.iter().map(|r| r.first_at).bind_iter())
-        .bind(rows.iter().map(|r| r.latest.at_ms).bind_iter())
         .bind(rows.iter().map(|r| r.event).bind_iter())
         .execute(&mut *tx)
         .await?;
@@ -383,12 +400,59 @@ mod tests {
         assert_eq!(chunks(&[0u8; 15]).map(<[u8]>::len).collect::<Vec<_>>(), [8, 4, 2, 1]);
     }
 
+    fn attempt(event: &str, n: u32, at_ms: i64) -> Attempt {
+        Attempt {
+            route: "r".into(),
+            event_id: event.into(),
+            event_type: "t".into(),
+            attempt: n,
+            outcome: Outcome::Retrying,
+            status: None,
+            duration_ms: 1,
+            response_body: None,
+            request_headers: None,
+            error: None,
+            payload: None,
+            event: (n == 2).then(|| vec![n as u8]),
+            config_version: 1,
+            config_revision: "rev".into(),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn a_batch_folds_into_each_deliverys_latest_and_the_earlier_ones() {
+        let batch = [
+            attempt("e1", 1, 100),
+            attempt("e2", 1, 100),
+            attempt("e1", 2, 200),
+            attempt("e1", 3, 150), // recorded after a later one: an earlier attempt
+            attempt("e2", 2, 100), // the same time as e2's first: the later in the batch wins
+            attempt("e3", 1, 50),
+        ];
+        let folded = fold(&batch);
+        let rows: Vec<_> = folded
+            .deliveries
+            .iter()
+            .map(|r| (r.latest.event_id.as_str(), r.at, r.attempts, r.first_at, r.event))
+            .collect();
+        let mut expected = vec![
+            ("e1", 2, 3, 100, Some([2u8].as_slice())),
+            ("e2", 4, 2, 100, Some([2u8].as_slice())),
+            ("e3", 5, 1, 50, None),
+        ];
+        expected.sort_by_key(|&(_, at, ..)| delivery_id("r", &batch[at].event_id));
+        assert_eq!(rows, expected, "one row per delivery, in delivery id order");
+        assert_eq!(folded.earlier, [0, 1, 3], "the others, in batch order");
+        assert!(folded.deliveries.iter().all(|r| std::ptr::eq(r.latest, &batch[r.at])));
+    }
+
     #[test]
     fn sqlite_texts_bind_one_parameter_per_column_and_row() {
         for n in CHUNK_SIZES {
             let (attempts, deliveries) = sqlite_texts(n);
             assert_eq!(attempts.matches('?').count(), 15 * n);
-            assert_eq!(deliveries.matches('?').count(), 11 * n);
+            assert_eq!(deliveries.matches('?').count(), 18 * n);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The delivery log in SQL: attempts written in batches together with the one row per delivery
-//! they update (each backend its own way, `batch.rs`), deliveries listed and read (with the event a delivery kept), a delivery's
-//! attempts, and retention ([`Store::prune`](crate::store::Store::prune)).
+//! they update (each backend its own way, `batch.rs`), deliveries listed and read (with the event
+//! a delivery kept), a delivery's attempts (the earlier ones in `attempts`, the latest in its
+//! row: migration `0006`), and retention ([`Store::prune`](crate::store::Store::prune)).
 
 use super::{Backend, opt_u16, write_tx};
 use crate::store::{Attempt, Delivery, DeliveryFilter, Outcome, Page, Pruned, StoreError, cursor, parse_cursor};
@@ -10,6 +11,16 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuil
 /// The columns of a delivery in lists (not the event it may keep).
 const DELIVERY_COLUMNS: &str =
     "id, route, event_id, event_type, status, attempts, last_status, last_error, first_at, last_at";
+
+/// A delivery's attempts, oldest first: the earlier ones from `attempts`, then the latest from
+/// its row (none for a row migrated without any attempt left).
+const ATTEMPTS_OF_DELIVERY: &str = "SELECT route, event_id, event_type, attempt, outcome, status, duration_ms, \
+     response_body, request_headers, error, payload, config_version, config_revision, at, 0 AS latest, id AS n \
+     FROM attempts WHERE delivery_id = $1 \
+     UNION ALL SELECT route, event_id, event_type, last_attempt, status, last_status, last_duration_ms, \
+     last_response_body, last_request_headers, last_error, last_payload, last_config_version, last_config_revision, \
+     last_at, 1, 0 FROM deliveries WHERE id = $1 AND last_attempt IS NOT NULL \
+     ORDER BY at, latest, n";
 
 /// The delivery log's SQL, shared by both backends (see the module docs of `backend`).
 #[async_trait]
@@ -88,10 +99,7 @@ where
 
     /// [`Store::attempts`](crate::store::Store::attempts).
     async fn attempts(pool: &Pool<Self>, delivery_id: &str) -> Result<Vec<Attempt>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY id")
-            .bind(delivery_id)
-            .fetch_all(pool)
-            .await?;
+        let rows = sqlx::query(ATTEMPTS_OF_DELIVERY).bind(delivery_id).fetch_all(pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(Attempt {
@@ -118,12 +126,21 @@ where
     /// [`Store::prune`](crate::store::Store::prune), in one writing transaction.
     async fn prune(pool: &Pool<Self>, before_ms: i64) -> Result<Pruned, StoreError> {
         let mut tx = write_tx(pool).await?;
-        let attempts = sqlx::query("DELETE FROM attempts WHERE at < $1").bind(before_ms).execute(&mut *tx).await?;
-        // `last_at` is the latest attempt's time: below the cut, every attempt is gone.
+        let earlier = sqlx::query("DELETE FROM attempts WHERE at < $1").bind(before_ms).execute(&mut *tx).await?;
+        // `last_at` is the latest attempt's time: below the cut, every attempt is gone, the
+        // latest with its row.
+        let latest: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE last_at < $1 AND last_attempt IS NOT NULL")
+                .bind(before_ms)
+                .fetch_one(&mut *tx)
+                .await?;
         let deliveries =
             sqlx::query("DELETE FROM deliveries WHERE last_at < $1").bind(before_ms).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Pruned { attempts: Self::rows_affected(&attempts), deliveries: Self::rows_affected(&deliveries) })
+        Ok(Pruned {
+            attempts: Self::rows_affected(&earlier) + latest.max(0) as u64,
+            deliveries: Self::rows_affected(&deliveries),
+        })
     }
 
     /// A row of `deliveries` (the [`DELIVERY_COLUMNS`]).

@@ -27,6 +27,10 @@ impl SqlStore<Postgres> {
             ("replay leases", include_str!("../../../migrations/postgres/0003_replay_leases.sql")),
             ("tenants portal links", include_str!("../../../migrations/postgres/0004_tenants_portal_links.sql")),
             ("attempt request headers", include_str!("../../../migrations/postgres/0005_attempt_request_headers.sql")),
+            (
+                "latest attempt in deliveries",
+                include_str!("../../../migrations/postgres/0006_latest_attempt_in_deliveries.sql"),
+            ),
         ])
         .run(&pool)
         .await?;

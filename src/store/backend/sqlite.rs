@@ -33,6 +33,9 @@ impl SqlStore<Sqlite> {
             .pragma("temp_store", "memory")
             .pragma("wal_autocheckpoint", "10000")
             .pragma("cache_size", "-8192")
+            // SQLite's default, said here because the delivery log's trigger (migration 0006)
+            // updates the row it fires on, and must not fire again for that update.
+            .pragma("recursive_triggers", "off")
             .busy_timeout(std::time::Duration::from_secs(10));
         // Migrated through a connection of its own, kept open until the pool is (an in-memory
         // database lives as long as a connection to it).
@@ -46,6 +49,10 @@ impl SqlStore<Sqlite> {
             ("replay leases", include_str!("../../../migrations/sqlite/0003_replay_leases.sql")),
             ("tenants portal links", include_str!("../../../migrations/sqlite/0004_tenants_portal_links.sql")),
             ("attempt request headers", include_str!("../../../migrations/sqlite/0005_attempt_request_headers.sql")),
+            (
+                "latest attempt in deliveries",
+                include_str!("../../../migrations/sqlite/0006_latest_attempt_in_deliveries.sql"),
+            ),
         ])
         .run(&migrating)
         .await?;

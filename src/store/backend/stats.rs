@@ -1,11 +1,36 @@
 //! Per-route statistics in SQL: counts and nearest-rank latency percentiles of the attempts in a
 //! window, computed by the database with window functions
-//! ([`Store::stats`](crate::store::Store::stats)).
+//! ([`Store::stats`](crate::store::Store::stats)), and attempts per time bucket. The attempts are
+//! the earlier ones in `attempts` and each delivery's latest in its row (migration `0006`),
+//! each table read through its own time index ([`push_attempts`]).
 
 use super::Backend;
 use crate::store::{RouteStats, SeriesBucket, StoreError};
 use async_trait::async_trait;
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
+
+/// `(… UNION ALL …)`, every attempt made in `[since, until)` as `route, outcome, duration_ms,
+/// at`: the earlier ones from `attempts`, the latest ones from `deliveries`; `filter` adds the
+/// same condition on `route` to both.
+fn push_attempts<DB: Database>(
+    q: &mut QueryBuilder<DB>,
+    since_ms: i64,
+    until_ms: i64,
+    filter: impl Fn(&mut QueryBuilder<DB>),
+) where
+    for<'r> i64: Encode<'r, DB> + Type<DB>,
+{
+    q.push("(SELECT route, outcome, duration_ms, at FROM attempts WHERE at >= ");
+    q.push_bind(since_ms).push(" AND at < ").push_bind(until_ms);
+    filter(q);
+    q.push(
+        " UNION ALL SELECT route, status, last_duration_ms, last_at FROM deliveries \
+         WHERE last_attempt IS NOT NULL AND last_at >= ",
+    );
+    q.push_bind(since_ms).push(" AND last_at < ").push_bind(until_ms);
+    filter(q);
+    q.push(")");
+}
 
 /// The statistics' SQL, shared by both backends (see the module docs of `backend`).
 #[async_trait]
@@ -33,16 +58,19 @@ where
         // Nearest-rank percentiles: among a route's n attempts sorted by duration, the p-th
         // percentile is the one at rank ceil(n * p / 100), in integers (n * p + 99) / 100.
         // The window functions number and count each route's rows inside the database.
+        // Rows tied on duration have the same duration: which of them a rank picks does not matter.
         let mut q = QueryBuilder::<Self>::new(
             "WITH w AS (SELECT route, outcome, duration_ms, at, \
-             ROW_NUMBER() OVER (PARTITION BY route ORDER BY duration_ms, id) AS rn, \
+             ROW_NUMBER() OVER (PARTITION BY route ORDER BY duration_ms) AS rn, \
              COUNT(*) OVER (PARTITION BY route) AS n \
-             FROM attempts WHERE at >= ",
+             FROM ",
         );
-        q.push_bind(since_ms).push(" AND at < ").push_bind(until_ms);
-        if let Some(r) = route {
-            q.push(" AND route = ").push_bind(r.to_string());
-        }
+        push_attempts(&mut q, since_ms, until_ms, |q| {
+            if let Some(r) = route {
+                q.push(" AND route = ").push_bind(r.to_string());
+            }
+        });
+        q.push(" AS a");
         q.push(
             ") SELECT route, COUNT(*) AS attempts, \
              SUM(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END) AS delivered, \
@@ -92,12 +120,14 @@ where
         q.push_bind(since_ms).push(") / ").push_bind(bucket_ms);
         q.push(
             " AS b, COUNT(*) AS attempts, SUM(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END) AS delivered \
-             FROM attempts WHERE at >= ",
+             FROM ",
         );
-        q.push_bind(since_ms).push(" AND at < ").push_bind(until_ms);
-        if let Some(routes) = routes {
-            super::push_routes(&mut q, routes);
-        }
+        push_attempts(&mut q, since_ms, until_ms, |q| {
+            if let Some(routes) = routes {
+                super::push_routes(q, routes);
+            }
+        });
+        q.push(" AS a");
         q.push(" GROUP BY b ORDER BY b");
         let rows = q.build().fetch_all(pool).await?;
         let mut out = Vec::with_capacity(rows.len());

@@ -68,14 +68,16 @@ async fn conformance(s: Arc<dyn Store>) {
         s.deliveries(&DeliveryFilter { cursor: Some("garbage".into()), limit: 5, ..Default::default() }).await.is_err()
     );
 
+    // Oldest first, the late write of attempt 1 beside the first one.
     let attempts = s.attempts(&delivery_id("erp", "e1")).await.unwrap();
     assert_eq!(
-        attempts.iter().map(|a| (a.attempt, a.outcome)).collect::<Vec<_>>(),
-        [(1, Outcome::Retrying), (2, Outcome::Delivered), (1, Outcome::Retrying)]
+        attempts.iter().map(|a| (a.attempt, a.outcome, a.at_ms)).collect::<Vec<_>>(),
+        [(1, Outcome::Retrying, 1_000), (1, Outcome::Retrying, 1_000), (2, Outcome::Delivered, 2_000)]
     );
-    assert_eq!(attempts[1].config_revision, "abc123def456");
-    assert_eq!(attempts[1].response_body.as_deref(), Some("answer 200"));
-    assert_eq!(attempts[1].request_headers.as_deref(), Some("webhook-id: e1\nhookrelay-attempt: 2\n"));
+    assert_eq!(attempts[0].response_body.as_deref(), Some("answer 503"));
+    assert_eq!(attempts[2].config_revision, "abc123def456");
+    assert_eq!(attempts[2].response_body.as_deref(), Some("answer 200"));
+    assert_eq!(attempts[2].request_headers.as_deref(), Some("webhook-id: e1\nhookrelay-attempt: 2\n"));
 
     // Dead letters: idempotent by id, filtered, replayed once.
     assert!(s.add_dead_letter(&dead("d1", "erp", "rejected", 10)).await.unwrap());

@@ -1,5 +1,6 @@
 //! The delivery log beyond the core: the event and bodies kept for routes that log payloads,
-//! retention, and the statistics (percentiles computed in SQL).
+//! retention, the statistics (percentiles computed in SQL), and attempts counted once whether
+//! kept in their delivery's row or beside it.
 
 use super::{attempt, on_postgres, on_sqlite};
 use hookrelay::store::{Attempt, DeliveryFilter, Outcome, Pruned, Store, delivery_id};
@@ -97,6 +98,66 @@ async fn delivery_log_keeps_events_and_prunes(s: Arc<dyn Store>) {
     assert_eq!(s.prune(5_001).await.unwrap(), Pruned { attempts: 1, deliveries: 1 });
     assert!(s.delivery(&k1).await.unwrap().is_none());
     assert_eq!(s.delivery_event(&k1).await.unwrap(), None, "its event goes with it");
+}
+
+/// A delivery's latest attempt is kept in its row and the earlier ones beside it (migration
+/// `0006`): however attempts arrive (two in one batch, one per batch, one late), each is listed
+/// once, oldest first, counted once by the statistics and the series, and pruned once.
+async fn every_attempt_counts_once_wherever_it_is_kept(s: Arc<dyn Store>) {
+    let x = |n: u32, outcome: Outcome, duration_ms: u64, at_ms: i64| {
+        let status = if outcome == Outcome::Delivered { Some(200) } else { Some(503) };
+        Attempt { duration_ms, ..attempt("eps", "x1", n, outcome, status, at_ms) }
+    };
+    s.record_attempts(&[x(2, Outcome::Retrying, 20, 1_200), x(1, Outcome::Retrying, 10, 1_100)]).await.unwrap();
+    s.record_attempts(&[x(3, Outcome::Retrying, 30, 1_300)]).await.unwrap();
+    s.record_attempts(&[x(4, Outcome::Delivered, 40, 1_400), timed("zeta", 0, Outcome::Delivered, 1, 1_400)])
+        .await
+        .unwrap();
+    // Late: made at 1 250 (by a replica that lost its lease, say), recorded after attempt 4.
+    s.record_attempts(&[x(2, Outcome::Retrying, 25, 1_250)]).await.unwrap();
+
+    let id = delivery_id("eps", "x1");
+    let listed = |s: Arc<dyn Store>| {
+        let id = id.clone();
+        async move { s.attempts(&id).await.unwrap().iter().map(|a| (a.attempt, a.duration_ms)).collect::<Vec<_>>() }
+    };
+    assert_eq!(listed(s.clone()).await, [(1, 10), (2, 20), (2, 25), (3, 30), (4, 40)]);
+    let d = s.delivery(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.status, d.last_status, d.attempts),
+        (Outcome::Delivered, Some(200), 4),
+        "the late one changes nothing"
+    );
+    assert_eq!((d.first_at_ms, d.last_at_ms), (1_100, 1_400));
+
+    // Durations 10, 20, 25, 30, 40: nearest rank p50 = 3rd = 25, p99 = 5th = 40.
+    let eps = s.stats(0, 10_000, Some("eps")).await.unwrap();
+    assert_eq!((eps[0].attempts, eps[0].delivered, eps[0].failed), (5, 1, 4));
+    assert_eq!((eps[0].latency_p50_ms, eps[0].latency_p99_ms), (Some(25), Some(40)));
+    assert_eq!(s.stats(1_250, 1_400, Some("eps")).await.unwrap()[0].attempts, 2, "the late one and attempt 3");
+    let all = s.stats(0, 10_000, None).await.unwrap();
+    assert_eq!(all.iter().map(|r| (r.route.as_str(), r.attempts)).collect::<Vec<_>>(), [("eps", 5), ("zeta", 1)]);
+    let series = s.attempt_series(1_000, 2_000, 100, Some(&["eps".to_string()])).await.unwrap();
+    let buckets: Vec<_> = series.iter().map(|b| (b.start_ms, b.attempts, b.delivered)).collect();
+    assert_eq!(buckets, [(1_100, 1, 0), (1_200, 2, 0), (1_300, 1, 0), (1_400, 1, 1)]);
+    let everything = s.attempt_series(1_000, 2_000, 1_000, None).await.unwrap();
+    assert_eq!((everything[0].attempts, everything[0].delivered), (6, 2));
+
+    assert_eq!(s.prune(1_250).await.unwrap(), Pruned { attempts: 2, deliveries: 0 });
+    assert_eq!(listed(s.clone()).await, [(2, 25), (3, 30), (4, 40)]);
+    assert_eq!(s.prune(1_401).await.unwrap(), Pruned { attempts: 4, deliveries: 2 }, "eps's three, zeta's one");
+    assert!(s.attempts(&id).await.unwrap().is_empty());
+    assert!(s.stats(0, 10_000, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_every_attempt_counts_once_wherever_it_is_kept() {
+    on_sqlite(every_attempt_counts_once_wherever_it_is_kept).await;
+}
+
+#[tokio::test]
+async fn postgres_every_attempt_counts_once_wherever_it_is_kept() {
+    on_postgres(every_attempt_counts_once_wherever_it_is_kept).await;
 }
 
 #[tokio::test]
