@@ -150,7 +150,14 @@ pub fn delivery_id(route: &str, event_id: &str) -> String {
     h.update(route.as_bytes());
     h.update(&[0]);
     h.update(event_id.as_bytes());
-    hex::encode(&h.finish().as_ref()[..12])
+    // Written byte by byte: `hex::encode` collects `char`s one at a time, about 900
+    // instructions for these 24 digits (docs/performance.md, fourteenth round).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(24);
+    for b in &h.finish().as_ref()[..12] {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// One route's delivery of one event: the latest state of its attempts.
@@ -443,5 +450,18 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::Url(url.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delivery_id;
+
+    #[test]
+    fn delivery_ids_stay_what_they_were() {
+        // The first 12 bytes of SHA-256("orders-erp\0<event id>") in hex, computed apart
+        // (Python's hashlib): ids already in stores and in URLs must not change.
+        assert_eq!(delivery_id("orders-erp", "0191f3a2-7c1e-7b3a-9f2d-000000000042"), "a3f66e895252c16f761e9145");
+        assert_ne!(delivery_id("ab", "c"), delivery_id("a", "bc"), "the route and the event id are kept apart");
     }
 }
