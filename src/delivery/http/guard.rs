@@ -183,11 +183,14 @@ pub fn numeric_ipv4(host: &str) -> Option<Ipv4Addr> {
         host
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    let parts: Vec<&str> = host.split('.').collect();
-    if parts.is_empty() || parts.len() > 4 {
-        return None;
+    // Without allocating: every request's URL is checked (`client.rs`), names included.
+    let mut parsed = [0u64; 4];
+    let mut count = 0;
+    for part in host.split('.') {
+        *parsed.get_mut(count)? = parse_part(part)?;
+        count += 1;
     }
-    let numbers: Vec<u64> = parts.iter().map(|p| parse_part(p)).collect::<Option<_>>()?;
+    let numbers = &parsed[..count];
     let (last, init) = numbers.split_last()?;
     if init.iter().any(|n| *n > 255) || *last >= 1u64 << (8 * (5 - numbers.len())) {
         return None;
