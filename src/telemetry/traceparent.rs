@@ -54,24 +54,24 @@ pub fn format_traceparent(sc: &SpanContext) -> String {
 
 /// A fresh, sampled W3C `traceparent`, for events that carry none.
 pub fn new_traceparent() -> String {
-    // Written digit by digit: `format!` of a 128-bit hex number cost about 2,000 instructions.
-    let mut out = String::with_capacity(TRACEPARENT_LEN);
-    out.push_str("00-");
-    push_hex(&mut out, fastrand::u128(1..), 32);
-    out.push('-');
-    push_hex(&mut out, u128::from(fastrand::u64(1..)), 16);
-    out.push_str("-01");
-    out
+    // Written digit by digit into an array: `format!` of a 128-bit hex number cost about 2,000
+    // instructions, pushing each digit onto a `String` about 900 in all.
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    write_hex(&mut out[3..35], fastrand::u128(1..));
+    write_hex(&mut out[36..52], u128::from(fastrand::u64(1..)));
+    String::from_utf8(out.to_vec()).expect("a traceparent is ASCII")
 }
 
 /// `00-` + 32 + `-` + 16 + `-01`.
+#[cfg(test)]
 const TRACEPARENT_LEN: usize = 55;
 
-/// The last `digits` hex digits of `n`, lowercase, zero-padded.
-fn push_hex(out: &mut String, n: u128, digits: u32) {
+/// The last `out.len()` hex digits of `n`, lowercase, zero-padded.
+fn write_hex(out: &mut [u8], mut n: u128) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out.push(char::from(HEX[((n >> (i * 4)) & 0xf) as usize]));
+    for digit in out.iter_mut().rev() {
+        *digit = HEX[(n & 0xf) as usize];
+        n >>= 4;
     }
 }
 
