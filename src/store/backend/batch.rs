@@ -330,6 +330,31 @@ static PG_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Binds the delivery ids and the attempts' columns as arrays, in the order of
+/// [`ATTEMPT_COLUMNS`], which both PostgreSQL statements take first.
+fn bind_pg_attempts<'q>(
+    q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ids: impl Iterator<Item = &'q str> + Clone + Send + 'q,
+    attempts: impl Iterator<Item = &'q Attempt> + Clone + Send + 'q,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let a = || attempts.clone();
+    q.bind(ids.bind_iter())
+        .bind(a().map(|a| a.route.as_str()).bind_iter())
+        .bind(a().map(|a| a.event_id.as_str()).bind_iter())
+        .bind(a().map(|a| a.event_type.as_str()).bind_iter())
+        .bind(a().map(|a| i64::from(a.attempt)).bind_iter())
+        .bind(a().map(|a| a.outcome.as_str()).bind_iter())
+        .bind(a().map(|a| a.status.map(i64::from)).bind_iter())
+        .bind(a().map(|a| a.duration_ms as i64).bind_iter())
+        .bind(a().map(|a| a.response_body.as_deref()).bind_iter())
+        .bind(a().map(|a| a.request_headers.as_deref()).bind_iter())
+        .bind(a().map(|a| a.error.as_deref()).bind_iter())
+        .bind(a().map(|a| a.payload.as_deref()).bind_iter())
+        .bind(a().map(|a| a.config_version as i64).bind_iter())
+        .bind(a().map(|a| a.config_revision.as_str()).bind_iter())
+        .bind(a().map(|a| a.at_ms).bind_iter())
+}
+
 /// PostgreSQL's batch write (see the module docs).
 pub(super) async fn postgres(pool: &Pool<Postgres>, batch: &[Attempt]) -> Result<(), StoreError> {
     if batch.is_empty() {
@@ -338,44 +363,14 @@ pub(super) async fn postgres(pool: &Pool<Postgres>, batch: &[Attempt]) -> Result
     let folded = fold(batch);
     let mut tx = write_tx(pool).await?;
     if !folded.earlier.is_empty() {
-        let earlier = || folded.earlier.iter().map(|&i| &batch[i]);
-        sqlx::query(PG_ATTEMPTS.as_str())
-            .bind(folded.earlier.iter().map(|&i| folded.ids[i].as_str()).bind_iter())
-            .bind(earlier().map(|a| a.route.as_str()).bind_iter())
-            .bind(earlier().map(|a| a.event_id.as_str()).bind_iter())
-            .bind(earlier().map(|a| a.event_type.as_str()).bind_iter())
-            .bind(earlier().map(|a| i64::from(a.attempt)).bind_iter())
-            .bind(earlier().map(|a| a.outcome.as_str()).bind_iter())
-            .bind(earlier().map(|a| a.status.map(i64::from)).bind_iter())
-            .bind(earlier().map(|a| a.duration_ms as i64).bind_iter())
-            .bind(earlier().map(|a| a.response_body.as_deref()).bind_iter())
-            .bind(earlier().map(|a| a.request_headers.as_deref()).bind_iter())
-            .bind(earlier().map(|a| a.error.as_deref()).bind_iter())
-            .bind(earlier().map(|a| a.payload.as_deref()).bind_iter())
-            .bind(earlier().map(|a| a.config_version as i64).bind_iter())
-            .bind(earlier().map(|a| a.config_revision.as_str()).bind_iter())
-            .bind(earlier().map(|a| a.at_ms).bind_iter())
+        let ids = folded.earlier.iter().map(|&i| folded.ids[i].as_str());
+        bind_pg_attempts(sqlx::query(PG_ATTEMPTS.as_str()), ids, folded.earlier.iter().map(|&i| &batch[i]))
             .execute(&mut *tx)
             .await?;
     }
     let rows = &folded.deliveries;
-    let latest = || rows.iter().map(|r| r.latest);
-    sqlx::query(PG_DELIVERIES.as_str())
-        .bind(rows.iter().map(|r| folded.ids[r.at].as_str()).bind_iter())
-        .bind(latest().map(|a| a.route.as_str()).bind_iter())
-        .bind(latest().map(|a| a.event_id.as_str()).bind_iter())
-        .bind(latest().map(|a| a.event_type.as_str()).bind_iter())
-        .bind(latest().map(|a| i64::from(a.attempt)).bind_iter())
-        .bind(latest().map(|a| a.outcome.as_str()).bind_iter())
-        .bind(latest().map(|a| a.status.map(i64::from)).bind_iter())
-        .bind(latest().map(|a| a.duration_ms as i64).bind_iter())
-        .bind(latest().map(|a| a.response_body.as_deref()).bind_iter())
-        .bind(latest().map(|a| a.request_headers.as_deref()).bind_iter())
-        .bind(latest().map(|a| a.error.as_deref()).bind_iter())
-        .bind(latest().map(|a| a.payload.as_deref()).bind_iter())
-        .bind(latest().map(|a| a.config_version as i64).bind_iter())
-        .bind(latest().map(|a| a.config_revision.as_str()).bind_iter())
-        .bind(latest().map(|a| a.at_ms).bind_iter())
+    let ids = rows.iter().map(|r| folded.ids[r.at].as_str());
+    bind_pg_attempts(sqlx::query(PG_DELIVERIES.as_str()), ids, rows.iter().map(|r| r.latest))
         .bind(rows.iter().map(|r| i64::from(r.attempts)).bind_iter())
         .bind(rows.iter().map(|r| r.first_at).bind_iter())
         .bind(rows.iter().map(|r| r.event).bind_iter())
