@@ -13,7 +13,7 @@
 //! body, a filter that reads the whole event) convert it with [`Data::to_value`].
 //!
 //! Two decoders build it, with the same results: the hand-written one of `scan.rs` for the
-//! events it takes, and serde_json's visitors (`data/seed.rs`, [`DataSeed`]) for the rest.
+//! events it takes, and serde_json's visitors (`data/seed.rs`, `DataSeed`) for the rest.
 //!
 //! The same JSON as `serde_json::Value` gives, member for member: a name given twice keeps its
 //! first place and its last value; numbers are read by serde_json itself; the body renders with
@@ -239,7 +239,7 @@ impl DataRef<'_> {
     /// string that is a span is copied as it stands in the event: serde_json hands over a span
     /// only for a string without escapes, and refuses control characters in strings, so it holds
     /// nothing the serializer would escape. A container that stands verbatim in the event
-    /// ([`Container`]) is copied in one piece.
+    /// (`data::container::Container`) is copied in one piece.
     pub fn write_json(self, out: &mut Vec<u8>) {
         let raw = match self.node {
             Node::Array(items) => items.raw(self.text),
