@@ -9,9 +9,9 @@ use crate::store::{RouteStats, SeriesBucket, StoreError};
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
 
-/// `(… UNION ALL …)`, every attempt made in `[since, until)` as `route, outcome, duration_ms,
-/// at`: the earlier ones from `attempts`, the latest ones from `deliveries`; `filter` adds the
-/// same condition on `route` to both.
+/// `(… UNION ALL …) AS a`, every attempt made in `[since, until)` as `route, outcome,
+/// duration_ms, at`: the earlier ones from `attempts`, the latest ones from `deliveries`;
+/// `filter` adds the same condition on `route` to both.
 fn push_attempts<DB: Database>(
     q: &mut QueryBuilder<DB>,
     since_ms: i64,
@@ -29,7 +29,7 @@ fn push_attempts<DB: Database>(
     );
     q.push_bind(since_ms).push(" AND last_at < ").push_bind(until_ms);
     filter(q);
-    q.push(")");
+    q.push(") AS a");
 }
 
 /// The statistics' SQL, shared by both backends (see the module docs of `backend`).
@@ -70,7 +70,6 @@ where
                 q.push(" AND route = ").push_bind(r.to_string());
             }
         });
-        q.push(" AS a");
         q.push(
             ") SELECT route, COUNT(*) AS attempts, \
              SUM(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END) AS delivered, \
@@ -127,7 +126,6 @@ where
                 super::push_routes(q, routes);
             }
         });
-        q.push(" AS a");
         q.push(" GROUP BY b ORDER BY b");
         let rows = q.build().fetch_all(pool).await?;
         let mut out = Vec::with_capacity(rows.len());
