@@ -14,7 +14,7 @@ use crate::delivery::policy;
 use crate::delivery::verdict::Class;
 use crate::event::CloudEvent;
 use crate::pipeline::{self, Payload, Prepared};
-use crate::telemetry::new_traceparent;
+use crate::telemetry::{checked_traceparent, new_traceparent};
 use axum::extract::State;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -355,7 +355,8 @@ pub struct TestResult {
 pub(crate) async fn send_now(state: &ApiState, route: &Route, payload: Payload) -> TestResult {
     let (snapshot, client) = (state.router.snapshot(), state.router.client());
     let sequence = state.router.sequencer().of(&payload);
-    let traceparent = payload.traceparent.clone().unwrap_or_else(new_traceparent);
+    let traceparent =
+        payload.traceparent.as_deref().and_then(checked_traceparent).map_or_else(new_traceparent, str::to_string);
     let attempt =
         Attempt { route, payload: &payload, sequence: &sequence, number: 1, traceparent: &traceparent, extra: &[] };
     let result = attempt.send(&client, snapshot.limits.response_body_bytes).await;

@@ -53,7 +53,9 @@ pub struct Attempt<'a> {
     /// `hookrelay-attempt`, 1-based.
     pub number: u32,
     /// The trace context the attempt continues when traces are off (with traces on, the attempt
-    /// span's own context is sent): the same on every attempt, so that they share a trace.
+    /// span's own context is sent): the same on every attempt, so that they share a trace. A
+    /// valid one, sent as it is: checked by `telemetry::checked_traceparent` or made by
+    /// `telemetry::new_traceparent`.
     pub traceparent: &'a str,
     /// Headers of this kind of delivery besides the usual ones (a batch's size and event ids).
     pub extra: &'a [(HeaderName, HeaderValue)],
@@ -76,7 +78,7 @@ impl Attempt<'_> {
 
     async fn exchange(&self, client: &WebhookClient, keep: usize, logged: Option<&mut String>) -> AttemptResult {
         let span = telemetry::attempt_span(self.number, &self.route.url);
-        let traceparent = telemetry::traceparent_ref(&span, Some(self.traceparent));
+        let traceparent = telemetry::traceparent_ref(&span, self.traceparent);
         let mut headers =
             request_headers(self.route, self.payload, self.sequence, &traceparent, self.number, unix_now());
         for (name, value) in self.extra {

@@ -330,7 +330,7 @@ impl Worker {
             attempt: settle.attempt(),
             // The producer's trace context: the message header (AMQP producers and the ingest
             // API) wins over the event's `traceparent` extension.
-            header_tp: message.headers.str(H_TRACEPARENT).filter(|tp| telemetry::is_valid_traceparent(tp)),
+            header_tp: message.headers.str(H_TRACEPARENT).and_then(telemetry::checked_traceparent),
             settle,
             ready: ready.map(|r| r.prepared),
         };
@@ -435,13 +435,11 @@ impl Dispatch<'_> {
         let sequence = self.worker.shared.sequencer.of(payload);
         // With traces off, every attempt sends the producer's traceparent, or one made once for
         // this event, so that all attempts share a trace.
-        let incoming: Cow<'_, str> = match self
-            .header_tp
-            .or_else(|| payload.traceparent.as_deref().filter(|tp| telemetry::is_valid_traceparent(tp)))
-        {
-            Some(tp) => Cow::Borrowed(tp),
-            None => Cow::Owned(telemetry::new_traceparent()),
-        };
+        let incoming: Cow<'_, str> =
+            match self.header_tp.or_else(|| payload.traceparent.as_deref().and_then(telemetry::checked_traceparent)) {
+                Some(tp) => Cow::Borrowed(tp),
+                None => Cow::Owned(telemetry::new_traceparent()),
+            };
         let keep = self.snap.limits.response_body_bytes;
         let gate = self.route.gated().then_some(&self.worker.gate);
         let began = gate.map(|_| Instant::now());

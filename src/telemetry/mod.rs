@@ -36,8 +36,8 @@ pub use self::spans::{
     record_ingest, set_parent,
 };
 pub use self::traceparent::{
-    format_traceparent, forward_traceparent, is_valid_traceparent, new_traceparent, parse_traceparent, traceparent,
-    traceparent_ref,
+    checked_traceparent, format_traceparent, forward_traceparent, is_valid_traceparent, new_traceparent,
+    parse_traceparent, traceparent, traceparent_ref,
 };
 
 use crate::config::files::TelemetryFile;

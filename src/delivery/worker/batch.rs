@@ -285,7 +285,7 @@ fn dispatch<'a>(
         route,
         message,
         attempt: settle.attempt(),
-        header_tp: message.headers.str(H_TRACEPARENT).filter(|tp| telemetry::is_valid_traceparent(tp)),
+        header_tp: message.headers.str(H_TRACEPARENT).and_then(telemetry::checked_traceparent),
         settle,
         ready: None,
     }
