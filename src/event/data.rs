@@ -66,6 +66,14 @@ impl Text {
         }
     }
 
+    /// The string's bytes, the span's character boundaries not checked again.
+    fn bytes<'a>(&'a self, text: &'a str) -> &'a [u8] {
+        match self {
+            Self::Span(start, end) => text.as_bytes().get(*start as usize..*end as usize).unwrap_or_default(),
+            Self::Owned(s) => s.as_bytes(),
+        }
+    }
+
     /// Whether this is `name`: the bytes compared, the span's character boundaries not checked
     /// again (member lookups: validation's `required` and `properties`, paths, redaction).
     pub(crate) fn is(&self, text: &str, name: &str) -> bool {
@@ -405,46 +413,47 @@ impl From<Value> for Data {
     }
 }
 
-/// Objects of up to this many members find a repeated name by scanning; larger ones by sorting.
+/// Objects of up to this many members find a repeated name by comparing each pair; larger ones
+/// by sorting.
 const SCAN_MEMBERS: usize = 16;
 
-/// What [`add_member`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Added {
-    /// A name not seen before in the object: pushed.
-    New,
-    /// A name given before: its value replaced, in its first place.
-    Replaced,
-    /// Pushed without looking at the names before it.
-    Unchecked,
+/// Settles an object's members, read in order and pushed as they came, as a JSON map does with
+/// a name given twice: the first place, the last value. Returns whether a name was given twice.
+/// (`text` is what the spans point into.)
+///
+/// Most objects have no name twice, so that is checked first, once per object
+/// ([`repeats_a_name`]): looking for the name of each member among
+/// those before it as it was added cost about 110 instructions a member (docs/performance.md,
+/// fifteenth round).
+pub(super) fn settle_members(members: &mut Vec<(Text, Node)>, text: &str) -> bool {
+    if members.len() <= SCAN_MEMBERS && !repeats_a_name(members, text) {
+        return false;
+    }
+    dedup_members(members, text)
 }
 
-/// Adds `key: value` to an object whose members so far are `members[start..]`, as a JSON map
-/// does with a name given twice: the first place, the last value. Up to [`SCAN_MEMBERS`]
-/// members a repeated name is found by scanning them; past that the member is pushed unchecked,
-/// and the object's members go through [`dedup_members`] once, at its end. (`text` is what the
-/// spans point into.)
-pub(super) fn add_member(members: &mut Vec<(Text, Node)>, start: usize, key: Text, value: Node, text: &str) -> Added {
-    let own = members.get_mut(start..).unwrap_or_default();
-    if own.len() >= SCAN_MEMBERS {
-        members.push((key, value));
-        return Added::Unchecked;
-    }
-    let name = key.resolve(text);
-    match own.iter_mut().find(|(k, _)| k.is(text, name)) {
-        Some(slot) => {
-            slot.1 = value;
-            Added::Replaced
+/// Whether two of `members` have the same name. Each name sets one bit of 64, chosen by its
+/// length and its first and last bytes: names that differ there are never equal, and in most
+/// objects every name sets a bit of its own. Only a name whose bit is already set is compared
+/// with the names before it.
+fn repeats_a_name(members: &[(Text, Node)], text: &str) -> bool {
+    let mut seen = 0u64;
+    for (i, (key, _)) in members.iter().enumerate() {
+        let name = key.bytes(text);
+        let (first, last) = (name.first().copied().unwrap_or(0), name.last().copied().unwrap_or(0));
+        let mix = name.len().wrapping_mul(37) ^ usize::from(first).wrapping_mul(11) ^ usize::from(last);
+        let bit = 1u64 << (mix % 64);
+        if seen & bit != 0 && members[..i].iter().any(|(k, _)| k.bytes(text) == name) {
+            return true;
         }
-        None => {
-            members.push((key, value));
-            Added::New
-        }
+        seen |= bit;
     }
+    false
 }
 
-/// What a JSON map does with a name given twice: the first place, the last value.
-pub(super) fn dedup_members(members: &mut Vec<(Text, Node)>, text: &str) {
+/// What a JSON map does with a name given twice: the first place, the last value. Returns
+/// whether a name was given twice.
+fn dedup_members(members: &mut Vec<(Text, Node)>, text: &str) -> bool {
     let mut order: Vec<usize> = (0..members.len()).collect();
     // Stable: equal names stay in the order they came.
     order.sort_by(|a, b| members[*a].0.resolve(text).cmp(members[*b].0.resolve(text)));
@@ -473,6 +482,7 @@ pub(super) fn dedup_members(members: &mut Vec<(Text, Node)>, text: &str) {
             !gone[i - 1]
         });
     }
+    any
 }
 
 #[cfg(test)]

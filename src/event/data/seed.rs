@@ -1,9 +1,9 @@
 //! `data` decoded by serde_json's visitors into the tree of [`Data`]: the path for events the
 //! hand-written decoder (`scan.rs`) leaves to serde_json, with the same results. Strings without
 //! escapes become spans of the event's text (serde_json hands them over borrowed from it); a
-//! name given twice keeps its first place and its last value ([`add_member`]).
+//! name given twice keeps its first place and its last value ([`settle_members`]).
 
-use super::{Added, Data, Node, Text, add_member, dedup_members};
+use super::{Data, Node, Text, settle_members};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 use std::cell::Cell;
@@ -112,14 +112,11 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
         let spans = self.0;
         let text = spans.base.unwrap_or_default();
         let mut members: Vec<(Text, Node)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        let mut checked = true;
         while let Some(key) = map.next_key_seed(KeySeed(spans))? {
             let value = map.next_value_seed(NodeSeed(spans))?;
-            checked &= add_member(&mut members, 0, key, value, text) != Added::Unchecked;
+            members.push((key, value));
         }
-        if !checked {
-            dedup_members(&mut members, text);
-        }
+        settle_members(&mut members, text);
         Ok(Node::Object(members.into()))
     }
 }

@@ -61,6 +61,26 @@ fn a_name_given_twice_keeps_its_first_place_and_its_last_value_in_small_and_larg
 }
 
 #[test]
+fn names_alike_at_their_ends_are_compared_in_full() {
+    // The same length and the same first and last bytes: the same bit of the quick check, so
+    // the names are compared, and only equal ones are one member.
+    for (data, expected) in [
+        (r#"{"abc":1,"axc":2}"#, json!({"abc": 1, "axc": 2})),
+        (r#"{"abc":1,"axc":2,"abc":3}"#, json!({"abc": 3, "axc": 2})),
+        (r#"{"":1,"a":2,"":3}"#, json!({"": 3, "a": 2})),
+        (r#"{"k\u0031":1,"k1":2}"#, json!({"k1": 2})),
+    ] {
+        let got = decoded(data).unwrap();
+        assert_eq!(serde_json::to_string(&got).unwrap(), expected.to_string(), "{data}");
+        let mut seen = Vec::new();
+        let (text, root) = (&*got.text, &got.root);
+        let Node::Object(members) = root else { panic!("an object") };
+        members.iter().for_each(|(k, _)| seen.push(k.resolve(text).to_string()));
+        assert_eq!(seen, expected.as_object().unwrap().keys().cloned().collect::<Vec<_>>(), "{data}");
+    }
+}
+
+#[test]
 fn strings_without_escapes_are_spans_of_the_event_text() {
     let plain = decoded(SAMPLES[0]).unwrap();
     assert_eq!(owned_strings(&plain.root), 0, "every string and name of {} is a span", SAMPLES[0]);

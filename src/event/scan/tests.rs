@@ -172,6 +172,24 @@ fn compact_containers_stand_verbatim_and_forget_it_when_changed() {
     assert_eq!(String::from_utf8(rendered(data)).unwrap(), expected);
 }
 
+#[test]
+fn large_objects_stand_verbatim_unless_a_name_is_given_twice() {
+    // Past 16 members, names are checked by sorting: a large object without a name twice is
+    // copied whole; with one (here after the sixteenth), it is written value by value.
+    let many = (0..20).map(|i| format!(r#""m{i}":{i}"#)).collect::<Vec<_>>().join(",");
+    let text = format!(r#"{{{HEAD},"data":{{"big":{{{many}}},"twice":{{{many},"m3":7,"m19":8}}}}}}"#);
+    let mut ev = agrees(&text).expect("taken");
+    let data = ev.data.as_mut().expect("data");
+    let mut found = Vec::new();
+    let (t, root) = data.parts_mut();
+    verbatim(t, root, &mut found);
+    let stands: Vec<&str> = found.iter().filter(|(_, v)| *v).map(|(s, _)| s.as_str()).collect();
+    assert_eq!(stands, [format!("{{{many}}}")]);
+    let twice = many.replace(r#""m3":3"#, r#""m3":7"#).replace(r#""m19":19"#, r#""m19":8"#);
+    let expected = format!(r#"{{"big":{{{many}}},"twice":{{{twice}}}}}"#);
+    assert_eq!(String::from_utf8(rendered(data)).unwrap(), expected);
+}
+
 /// A small deterministic generator (xorshift64*), so that a failure repeats.
 struct Rng(u64);
 
