@@ -122,10 +122,9 @@ impl Bench {
                 rabbit::declare_bare(&vh.url(), 1).await;
                 let url = vh.url();
                 let t = target.clone();
-                let relay =
-                    tokio::spawn(
-                        async move { rabbit::bare_relay(&url, &t, events, PREFETCH as u16, CONCURRENCY).await },
-                    );
+                let relay = tokio::spawn(async move {
+                    rabbit::bare_relay(&url, &t, events, PREFETCH as u16, CONCURRENCY).await;
+                });
                 rabbit::publish_paced(&vh.url(), "bare", "order.paid", Size::Kib1, events, rate, &timeline).await;
                 relay.await.map_err(|e| e.to_string())
             }

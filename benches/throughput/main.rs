@@ -300,8 +300,15 @@ impl Bench {
                 self.rx.reset(None);
                 if own {
                     // Wrapped only where `--wrap` counts the ceiling's instructions (32 at once).
-                    let wrap: &[String] = if self.wrapped(kind, in_flight) { &self.opts.launch.wrap } else { &[] };
-                    rabbit::bare_relay_process(wrap, &vh.url(), &target, n, PREFETCH as u16, in_flight).await
+                    let wrapped = self.wrapped(kind, in_flight);
+                    let wrap: &[String] = if wrapped { &self.opts.launch.wrap } else { &[] };
+                    let cpu = rabbit::bare_relay_process(wrap, &vh.url(), &target, n, PREFETCH as u16, in_flight).await;
+                    cpu.map(|us| {
+                        // The one-at-a-time relay's CPU, which the ordered route's reads against.
+                        if in_flight == 1 && !wrapped {
+                            self.report.record(ceil(kind, "relay1.cpu"), us);
+                        }
+                    })
                 } else {
                     rabbit::bare_relay(&vh.url(), &target, n, PREFETCH as u16, in_flight).await;
                     Ok(())

@@ -320,7 +320,9 @@ pub(crate) fn http_client()
 /// A bare relay: consumes queue `bare.0` at `prefetch`, POSTs each body to `target` with the
 /// message id as `webhook-id`, at most `in_flight` at once, and acks on 2xx. Runs until `n`
 /// messages are relayed.
-pub(crate) async fn bare_relay(url: &str, target: &str, n: usize, prefetch: u16, in_flight: usize) {
+/// Returns this process's CPU seconds from its first delivery to the end (what the relay's own
+/// process reports, [`bare_relay_process`]).
+pub(crate) async fn bare_relay(url: &str, target: &str, n: usize, prefetch: u16, in_flight: usize) -> f64 {
     let conn = connect(url).await;
     let ch = conn.create_channel().await.expect("channel");
     ch.basic_qos(prefetch, BasicQosOptions::default()).await.expect("qos");
@@ -331,9 +333,11 @@ pub(crate) async fn bare_relay(url: &str, target: &str, n: usize, prefetch: u16,
     let client = http_client();
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut cpu_at_first = None;
     for _ in 0..n {
         let permit = slots.clone().acquire_owned().await.expect("open");
         let d = consumer.next().await.expect("stream open").expect("delivery");
+        cpu_at_first.get_or_insert_with(crate::sys::own_cpu_seconds);
         let (client, target) = (client.clone(), target.to_string());
         tasks.spawn(async move {
             let id = d.properties.message_id().as_ref().map(|m| m.as_str().to_string()).unwrap_or_default();
@@ -352,7 +356,9 @@ pub(crate) async fn bare_relay(url: &str, target: &str, n: usize, prefetch: u16,
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+    let cpu = crate::sys::own_cpu_seconds() - cpu_at_first.unwrap_or_default();
     let _ = conn.close(200, "".into()).await;
+    cpu
 }
 
 /// The argument that makes this binary the bare relay's own process: `--bare-relay-child URL
@@ -363,7 +369,8 @@ const RELAY_CHILD: &str = "--bare-relay-child";
 /// not empty. Under `--wrap`, the bare relay (32 at once) runs so, so that its instructions per
 /// event are counted as the router's are (docs/benchmarks.md, "Profile"): the ceiling the
 /// router's count reads against. The one-at-a-time relay always runs so, unwrapped: outside the
-/// receiver's process, as the router is.
+/// receiver's process, as the router is. Returns the relay's CPU microseconds per event, from its
+/// first delivery to its last ack, as the process measured itself (meaningless under `wrap`).
 pub(crate) async fn bare_relay_process(
     wrap: &[String],
     url: &str,
@@ -371,7 +378,7 @@ pub(crate) async fn bare_relay_process(
     n: usize,
     prefetch: u16,
     in_flight: usize,
-) -> Result<(), String> {
+) -> Result<f64, String> {
     let exe = std::env::current_exe().map_err(|e| format!("this binary's path: {e}"))?;
     let mut command = match wrap.split_first() {
         Some((cmd, args)) => {
@@ -382,13 +389,24 @@ pub(crate) async fn bare_relay_process(
         None => tokio::process::Command::new(&exe),
     };
     let what = wrap.first().map_or_else(|| exe.display().to_string(), Clone::clone);
-    let status = command
+    let out = command
         .args([RELAY_CHILD, url, target, &n.to_string(), &prefetch.to_string(), &in_flight.to_string()])
-        .status()
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .await
         .map_err(|e| format!("starting {what}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("the bare relay's process ended with {status}")) }
+    if !out.status.success() {
+        return Err(format!("the bare relay's process ended with {}", out.status));
+    }
+    let said = String::from_utf8_lossy(&out.stdout);
+    said.lines()
+        .find_map(|l| l.strip_prefix(CPU_LINE)?.trim().parse::<f64>().ok())
+        .map(|seconds| seconds * 1e6 / n as f64)
+        .ok_or_else(|| format!("the bare relay's process did not say its CPU time ({said:?})"))
 }
+
+/// How the bare relay's own process prints its CPU seconds on its standard output.
+const CPU_LINE: &str = "bare-relay-cpu-seconds ";
 
 /// When this process is the bare relay's own ([`bare_relay_process`]), runs it and returns
 /// true.
@@ -400,6 +418,7 @@ pub(crate) async fn run_relay_child() -> bool {
     let arg = |i: usize| args.get(at + i).unwrap_or_else(|| panic!("{RELAY_CHILD} takes 5 arguments"));
     let number =
         |i: usize| arg(i).parse::<usize>().unwrap_or_else(|_| panic!("{RELAY_CHILD}: {} is no number", arg(i)));
-    bare_relay(arg(1), arg(2), number(3), number(4) as u16, number(5)).await;
+    let cpu = bare_relay(arg(1), arg(2), number(3), number(4) as u16, number(5)).await;
+    println!("{CPU_LINE}{cpu}");
     true
 }
