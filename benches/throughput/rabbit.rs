@@ -365,12 +365,11 @@ pub(crate) async fn bare_relay(url: &str, target: &str, n: usize, prefetch: u16,
 /// TARGET N PREFETCH IN_FLIGHT`.
 const RELAY_CHILD: &str = "--bare-relay-child";
 
-/// The bare relay as a process of its own: this binary started again, under `wrap` when it is
-/// not empty. Under `--wrap`, the bare relay (32 at once) runs so, so that its instructions per
-/// event are counted as the router's are (docs/benchmarks.md, "Profile"): the ceiling the
-/// router's count reads against. The one-at-a-time relay always runs so, unwrapped: outside the
-/// receiver's process, as the router is. Returns the relay's CPU microseconds per event, from its
-/// first delivery to its last ack, as the process measured itself (meaningless under `wrap`).
+/// The bare relay as a process of its own: this binary started again, outside the receiver's
+/// process, as the router is; under `wrap` when it is not empty (under `--wrap`, the relay 32 at
+/// once, so that its instructions per event are counted as the router's are: docs/benchmarks.md,
+/// "Profile"). Returns the relay's CPU microseconds per event, from its first delivery to its
+/// last ack, as the process measured itself (meaningless under `wrap`).
 pub(crate) async fn bare_relay_process(
     wrap: &[String],
     url: &str,

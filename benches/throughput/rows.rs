@@ -22,7 +22,12 @@ impl Bench {
                 let publishing = "bare axum handler that also publishes each event, 202 once confirmed (quorum queue)";
                 r.row(g, "ceiling.axum_publish.1k", publishing, Unit::PerSec, ratio("ceiling.axum.1k".into()));
             }
-            let relay = format!("{b}: bare relay (consume → POST → ack), 32 at once");
+            let relay = match kind {
+                BusKind::RabbitMq => {
+                    format!("{b}: bare relay (consume → POST → ack), 32 at once (a process of its own)")
+                }
+                BusKind::Embedded => format!("{b}: bare relay (consume → POST → ack), 32 at once"),
+            };
             r.row(g, c("relay.1k"), relay, Unit::PerSec, ratio(c("consume.1k")));
             let relay1 = match kind {
                 BusKind::RabbitMq => format!("{b}: bare relay, one at a time (a process of its own)"),
@@ -33,7 +38,10 @@ impl Bench {
                 let inside = format!("{b}: bare relay, one at a time, inside the harness beside the receiver");
                 r.row(g, c("relay1.harness.1k"), inside, Unit::PerSec, ratio(c("relay1.1k")));
             }
-            let cpu = format!("{b}: bare relay CPU per event (harness less its receiver), 32 at once");
+            let cpu = match kind {
+                BusKind::RabbitMq => format!("{b}: bare relay CPU per event, 32 at once (its own process)"),
+                BusKind::Embedded => format!("{b}: bare relay CPU per event (harness less its receiver), 32 at once"),
+            };
             r.row(g, c("relay.cpu"), cpu, Unit::Micros, p.clone());
             if kind == BusKind::RabbitMq {
                 let cpu1 = format!("{b}: bare relay CPU per event, one at a time (its own process)");
