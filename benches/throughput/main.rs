@@ -55,7 +55,7 @@ use common::Size;
 use process::{BusKind, Feed, Launch, Scenario};
 use rabbit::Vhost;
 use receiver::Receiver;
-use report::{Bound, Report, Target};
+use report::Report;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -531,32 +531,6 @@ impl Bench {
     }
 }
 
-fn targets(rabbitmq: bool, embedded: bool) -> Vec<Target> {
-    let mut out = Vec::new();
-    for (b, name, on) in [("rabbitmq", "RabbitMQ", rabbitmq), ("embedded", "embedded", embedded)] {
-        if !on {
-            continue;
-        }
-        let t = |text: &str, key: &str, on_compared, bound, limit| Target {
-            name: format!("{name}: {text}"),
-            key: format!("{b}.{key}"),
-            on_compared,
-            bound,
-            limit,
-        };
-        out.push(t("unordered route, share of the bare consumer", "unordered.1k.rate", true, Bound::AtLeast, 0.8));
-        out.push(t("router CPU per event (µs), realistic unordered", "unordered.1k.cpu", false, Bound::AtMost, 25.0));
-        out.push(t("p99 latency added at half load (ms)", "latency.p99", true, Bound::Below, 5.0));
-        if b == "rabbitmq" {
-            let text = "peak RSS (MiB), 10,000 events in the router (prefetched, 32 delivering)";
-            out.push(t(text, "inflight_router.peak", false, Bound::Below, 64.0));
-        }
-        let text = "peak RSS (MiB), 10,000 deliveries on 10,000 connections";
-        out.push(t(text, "inflight.peak", false, Bound::Below, 64.0));
-    }
-    out
-}
-
 fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -599,7 +573,7 @@ async fn main() {
         );
         bench.repetition(embedded, rep == 0).await;
     }
-    let targets = targets(opts.on("rabbitmq"), embedded);
+    let targets = rows::targets(opts.on("rabbitmq"), embedded);
     let fanout: Vec<String> = opts.fanout.iter().map(|r| format!("{r} × {}", (opts.events / r).max(50))).collect();
     let title = format!(
         "hookrelay throughput — {} events of ~1 KiB per run (ordered: {}, 64 KiB: {}, fan-out routes × events: {}), \

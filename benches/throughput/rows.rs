@@ -1,8 +1,8 @@
 //! The table's rows: every figure the harness can show, declared once, in the order shown, with
-//! its unit and what it is compared with.
+//! its unit and what it is compared with; and the targets printed after the table.
 
 use crate::per_key::declare_per_key_rows;
-use crate::report::{Report, Unit, Versus};
+use crate::report::{Bound, Report, Target, Unit, Versus};
 use crate::{Bench, BusKind, G_BACKLOG, G_FANOUT, G_MEM, G_PAYLOAD, ceil, ceiling_group, group_of};
 
 impl Bench {
@@ -248,4 +248,31 @@ impl Bench {
             row(r, "waiting", "events still waiting at the window's end", Unit::Count);
         }
     }
+}
+
+/// The targets printed after the table, for the brokers measured.
+pub(crate) fn targets(rabbitmq: bool, embedded: bool) -> Vec<Target> {
+    let mut out = Vec::new();
+    for (b, name, on) in [("rabbitmq", "RabbitMQ", rabbitmq), ("embedded", "embedded", embedded)] {
+        if !on {
+            continue;
+        }
+        let t = |text: &str, key: &str, on_compared, bound, limit| Target {
+            name: format!("{name}: {text}"),
+            key: format!("{b}.{key}"),
+            on_compared,
+            bound,
+            limit,
+        };
+        out.push(t("unordered route, share of the bare consumer", "unordered.1k.rate", true, Bound::AtLeast, 0.8));
+        out.push(t("router CPU per event (µs), realistic unordered", "unordered.1k.cpu", false, Bound::AtMost, 25.0));
+        out.push(t("p99 latency added at half load (ms)", "latency.p99", true, Bound::Below, 5.0));
+        if b == "rabbitmq" {
+            let text = "peak RSS (MiB), 10,000 events in the router (prefetched, 32 delivering)";
+            out.push(t(text, "inflight_router.peak", false, Bound::Below, 64.0));
+        }
+        let text = "peak RSS (MiB), 10,000 deliveries on 10,000 connections";
+        out.push(t(text, "inflight.peak", false, Bound::Below, 64.0));
+    }
+    out
 }
