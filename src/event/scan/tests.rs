@@ -45,6 +45,19 @@ fn verbatim(text: &str, node: &Node, out: &mut Vec<(String, bool)>) {
     out.push((raw.map_or_else(|| shown.to_string(), |r| String::from_utf8_lossy(r).into_owned()), raw.is_some()));
 }
 
+/// Every container of `data`, depth first, and whether it stands verbatim.
+fn containers(data: &mut Data) -> Vec<(String, bool)> {
+    let mut found = Vec::new();
+    let (text, root) = data.parts_mut();
+    verbatim(text, root, &mut found);
+    found
+}
+
+/// The texts of the containers that stand verbatim, of [`containers`].
+fn standing(found: &[(String, bool)]) -> Vec<&str> {
+    found.iter().filter(|(_, v)| *v).map(|(s, _)| s.as_str()).collect()
+}
+
 const HEAD: &str = r#""specversion":"1.0","id":"e-1","source":"s","type":"t""#;
 
 /// Events as producers send them, each of which the hand-written decoder must take.
@@ -157,12 +170,10 @@ fn compact_containers_stand_verbatim_and_forget_it_when_changed() {
     );
     let mut ev = agrees(&text).expect("taken");
     let data = ev.data.as_mut().expect("data");
-    let mut found = Vec::new();
-    let (t, root) = data.parts_mut();
-    verbatim(t, root, &mut found);
-    let stands: Vec<&str> = found.iter().filter(|(_, v)| *v).map(|(s, _)| s.as_str()).collect();
-    assert_eq!(stands, [r#"{"b":null}"#, r#"[1,"x",{"b":null}]"#, r#"{"k":true}"#]);
+    let found = containers(data);
+    assert_eq!(standing(&found), [r#"{"b":null}"#, r#"[1,"x",{"b":null}]"#, r#"{"k":true}"#]);
     // A change below a container passes through it: neither keeps its text.
+    let (t, root) = data.parts_mut();
     let Node::Object(members) = root else { panic!("an object") };
     let Some((_, Node::Array(a))) = members.iter_mut().next() else { panic!("an array first") };
     a.pop();
@@ -180,11 +191,7 @@ fn large_objects_stand_verbatim_unless_a_name_is_given_twice() {
     let text = format!(r#"{{{HEAD},"data":{{"big":{{{many}}},"twice":{{{many},"m3":7,"m19":8}}}}}}"#);
     let mut ev = agrees(&text).expect("taken");
     let data = ev.data.as_mut().expect("data");
-    let mut found = Vec::new();
-    let (t, root) = data.parts_mut();
-    verbatim(t, root, &mut found);
-    let stands: Vec<&str> = found.iter().filter(|(_, v)| *v).map(|(s, _)| s.as_str()).collect();
-    assert_eq!(stands, [format!("{{{many}}}")]);
+    assert_eq!(standing(&containers(data)), [format!("{{{many}}}")]);
     let twice = many.replace(r#""m3":3"#, r#""m3":7"#).replace(r#""m19":19"#, r#""m19":8"#);
     let expected = format!(r#"{{"big":{{{many}}},"twice":{{{twice}}}}}"#);
     assert_eq!(String::from_utf8(rendered(data)).unwrap(), expected);
