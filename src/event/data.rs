@@ -413,7 +413,7 @@ impl From<Value> for Data {
     }
 }
 
-/// Objects of up to this many members find a repeated name by comparing each pair; larger ones
+/// Objects of up to this many members find a repeated name by [`repeats_a_name`]; larger ones
 /// by sorting.
 const SCAN_MEMBERS: usize = 16;
 
@@ -422,9 +422,8 @@ const SCAN_MEMBERS: usize = 16;
 /// (`text` is what the spans point into.)
 ///
 /// Most objects have no name twice, so that is checked first, once per object
-/// ([`repeats_a_name`]): looking for the name of each member among
-/// those before it as it was added cost about 110 instructions a member (docs/performance.md,
-/// fifteenth round).
+/// ([`repeats_a_name`]): looking for the name of each member among those before it as it was
+/// added cost about 110 instructions a member (docs/performance.md, fifteenth round).
 pub(super) fn settle_members(members: &mut Vec<(Text, Node)>, text: &str) -> bool {
     if members.len() <= SCAN_MEMBERS && !repeats_a_name(members, text) {
         return false;
