@@ -146,11 +146,14 @@ impl Bench {
         }
     }
 
-    /// The bare relay's own CPU per event on `kind`, once the unordered run gave the receiver's
-    /// share (`receiver_us`, the harness's CPU per event there).
+    /// The bare relays' own CPU per event on `kind` where they ran in the harness (the embedded
+    /// broker's, 32 and one at a time), once the unordered run gave the receiver's share
+    /// (`receiver_us`, the harness's CPU per event there).
     pub(crate) fn relay_cpu(&mut self, kind: BusKind, receiver_us: f64) {
-        if let Some(harness) = self.report.current(&ceil(kind, "relay.harness_cpu")) {
-            self.report.record(ceil(kind, "relay.cpu"), (harness - receiver_us).max(0.0));
+        for (harness, own) in [("relay.harness_cpu", "relay.cpu"), ("relay1.harness_cpu", "relay1.cpu")] {
+            if let Some(harness) = self.report.current(&ceil(kind, harness)) {
+                self.report.record(ceil(kind, own), (harness - receiver_us).max(0.0));
+            }
         }
     }
 

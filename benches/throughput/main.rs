@@ -337,9 +337,10 @@ impl Bench {
             Ok(()) => {
                 let rate = self.rx.rate();
                 self.report.record(ceil(kind, key), rate);
-                if in_flight > 1 && !own {
+                if kind == BusKind::Embedded {
                     let harness = (sys::own_cpu_seconds() - cpu_before) * 1e6 / n as f64;
-                    self.report.record(ceil(kind, "relay.harness_cpu"), harness);
+                    let which = if in_flight == 1 { "relay1.harness_cpu" } else { "relay.harness_cpu" };
+                    self.report.record(ceil(kind, which), harness);
                 }
                 self.progress(&what, &format!("{rate:.0}/s"));
             }

@@ -43,10 +43,13 @@ impl Bench {
                 BusKind::Embedded => format!("{b}: bare relay CPU per event (harness less its receiver), 32 at once"),
             };
             r.row(g, c("relay.cpu"), cpu, Unit::Micros, p.clone());
-            if kind == BusKind::RabbitMq {
-                let cpu1 = format!("{b}: bare relay CPU per event, one at a time (its own process)");
-                r.row(g, c("relay1.cpu"), cpu1, Unit::Micros, ratio(c("relay.cpu")));
-            }
+            let cpu1 = match kind {
+                BusKind::RabbitMq => format!("{b}: bare relay CPU per event, one at a time (its own process)"),
+                BusKind::Embedded => {
+                    format!("{b}: bare relay CPU per event (harness less its receiver), one at a time")
+                }
+            };
+            r.row(g, c("relay1.cpu"), cpu1, Unit::Micros, ratio(c("relay.cpu")));
             r.row(g, c("relay.p50"), format!("{b}: bare relay p50 at the latency-run rate"), Unit::Millis, p.clone());
             r.row(g, c("relay.p99"), format!("{b}: bare relay p99 at the latency-run rate"), Unit::Millis, p.clone());
         }
@@ -108,15 +111,8 @@ impl Bench {
             }
             r.row(g, k("ingest_alone.1k.cpu"), "router CPU per event, POST /v1/events alone", Unit::Micros, p.clone());
             r.row(g, k("ordered.1k.rate"), "ordered route, events/s", Unit::PerSec, ratio(c("relay1.1k")));
-            match kind {
-                BusKind::RabbitMq => {
-                    let cpu = "router CPU per event, ordered (against the one-at-a-time relay's)";
-                    r.row(g, k("ordered.1k.cpu"), cpu, Unit::Micros, ratio(c("relay1.cpu")));
-                }
-                BusKind::Embedded => {
-                    r.row(g, k("ordered.1k.cpu"), "router CPU per event, ordered", Unit::Micros, p.clone());
-                }
-            }
+            let cpu = "router CPU per event, ordered (against the one-at-a-time relay's)";
+            r.row(g, k("ordered.1k.cpu"), cpu, Unit::Micros, ratio(c("relay1.cpu")));
             r.row(
                 g,
                 k("latency.rate"),
