@@ -285,8 +285,8 @@ impl Bench {
     /// receiver's.
     async fn ceiling_relay(&mut self, kind: BusKind, n: usize, in_flight: usize, in_harness: bool) {
         let target = format!("{}/bare", self.rx.addr);
-        // The harness's CPU during the relay (filling the queue included on RabbitMQ, where it
-        // is lapin publishing: a small share); less the receiver's, it is the relay's own.
+        // The harness's CPU during an embedded relay, which runs in this process; less the
+        // receiver's, it is the relay's own (a RabbitMQ relay measures its own process).
         let cpu_before = sys::own_cpu_seconds();
         // One at a time, a relay inside the receiver's process can hand each request to the
         // receiver and get its answer on the same thread, without the two context switches
